@@ -1,0 +1,9 @@
+//! The mio shell: sockets, the poll loop, timers and signals. It moves bytes
+//! and time into the core (`proto`) and carries the core's actions out.
+
+pub mod conn;
+pub mod event_loop;
+pub mod listen;
+pub mod outqueue;
+pub mod pool;
+pub mod timer;

@@ -1,0 +1,326 @@
+//! The `tether` command line: parse arguments, load settings, run.
+
+use log::info;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tether::gateway::event_loop::{App, Server, ShellConfig};
+use tether::gateway::listen::bind_all;
+use tether::proto::auth::{parse_ttl, Authenticator, MintRequest};
+use tether::proto::hub::{Hub, HubConfig};
+use tether::settings::{self, ConfigSource, IpAllowList, Settings};
+
+const USAGE: &str = "\
+tether - a small WebSocket gateway
+
+usage:
+  tether [serve] [--config PATH]        run the gateway until SIGTERM/SIGINT
+  tether token --sub ID [--permissions a,b] [--rooms r1,r2] [--role R] [--ttl 24h] [--config PATH]
+                                        print one signed JWT
+  tether check-config [--config PATH]   validate and print the effective settings
+  tether echo [--host H] [--port P] [--config PATH]
+                                        echo every message verbatim (conformance, benchmarks)
+  tether --version | --help
+
+Settings: --config PATH, else $TETHER_CONFIG, else ./settings.json, else built-in defaults.
+State (generated JWT secret): $STATE_DIRECTORY, else ./tether-data.
+";
+
+/// Echo mode accepts messages this large (the conformance suite sends 16 MiB).
+const ECHO_MAX_MESSAGE: usize = 16 << 20;
+
+#[derive(Debug, Default)]
+struct Args {
+    command: String,
+    config: Option<PathBuf>,
+    sub: Option<String>,
+    permissions: Vec<String>,
+    rooms: Vec<String>,
+    role: Option<String>,
+    ttl: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+}
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn parse_args(raw: Vec<String>) -> Result<Args, String> {
+    let mut args = Args {
+        command: "serve".into(),
+        ..Args::default()
+    };
+    let mut it = raw.into_iter().peekable();
+    if let Some(first) = it.peek() {
+        if !first.starts_with('-') {
+            args.command = first.clone();
+            it.next();
+        }
+    }
+    if !matches!(
+        args.command.as_str(),
+        "serve" | "token" | "check-config" | "echo"
+    ) {
+        return Err(format!("unknown command `{}`", args.command));
+    }
+    while let Some(flag) = it.next() {
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (flag.clone(), None),
+        };
+        if name == "--help" || name == "-h" {
+            args.command = "help".into();
+            return Ok(args);
+        }
+        if name == "--version" || name == "-V" {
+            args.command = "version".into();
+            return Ok(args);
+        }
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or(format!("{name} needs a value"))
+        };
+        let allowed: &[&str] = match args.command.as_str() {
+            "token" => &[
+                "--config",
+                "--sub",
+                "--permissions",
+                "--rooms",
+                "--role",
+                "--ttl",
+            ],
+            "echo" => &["--config", "--host", "--port"],
+            _ => &["--config"],
+        };
+        if !allowed.contains(&name.as_str()) {
+            return Err(format!("unknown option `{name}` for `{}`", args.command));
+        }
+        match name.as_str() {
+            "--config" => args.config = Some(PathBuf::from(value()?)),
+            "--sub" => args.sub = Some(value()?),
+            "--permissions" => args.permissions = list(&value()?),
+            "--rooms" => args.rooms = list(&value()?),
+            "--role" => args.role = Some(value()?),
+            "--ttl" => args.ttl = Some(value()?),
+            "--host" => args.host = Some(value()?),
+            "--port" => {
+                let v = value()?;
+                args.port = Some(
+                    v.parse()
+                        .map_err(|_| format!("--port: `{v}` is not a port number (0-65535)"))?,
+                );
+            }
+            _ => unreachable!("checked against the allowed list"),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if raw.first().is_some_and(|a| a == "--version" || a == "-V") {
+        println!("tether {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let args = match parse_args(raw) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("tether: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match args.command.as_str() {
+        "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        "version" => {
+            println!("tether {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        "token" => cmd_token(&args),
+        "check-config" => cmd_check_config(&args),
+        "echo" => cmd_echo(&args),
+        _ => cmd_serve(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(problems) => {
+            for line in problems.lines() {
+                eprintln!("tether: {line}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(args: &Args) -> Result<(Settings, ConfigSource), String> {
+    let source = settings::locate(args.config.as_deref());
+    let loaded = settings::load(&source).map_err(|e| e.to_string())?;
+    Ok((loaded, source))
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn init_logging(level: log::LevelFilter) {
+    let config = simplelog::ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .set_target_level(log::LevelFilter::Off)
+        .set_thread_level(log::LevelFilter::Off)
+        .build();
+    let _ = simplelog::WriteLogger::init(level, config, std::io::stderr());
+}
+
+fn authenticator(s: &Settings, secret: &[u8]) -> Authenticator {
+    let auth = &s.server.websocket.auth;
+    Authenticator::new(
+        secret,
+        auth.jwt_issuer.clone(),
+        auth.jwt_audience.clone(),
+        auth.password.as_deref(),
+        &auth.password_permissions,
+        s.rooms.by_role.clone(),
+    )
+}
+
+fn shell_config(s: &Settings, allow: IpAllowList) -> ShellConfig {
+    let limits = &s.limits;
+    let auth = &s.server.websocket.auth;
+    ShellConfig {
+        max_connections: limits.max_connections,
+        max_connections_per_ip: limits.max_connections_per_ip,
+        max_connects_per_ip_per_hour: limits.max_connects_per_ip_per_hour,
+        max_message_bytes: limits.max_message_bytes,
+        max_outbound_bytes: limits.max_outbound_bytes,
+        idle_timeout_ms: limits.idle_timeout_s.saturating_mul(1000),
+        ping_interval_ms: limits.ping_interval_s.saturating_mul(1000),
+        // A client gets as long to send its request head as to authenticate.
+        handshake_timeout_ms: auth.auth_timeout_ms,
+        allow,
+        allowed_origins: auth.allowed_origins.clone(),
+    }
+}
+
+fn cmd_serve(args: &Args) -> Result<(), String> {
+    let (s, source) = load(args)?;
+    init_logging(s.level_filter());
+    let (secret, secret_source) = s
+        .resolve_jwt_secret(env, &settings::state_dir())
+        .map_err(|e| e.to_string())?;
+    let allow = s.allowed_ips().map_err(|e| e.to_string())?;
+    let ws = &s.server.websocket;
+    let hub = Hub::new(HubConfig {
+        auth: authenticator(&s, &secret),
+        auth_timeout_ms: ws.auth.auth_timeout_ms,
+        max_messages_per_minute: s.limits.max_messages_per_minute,
+        server_name: tether::server_name(),
+    });
+    let listeners = bind_all(&ws.host, ws.port).map_err(|e| e.to_string())?;
+    info!(
+        "tether {} starting with {source}; jwt secret from {secret_source}",
+        env!("CARGO_PKG_VERSION")
+    );
+    for listener in &listeners {
+        if let Ok(addr) = listener.local_addr() {
+            info!("listening on ws://{addr}");
+        }
+    }
+    let mut server = Server::new(
+        listeners,
+        App::Gateway(Box::new(hub)),
+        shell_config(&s, allow),
+    )
+    .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    server.run().map_err(|e| format!("event loop failed: {e}"))
+}
+
+fn cmd_echo(args: &Args) -> Result<(), String> {
+    let (mut s, _) = load(args)?;
+    init_logging(s.level_filter());
+    let allow = s.allowed_ips().map_err(|e| e.to_string())?;
+    s.limits.max_message_bytes = s.limits.max_message_bytes.max(ECHO_MAX_MESSAGE);
+    s.limits.max_outbound_bytes = s.limits.max_outbound_bytes.max(2 * ECHO_MAX_MESSAGE + 64);
+    let host = args
+        .host
+        .clone()
+        .unwrap_or_else(|| s.server.websocket.host.clone());
+    let port = args.port.unwrap_or(s.server.websocket.port);
+    let listeners = bind_all(&host, port).map_err(|e| e.to_string())?;
+    for listener in &listeners {
+        if let Ok(addr) = listener.local_addr() {
+            info!("echo: listening on ws://{addr}");
+        }
+    }
+    let mut server = Server::new(listeners, App::Echo, shell_config(&s, allow))
+        .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    server.run().map_err(|e| format!("event loop failed: {e}"))
+}
+
+fn cmd_token(args: &Args) -> Result<(), String> {
+    let sub = args
+        .sub
+        .clone()
+        .filter(|s| !s.is_empty())
+        .ok_or("token: --sub ID is required")?;
+    let ttl_s =
+        parse_ttl(args.ttl.as_deref().unwrap_or("24h")).map_err(|e| format!("--ttl: {e}"))?;
+    let (s, _) = load(args)?;
+    let (secret, _) = s
+        .resolve_jwt_secret(env, &settings::state_dir())
+        .map_err(|e| e.to_string())?;
+    let request = MintRequest {
+        sub,
+        permissions: args.permissions.clone(),
+        rooms: args.rooms.clone(),
+        role: args.role.clone(),
+        ttl_s,
+    };
+    let (token, _) = authenticator(&s, &secret).mint(&request, unix_now())?;
+    println!("{token}");
+    Ok(())
+}
+
+fn cmd_check_config(args: &Args) -> Result<(), String> {
+    let (s, source) = load(args)?;
+    let mut problems = Vec::new();
+    // The secret file is read (not generated) so that checking has no side effects.
+    let auth = &s.server.websocket.auth;
+    if env("JWT_SECRET").is_none() && auth.jwt_secret.is_none() {
+        if let Some(path) = &auth.jwt_secret_file {
+            match std::fs::read(path) {
+                Ok(bytes) if bytes.trim_ascii_end().len() >= settings::MIN_JWT_SECRET_BYTES => {}
+                Ok(_) => problems.push(format!(
+                    "server.websocket.auth.jwt_secret_file: {} holds fewer than {} bytes",
+                    path.display(),
+                    settings::MIN_JWT_SECRET_BYTES
+                )),
+                Err(e) => problems.push(format!(
+                    "server.websocket.auth.jwt_secret_file: cannot read {}: {e}",
+                    path.display()
+                )),
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
+    eprintln!("tether: settings from {source} are valid");
+    println!("{}", s.redacted_pretty());
+    Ok(())
+}

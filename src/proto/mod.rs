@@ -1,0 +1,27 @@
+//! The sans-IO core: protocol, sessions, auth, rooms and limits.
+//! Nothing here touches a socket or reads the clock: time is passed in.
+
+pub mod auth;
+pub mod envelope;
+pub mod frame;
+pub mod handshake;
+pub mod hub;
+pub mod limits;
+pub mod rooms;
+
+/// The current time, as the shell read it once per loop pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic milliseconds (since the gateway started): deadlines.
+    pub ms: u64,
+    /// Wall-clock unix seconds: token validity, timestamps in messages.
+    pub unix: u64,
+}
+
+impl Now {
+    /// The monotonic instant at which unix time `unix` arrives.
+    pub fn ms_at_unix(&self, unix: u64) -> u64 {
+        self.ms
+            .saturating_add(unix.saturating_sub(self.unix).saturating_mul(1000))
+    }
+}

@@ -1,0 +1,79 @@
+//! Room membership: which connections are in which room.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Index of a connection (its slot in the connection slab).
+pub type ConnKey = usize;
+
+/// Rooms and their members. A room exists while it has a member; its name is
+/// shared (`Rc<str>`) with the members' own lists, so it is stored once.
+#[derive(Debug, Default)]
+pub struct Rooms {
+    members: HashMap<Rc<str>, Vec<ConnKey>>,
+}
+
+impl Rooms {
+    /// Adds `key` to `room`; returns the shared name, and whether it was newly added.
+    pub fn join(&mut self, room: &str, key: ConnKey) -> (Rc<str>, bool) {
+        if let Some((name, members)) = self.members.get_key_value(room) {
+            let name = name.clone();
+            if members.contains(&key) {
+                return (name, false);
+            }
+            if let Some(members) = self.members.get_mut(room) {
+                members.push(key);
+            }
+            return (name, true);
+        }
+        let name: Rc<str> = room.into();
+        self.members.insert(name.clone(), vec![key]);
+        (name, true)
+    }
+
+    pub fn leave(&mut self, room: &str, key: ConnKey) {
+        if let Some(members) = self.members.get_mut(room) {
+            if let Some(pos) = members.iter().position(|&k| k == key) {
+                members.swap_remove(pos);
+            }
+            if members.is_empty() {
+                self.members.remove(room);
+            }
+        }
+    }
+
+    pub fn members(&self, room: &str) -> &[ConnKey] {
+        self.members.get(room).map_or(&[], Vec::as_slice)
+    }
+
+    /// Rooms that have at least one member.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_leave_and_cleanup() {
+        let mut rooms = Rooms::default();
+        let (a, new) = rooms.join("lobby", 1);
+        assert!(new);
+        let (b, new) = rooms.join("lobby", 2);
+        assert!(new && Rc::ptr_eq(&a, &b));
+        assert!(!rooms.join("lobby", 2).1);
+        assert_eq!(rooms.members("lobby"), [1, 2]);
+        rooms.leave("lobby", 1);
+        rooms.leave("lobby", 1);
+        assert_eq!(rooms.members("lobby"), [2]);
+        rooms.leave("lobby", 2);
+        assert!(rooms.is_empty());
+        assert!(rooms.members("nowhere").is_empty());
+    }
+}
