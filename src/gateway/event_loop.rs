@@ -622,7 +622,13 @@ impl Server {
             }
             conn.decoder = Default::default();
             if conn.stage == Stage::Open {
+                // Failing the connection (RFC 6455 §7.1.7): send our close
+                // frame, then drop TCP without waiting for the peer's.
                 self.start_close(key, error.close_code(), error.reason());
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.stage = Stage::Closing { peer_closed: true };
+                }
+                self.mark_dirty(key);
             } else {
                 self.remove(key);
             }
