@@ -229,6 +229,7 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
         auth: authenticator(&s, &secret),
         auth_timeout_ms: ws.auth.auth_timeout_ms,
         max_messages_per_minute: s.limits.max_messages_per_minute,
+        request_timeout_ms: s.host.request_timeout_ms,
         server_name: tether::server_name(),
     });
     let listeners = bind_all(&ws.host, ws.port).map_err(|e| e.to_string())?;

@@ -8,6 +8,7 @@ use super::timer::{Entry, TimerWheel};
 use crate::proto::auth::Identity;
 use crate::proto::frame::{close_payload, FrameError, OutHeader, OutKind, WsEvent, MAX_HEADER};
 use crate::proto::handshake::{self, Parsed, Refusal, Request, Upgrade};
+use crate::proto::host::KEY_BITS;
 use crate::proto::hub::{client_id_str, Action, Body, Hub};
 use crate::proto::limits::IpTable;
 use crate::proto::Now;
@@ -34,8 +35,6 @@ const CLOSE_LINGER_MS: u64 = 2_000;
 const REFUSAL_LINGER_MS: u64 = 1_000;
 /// Slots beyond `max_connections` for answering refusals politely.
 const REFUSAL_RESERVE: usize = 64;
-/// Bits of a connection id that hold its slab key.
-const KEY_BITS: u32 = 24;
 
 const SIGNAL: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 64;
@@ -667,7 +666,7 @@ impl Server {
                             None => ([0; 125], 0),
                         };
                         self.queue_frame(key, OutKind::Close, &payload[..len], None);
-                        self.end_session(key);
+                        self.end_session(key, status.map_or(1005, |(code, _)| code));
                         let conn = &mut self.conns[key];
                         conn.stage = Stage::Closing { peer_closed: true };
                         conn.deadline_ms = self.now.ms + CLOSE_LINGER_MS;
@@ -761,7 +760,7 @@ impl Server {
         }
         let (payload, len) = close_payload(code, reason);
         self.queue_frame(key, OutKind::Close, &payload[..len], None);
-        self.end_session(key);
+        self.end_session(key, code);
         let conn = &mut self.conns[key];
         conn.stage = Stage::Closing { peer_closed: false };
         conn.deadline_ms = self.now.ms + CLOSE_LINGER_MS;
@@ -769,9 +768,9 @@ impl Server {
     }
 
     /// The core forgets the session (rooms, hosts) as soon as a close starts.
-    fn end_session(&mut self, key: usize) {
+    fn end_session(&mut self, key: usize, code: u16) {
         if let App::Gateway(hub) = &mut self.app {
-            hub.disconnect(key);
+            hub.disconnect(key, code);
             self.apply_outbox();
         }
     }
@@ -919,7 +918,8 @@ impl Server {
         }
         let mut conn = self.conns.remove(key);
         if let App::Gateway(hub) = &mut self.app {
-            hub.disconnect(key);
+            // Gone without a close handshake (a session already ended is a no-op).
+            hub.disconnect(key, 1006);
         }
         if conn.counted_ip {
             self.ip_table.closed(conn.ip);

@@ -193,6 +193,13 @@ impl<'b> JsonWriter<'b> {
         self
     }
 
+    /// Writes the value of `key` with `write` (which must append valid JSON).
+    pub fn with_raw(&mut self, key: &str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+        self.key(key);
+        write(self.buf);
+        self
+    }
+
     pub fn u64(&mut self, key: &str, value: u64) -> &mut Self {
         self.key(key);
         self.buf.extend_from_slice(itoa(value, &mut [0u8; 20]));

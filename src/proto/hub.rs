@@ -4,6 +4,7 @@
 
 use crate::proto::auth::{AuthError, Authenticator, Identity};
 use crate::proto::envelope::{self, write_error, ErrorCode, JsonWriter};
+use crate::proto::host::{HostLink, HostRole};
 use crate::proto::limits::{MessageLimiter, Verdict};
 use crate::proto::rooms::{ConnKey, Rooms};
 use crate::proto::Now;
@@ -11,6 +12,7 @@ use log::{debug, info, warn};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -23,6 +25,8 @@ pub struct HubConfig {
     pub auth: Authenticator,
     pub auth_timeout_ms: u64,
     pub max_messages_per_minute: u32,
+    /// How long a host has to answer a forwarded request.
+    pub request_timeout_ms: u64,
     /// Sent in `connected` as `server`.
     pub server_name: String,
 }
@@ -67,7 +71,7 @@ impl Outbox {
         self.arena.clear();
     }
 
-    fn send_from(&mut self, to: ConnKey, start: usize) {
+    pub(crate) fn send_from(&mut self, to: ConnKey, start: usize) {
         let end = self.arena.len();
         self.actions.push(Action::Send {
             to,
@@ -98,13 +102,21 @@ pub struct Session {
     expiry_ms: Option<u64>,
     pub rooms: Vec<Rc<str>>,
     limiter: MessageLimiter,
+    /// Set once the client sent `host.register`: it then serves events.
+    pub(super) host: Option<HostRole>,
+    /// Gateway ids of this client's requests waiting for a host, oldest first
+    /// (their deadlines are in the same order, the timeout being constant).
+    pub(super) waiting: VecDeque<u64>,
 }
 
 pub struct Hub {
-    cfg: HubConfig,
-    sessions: Vec<Option<Session>>,
+    pub(super) cfg: HubConfig,
+    pub(super) sessions: Vec<Option<Session>>,
     active: usize,
-    rooms: Rooms,
+    pub(super) rooms: Rooms,
+    pub(super) hosts: HostLink,
+    /// Unix time of the latest input, for timestamps of errors raised on disconnect.
+    pub(super) last_unix: u64,
     pub out: Outbox,
     pub stats: Stats,
 }
@@ -134,7 +146,7 @@ struct PublishData<'a> {
 }
 
 /// Reads `data` as `T`, or `None` when absent or of the wrong shape.
-fn data_as<'a, T: Deserialize<'a>>(data: Option<&'a RawValue>) -> Option<T> {
+pub(super) fn data_as<'a, T: Deserialize<'a>>(data: Option<&'a RawValue>) -> Option<T> {
     data.and_then(|d| serde_json::from_str(d.get()).ok())
 }
 
@@ -150,6 +162,8 @@ impl Hub {
             sessions: Vec::new(),
             active: 0,
             rooms: Rooms::default(),
+            hosts: HostLink::default(),
+            last_unix: 0,
             out: Outbox::default(),
             stats: Stats::default(),
         }
@@ -161,6 +175,10 @@ impl Hub {
 
     pub fn active_connections(&self) -> usize {
         self.active
+    }
+
+    pub fn hosts(&self) -> &HostLink {
+        &self.hosts
     }
 
     pub fn active_rooms(&self) -> usize {
@@ -185,7 +203,7 @@ impl Hub {
         }
         if self.sessions[key].is_some() {
             // The shell reuses a key only after disconnect; never leave a ghost behind.
-            self.disconnect(key);
+            self.disconnect(key, 1006);
         }
         self.sessions[key] = Some(Session {
             id,
@@ -196,6 +214,8 @@ impl Hub {
             expiry_ms: None,
             rooms: Vec::new(),
             limiter: MessageLimiter::new(self.cfg.max_messages_per_minute, now.ms),
+            host: None,
+            waiting: VecDeque::new(),
         });
         self.active += 1;
         self.stats.total_connections += 1;
@@ -214,8 +234,9 @@ impl Hub {
         }
     }
 
-    /// The connection is gone (or closing): forget the session and its rooms.
-    pub fn disconnect(&mut self, key: ConnKey) {
+    /// The connection is gone (or closing) with `code`: forget the session,
+    /// its rooms and requests; hosts hear of it, or lose their events.
+    pub fn disconnect(&mut self, key: ConnKey, code: u16) {
         let Some(session) = self.sessions.get_mut(key).and_then(Option::take) else {
             return;
         };
@@ -223,20 +244,37 @@ impl Hub {
         for room in &session.rooms {
             self.rooms.leave(room, key);
         }
+        self.forget_requests_of(&session);
+        match &session.host {
+            Some(role) => self.host_gone(key, role),
+            None => {
+                if let Some(identity) = &session.identity {
+                    self.notify_hosts_left(session.id, &identity.sub, code);
+                }
+            }
+        }
     }
 
-    /// The earliest deadline of this session (auth timeout or token expiry).
+    /// The earliest deadline of this session: auth timeout, token expiry, or
+    /// its oldest request waiting for a host.
     pub fn deadline(&self, key: ConnKey) -> Option<u64> {
         let s = self.session(key)?;
-        if s.identity.is_none() {
+        let own = if s.identity.is_none() {
             Some(s.auth_deadline_ms)
         } else {
             s.expiry_ms
+        };
+        let waiting = self.hosts.first_deadline(&s.waiting);
+        match (own, waiting) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
     /// Fires due deadlines of one session.
     pub fn on_timer(&mut self, key: ConnKey, now: Now) {
+        self.last_unix = now.unix;
+        self.expire_requests(key, now);
         let Some(s) = self.session(key) else { return };
         if s.identity.is_none() && now.ms >= s.auth_deadline_ms {
             self.error(
@@ -274,6 +312,7 @@ impl Hub {
 
     /// One text message from a client.
     pub fn on_text(&mut self, key: ConnKey, now: Now, text: &str) {
+        self.last_unix = now.unix;
         let parsed = envelope::parse(text);
         let request_id = match &parsed {
             Ok(env) => env.request_id,
@@ -318,13 +357,10 @@ impl Hub {
             "subscribe" => self.on_subscribe(key, now, env.data, rid),
             "unsubscribe" => self.on_unsubscribe(key, now, env.data, rid),
             "publish" => self.on_publish(key, now, env.data, rid),
-            _ => self.error(
-                key,
-                ErrorCode::UnknownEvent,
-                "no handler for this event",
-                now,
-                rid,
-            ),
+            event if event.starts_with("host.") => {
+                self.on_host_event(key, now, event, env.data, rid)
+            }
+            event => self.forward_to_host(key, now, event, env.data, rid),
         }
     }
 
@@ -423,12 +459,17 @@ impl Hub {
                 identity.sub
             );
         }
+        let joined = first && s.host.is_none();
+        let (id, ip) = (s.id, s.ip);
         s.identity = Some(identity);
         self.reply_identity(key, event, rid);
+        if joined {
+            self.notify_hosts_joined(key, id, ip);
+        }
     }
 
     /// `authenticated` / `whoami`: `{clientId, sub, permissions, rooms, expiresAt}`.
-    fn reply_identity(&mut self, key: ConnKey, event: &str, rid: Option<&RawValue>) {
+    pub(super) fn reply_identity(&mut self, key: ConnKey, event: &str, rid: Option<&RawValue>) {
         let Some(s) = self.sessions.get(key).and_then(Option::as_ref) else {
             return;
         };
@@ -574,7 +615,12 @@ impl Hub {
     }
 
     /// Queues `message` for every member of `room` but `except`; returns how many.
-    fn deliver(&mut self, room: &str, message: Rc<[u8]>, except: Option<ConnKey>) -> u64 {
+    pub(super) fn deliver(
+        &mut self,
+        room: &str,
+        message: Rc<[u8]>,
+        except: Option<ConnKey>,
+    ) -> u64 {
         let mut delivered = 0;
         for &member in self.rooms.members(room) {
             if Some(member) != except {
@@ -612,7 +658,7 @@ impl Hub {
         self.out.send_from(key, start);
     }
 
-    fn error(
+    pub(super) fn error(
         &mut self,
         key: ConnKey,
         code: ErrorCode,
@@ -626,8 +672,8 @@ impl Hub {
     }
 
     /// Ends a session from the core's side: the shell sends the close frame.
-    fn close(&mut self, key: ConnKey, code: u16, reason: &'static str) {
-        self.disconnect(key);
+    pub(super) fn close(&mut self, key: ConnKey, code: u16, reason: &'static str) {
+        self.disconnect(key, code);
         self.out.actions.push(Action::Close {
             to: key,
             code,
@@ -668,6 +714,7 @@ mod tests {
             auth,
             auth_timeout_ms: 10_000,
             max_messages_per_minute: 60,
+            request_timeout_ms: 5_000,
             server_name: "tether/test".into(),
         })
     }
@@ -923,7 +970,7 @@ mod tests {
         let out = send(&mut h, 1, T0, r#"{"event":"fly"}"#);
         assert_eq!(out[0].1["data"]["code"], "unknown_event");
 
-        h.disconnect(0);
+        h.disconnect(0, 1000);
         assert_eq!(h.active_rooms(), 0);
         assert_eq!(h.active_connections(), 2);
     }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod envelope;
 pub mod frame;
 pub mod handshake;
+pub mod host;
 pub mod hub;
 pub mod limits;
 pub mod rooms;
