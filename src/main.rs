@@ -233,21 +233,24 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
         server_name: tether::server_name(),
     });
     let listeners = bind_all(&ws.host, ws.port).map_err(|e| e.to_string())?;
+    let addrs: Vec<_> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
     info!(
         "tether {} starting with {source}; jwt secret from {secret_source}",
         env!("CARGO_PKG_VERSION")
     );
-    for listener in &listeners {
-        if let Ok(addr) = listener.local_addr() {
-            info!("listening on ws://{addr}");
-        }
-    }
+    // Signals are handled once the server exists, so "listening" is said after.
     let mut server = Server::new(
         listeners,
         App::Gateway(Box::new(hub)),
         shell_config(&s, allow),
     )
     .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    for addr in addrs {
+        info!("listening on ws://{addr}");
+    }
     server.run().map_err(|e| format!("event loop failed: {e}"))
 }
 
@@ -263,13 +266,15 @@ fn cmd_echo(args: &Args) -> Result<(), String> {
         .unwrap_or_else(|| s.server.websocket.host.clone());
     let port = args.port.unwrap_or(s.server.websocket.port);
     let listeners = bind_all(&host, port).map_err(|e| e.to_string())?;
-    for listener in &listeners {
-        if let Ok(addr) = listener.local_addr() {
-            info!("echo: listening on ws://{addr}");
-        }
-    }
+    let addrs: Vec<_> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
     let mut server = Server::new(listeners, App::Echo, shell_config(&s, allow))
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    for addr in addrs {
+        info!("echo: listening on ws://{addr}");
+    }
     server.run().map_err(|e| format!("event loop failed: {e}"))
 }
 

@@ -99,7 +99,7 @@ pub struct Server {
     serial: u64,
     /// Connections counted against `max_connections`.
     admitted: usize,
-    /// Full: new clients get 503 until `admitted` falls below 90 %.
+    /// Full: new clients get 503 (the change is logged once).
     refusing: bool,
     shutdown_deadline: Option<u64>,
 }
@@ -267,18 +267,20 @@ impl Server {
             return;
         }
         let max = self.cfg.max_connections;
-        if self.refusing && self.admitted * 10 < max * 9 {
-            self.refusing = false;
-            info!(
-                "accepting again: {} of {max} connections in use",
-                self.admitted
-            );
+        // SPEC §3: 503 exactly while `max_connections` are in use.
+        let full = self.admitted >= max;
+        if full != self.refusing {
+            self.refusing = full;
+            if full {
+                warn!("limits.max_connections ({max}) reached: refusing new clients with 503");
+            } else {
+                info!(
+                    "accepting again: {} of {max} connections in use",
+                    self.admitted
+                );
+            }
         }
-        if !self.refusing && self.admitted >= max {
-            self.refusing = true;
-            warn!("limits.max_connections ({max}) reached: refusing new clients with 503");
-        }
-        if self.refusing {
+        if full {
             self.refuse_new(
                 sock,
                 ip,
@@ -397,7 +399,10 @@ impl Server {
         };
         match conn.stage {
             Stage::Handshake => self.on_request_bytes(key, data),
-            Stage::Open | Stage::Closing { .. } => self.on_frame_bytes(key, data),
+            Stage::Open | Stage::Closing { peer_closed: false } => self.on_frame_bytes(key, data),
+            // Done reading (the peer closed, or we failed the connection):
+            // what follows is discarded, never parsed as frames.
+            Stage::Closing { peer_closed: true } => {}
             // A refused client's request is read and discarded.
             Stage::Refusing { .. } => {}
         }
@@ -627,10 +632,12 @@ impl Server {
                 if let Some(conn) = self.conns.get_mut(key) {
                     conn.stage = Stage::Closing { peer_closed: true };
                 }
-                self.mark_dirty(key);
             } else {
-                self.remove(key);
+                // Garbage while waiting for the peer's close: stop reading,
+                // but let our close frame go out first.
+                conn.stage = Stage::Closing { peer_closed: true };
             }
+            self.mark_dirty(key);
         }
     }
 

@@ -162,6 +162,11 @@ impl Authenticator {
             .map_err(classify)?;
         let sub = claims.subject.ok_or(AuthError::MissingSub)?;
         let exp = claims.expires_at.ok_or(AuthError::MissingExp)?.as_secs();
+        // Skew is tolerated on `nbf`/`iat` only: a token past its `exp` would
+        // open a session that closes 4003 at once.
+        if exp <= now_unix {
+            return Err(AuthError::Expired);
+        }
         let custom = claims.custom;
         Ok(self.identity(
             sub,
@@ -340,7 +345,7 @@ mod tests {
     }
 
     #[test]
-    fn expiry_with_thirty_seconds_of_skew() {
+    fn exp_is_strict_nbf_has_thirty_seconds_of_skew() {
         let a = auth();
         let token = mint(
             &a,
@@ -350,11 +355,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert!(a.verify(&token, NOW + 60 + CLOCK_SKEW_S).is_ok());
-        assert_eq!(
-            a.verify(&token, NOW + 60 + CLOCK_SKEW_S + 1),
-            Err(AuthError::Expired)
-        );
+        assert!(a.verify(&token, NOW + 59).is_ok());
+        assert!(a.verify(&token, NOW - CLOCK_SKEW_S).is_ok());
+        assert_eq!(a.verify(&token, NOW + 60), Err(AuthError::Expired));
         assert_eq!(
             a.verify(&token, NOW - CLOCK_SKEW_S - 1),
             Err(AuthError::NotYetValid)
