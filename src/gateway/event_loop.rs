@@ -5,6 +5,7 @@ use super::conn::{Conn, Stage};
 use super::outqueue::fits;
 use super::pool::{BufPool, BUF_SIZE};
 use super::timer::{Entry, TimerWheel};
+use super::tls::{self, TlsRead, TlsState};
 use crate::proto::auth::Identity;
 use crate::proto::frame::{close_payload, FrameError, OutHeader, OutKind, WsEvent, MAX_HEADER};
 use crate::proto::handshake::{self, Parsed, Refusal, Request, Upgrade};
@@ -16,7 +17,7 @@ use crate::settings::IpAllowList;
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
@@ -27,6 +28,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per connection per pass, so one busy client cannot starve the others.
 const READS_PER_PASS: usize = 4;
+/// TLS reads per connection per pass (rustls reads at most 4 KiB at a time).
+const TLS_READS_PER_PASS: usize = 16;
 /// Accepts per listener per pass.
 const ACCEPTS_PER_PASS: usize = 128;
 /// How long a peer has to answer our close frame (SPEC §4).
@@ -102,6 +105,8 @@ pub struct Server {
     /// Full: new clients get 503 (the change is logged once).
     refusing: bool,
     shutdown_deadline: Option<u64>,
+    /// The listener's TLS certificate (`None`: plain ws).
+    tls: Option<TlsState>,
 }
 
 fn clock(start: Instant) -> Now {
@@ -130,7 +135,7 @@ impl Server {
             poll.registry()
                 .register(listener, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNAL, Interest::READABLE)?;
         let capacity = cfg.max_connections + REFUSAL_RESERVE;
@@ -163,7 +168,46 @@ impl Server {
             admitted: 0,
             refusing: false,
             shutdown_deadline: None,
+            tls: None,
         })
+    }
+
+    /// Serves TLS (wss) with this certificate; `None` keeps plain ws.
+    pub fn with_tls(mut self, tls: Option<TlsState>) -> Server {
+        if let Some(state) = &tls {
+            let extra = tls::per_connection_ceiling();
+            let ceiling = self.cfg.per_connection_ceiling() + extra;
+            info!(
+                "tls: certificate {} sha256 fingerprint {}",
+                state.cert_path().display(),
+                state.fingerprint()
+            );
+            info!(
+                "tls memory ceiling: {} bytes of TLS state and buffers per connection; {} connections x {} bytes = {} MiB worst case",
+                extra,
+                self.cfg.max_connections,
+                ceiling,
+                (ceiling as u64 * self.cfg.max_connections as u64) >> 20
+            );
+        }
+        self.tls = tls;
+        self
+    }
+
+    /// SIGHUP: new handshakes get the certificate now on disk; open sessions
+    /// keep theirs. A pair that does not load leaves the old one in use.
+    fn reload_tls(&mut self) {
+        let Some(state) = &mut self.tls else {
+            return;
+        };
+        match state.reload() {
+            Ok(()) => info!(
+                "tls: reloaded {}: sha256 fingerprint {}",
+                state.cert_path().display(),
+                state.fingerprint()
+            ),
+            Err(e) => warn!("tls: reload failed, keeping the current certificate: {e}"),
+        }
     }
 
     /// Runs until SIGTERM/SIGINT and every connection has been closed.
@@ -218,7 +262,14 @@ impl Server {
     }
 
     fn on_signal(&mut self) {
-        let stop = self.signals.pending().any(|s| s == SIGTERM || s == SIGINT);
+        let (mut stop, mut hangup) = (false, false);
+        for signal in self.signals.pending() {
+            stop |= signal == SIGTERM || signal == SIGINT;
+            hangup |= signal == SIGHUP;
+        }
+        if hangup {
+            self.reload_tls();
+        }
         if stop && self.shutdown_deadline.is_none() {
             info!("stopping: closing {} connections", self.conns.len());
             for listener in &mut self.listeners {
@@ -261,6 +312,11 @@ impl Server {
     fn on_accept(&mut self, sock: TcpStream, addr: SocketAddr) {
         let ip = canonical(addr.ip());
         let _ = sock.set_nodelay(true);
+        if !self.cfg.allow.allows(ip) && self.tls.is_some() {
+            // SPEC §2: a TLS listener closes without a handshake.
+            warn!("refused {ip}: not in server.websocket.auth.allowed_ip (closed before TLS)");
+            return;
+        }
         if !self.cfg.allow.allows(ip) {
             warn!("refused {ip}: not in server.websocket.auth.allowed_ip");
             self.refuse_new(sock, ip, Refusal::Forbidden, "address not allowed");
@@ -317,10 +373,19 @@ impl Server {
             warn!("cannot register a connection from {ip}: {e}");
             return None;
         }
+        let session = match self.tls.as_ref().map(TlsState::session).transpose() {
+            Ok(session) => session.map(Box::new),
+            Err(e) => {
+                warn!("cannot start TLS for {ip}: {e}");
+                let _ = self.poll.registry().deregister(&mut sock);
+                return None;
+            }
+        };
         self.serial += 1;
         let id = (self.serial << KEY_BITS) | key as u64;
         let mut conn = Conn::new(sock, id, ip, stage, self.now.ms, deadline_ms);
         conn.interest = interest;
+        conn.tls = session;
         entry.insert(conn);
         Some(key)
     }
@@ -331,7 +396,9 @@ impl Server {
         let deadline = self.now.ms + REFUSAL_LINGER_MS;
         if self.conns.len() >= self.capacity {
             // No slot left even for a polite answer: best effort, then drop.
-            let _ = sock.write(response.as_bytes());
+            if self.tls.is_none() {
+                let _ = sock.write(response.as_bytes());
+            }
             return;
         }
         if let Some(key) = self.insert(sock, ip, Stage::Refusing { shut: false }, deadline) {
@@ -345,6 +412,9 @@ impl Server {
     // ---------------------------------------------------------------- reading
 
     fn on_readable(&mut self, key: usize) {
+        if self.conns.get(key).is_some_and(|c| c.tls.is_some()) {
+            return self.on_readable_tls(key);
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut pass_done = false;
         for _ in 0..READS_PER_PASS {
@@ -374,6 +444,53 @@ impl Server {
                     break;
                 }
             }
+        }
+        self.scratch = scratch;
+        if !pass_done {
+            self.ready_again.push(Ready::Conn(key));
+        }
+    }
+
+    /// Reads through the connection's TLS session: records in, plaintext
+    /// out to the same handlers as plain ws.
+    fn on_readable_tls(&mut self, key: usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut pass_done = false;
+        for _ in 0..TLS_READS_PER_PASS {
+            let Some(conn) = self.conns.get_mut(key) else {
+                pass_done = true;
+                break;
+            };
+            let Some(session) = conn.tls.as_deref_mut() else {
+                pass_done = true;
+                break;
+            };
+            match tls::read(session, &mut conn.sock, &mut scratch) {
+                TlsRead::Plain(n) => {
+                    conn.last_rx_ms = self.now.ms;
+                    self.on_bytes(key, &mut scratch[..n]);
+                }
+                TlsRead::Progress => {}
+                TlsRead::WouldBlock => {
+                    pass_done = true;
+                    break;
+                }
+                TlsRead::Closed => {
+                    self.on_eof(key);
+                    pass_done = true;
+                    break;
+                }
+                TlsRead::Failed(reason) => {
+                    debug!("connection {key} from {}: TLS failed: {reason}", conn.ip);
+                    // Best effort: the alert rustls queued, then drop.
+                    let _ = tls::write_records(session, &mut conn.sock);
+                    self.remove(key);
+                    pass_done = true;
+                    break;
+                }
+            }
+            // Handshake records to answer, or plaintext the handshake held.
+            self.mark_dirty(key);
         }
         self.scratch = scratch;
         if !pass_done {
@@ -806,12 +923,39 @@ impl Server {
             return;
         };
         conn.dirty = false;
-        match conn.out.write_to(&mut conn.sock, &mut self.pool) {
+        let written = match conn.tls.as_deref_mut() {
+            None => conn.out.write_to(&mut conn.sock, &mut self.pool),
+            Some(session) => tls::flush(session, &mut conn.sock, &mut conn.out, &mut self.pool),
+        };
+        match written {
             Ok(true) => match conn.stage {
-                Stage::Closing { peer_closed: true } => return self.remove(key),
+                Stage::Closing { peer_closed: true } => {
+                    if let Some(session) = conn.tls.as_deref_mut() {
+                        session.send_close_notify();
+                        let _ = tls::write_records(session, &mut conn.sock);
+                    }
+                    return self.remove(key);
+                }
                 Stage::Refusing { shut: false } => {
-                    let _ = conn.sock.shutdown(Shutdown::Write);
-                    conn.stage = Stage::Refusing { shut: true };
+                    // TLS: close_notify first (sent once), then shut.
+                    let closed = match conn.tls.as_deref_mut() {
+                        None => Ok(true),
+                        Some(session) => {
+                            session.send_close_notify();
+                            tls::write_records(session, &mut conn.sock)
+                        }
+                    };
+                    match closed {
+                        Ok(true) => {
+                            let _ = conn.sock.shutdown(Shutdown::Write);
+                            conn.stage = Stage::Refusing { shut: true };
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            debug!("connection {key}: write error: {e}");
+                            return self.remove(key);
+                        }
+                    }
                 }
                 _ => {}
             },

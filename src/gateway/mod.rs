@@ -7,3 +7,4 @@ pub mod listen;
 pub mod outqueue;
 pub mod pool;
 pub mod timer;
+pub mod tls;
