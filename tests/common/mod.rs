@@ -225,13 +225,21 @@ impl Server {
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
-        let marker = "listening on ws://127.0.0.1:";
+        // `ws://` or, with TLS, `wss://`.
+        let markers = [
+            "listening on ws://127.0.0.1:",
+            "listening on wss://127.0.0.1:",
+        ];
+        let marker = markers[0];
         let port = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(at) = line.find(marker) {
-                        let digits: String = line[at + marker.len()..]
+                    let found = markers
+                        .iter()
+                        .find_map(|m| line.find(m).map(|at| (at, m.len())));
+                    if let Some((at, len)) = found {
+                        let digits: String = line[at + len..]
                             .chars()
                             .take_while(char::is_ascii_digit)
                             .collect();
