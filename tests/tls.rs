@@ -500,6 +500,18 @@ fn self_signed_is_generated_pinned_and_reused() {
         ("STATE_DIRECTORY", state.to_str().unwrap()),
     ];
     let settings = json!({"server": {"websocket": {"tls": {"self_signed": true}}}});
+    // check-config has no side effects: it says what start-up will do.
+    let config = tmp.write_json("check.json", &settings);
+    let out = run(
+        tmp.path(),
+        &envs,
+        &["check-config", "--config", config.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("will be generated"), "{stderr}");
+    assert!(!state.join("tls-cert.pem").exists());
+
     let mut server = Server::start_in(tmp.path(), settings.clone(), &envs);
     assert!(server.wait_log("generated a self-signed certificate", Duration::ZERO));
     let fingerprint = logged_fingerprint(&server);
