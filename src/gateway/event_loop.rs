@@ -2,6 +2,7 @@
 //! every connection. Decisions are the core's (`proto`); this moves bytes.
 
 use super::conn::{Conn, Stage};
+use super::notify::{monotonic_usec, Notifier};
 use super::outqueue::fits;
 use super::pool::{BufPool, BUF_SIZE};
 use super::timer::{Entry, TimerWheel};
@@ -9,14 +10,14 @@ use crate::proto::auth::Identity;
 use crate::proto::frame::{close_payload, FrameError, OutHeader, OutKind, WsEvent, MAX_HEADER};
 use crate::proto::handshake::{self, Parsed, Refusal, Request, Upgrade};
 use crate::proto::host::KEY_BITS;
-use crate::proto::hub::{client_id_str, Action, Body, Hub};
+use crate::proto::hub::{client_id_str, Action, Body, Hub, HubConfig};
 use crate::proto::limits::IpTable;
 use crate::proto::Now;
 use crate::settings::IpAllowList;
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
@@ -72,6 +73,17 @@ impl ShellConfig {
     }
 }
 
+/// What a SIGHUP reload applies: the shell's limits and lists, the core's
+/// secrets and limits, and the log level.
+pub struct Reloaded {
+    pub shell: ShellConfig,
+    pub hub: HubConfig,
+    pub level: log::LevelFilter,
+}
+
+/// Re-reads the settings; an error keeps the running ones.
+pub type Reloader = Box<dyn FnMut() -> Result<Reloaded, String>>;
+
 #[derive(Debug, Clone, Copy)]
 enum Ready {
     Conn(usize),
@@ -102,6 +114,9 @@ pub struct Server {
     /// Full: new clients get 503 (the change is logged once).
     refusing: bool,
     shutdown_deadline: Option<u64>,
+    reloader: Option<Reloader>,
+    notifier: Notifier,
+    next_watchdog_ms: Option<u64>,
 }
 
 fn clock(start: Instant) -> Now {
@@ -130,7 +145,7 @@ impl Server {
             poll.registry()
                 .register(listener, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNAL, Interest::READABLE)?;
         let capacity = cfg.max_connections + REFUSAL_RESERVE;
@@ -163,21 +178,41 @@ impl Server {
             admitted: 0,
             refusing: false,
             shutdown_deadline: None,
+            reloader: None,
+            notifier: Notifier::from_env(),
+            next_watchdog_ms: None,
         })
+    }
+
+    /// What SIGHUP calls to re-read the settings (without one, SIGHUP is ignored).
+    pub fn set_reloader(&mut self, reloader: Reloader) {
+        self.reloader = Some(reloader);
     }
 
     /// Runs until SIGTERM/SIGINT and every connection has been closed.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        self.notifier.ready();
+        self.next_watchdog_ms = self.notifier.watchdog_interval_ms().map(|_| self.now.ms);
         loop {
+            self.pet_watchdog();
             let again = std::mem::take(&mut self.ready_again);
             let timeout = if !again.is_empty() {
                 Some(Duration::ZERO)
-            } else if self.wheel.is_empty() && self.shutdown_deadline.is_none() {
+            } else if self.wheel.is_empty()
+                && self.shutdown_deadline.is_none()
+                && self.next_watchdog_ms.is_none()
+            {
                 None
             } else {
+                let watchdog = self
+                    .next_watchdog_ms
+                    .map_or(u64::MAX, |at| at.saturating_sub(self.now.ms));
                 Some(Duration::from_millis(
-                    self.wheel.until_next_tick(self.now.ms).min(100),
+                    self.wheel
+                        .until_next_tick(self.now.ms)
+                        .min(100)
+                        .min(watchdog),
                 ))
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -217,10 +252,32 @@ impl Server {
         }
     }
 
+    /// `WATCHDOG=1` at half of systemd's `WATCHDOG_USEC`: the loop is alive.
+    fn pet_watchdog(&mut self) {
+        let (Some(at), Some(every)) = (self.next_watchdog_ms, self.notifier.watchdog_interval_ms())
+        else {
+            return;
+        };
+        if self.now.ms >= at {
+            self.notifier.watchdog();
+            self.next_watchdog_ms = Some(self.now.ms + every);
+        }
+    }
+
     fn on_signal(&mut self) {
-        let stop = self.signals.pending().any(|s| s == SIGTERM || s == SIGINT);
+        let (mut stop, mut reload) = (false, false);
+        for signal in self.signals.pending() {
+            match signal {
+                SIGHUP => reload = true,
+                _ => stop = true,
+            }
+        }
+        if reload && self.shutdown_deadline.is_none() {
+            self.reload();
+        }
         if stop && self.shutdown_deadline.is_none() {
             info!("stopping: closing {} connections", self.conns.len());
+            self.notifier.stopping();
             for listener in &mut self.listeners {
                 let _ = self.poll.registry().deregister(listener);
             }
@@ -235,6 +292,34 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// SIGHUP: re-read the settings and apply what can change while running.
+    fn reload(&mut self) {
+        let Some(reloader) = self.reloader.as_mut() else {
+            info!("SIGHUP ignored: nothing to reload in this mode");
+            return;
+        };
+        self.notifier.reloading(monotonic_usec());
+        match reloader() {
+            Ok(reloaded) => {
+                log::set_max_level(reloaded.level);
+                if let App::Gateway(hub) = &mut self.app {
+                    hub.reconfigure(reloaded.hub);
+                }
+                self.capacity = reloaded.shell.max_connections + REFUSAL_RESERVE;
+                self.cfg = reloaded.shell;
+                let ceiling = self.cfg.per_connection_ceiling();
+                info!(
+                    "memory ceiling now: {} connections x {} bytes = {} MiB worst case",
+                    self.cfg.max_connections,
+                    ceiling,
+                    (ceiling as u64 * self.cfg.max_connections as u64) >> 20
+                );
+            }
+            Err(e) => warn!("reload failed, keeping the running settings: {e}"),
+        }
+        self.notifier.ready();
     }
 
     // ---------------------------------------------------------------- accept

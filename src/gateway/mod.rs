@@ -4,6 +4,8 @@
 pub mod conn;
 pub mod event_loop;
 pub mod listen;
+pub mod notify;
 pub mod outqueue;
 pub mod pool;
+pub mod setup;
 pub mod timer;

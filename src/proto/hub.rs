@@ -173,6 +173,12 @@ impl Hub {
         &self.cfg
     }
 
+    /// New secrets and limits (SIGHUP). Sessions already open keep their
+    /// identity and rate budget; new ones get the new settings.
+    pub fn reconfigure(&mut self, cfg: HubConfig) {
+        self.cfg = cfg;
+    }
+
     pub fn active_connections(&self) -> usize {
         self.active
     }
