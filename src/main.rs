@@ -216,8 +216,27 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
         shell_config(&s, allow),
     )
     .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    let health = &s.server.health;
+    let health_addrs = if health.host == ws.host && health.port == ws.port {
+        server.share_http_with_websocket();
+        addrs.clone()
+    } else {
+        let listeners =
+            bind_all(&health.host, health.port).map_err(|e| format!("server.health: {e}"))?;
+        let health_addrs = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        server
+            .add_http_listeners(listeners)
+            .map_err(|e| format!("server.health: {e}"))?;
+        health_addrs
+    };
     let mut reloader = Reloader::new(source, s.clone());
     server.set_reloader(Box::new(move || reloader.reload()));
+    for addr in health_addrs {
+        info!("health endpoints on http://{addr}");
+    }
     for addr in addrs {
         info!("listening on ws://{addr}");
     }

@@ -3,7 +3,9 @@
 
 pub mod conn;
 pub mod event_loop;
+pub mod http_api;
 pub mod listen;
+pub mod metrics;
 pub mod notify;
 pub mod outqueue;
 pub mod pool;

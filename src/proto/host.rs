@@ -157,7 +157,7 @@ struct TokenData {
 }
 
 /// The key of a `clientId` string, when it names a connection.
-fn key_of(client: &str) -> Option<(ConnKey, u64)> {
+pub(super) fn key_of(client: &str) -> Option<(ConnKey, u64)> {
     let id = u64::from_str_radix(client, 16).ok()?;
     Some(((id & ((1 << KEY_BITS) - 1)) as ConnKey, id))
 }
