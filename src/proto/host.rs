@@ -517,7 +517,10 @@ impl Hub {
         self.out.reply(key, "host.clients", rid, |data| {
             data.with_raw("clients", |buf| {
                 buf.push(b'[');
-                let clients = sessions.iter().flatten().filter(|s| s.host.is_none());
+                let clients = sessions
+                    .iter()
+                    .flatten()
+                    .filter(|s| s.identity.is_some() && s.host.is_none());
                 for (i, session) in clients.enumerate() {
                     if i > 0 {
                         buf.push(b',');
@@ -671,13 +674,15 @@ impl Hub {
             }
         }
         self.hosts.host_keys.retain(|&k| k != key);
-        let orphans: Vec<u64> = self
+        let mut orphans: Vec<u64> = self
             .hosts
             .pending
             .iter()
             .filter(|(_, p)| p.host == key)
             .map(|(&id, _)| id)
             .collect();
+        // Ids grow with time: clients hear of their requests in the order sent.
+        orphans.sort_unstable();
         for id in orphans {
             if let Some(pending) = self.take_pending(id) {
                 let msg = "the host that serves this event is gone";
@@ -1095,5 +1100,53 @@ mod tests {
             json!({"event":"host.token","data":{"sub":"x","ttl":60}}),
         );
         assert_eq!(out[0].1["data"]["expiresAt"], T0.unix + 60);
+    }
+
+    #[test]
+    fn registered_hosts_are_not_rate_limited() {
+        let mut h = hub();
+        h.cfg.max_messages_per_minute = 5;
+        join(&mut h, 0, "game", &["host"], &[]);
+        join(&mut h, 1, "p", &[], &[]);
+        drain(&mut h);
+        send(
+            &mut h,
+            0,
+            T0,
+            json!({"event":"host.register","data":{"events":{}}}),
+        );
+        for n in 0..200 {
+            let out = send(
+                &mut h,
+                0,
+                T0,
+                json!({"event":"host.broadcast","data":{"event":"tick","data":n},"requestId":n}),
+            );
+            assert_eq!(out[1].1["event"], "ok", "{n}: {out:?}");
+        }
+        // Clients still are.
+        let codes: Vec<Value> = (0..6)
+            .map(|_| send(&mut h, 1, T0, json!({"event":"ping"}))[0].1.clone())
+            .collect();
+        assert_eq!(codes[5]["data"]["code"], "rate_limited");
+    }
+
+    #[test]
+    fn clients_lists_authenticated_non_hosts() {
+        let mut h = hub();
+        join(&mut h, 0, "game", &["host"], &[]);
+        join(&mut h, 1, "p", &[], &[]);
+        h.open(2, (3 << 24) | 2, "127.0.0.1".parse().unwrap(), T0, None);
+        drain(&mut h);
+        send(
+            &mut h,
+            0,
+            T0,
+            json!({"event":"host.register","data":{"events":{}}}),
+        );
+        let out = send(&mut h, 0, T0, json!({"event":"host.clients"}));
+        let clients = out[0].1["data"]["clients"].as_array().unwrap().clone();
+        assert_eq!(clients.len(), 1, "{clients:?}");
+        assert_eq!(clients[0]["id"], cid(&h, 1));
     }
 }

@@ -174,6 +174,9 @@ pub struct Session {
     /// Gateway ids of this client's requests waiting for a host, oldest first
     /// (their deadlines are in the same order, the timeout being constant).
     pub(super) waiting: VecDeque<u64>,
+    /// A client (not a host) as far as hosts know: `host.client_joined` was
+    /// due when it authenticated, so `host.client_left` is due when it goes.
+    announced: bool,
 }
 
 pub struct Hub {
@@ -283,6 +286,7 @@ impl Hub {
             limiter: MessageLimiter::new(self.cfg.max_messages_per_minute, now.ms),
             host: None,
             waiting: VecDeque::new(),
+            announced: false,
         });
         self.active += 1;
         self.stats.total_connections += 1;
@@ -308,13 +312,13 @@ impl Hub {
             self.rooms.leave(room, key);
         }
         self.forget_requests_of(&session);
-        match &session.host {
-            Some(role) => self.host_gone(key, role),
-            None => {
-                if let Some(identity) = &session.identity {
-                    self.notify_hosts_left(session.id, &identity.sub, code);
-                }
-            }
+        if let Some(role) = &session.host {
+            self.host_gone(key, role);
+        }
+        // Every client_joined gets its client_left, also for an (admin) client
+        // that registered as a host since; the host itself is told no more.
+        if let (true, Some(identity)) = (session.announced, &session.identity) {
+            self.notify_hosts_left(session.id, &identity.sub, code);
         }
     }
 
@@ -426,6 +430,11 @@ impl Hub {
             return false;
         };
         self.stats.total_messages += 1;
+        if s.host.is_some() {
+            // A registered host answers for every client: its volume is theirs,
+            // and they are rate limited. Its bounds are its pending requests.
+            return true;
+        }
         match s.limiter.on_message(now.ms, per_minute) {
             Verdict::Accept => true,
             Verdict::Drop => {
@@ -514,7 +523,13 @@ impl Hub {
                 identity.sub
             );
         }
-        let joined = first && s.host.is_none();
+        // A token made for a host (`host` named explicitly, not implied by
+        // `admin`) is not announced as a client: hosts hear about clients only.
+        let joined =
+            first && s.host.is_none() && !identity.permissions.iter().any(|p| &**p == "host");
+        if joined {
+            s.announced = true;
+        }
         let (id, ip) = (s.id, s.ip);
         s.identity = Some(identity);
         self.reply_identity(key, event, rid);
