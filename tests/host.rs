@@ -1023,3 +1023,161 @@ fn a_broadcast_flood_with_a_client_that_never_reads() {
         "peak RSS {peak} over the bound {bound} (before {rss_before})"
     );
 }
+
+/// A child process killed (by its own pid) when the test ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `event` with `requestId` `rid` and returns its answer; messages
+/// without that requestId (broadcasts) that come first go to `other`.
+fn ask(ws: &mut Ws, event: &str, data: Value, rid: u64, other: &mut dyn FnMut(&Value)) -> Value {
+    send_json(ws, &json!({"event": event, "data": data, "requestId": rid}));
+    loop {
+        let message = recv_json(ws);
+        if message["requestId"] == rid {
+            return message;
+        }
+        assert!(message.get("requestId").is_none(), "{message}");
+        other(&message);
+    }
+}
+
+/// Players as the broadcasts tell them: source -> (name, characterId).
+type Roster = std::collections::BTreeMap<u64, (String, Option<u64>)>;
+
+fn apply_broadcast(roster: &mut Roster, message: &Value) {
+    let data = &message["data"];
+    let source = data["source"].as_u64().expect("source");
+    match message["event"].as_str() {
+        Some("playerJoined") => {
+            let name = data["name"].as_str().expect("name").to_string();
+            assert!(data["license"].as_str().unwrap().starts_with("license:"));
+            assert!(roster.insert(source, (name, None)).is_none(), "{message}");
+        }
+        Some("characterSelected") => {
+            let player = roster.get_mut(&source).expect("a known player");
+            player.1 = Some(data["characterId"].as_u64().expect("characterId"));
+            assert!(data["name"].is_string());
+        }
+        Some("playerLeft") => {
+            let (name, _) = roster.remove(&source).expect("a known player");
+            assert_eq!(data["name"], name);
+        }
+        Some("playerKicked") => assert!(roster.contains_key(&source)),
+        _ => panic!("unexpected message {message}"),
+    }
+}
+
+fn roster_of(players: &Value) -> Roster {
+    players["data"]["players"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a player list: {players}"))
+        .iter()
+        .map(|p| {
+            assert!(p["identifiers"]["license"].is_string(), "{p}");
+            let name = p["name"].as_str().unwrap().to_string();
+            (
+                p["source"].as_u64().unwrap(),
+                (name, p["character"]["id"].as_u64()),
+            )
+        })
+        .collect()
+}
+
+/// examples/game_host.rs against the real gateway: its answers agree with
+/// the broadcasts the client saw before them.
+#[test]
+fn game_host_example_serves_players_and_broadcasts() {
+    let server = Server::start(json!({}));
+    let port = server.port();
+    // Minted as the README says, with `tether token`.
+    let token = server.token("game", &["host"], &[], None, "1h");
+    let _game = Child(
+        std::process::Command::new(example_bin("game_host"))
+            .args(["--url", &format!("ws://127.0.0.1:{port}/")])
+            .args(["--interval-ms", "50", "--seed", "7"])
+            .env("TETHER_HOST_TOKEN", &token)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the game_host example"),
+    );
+    let (mut admin, _) = client(
+        port,
+        "dashboard",
+        &["players.view", "stats.view", "jobs.view", "players.kick"],
+        &[],
+    );
+    let mut ignore = |_: &Value| {};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let jobs = loop {
+        let answer = ask(&mut admin, "getJobs", Value::Null, 0, &mut ignore);
+        if answer["data"]["code"] != "unknown_event" {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "the example never registered");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(jobs["event"], "jobs", "{jobs}");
+    let list = jobs["data"]["jobs"].as_array().unwrap();
+    assert!(list
+        .iter()
+        .any(|j| j["name"] == "police" && j["grades"].is_array()));
+
+    // From a first answer on, the broadcasts tell every change: each later
+    // answer must match what they told.
+    let mut roster = roster_of(&ask(&mut admin, "getPlayers", Value::Null, 1, &mut ignore));
+    let mut seen = std::collections::BTreeSet::new();
+    let mut rid = 2;
+    while seen.len() < 3 || rid < 6 {
+        assert!(Instant::now() < deadline, "saw only {seen:?} in 20 s");
+        std::thread::sleep(Duration::from_millis(40));
+        let answer = ask(
+            &mut admin,
+            "getPlayers",
+            json!({}),
+            rid,
+            &mut |m: &Value| {
+                seen.insert(m["event"].as_str().unwrap_or("").to_string());
+                apply_broadcast(&mut roster, m);
+            },
+        );
+        assert_eq!(
+            roster_of(&answer),
+            roster,
+            "getPlayers {rid} against the broadcasts"
+        );
+        rid += 1;
+    }
+    for kind in ["playerJoined", "characterSelected", "playerLeft"] {
+        assert!(seen.contains(kind), "no {kind} in {seen:?}");
+    }
+
+    let stats = ask(&mut admin, "getStats", Value::Null, 100, &mut ignore);
+    assert_eq!(stats["event"], "stats", "{stats}");
+    assert_eq!(stats["data"]["maxPlayers"], 64);
+    // The host's own error code reaches the client.
+    let kick = ask(
+        &mut admin,
+        "kickPlayer",
+        json!({"source": 999_999, "reason": "x"}),
+        101,
+        &mut ignore,
+    );
+    assert_error(&kick, "player_not_found");
+    // Permissions are the seed's: `announce` needs `announce`.
+    let refused = ask(
+        &mut admin,
+        "announce",
+        json!({"message": "hi"}),
+        102,
+        &mut ignore,
+    );
+    assert_error(&refused, "forbidden");
+}
