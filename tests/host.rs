@@ -1181,3 +1181,84 @@ fn game_host_example_serves_players_and_broadcasts() {
     );
     assert_error(&refused, "forbidden");
 }
+
+/// examples/sound_bot_host.py (Python, `websockets`) against the real
+/// gateway: a client's requests and the seed's error codes.
+#[test]
+fn sound_bot_example_in_python() {
+    let server = Server::start(json!({}));
+    let port = server.port();
+    let token = server.token("soundbot", &["host"], &[], None, "1h");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sound_bot_host.py");
+    let _bot = Child(
+        std::process::Command::new("python3")
+            .arg(&script)
+            .args(["--url", &format!("ws://127.0.0.1:{port}")])
+            .args(["--voice", "dj=Music"])
+            .env("TETHER_HOST_TOKEN", &token)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs examples/sound_bot_host.py (pip install websockets)"),
+    );
+    let (mut dj, _) = client(port, "dj", &[], &[]);
+    let mut ignore = |m: &Value| panic!("the sound bot broadcasts nothing: {m}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let list = loop {
+        let answer = ask(&mut dj, "list", Value::Null, 0, &mut ignore);
+        if answer["data"]["code"] != "unknown_event" {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "the sound bot never registered");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(list["event"], "list", "{list}");
+    let sounds = list["data"]["sounds"].as_array().unwrap();
+    assert_eq!(list["data"]["count"], sounds.len());
+    assert!(sounds.iter().any(|s| s["name"] == "airhorn.mp3"), "{list}");
+
+    let playing = ask(
+        &mut dj,
+        "play",
+        json!({"filename": "airhorn.mp3"}),
+        1,
+        &mut ignore,
+    );
+    assert_eq!(
+        playing,
+        json!({"event": "playing", "data": {"filename": "airhorn.mp3", "title": "airhorn.mp3", "channel": "Music"}, "requestId": 1})
+    );
+    let status = ask(&mut dj, "status", Value::Null, 2, &mut ignore);
+    assert_eq!(status["event"], "status", "{status}");
+    assert_eq!(status["data"]["playing"], true);
+    assert_eq!(status["data"]["now_playing"], "airhorn.mp3");
+    let random = ask(&mut dj, "random", Value::Null, 3, &mut ignore);
+    assert_eq!(random["data"]["random"], true, "{random}");
+    let stopped = ask(&mut dj, "stop", Value::Null, 4, &mut ignore);
+    assert_eq!(stopped["event"], "stopped", "{stopped}");
+    assert_eq!(
+        ask(&mut dj, "status", Value::Null, 5, &mut ignore)["data"]["playing"],
+        false
+    );
+
+    // The seed's error codes, as errors with the client's requestId.
+    let missing = ask(
+        &mut dj,
+        "play",
+        json!({"filename": "nope.mp3"}),
+        6,
+        &mut ignore,
+    );
+    assert_error(&missing, "sound_not_found");
+    assert_eq!(missing["data"]["message"], "Sound \"nope.mp3\" not found");
+    assert_eq!(missing["requestId"], 6);
+    assert_error(
+        &ask(&mut dj, "play", json!({}), 7, &mut ignore),
+        "missing_filename",
+    );
+    let (mut listener, _) = client(port, "listener", &[], &[]);
+    let refused = ask(&mut listener, "random", Value::Null, 8, &mut ignore);
+    assert_error(&refused, "no_voice_channel");
+    assert_eq!(refused["requestId"], 8);
+}
