@@ -110,6 +110,14 @@ fn options() -> Result<Options, String> {
 struct Rng(u64);
 
 impl Rng {
+    /// Spreads a seed (splitmix64) so that near seeds start far apart.
+    fn new(seed: u64) -> Rng {
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)).max(1))
+    }
+
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -382,7 +390,7 @@ fn run(options: Options) -> Result<(), String> {
         next_source: 0,
         next_character: 0,
         started: Instant::now(),
-        rng: Rng(options.seed),
+        rng: Rng::new(options.seed),
     };
     let mut next_tick = Instant::now() + options.interval;
     loop {
@@ -420,10 +428,20 @@ fn run(options: Options) -> Result<(), String> {
                 }
             }
             Some("host.client_joined") => {
-                println!("client {} ({}) connected", data["client"], data["sub"])
+                let (client, sub) = (&data["client"], &data["sub"]);
+                println!(
+                    "client {} ({}) connected",
+                    client.as_str().unwrap_or("?"),
+                    sub.as_str().unwrap_or("?")
+                )
             }
             Some("host.client_left") => {
-                println!("client {} ({}) left", data["client"], data["sub"])
+                let (client, sub) = (&data["client"], &data["sub"]);
+                println!(
+                    "client {} ({}) left",
+                    client.as_str().unwrap_or("?"),
+                    sub.as_str().unwrap_or("?")
+                )
             }
             Some("error") => eprintln!("the gateway reports: {data}"),
             _ => {}

@@ -162,7 +162,7 @@ async def serve(args, bot):
             message = {"event": event, "data": data}
             if request_id is not None:
                 message["requestId"] = request_id
-            await ws.send(json.dumps(message))
+            await ws.send(json.dumps(message, separators=(",", ":")))
 
         events = {name: args.permission for name in EVENTS}
         await send("host.register", {"events": events}, "register")
