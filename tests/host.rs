@@ -876,8 +876,8 @@ fn a_broadcast_flood_with_a_client_that_never_reads() {
     let ceiling = logged_ceiling(&server);
     let mut game = host(port, "game", json!({}));
 
-    // The slow client: authenticated, never reads.
-    let (mut slow, _) = client(port, "slow", &[], &[]);
+    // The slow client: authenticated, a small receive window, never reads.
+    let mut slow = slow_client(port, "slow");
     // Once the gateway gave up on it, it reads (within the 2 s the gateway
     // waits for its close) to see the close frame.
     let slow_closed = Arc::new(AtomicBool::new(false));
@@ -1004,6 +1004,7 @@ fn a_broadcast_flood_with_a_client_that_never_reads() {
         code, 4009,
         "slow client's close code (read in {drained_in:?})"
     );
+    eprintln!("slow client: its backlog and the 4009 close frame read in {drained_in:?}");
     assert!(server.wait_log("reads too slowly", Duration::from_secs(2)));
 
     // Bound: four connections (host, two readers, the slow client) at the
@@ -1261,4 +1262,55 @@ fn sound_bot_example_in_python() {
     let refused = ask(&mut listener, "random", Value::Null, 8, &mut ignore);
     assert_error(&refused, "no_voice_channel");
     assert_eq!(refused["requestId"], 8);
+}
+
+/// A client whose socket offers a 4 KiB receive window from the start (set
+/// before connecting, so the window never shrinks under the sender), so that
+/// little of what it does not read waits in its kernel buffers.
+fn slow_client(port: u16, sub: &str) -> Ws {
+    use std::os::fd::FromRawFd;
+    let rcvbuf: libc::c_int = 4096;
+    // SAFETY: a new socket whose fd the TcpStream owns from here on;
+    // setsockopt and connect get pointers to live values of the right size.
+    let stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket()");
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let rc = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&rcvbuf as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "SO_RCVBUF");
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect()");
+        stream
+    };
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{port}/")
+        .into_client_request()
+        .unwrap();
+    let bearer = format!("Bearer {}", mint_valid(sub, &[], &[], 3600));
+    request
+        .headers_mut()
+        .insert("Authorization", bearer.parse().unwrap());
+    let (mut ws, _) = tungstenite::client::client(request, stream).expect("handshake");
+    assert_eq!(recv_json(&mut ws)["event"], "connected");
+    assert_eq!(recv_json(&mut ws)["event"], "authenticated");
+    ws
 }
