@@ -4,12 +4,13 @@ use log::info;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tether::gateway::event_loop::{App, Server, ShellConfig};
+use tether::gateway::event_loop::{App, Server};
 use tether::gateway::listen::bind_all;
+use tether::gateway::setup::{authenticator, hub_config, shell_config, Reloader};
 use tether::gateway::tls::{self, TlsState};
-use tether::proto::auth::{parse_ttl, Authenticator, MintRequest};
-use tether::proto::hub::{Hub, HubConfig};
-use tether::settings::{self, ConfigSource, IpAllowList, Settings};
+use tether::proto::auth::{parse_ttl, MintRequest};
+use tether::proto::hub::Hub;
+use tether::settings::{self, ConfigSource, Settings};
 
 const USAGE: &str = "\
 tether - a small WebSocket gateway
@@ -192,37 +193,10 @@ fn init_logging(level: log::LevelFilter) {
         .set_target_level(log::LevelFilter::Off)
         .set_thread_level(log::LevelFilter::Off)
         .build();
-    let _ = simplelog::WriteLogger::init(level, config, std::io::stderr());
-}
-
-fn authenticator(s: &Settings, secret: &[u8]) -> Authenticator {
-    let auth = &s.server.websocket.auth;
-    Authenticator::new(
-        secret,
-        auth.jwt_issuer.clone(),
-        auth.jwt_audience.clone(),
-        auth.password.as_deref(),
-        &auth.password_permissions,
-        s.rooms.by_role.clone(),
-    )
-}
-
-fn shell_config(s: &Settings, allow: IpAllowList) -> ShellConfig {
-    let limits = &s.limits;
-    let auth = &s.server.websocket.auth;
-    ShellConfig {
-        max_connections: limits.max_connections,
-        max_connections_per_ip: limits.max_connections_per_ip,
-        max_connects_per_ip_per_hour: limits.max_connects_per_ip_per_hour,
-        max_message_bytes: limits.max_message_bytes,
-        max_outbound_bytes: limits.max_outbound_bytes,
-        idle_timeout_ms: limits.idle_timeout_s.saturating_mul(1000),
-        ping_interval_ms: limits.ping_interval_s.saturating_mul(1000),
-        // A client gets as long to send its request head as to authenticate.
-        handshake_timeout_ms: auth.auth_timeout_ms,
-        allow,
-        allowed_origins: auth.allowed_origins.clone(),
-    }
+    // The logger passes everything; the global maximum filters, so that a
+    // reload (SIGHUP) can raise or lower the level.
+    let _ = simplelog::WriteLogger::init(log::LevelFilter::Trace, config, std::io::stderr());
+    log::set_max_level(level);
 }
 
 /// The listener's TLS state from `server.websocket.tls` (`None`: plain ws).
@@ -248,13 +222,7 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let allow = s.allowed_ips().map_err(|e| e.to_string())?;
     let ws = &s.server.websocket;
-    let hub = Hub::new(HubConfig {
-        auth: authenticator(&s, &secret),
-        auth_timeout_ms: ws.auth.auth_timeout_ms,
-        max_messages_per_minute: s.limits.max_messages_per_minute,
-        request_timeout_ms: s.host.request_timeout_ms,
-        server_name: tether::server_name(),
-    });
+    let hub = Hub::new(hub_config(&s, &secret));
     let tls = tls_state(&s, &ws.host)?;
     let scheme = scheme(&tls);
     let listeners = bind_all(&ws.host, ws.port).map_err(|e| e.to_string())?;
@@ -274,6 +242,27 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot start the event loop: {e}"))?
     .with_tls(tls);
+    let health = &s.server.health;
+    let health_addrs = if health.host == ws.host && health.port == ws.port {
+        server.share_http_with_websocket();
+        addrs.clone()
+    } else {
+        let listeners =
+            bind_all(&health.host, health.port).map_err(|e| format!("server.health: {e}"))?;
+        let health_addrs = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        server
+            .add_http_listeners(listeners)
+            .map_err(|e| format!("server.health: {e}"))?;
+        health_addrs
+    };
+    let mut reloader = Reloader::new(source, s.clone());
+    server.set_reloader(Box::new(move || reloader.reload()));
+    for addr in health_addrs {
+        info!("health endpoints on http://{addr}");
+    }
     for addr in addrs {
         info!("listening on {scheme}://{addr}");
     }

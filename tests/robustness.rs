@@ -653,3 +653,95 @@ fn sigterm_right_after_listening_exits_0() {
         assert_eq!(status.code(), Some(0), "{status:?}");
     }
 }
+
+/// Resident memory of a process, from /proc (KiB).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// One round of every kind of abuse, from many connections at once. Writes
+/// ignore errors: the server may cut a connection off mid-way, as it should.
+fn abuse_round(port: u16) {
+    let mut held = Vec::new();
+    for i in 0..40 {
+        let upgrade = upgrade_request(port, "/", &[]).into_bytes();
+        let bytes: Vec<u8> = match i % 5 {
+            // Garbage instead of a request.
+            0 => vec![0xff; 3000],
+            // A request head that never ends.
+            1 => format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(6000)).into_bytes(),
+            // A frame header announcing 1 GiB, then a little of it.
+            2 => {
+                let mut b = upgrade;
+                b.extend_from_slice(&[0x82, 0xff]);
+                b.extend_from_slice(&(1u64 << 30).to_be_bytes());
+                b.extend_from_slice(&MASK);
+                b.extend_from_slice(&[0u8; 900]);
+                b
+            }
+            // Fragments that add up to more than the message limit.
+            3 => {
+                let mut b = upgrade;
+                b.extend(frame(false, 0x1, &[b'a'; 500]));
+                for _ in 0..4 {
+                    b.extend(frame(false, 0x0, &[b'a'; 500]));
+                }
+                b
+            }
+            // A half-sent frame, left hanging until the round ends.
+            _ => {
+                let mut b = upgrade;
+                b.extend_from_slice(&frame(true, 0x1, &[b'x'; 800])[..400]);
+                b
+            }
+        };
+        let mut s = tcp(port);
+        let _ = s.write_all(&bytes);
+        if i % 5 == 4 {
+            held.push(s);
+        } else {
+            let _ = s.shutdown(Shutdown::Write);
+            let mut sink = [0u8; 512];
+            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+            let _ = s.read(&mut sink);
+        }
+    }
+    drop(held);
+}
+
+#[test]
+fn memory_stays_flat_under_repeated_abuse() {
+    // Per-address limits would refuse most of it from 127.0.0.1 before any
+    // frame is parsed: lift them so every kind of abuse reaches the decoder.
+    let mut server = Server::start(json!({"limits": {
+        "max_message_bytes": 1024,
+        "max_outbound_bytes": 4096,
+        "max_connections_per_ip": 1000,
+        "max_connects_per_ip_per_hour": 100000
+    }}));
+    let port = server.port();
+    let (mut bystander, _) = open(port);
+    // Warm up: pools and the allocator reach their working size.
+    for _ in 0..3 {
+        abuse_round(port);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss_kib(server.pid());
+    for _ in 0..15 {
+        abuse_round(port);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rss_kib(server.pid());
+    eprintln!("server RSS: {before} KiB before, {after} KiB after 600 abusive connections");
+    // 600 abusive connections more must not cost more than a little noise.
+    assert!(
+        after <= before + 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    assert_undisturbed(&mut server, &mut bystander);
+}

@@ -23,11 +23,33 @@ pub enum Stage {
     Refusing { shut: bool },
 }
 
+/// What a connection may ask for, from the listener that accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    /// The WebSocket listener: plain requests get 426.
+    WebSocket,
+    /// The WebSocket listener shared with the HTTP endpoints.
+    Both,
+    /// The health listener: the HTTP endpoints only.
+    Http,
+    /// A shared listener while `max_connections` is reached: the HTTP
+    /// endpoints still answer, upgrades get 503.
+    HttpWhenFull,
+}
+
+impl Serves {
+    /// Counted among HTTP-only connections rather than `max_connections`.
+    pub fn http_only(self) -> bool {
+        matches!(self, Serves::Http | Serves::HttpWhenFull)
+    }
+}
+
 pub struct Conn {
     pub sock: TcpStream,
     pub id: u64,
     pub ip: IpAddr,
     pub stage: Stage,
+    pub serves: Serves,
     /// Bytes received and not yet consumed (a partial request head or frame).
     pub inbuf: Option<Vec<u8>>,
     pub decoder: Decoder,
@@ -64,6 +86,7 @@ impl Conn {
             id,
             ip,
             stage,
+            serves: Serves::WebSocket,
             inbuf: None,
             decoder: Decoder::default(),
             out: OutQueue::default(),

@@ -1,16 +1,19 @@
 //! One thread, one `mio::Poll`: accepts, reads, writes, timers and signals for
 //! every connection. Decisions are the core's (`proto`); this moves bytes.
 
-use super::conn::{Conn, Stage};
+use super::conn::{Conn, Serves, Stage};
+use super::http_api::{self, HttpAnswer, HttpRequest};
+use super::metrics::{RefusalReason, ShellGauges, ShellMetrics};
+use super::notify::{monotonic_usec, Notifier};
 use super::outqueue::fits;
 use super::pool::{BufPool, BUF_SIZE};
 use super::timer::{Entry, TimerWheel};
 use super::tls::{self, TlsRead, TlsState};
 use crate::proto::auth::Identity;
 use crate::proto::frame::{close_payload, FrameError, OutHeader, OutKind, WsEvent, MAX_HEADER};
-use crate::proto::handshake::{self, Parsed, Refusal, Request, Upgrade};
+use crate::proto::handshake::{self, BodyLength, Parsed, Refusal, Request, Upgrade};
 use crate::proto::host::KEY_BITS;
-use crate::proto::hub::{client_id_str, Action, Body, Hub};
+use crate::proto::hub::{client_id_str, Action, Body, Hub, HubConfig};
 use crate::proto::limits::IpTable;
 use crate::proto::Now;
 use crate::settings::IpAllowList;
@@ -38,6 +41,9 @@ const CLOSE_LINGER_MS: u64 = 2_000;
 const REFUSAL_LINGER_MS: u64 = 1_000;
 /// Slots beyond `max_connections` for answering refusals politely.
 const REFUSAL_RESERVE: usize = 64;
+/// Connections served by the HTTP endpoints at once (beside `max_connections`,
+/// so that health checks answer while the WebSocket side is full).
+const MAX_HTTP_CONNS: usize = 32;
 
 const SIGNAL: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 64;
@@ -75,6 +81,17 @@ impl ShellConfig {
     }
 }
 
+/// What a SIGHUP reload applies: the shell's limits and lists, the core's
+/// secrets and limits, and the log level.
+pub struct Reloaded {
+    pub shell: ShellConfig,
+    pub hub: HubConfig,
+    pub level: log::LevelFilter,
+}
+
+/// Re-reads the settings; an error keeps the running ones.
+pub type Reloader = Box<dyn FnMut() -> Result<Reloaded, String>>;
+
 #[derive(Debug, Clone, Copy)]
 enum Ready {
     Conn(usize),
@@ -84,6 +101,8 @@ enum Ready {
 pub struct Server {
     poll: Poll,
     listeners: Vec<TcpListener>,
+    /// What each listener (same index) serves.
+    listener_serves: Vec<Serves>,
     signals: Signals,
     conns: slab::Slab<Conn>,
     capacity: usize,
@@ -107,6 +126,12 @@ pub struct Server {
     shutdown_deadline: Option<u64>,
     /// The listener's TLS certificate (`None`: plain ws).
     tls: Option<TlsState>,
+    reloader: Option<Reloader>,
+    notifier: Notifier,
+    next_watchdog_ms: Option<u64>,
+    /// Open connections that only reach the HTTP endpoints.
+    http_conns: usize,
+    metrics: ShellMetrics,
 }
 
 fn clock(start: Instant) -> Now {
@@ -138,7 +163,7 @@ impl Server {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNAL, Interest::READABLE)?;
-        let capacity = cfg.max_connections + REFUSAL_RESERVE;
+        let capacity = cfg.max_connections + REFUSAL_RESERVE + MAX_HTTP_CONNS;
         let ceiling = cfg.per_connection_ceiling();
         info!(
             "memory ceiling: {} connections x {} bytes = {} MiB worst case; an idle connection holds no buffer",
@@ -149,6 +174,7 @@ impl Server {
         let start = Instant::now();
         Ok(Server {
             poll,
+            listener_serves: vec![Serves::WebSocket; listeners.len()],
             listeners,
             signals,
             conns: slab::Slab::with_capacity(capacity.min(1 << 16)),
@@ -169,6 +195,11 @@ impl Server {
             refusing: false,
             shutdown_deadline: None,
             tls: None,
+            reloader: None,
+            notifier: Notifier::from_env(),
+            next_watchdog_ms: None,
+            http_conns: 0,
+            metrics: ShellMetrics::default(),
         })
     }
 
@@ -210,18 +241,60 @@ impl Server {
         }
     }
 
+    /// Adds the health listener(s) of SPEC §7 to the same poll.
+    pub fn add_http_listeners(&mut self, listeners: Vec<TcpListener>) -> io::Result<()> {
+        for mut listener in listeners {
+            let index = self.listeners.len();
+            self.poll.registry().register(
+                &mut listener,
+                Token(LISTENER_BASE + index),
+                Interest::READABLE,
+            )?;
+            self.listeners.push(listener);
+            self.listener_serves.push(Serves::Http);
+        }
+        Ok(())
+    }
+
+    /// The WebSocket listeners also answer the HTTP endpoints (the health
+    /// listener is configured on the same address and port).
+    pub fn share_http_with_websocket(&mut self) {
+        for serves in &mut self.listener_serves {
+            if *serves == Serves::WebSocket {
+                *serves = Serves::Both;
+            }
+        }
+    }
+
+    /// What SIGHUP calls to re-read the settings (without one, SIGHUP is ignored).
+    pub fn set_reloader(&mut self, reloader: Reloader) {
+        self.reloader = Some(reloader);
+    }
+
     /// Runs until SIGTERM/SIGINT and every connection has been closed.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        self.notifier.ready();
+        self.next_watchdog_ms = self.notifier.watchdog_interval_ms().map(|_| self.now.ms);
         loop {
+            self.pet_watchdog();
             let again = std::mem::take(&mut self.ready_again);
             let timeout = if !again.is_empty() {
                 Some(Duration::ZERO)
-            } else if self.wheel.is_empty() && self.shutdown_deadline.is_none() {
+            } else if self.wheel.is_empty()
+                && self.shutdown_deadline.is_none()
+                && self.next_watchdog_ms.is_none()
+            {
                 None
             } else {
+                let watchdog = self
+                    .next_watchdog_ms
+                    .map_or(u64::MAX, |at| at.saturating_sub(self.now.ms));
                 Some(Duration::from_millis(
-                    self.wheel.until_next_tick(self.now.ms).min(100),
+                    self.wheel
+                        .until_next_tick(self.now.ms)
+                        .min(100)
+                        .min(watchdog),
                 ))
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -261,17 +334,32 @@ impl Server {
         }
     }
 
-    fn on_signal(&mut self) {
-        let (mut stop, mut hangup) = (false, false);
-        for signal in self.signals.pending() {
-            stop |= signal == SIGTERM || signal == SIGINT;
-            hangup |= signal == SIGHUP;
+    /// `WATCHDOG=1` at half of systemd's `WATCHDOG_USEC`: the loop is alive.
+    fn pet_watchdog(&mut self) {
+        let (Some(at), Some(every)) = (self.next_watchdog_ms, self.notifier.watchdog_interval_ms())
+        else {
+            return;
+        };
+        if self.now.ms >= at {
+            self.notifier.watchdog();
+            self.next_watchdog_ms = Some(self.now.ms + every);
         }
-        if hangup {
-            self.reload_tls();
+    }
+
+    fn on_signal(&mut self) {
+        let (mut stop, mut reload) = (false, false);
+        for signal in self.signals.pending() {
+            match signal {
+                SIGHUP => reload = true,
+                _ => stop = true,
+            }
+        }
+        if reload && self.shutdown_deadline.is_none() {
+            self.reload();
         }
         if stop && self.shutdown_deadline.is_none() {
             info!("stopping: closing {} connections", self.conns.len());
+            self.notifier.stopping();
             for listener in &mut self.listeners {
                 let _ = self.poll.registry().deregister(listener);
             }
@@ -288,6 +376,38 @@ impl Server {
         }
     }
 
+    /// SIGHUP: re-read the settings and apply what can change while running.
+    fn reload(&mut self) {
+        // The certificate and key files are read again in every mode.
+        self.reload_tls();
+        let Some(reloader) = self.reloader.as_mut() else {
+            if self.tls.is_none() {
+                info!("SIGHUP ignored: nothing to reload in this mode");
+            }
+            return;
+        };
+        self.notifier.reloading(monotonic_usec());
+        match reloader() {
+            Ok(reloaded) => {
+                log::set_max_level(reloaded.level);
+                if let App::Gateway(hub) = &mut self.app {
+                    hub.reconfigure(reloaded.hub);
+                }
+                self.capacity = reloaded.shell.max_connections + REFUSAL_RESERVE + MAX_HTTP_CONNS;
+                self.cfg = reloaded.shell;
+                let ceiling = self.cfg.per_connection_ceiling();
+                info!(
+                    "memory ceiling now: {} connections x {} bytes = {} MiB worst case",
+                    self.cfg.max_connections,
+                    ceiling,
+                    (ceiling as u64 * self.cfg.max_connections as u64) >> 20
+                );
+            }
+            Err(e) => warn!("reload failed, keeping the running settings: {e}"),
+        }
+        self.notifier.ready();
+    }
+
     // ---------------------------------------------------------------- accept
 
     fn accept(&mut self, index: usize) {
@@ -295,8 +415,9 @@ impl Server {
             let Some(listener) = self.listeners.get(index) else {
                 return;
             };
+            let serves = self.listener_serves[index];
             match listener.accept() {
-                Ok((sock, addr)) => self.on_accept(sock, addr),
+                Ok((sock, addr)) => self.on_accept(sock, addr, serves),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -309,15 +430,21 @@ impl Server {
         self.ready_again.push(Ready::Listener(index));
     }
 
-    fn on_accept(&mut self, sock: TcpStream, addr: SocketAddr) {
+    fn on_accept(&mut self, sock: TcpStream, addr: SocketAddr, serves: Serves) {
         let ip = canonical(addr.ip());
         let _ = sock.set_nodelay(true);
+        self.metrics.tcp_accepted += 1;
+        if serves == Serves::Http {
+            return self.accept_http(sock, ip, serves);
+        }
         if !self.cfg.allow.allows(ip) && self.tls.is_some() {
             // SPEC §2: a TLS listener closes without a handshake.
+            self.metrics.refused(RefusalReason::IpNotAllowed);
             warn!("refused {ip}: not in server.websocket.auth.allowed_ip (closed before TLS)");
             return;
         }
         if !self.cfg.allow.allows(ip) {
+            self.metrics.refused(RefusalReason::IpNotAllowed);
             warn!("refused {ip}: not in server.websocket.auth.allowed_ip");
             self.refuse_new(sock, ip, Refusal::Forbidden, "address not allowed");
             return;
@@ -336,7 +463,12 @@ impl Server {
                 );
             }
         }
+        if full && serves == Serves::Both && self.http_conns < MAX_HTTP_CONNS {
+            // Health checks still answer; an upgrade on it gets 503.
+            return self.accept_http(sock, ip, Serves::HttpWhenFull);
+        }
         if full {
+            self.metrics.refused(RefusalReason::ServerFull);
             self.refuse_new(
                 sock,
                 ip,
@@ -346,8 +478,27 @@ impl Server {
             return;
         }
         let deadline = self.now.ms + self.cfg.handshake_timeout_ms;
-        if let Some(key) = self.insert(sock, ip, Stage::Handshake, deadline) {
+        if let Some(key) = self.insert(sock, ip, Stage::Handshake, deadline, true) {
             self.admitted += 1;
+            self.conns[key].serves = serves;
+            self.schedule(key);
+        }
+    }
+
+    /// A connection for the HTTP endpoints only, within its own bound.
+    fn accept_http(&mut self, sock: TcpStream, ip: IpAddr, serves: Serves) {
+        if self.http_conns >= MAX_HTTP_CONNS {
+            warn!("refused {ip}: {MAX_HTTP_CONNS} HTTP requests already in progress");
+            return;
+        }
+        let deadline = self.now.ms + self.cfg.handshake_timeout_ms;
+        // A dedicated health listener is plain HTTP; the WebSocket one, TLS if set.
+        let tls = serves != Serves::Http;
+        if let Some(key) = self.insert(sock, ip, Stage::Handshake, deadline, tls) {
+            let conn = &mut self.conns[key];
+            conn.serves = serves;
+            conn.admitted = false;
+            self.http_conns += 1;
             self.schedule(key);
         }
     }
@@ -358,6 +509,7 @@ impl Server {
         ip: IpAddr,
         stage: Stage,
         deadline_ms: u64,
+        tls: bool,
     ) -> Option<usize> {
         if self.conns.len() >= self.capacity {
             return None;
@@ -373,7 +525,8 @@ impl Server {
             warn!("cannot register a connection from {ip}: {e}");
             return None;
         }
-        let session = match self.tls.as_ref().map(TlsState::session).transpose() {
+        let state = self.tls.as_ref().filter(|_| tls);
+        let session = match state.map(TlsState::session).transpose() {
             Ok(session) => session.map(Box::new),
             Err(e) => {
                 warn!("cannot start TLS for {ip}: {e}");
@@ -401,7 +554,7 @@ impl Server {
             }
             return;
         }
-        if let Some(key) = self.insert(sock, ip, Stage::Refusing { shut: false }, deadline) {
+        if let Some(key) = self.insert(sock, ip, Stage::Refusing { shut: false }, deadline, true) {
             let conn = &mut self.conns[key];
             conn.out.push_copy(&mut self.pool, &[response.as_bytes()]);
             self.mark_dirty(key);
@@ -430,6 +583,7 @@ impl Server {
                 }
                 Ok(n) => {
                     conn.last_rx_ms = self.now.ms;
+                    self.metrics.bytes_in += n as u64;
                     self.on_bytes(key, &mut scratch[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -558,6 +712,38 @@ impl Server {
                 self.refuse(key, refusal, reason);
             }
             Parsed::Complete(request, head_len) => {
+                let body_len = match &request {
+                    Request::Plain {
+                        body: BodyLength::Bytes(n),
+                        ..
+                    } if conn.serves != Serves::WebSocket => *n,
+                    _ => 0,
+                };
+                let received = bytes.len() - head_len;
+                if body_len > http_api::MAX_BODY_BYTES {
+                    if let Some(buf) = held {
+                        self.pool.checkin(buf);
+                    }
+                    let too_large = HttpAnswer::error(413, "request body too large");
+                    return self.answer_http(key, &too_large);
+                }
+                if received < body_len {
+                    // Wait for the whole body (bounded above).
+                    let buf = held.unwrap_or_else(|| {
+                        let mut buf = self.pool.checkout(head_len + body_len);
+                        buf.extend_from_slice(data);
+                        buf
+                    });
+                    conn.inbuf = Some(buf);
+                    return;
+                }
+                if body_len > 0 {
+                    let body = bytes[head_len..head_len + body_len].to_vec();
+                    if let Some(buf) = held {
+                        self.pool.checkin(buf);
+                    }
+                    return self.on_plain_request(key, request, &body);
+                }
                 let mut rest = bytes[head_len..].to_vec();
                 if let Some(buf) = held {
                     self.pool.checkin(buf);
@@ -571,17 +757,95 @@ impl Server {
     }
 
     fn on_request(&mut self, key: usize, request: Request) {
+        let serves = self.conns[key].serves;
         match request {
-            Request::Plain { .. } => self.refuse(
+            Request::Plain { .. } => self.on_plain_request(key, request, &[]),
+            Request::Upgrade(_) if serves == Serves::Http => self.refuse(
                 key,
-                Refusal::UpgradeRequired,
-                "this is a WebSocket endpoint: send an Upgrade request",
+                Refusal::BadRequest,
+                "this is the health listener: WebSockets are on server.websocket",
+            ),
+            Request::Upgrade(_) if serves == Serves::HttpWhenFull => self.refuse(
+                key,
+                Refusal::Unavailable,
+                "server is full (limits.max_connections)",
             ),
             Request::Upgrade(upgrade) => match self.admit_upgrade(key, &upgrade) {
                 Ok(identity) => self.upgrade(key, &upgrade, identity),
                 Err((refusal, reason)) => self.refuse(key, refusal, &reason),
             },
         }
+    }
+
+    /// A request that is not an upgrade: an HTTP endpoint, or 426.
+    fn on_plain_request(&mut self, key: usize, request: Request, body: &[u8]) {
+        let Request::Plain {
+            method,
+            path,
+            bearer,
+            body: length,
+        } = request
+        else {
+            return;
+        };
+        let serves = self.conns[key].serves;
+        let endpoint = match serves {
+            Serves::WebSocket => false,
+            Serves::Both | Serves::HttpWhenFull => http_api::is_endpoint(&path),
+            Serves::Http => true,
+        };
+        if !endpoint {
+            return self.refuse(
+                key,
+                Refusal::UpgradeRequired,
+                "this is a WebSocket endpoint: send an Upgrade request",
+            );
+        }
+        let App::Gateway(hub) = &mut self.app else {
+            return self.refuse(key, Refusal::NotFound, "no HTTP endpoints in this mode");
+        };
+        self.metrics.http_requests += 1;
+        let answer = if length == BodyLength::Unsupported {
+            HttpAnswer::error(400, "only bodies with one Content-Length are accepted")
+        } else {
+            let gauges = ShellGauges {
+                open_sockets: self.conns.len(),
+                max_connections: self.cfg.max_connections,
+                pool_lent: self.pool.lent,
+                pool_free: self.pool.free_count(),
+                uptime_s: self.start.elapsed().as_secs(),
+            };
+            let req = HttpRequest {
+                method: &method,
+                path: &path,
+                bearer: bearer.as_deref(),
+                body,
+            };
+            http_api::answer(&req, hub, &self.metrics, &gauges, self.now)
+        };
+        debug!(
+            "http {method} {path} from {}: {}",
+            self.conns[key].ip, answer.status
+        );
+        self.answer_http(key, &answer);
+        self.apply_outbox();
+    }
+
+    /// Queues an HTTP answer, then closes like a refusal does.
+    fn answer_http(&mut self, key: usize, answer: &HttpAnswer) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.out.clear(&mut self.pool);
+        conn.out.push_copy(&mut self.pool, &[&answer.to_bytes()]);
+        conn.stage = Stage::Refusing { shut: false };
+        conn.deadline_ms = self.now.ms + REFUSAL_LINGER_MS;
+        if conn.admitted {
+            conn.admitted = false;
+            self.admitted -= 1;
+        }
+        self.mark_dirty(key);
+        self.schedule(key);
     }
 
     /// SPEC §3 checks, in order: origin (403), token (401), per-address limits (429).
@@ -653,6 +917,12 @@ impl Server {
             return;
         };
         warn!("refused {}: {} {reason}", conn.ip, refusal.status());
+        // Addresses not allowed are refused on accept, without reading a
+        // request: a 403 here is the origin check.
+        self.metrics.refused(match refusal {
+            Refusal::Forbidden => RefusalReason::OriginNotAllowed,
+            other => RefusalReason::of(other),
+        });
         let response = handshake::refusal_response(refusal, reason);
         conn.out.clear(&mut self.pool);
         conn.out.push_copy(&mut self.pool, &[response.as_bytes()]);
@@ -764,8 +1034,12 @@ impl Server {
             return false;
         };
         let open = conn.stage == Stage::Open;
+        if open && matches!(event, WsEvent::Text(_) | WsEvent::Binary(_)) {
+            self.metrics.messages_in += 1;
+        }
         match event {
-            WsEvent::Text(text) if open => match &mut self.app {
+            WsEvent::Text(_) | WsEvent::Binary(_) if !open => {}
+            WsEvent::Text(text) => match &mut self.app {
                 App::Echo => self.queue_frame(key, OutKind::Text, text.as_bytes(), None),
                 App::Gateway(hub) => {
                     hub.on_text(key, self.now, text);
@@ -773,7 +1047,7 @@ impl Server {
                     self.schedule(key);
                 }
             },
-            WsEvent::Binary(bytes) if open => match &mut self.app {
+            WsEvent::Binary(bytes) => match &mut self.app {
                 App::Echo => self.queue_frame(key, OutKind::Binary, bytes, None),
                 App::Gateway(hub) => {
                     hub.on_binary(key, self.now);
@@ -836,9 +1110,14 @@ impl Server {
                 client_id_str(conn.id)
             );
             conn.out.drop_unsent(&mut self.pool);
+            self.metrics.slow_reader_closes += 1;
             self.start_close(key, 4009, "slow reader");
             return;
         }
+        if matches!(kind, OutKind::Text | OutKind::Binary) {
+            self.metrics.messages_out += 1;
+        }
+        self.metrics.bytes_out += size as u64;
         conn.out
             .push_frame(&mut self.pool, header.as_bytes(), payload, shared);
         self.mark_dirty(key);
@@ -1052,6 +1331,7 @@ impl Server {
                 }
                 if now.ms >= conn.last_rx_ms.saturating_add(self.cfg.idle_timeout_ms) {
                     debug!("client {} idle: closing", client_id_str(conn.id));
+                    self.metrics.idle_closes += 1;
                     self.start_close(key, 1001, "idle timeout");
                 } else if now.ms >= conn.next_ping_ms {
                     conn.next_ping_ms = now.ms + self.cfg.ping_interval_ms;
@@ -1077,6 +1357,9 @@ impl Server {
         }
         if conn.admitted {
             self.admitted -= 1;
+        }
+        if conn.serves.http_only() {
+            self.http_conns -= 1;
         }
         let _ = self.poll.registry().deregister(&mut conn.sock);
         conn.release_all(&mut self.pool);

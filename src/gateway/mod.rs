@@ -3,8 +3,12 @@
 
 pub mod conn;
 pub mod event_loop;
+pub mod http_api;
 pub mod listen;
+pub mod metrics;
+pub mod notify;
 pub mod outqueue;
 pub mod pool;
+pub mod setup;
 pub mod timer;
 pub mod tls;

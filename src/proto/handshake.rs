@@ -18,7 +18,23 @@ pub enum Request {
     /// A valid WebSocket upgrade.
     Upgrade(Upgrade),
     /// Any other HTTP request (health endpoints, or a 426 answer).
-    Plain { method: String, path: String },
+    Plain {
+        method: String,
+        path: String,
+        /// The token of `Authorization: Bearer`, if any.
+        bearer: Option<String>,
+        body: BodyLength,
+    },
+}
+
+/// The body a plain request announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    /// `Content-Length: N` (absent means 0).
+    Bytes(usize),
+    /// A `Transfer-Encoding`, or a `Content-Length` that is not one number:
+    /// not accepted (bounded bodies only).
+    Unsupported,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -124,10 +140,32 @@ pub fn parse(buf: &[u8]) -> Parsed {
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
 
+    let bearer = header("Authorization").and_then(|v| {
+        let (scheme, rest) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
+
     if !has_token("Upgrade", "websocket") {
+        let lengths: Vec<&str> = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("Content-Length"))
+            .map(|h| std::str::from_utf8(h.value).unwrap_or("x").trim())
+            .collect();
+        let chunked = header("Transfer-Encoding").is_some();
+        let body = match lengths.as_slice() {
+            _ if chunked => BodyLength::Unsupported,
+            [] => BodyLength::Bytes(0),
+            [n] if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                n.parse().map_or(BodyLength::Unsupported, BodyLength::Bytes)
+            }
+            _ => BodyLength::Unsupported,
+        };
         let request = Request::Plain {
             method: method.to_string(),
             path: path.to_string(),
+            bearer: bearer.filter(|t| !t.is_empty()).map(str::to_string),
+            body,
         };
         return Parsed::Complete(request, head_len);
     }
@@ -153,10 +191,6 @@ pub fn parse(buf: &[u8]) -> Parsed {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
-    let bearer = header("Authorization").and_then(|v| {
-        let (scheme, rest) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-    });
     let token = bearer
         .map(str::to_string)
         .or_else(|| query.and_then(|q| query_param(q, "token")))
@@ -305,6 +339,33 @@ mod tests {
     }
 
     #[test]
+    fn plain_request_bearer_and_body_length() {
+        let body_of = |head: &str| match parse(head.as_bytes()) {
+            Parsed::Complete(Request::Plain { body, bearer, .. }, _) => (body, bearer),
+            other => panic!("{other:?}"),
+        };
+        let post = "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer T1\r\n";
+        assert_eq!(
+            body_of(&format!("{post}Content-Length: 12\r\n\r\n")),
+            (BodyLength::Bytes(12), Some("T1".into()))
+        );
+        assert_eq!(body_of(&format!("{post}\r\n")).0, BodyLength::Bytes(0));
+        for bad in [
+            "Content-Length: -1\r\n",
+            "Content-Length: 1 2\r\n",
+            "Content-Length: 99999999999999999999999\r\n",
+            "Content-Length: 1\r\nContent-Length: 1\r\n",
+            "Transfer-Encoding: chunked\r\n",
+        ] {
+            assert_eq!(
+                body_of(&format!("{post}{bad}\r\n")).0,
+                BodyLength::Unsupported,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn plain_request_and_partial() {
         let req = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(
@@ -312,7 +373,9 @@ mod tests {
             Parsed::Complete(
                 Request::Plain {
                     method: "GET".into(),
-                    path: "/health".into()
+                    path: "/health".into(),
+                    bearer: None,
+                    body: BodyLength::Bytes(0),
                 },
                 req.len()
             )

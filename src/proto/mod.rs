@@ -8,6 +8,7 @@ pub mod handshake;
 pub mod host;
 pub mod hub;
 pub mod limits;
+pub mod publish;
 pub mod rooms;
 
 /// The current time, as the shell read it once per loop pass.

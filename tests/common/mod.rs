@@ -1025,3 +1025,32 @@ pub fn alg_none_token(claims: &Value) -> String {
     let payload = b64url(claims.to_string().as_bytes());
     format!("{header}.{payload}.")
 }
+
+// ---------------------------------------------------------------------------
+// Examples
+// ---------------------------------------------------------------------------
+
+/// The built example `name` (`target/<profile>/examples/NAME`, beside this
+/// test binary's `deps/`), brought up to date with `cargo build --example`
+/// so that a test run of one target never uses a stale one.
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/TEST");
+    let path = profile_dir.join("examples").join(name);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--quiet", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null());
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build --example");
+    assert!(status.success(), "cargo build --example {name} failed");
+    assert!(path.exists(), "{} missing after the build", path.display());
+    path
+}

@@ -1,0 +1,279 @@
+//! The shell's counters, and `/metrics` in the Prometheus text format
+//! (with the core's counters beside them).
+
+use crate::proto::handshake::Refusal;
+use crate::proto::hub::Hub;
+use std::fmt::Write;
+
+/// Why a client was refused before a WebSocket opened (a `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    IpNotAllowed,
+    OriginNotAllowed,
+    InvalidToken,
+    PerIpLimit,
+    ServerFull,
+    NotWebSocket,
+    BadRequest,
+    HeadTooLarge,
+}
+
+impl RefusalReason {
+    const ALL: [RefusalReason; 8] = [
+        RefusalReason::IpNotAllowed,
+        RefusalReason::OriginNotAllowed,
+        RefusalReason::InvalidToken,
+        RefusalReason::PerIpLimit,
+        RefusalReason::ServerFull,
+        RefusalReason::NotWebSocket,
+        RefusalReason::BadRequest,
+        RefusalReason::HeadTooLarge,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalReason::IpNotAllowed => "ip_not_allowed",
+            RefusalReason::OriginNotAllowed => "origin_not_allowed",
+            RefusalReason::InvalidToken => "invalid_token",
+            RefusalReason::PerIpLimit => "per_ip_limit",
+            RefusalReason::ServerFull => "server_full",
+            RefusalReason::NotWebSocket => "not_websocket",
+            RefusalReason::BadRequest => "bad_request",
+            RefusalReason::HeadTooLarge => "head_too_large",
+        }
+    }
+
+    /// The reason of a refusal status (403 from the origin check is told
+    /// apart by the caller).
+    pub fn of(refusal: Refusal) -> RefusalReason {
+        match refusal {
+            Refusal::Forbidden => RefusalReason::IpNotAllowed,
+            Refusal::Unauthorized => RefusalReason::InvalidToken,
+            Refusal::TooManyRequests => RefusalReason::PerIpLimit,
+            Refusal::Unavailable => RefusalReason::ServerFull,
+            Refusal::UpgradeRequired => RefusalReason::NotWebSocket,
+            Refusal::HeadersTooLarge => RefusalReason::HeadTooLarge,
+            Refusal::BadRequest | Refusal::NotFound => RefusalReason::BadRequest,
+        }
+    }
+}
+
+/// Counters kept by the shell.
+#[derive(Debug, Default, Clone)]
+pub struct ShellMetrics {
+    pub tcp_accepted: u64,
+    pub refusals: [u64; 8],
+    pub messages_in: u64,
+    pub messages_out: u64,
+    /// Every byte read from client sockets.
+    pub bytes_in: u64,
+    /// WebSocket frame bytes queued for clients.
+    pub bytes_out: u64,
+    pub slow_reader_closes: u64,
+    pub idle_closes: u64,
+    pub http_requests: u64,
+}
+
+impl ShellMetrics {
+    pub fn refused(&mut self, reason: RefusalReason) {
+        self.refusals[reason as usize] += 1;
+    }
+}
+
+/// A point-in-time view of the shell for `/metrics`.
+pub struct ShellGauges {
+    pub open_sockets: usize,
+    pub max_connections: usize,
+    pub pool_lent: usize,
+    pub pool_free: usize,
+    pub uptime_s: u64,
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP tether_{name} {help}\n# TYPE tether_{name} {kind}\ntether_{name} {value}"
+    );
+}
+
+/// The Prometheus text exposition (version 0.0.4).
+pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub) -> String {
+    let mut out = String::with_capacity(4096);
+    let o = &mut out;
+    metric(
+        o,
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the gateway started.",
+        gauges.uptime_s,
+    );
+    metric(
+        o,
+        "connections_active",
+        "gauge",
+        "Open WebSocket sessions.",
+        hub.active_connections() as u64,
+    );
+    metric(
+        o,
+        "connections_total",
+        "counter",
+        "WebSocket sessions opened since start.",
+        hub.stats.total_connections,
+    );
+    metric(
+        o,
+        "connections_max",
+        "gauge",
+        "limits.max_connections.",
+        gauges.max_connections as u64,
+    );
+    metric(
+        o,
+        "sockets_open",
+        "gauge",
+        "TCP connections held (handshakes, sessions, closings, HTTP).",
+        gauges.open_sockets as u64,
+    );
+    metric(
+        o,
+        "tcp_accepted_total",
+        "counter",
+        "TCP connections accepted.",
+        shell.tcp_accepted,
+    );
+    let _ = writeln!(
+        o,
+        "# HELP tether_refusals_total Clients refused before a WebSocket opened, by reason.\n\
+         # TYPE tether_refusals_total counter"
+    );
+    for reason in RefusalReason::ALL {
+        let _ = writeln!(
+            o,
+            "tether_refusals_total{{reason=\"{}\"}} {}",
+            reason.label(),
+            shell.refusals[reason as usize]
+        );
+    }
+    metric(
+        o,
+        "messages_received_total",
+        "counter",
+        "Data frames received from clients.",
+        shell.messages_in,
+    );
+    metric(
+        o,
+        "messages_sent_total",
+        "counter",
+        "Data frames queued for clients.",
+        shell.messages_out,
+    );
+    metric(
+        o,
+        "bytes_received_total",
+        "counter",
+        "Bytes read from client sockets.",
+        shell.bytes_in,
+    );
+    metric(
+        o,
+        "bytes_sent_total",
+        "counter",
+        "WebSocket frame bytes queued for clients.",
+        shell.bytes_out,
+    );
+    metric(
+        o,
+        "auth_failures_total",
+        "counter",
+        "Failed auth messages.",
+        hub.stats.auth_failures,
+    );
+    metric(
+        o,
+        "rate_limited_total",
+        "counter",
+        "Messages refused with rate_limited.",
+        hub.stats.rate_limited,
+    );
+    metric(
+        o,
+        "flood_closes_total",
+        "counter",
+        "Clients closed 4008 for sending far over the rate limit.",
+        hub.stats.flood_closes,
+    );
+    metric(
+        o,
+        "slow_reader_closes_total",
+        "counter",
+        "Clients closed 4009 for reading too slowly.",
+        shell.slow_reader_closes,
+    );
+    metric(
+        o,
+        "idle_closes_total",
+        "counter",
+        "Clients closed 1001 after idle_timeout_s of silence.",
+        shell.idle_closes,
+    );
+    let hosts = hub.hosts();
+    metric(
+        o,
+        "hosts",
+        "gauge",
+        "Registered hosts.",
+        hosts.host_count() as u64,
+    );
+    metric(
+        o,
+        "host_requests_total",
+        "counter",
+        "Client requests forwarded to a host.",
+        hosts.requests_forwarded,
+    );
+    metric(
+        o,
+        "host_timeouts_total",
+        "counter",
+        "Forwarded requests answered host_timeout.",
+        hosts.requests_timed_out,
+    );
+    metric(
+        o,
+        "host_requests_pending",
+        "gauge",
+        "Forwarded requests waiting for a host.",
+        hosts.pending_len() as u64,
+    );
+    metric(
+        o,
+        "rooms_active",
+        "gauge",
+        "Rooms with at least one member.",
+        hub.active_rooms() as u64,
+    );
+    metric(
+        o,
+        "buffer_pool_lent",
+        "gauge",
+        "Pooled buffers lent to connections.",
+        gauges.pool_lent as u64,
+    );
+    metric(
+        o,
+        "buffer_pool_free",
+        "gauge",
+        "Pooled buffers free for reuse.",
+        gauges.pool_free as u64,
+    );
+    metric(
+        o,
+        "http_requests_total",
+        "counter",
+        "Requests answered on the HTTP endpoints.",
+        shell.http_requests,
+    );
+    out
+}

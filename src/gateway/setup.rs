@@ -1,0 +1,182 @@
+//! From settings to the running gateway: the shell's and the core's
+//! configurations, and what a SIGHUP reload may change.
+
+use super::event_loop::{Reloaded, ShellConfig};
+use crate::proto::auth::Authenticator;
+use crate::proto::hub::HubConfig;
+use crate::settings::{self, ConfigSource, IpAllowList, Settings};
+use log::{info, warn};
+use serde_json::Value;
+
+/// Keys a running process cannot change (listening sockets): a reload that
+/// changes them keeps the old values and says a restart is needed.
+const RESTART_ONLY: &[&str] = &[
+    "server.websocket.host",
+    "server.websocket.port",
+    "server.websocket.tls",
+    "server.health",
+];
+
+pub fn authenticator(s: &Settings, secret: &[u8]) -> Authenticator {
+    let auth = &s.server.websocket.auth;
+    Authenticator::new(
+        secret,
+        auth.jwt_issuer.clone(),
+        auth.jwt_audience.clone(),
+        auth.password.as_deref(),
+        &auth.password_permissions,
+        s.rooms.by_role.clone(),
+    )
+}
+
+pub fn hub_config(s: &Settings, secret: &[u8]) -> HubConfig {
+    HubConfig {
+        auth: authenticator(s, secret),
+        auth_timeout_ms: s.server.websocket.auth.auth_timeout_ms,
+        max_messages_per_minute: s.limits.max_messages_per_minute,
+        request_timeout_ms: s.host.request_timeout_ms,
+        server_name: crate::server_name(),
+    }
+}
+
+pub fn shell_config(s: &Settings, allow: IpAllowList) -> ShellConfig {
+    let limits = &s.limits;
+    let auth = &s.server.websocket.auth;
+    ShellConfig {
+        max_connections: limits.max_connections,
+        max_connections_per_ip: limits.max_connections_per_ip,
+        max_connects_per_ip_per_hour: limits.max_connects_per_ip_per_hour,
+        max_message_bytes: limits.max_message_bytes,
+        max_outbound_bytes: limits.max_outbound_bytes,
+        idle_timeout_ms: limits.idle_timeout_s.saturating_mul(1000),
+        ping_interval_ms: limits.ping_interval_s.saturating_mul(1000),
+        // A client gets as long to send its request head as to authenticate.
+        handshake_timeout_ms: auth.auth_timeout_ms,
+        allow,
+        allowed_origins: auth.allowed_origins.clone(),
+    }
+}
+
+/// Leaf keys (dotted paths) whose values differ between two JSON documents.
+fn changed_paths(old: &Value, new: &Value, path: &mut String, out: &mut Vec<String>) {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys = a.keys().chain(b.keys().filter(|k| !a.contains_key(*k)));
+            for key in keys {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                let null = Value::Null;
+                changed_paths(
+                    a.get(key).unwrap_or(&null),
+                    b.get(key).unwrap_or(&null),
+                    path,
+                    out,
+                );
+                path.truncate(len);
+            }
+        }
+        (a, b) if a != b => out.push(path.clone()),
+        _ => {}
+    }
+}
+
+fn at<'a>(value: &'a Value, path: &str) -> &'a Value {
+    path.split('.')
+        .try_fold(value, |v, key| v.get(key))
+        .unwrap_or(&Value::Null)
+}
+
+fn restart_only(path: &str) -> bool {
+    RESTART_ONLY
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}.")))
+}
+
+/// Re-reads the settings on each call and returns what to apply. Changes are
+/// logged key by key; secrets by name only. A bad file is an error and the
+/// caller keeps what it runs with.
+pub struct Reloader {
+    source: ConfigSource,
+    current: Settings,
+}
+
+impl Reloader {
+    pub fn new(source: ConfigSource, current: Settings) -> Reloader {
+        Reloader { source, current }
+    }
+
+    pub fn reload(&mut self) -> Result<Reloaded, String> {
+        let mut next = settings::load(&self.source).map_err(|e| e.to_string())?;
+        let old = serde_json::to_value(&self.current).map_err(|e| e.to_string())?;
+        let new = serde_json::to_value(&next).map_err(|e| e.to_string())?;
+        let mut paths = Vec::new();
+        changed_paths(&old, &new, &mut String::new(), &mut paths);
+        // Listening sockets stay as they are until a restart.
+        next.server.websocket.host = self.current.server.websocket.host.clone();
+        next.server.websocket.port = self.current.server.websocket.port;
+        next.server.websocket.tls = self.current.server.websocket.tls.clone();
+        next.server.health = self.current.server.health.clone();
+        let (secret, secret_source) = next
+            .resolve_jwt_secret(|k| std::env::var(k).ok(), &settings::state_dir())
+            .map_err(|e| e.to_string())?;
+        let allow = next.allowed_ips().map_err(|e| e.to_string())?;
+        let (old_shown, new_shown) = (self.current.redacted(), next.redacted());
+        let mut applied = Vec::new();
+        for path in &paths {
+            if restart_only(path) {
+                warn!(
+                    "reload: {path} changes only at restart; keeping {}",
+                    at(&old_shown, path)
+                );
+                continue;
+            }
+            let secret =
+                at(&new_shown, path) != at(&new, path) || at(&old_shown, path) != at(&old, path);
+            if secret {
+                applied.push(format!("{path} (secret)"));
+            } else {
+                applied.push(format!("{path}: {} -> {}", at(&old, path), at(&new, path)));
+            }
+        }
+        if applied.is_empty() {
+            info!("reloaded {}: nothing changed", self.source);
+        } else {
+            info!("reloaded {}: {}", self.source, applied.join("; "));
+        }
+        info!("jwt secret from {secret_source}");
+        let reloaded = Reloaded {
+            shell: shell_config(&next, allow),
+            hub: hub_config(&next, &secret),
+            level: next.level_filter(),
+        };
+        self.current = next;
+        Ok(reloaded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lists_changed_leaves_by_dotted_path() {
+        let old = json!({"a": {"b": 1, "c": [1]}, "d": null});
+        let new = json!({"a": {"b": 2, "c": [1]}, "d": "x", "e": true});
+        let mut out = Vec::new();
+        changed_paths(&old, &new, &mut String::new(), &mut out);
+        assert_eq!(out, vec!["a.b", "d", "e"]);
+    }
+
+    #[test]
+    fn listening_keys_need_a_restart() {
+        assert!(restart_only("server.websocket.port"));
+        assert!(restart_only("server.health.port"));
+        assert!(restart_only("server.websocket.tls.cert"));
+        assert!(!restart_only("server.websocket.auth.allowed_ip"));
+        assert!(!restart_only("server.websocket.hostname"));
+    }
+}
