@@ -31,8 +31,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per connection per pass, so one busy client cannot starve the others.
 const READS_PER_PASS: usize = 4;
-/// TLS reads per connection per pass (rustls reads at most 4 KiB at a time).
-const TLS_READS_PER_PASS: usize = 16;
 /// Accepts per listener per pass.
 const ACCEPTS_PER_PASS: usize = 128;
 /// How long a peer has to answer our close frame (SPEC §4).
@@ -126,6 +124,9 @@ pub struct Server {
     shutdown_deadline: Option<u64>,
     /// The listener's TLS certificate (`None`: plain ws).
     tls: Option<TlsState>,
+    /// Encrypted bytes read from one TLS socket (a second shared buffer:
+    /// `scratch` receives their plaintext).
+    tls_in: Vec<u8>,
     reloader: Option<Reloader>,
     notifier: Notifier,
     next_watchdog_ms: Option<u64>,
@@ -195,6 +196,7 @@ impl Server {
             refusing: false,
             shutdown_deadline: None,
             tls: None,
+            tls_in: Vec::new(),
             reloader: None,
             notifier: Notifier::from_env(),
             next_watchdog_ms: None,
@@ -605,48 +607,74 @@ impl Server {
         }
     }
 
-    /// Reads through the connection's TLS session: records in, plaintext
-    /// out to the same handlers as plain ws.
+    /// Reads a TLS connection: one socket read of up to 64 KiB, fed to the
+    /// session record by record; its plaintext goes to the same handlers as
+    /// plain ws.
     fn on_readable_tls(&mut self, key: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
+        let mut records = std::mem::take(&mut self.tls_in);
+        records.resize(READ_CHUNK, 0);
         let mut pass_done = false;
-        for _ in 0..TLS_READS_PER_PASS {
+        'reads: for _ in 0..READS_PER_PASS {
             let Some(conn) = self.conns.get_mut(key) else {
                 pass_done = true;
                 break;
             };
-            let Some(session) = conn.tls.as_deref_mut() else {
-                pass_done = true;
-                break;
-            };
-            match tls::read(session, &mut conn.sock, &mut scratch) {
-                TlsRead::Plain(n) => {
-                    conn.last_rx_ms = self.now.ms;
-                    self.on_bytes(key, &mut scratch[..n]);
-                }
-                TlsRead::Progress => {}
-                TlsRead::WouldBlock => {
-                    pass_done = true;
-                    break;
-                }
-                TlsRead::Closed => {
+            let n = match conn.sock.read(&mut records) {
+                Ok(0) => {
                     self.on_eof(key);
                     pass_done = true;
                     break;
                 }
-                TlsRead::Failed(reason) => {
-                    debug!("connection {key} from {}: TLS failed: {reason}", conn.ip);
-                    // Best effort: the alert rustls queued, then drop.
-                    let _ = tls::write_records(session, &mut conn.sock);
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    pass_done = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("connection {key}: read error: {e}");
                     self.remove(key);
                     pass_done = true;
                     break;
+                }
+            };
+            let mut input = &records[..n];
+            loop {
+                let Some(conn) = self.conns.get_mut(key) else {
+                    pass_done = true;
+                    break 'reads;
+                };
+                let Some(session) = conn.tls.as_deref_mut() else {
+                    pass_done = true;
+                    break 'reads;
+                };
+                match tls::feed(session, &mut input, &mut scratch) {
+                    TlsRead::Plain(n) => {
+                        conn.last_rx_ms = self.now.ms;
+                        self.on_bytes(key, &mut scratch[..n]);
+                    }
+                    TlsRead::WouldBlock => break,
+                    TlsRead::Closed => {
+                        self.on_eof(key);
+                        pass_done = true;
+                        break 'reads;
+                    }
+                    TlsRead::Failed(reason) => {
+                        debug!("connection {key} from {}: TLS failed: {reason}", conn.ip);
+                        // Best effort: the alert rustls queued, then drop.
+                        let _ = tls::write_records(session, &mut conn.sock);
+                        self.remove(key);
+                        pass_done = true;
+                        break 'reads;
+                    }
                 }
             }
             // Handshake records to answer, or plaintext the handshake held.
             self.mark_dirty(key);
         }
         self.scratch = scratch;
+        self.tls_in = records;
         if !pass_done {
             self.ready_again.push(Ready::Conn(key));
         }

@@ -328,14 +328,12 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 // Moving bytes through one session
 // ---------------------------------------------------------------------------
 
-/// What one step of reading a TLS connection gave.
+/// What one step of feeding a TLS connection gave.
 #[derive(Debug, PartialEq, Eq)]
 pub enum TlsRead {
     /// This many plaintext bytes are at the front of the scratch buffer.
     Plain(usize),
-    /// Records were processed (handshake) but no plaintext came out.
-    Progress,
-    /// Nothing more to read now.
+    /// The input is used up and no plaintext is held: read the socket again.
     WouldBlock,
     /// The peer closed (close_notify or EOF).
     Closed,
@@ -344,23 +342,29 @@ pub enum TlsRead {
     Failed(String),
 }
 
-/// Returns decrypted plaintext already held, else reads from `sock` once
-/// and processes what came.
-pub fn read(session: &mut ServerConnection, sock: &mut impl Read, scratch: &mut [u8]) -> TlsRead {
-    if let Some(done) = take_plain(session, scratch) {
-        return done;
-    }
-    match session.read_tls(sock) {
-        Ok(0) => TlsRead::Closed,
-        Ok(_) => match session.process_new_packets() {
-            Ok(_) => take_plain(session, scratch).unwrap_or(TlsRead::Progress),
-            Err(e) => TlsRead::Failed(e.to_string()),
-        },
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => TlsRead::WouldBlock,
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => TlsRead::Progress,
-        // Resets are a close; "message buffer full" (an oversized handshake) a failure.
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => TlsRead::Failed(e.to_string()),
-        Err(_) => TlsRead::Closed,
+/// Returns decrypted plaintext the session holds, else feeds it `input`
+/// (bytes read from the socket, consumed from the front) until plaintext
+/// comes out or the input is used up. One socket read of up to 64 KiB thus
+/// serves many records: rustls itself reads at most 4 KiB at a time.
+pub fn feed(session: &mut ServerConnection, input: &mut &[u8], scratch: &mut [u8]) -> TlsRead {
+    loop {
+        if let Some(done) = take_plain(session, scratch) {
+            return done;
+        }
+        if input.is_empty() {
+            return TlsRead::WouldBlock;
+        }
+        match session.read_tls(input) {
+            // After the peer's close_notify rustls takes nothing more.
+            Ok(0) => return TlsRead::Closed,
+            Ok(_) => {
+                if let Err(e) = session.process_new_packets() {
+                    return TlsRead::Failed(e.to_string());
+                }
+            }
+            // "message buffer full": a handshake message over 64 KiB.
+            Err(e) => return TlsRead::Failed(e.to_string()),
+        }
     }
 }
 
@@ -495,9 +499,10 @@ mod tests {
                 client.write_tls(&mut wire).unwrap();
             }
             let mut src = &wire[..];
-            while !src.is_empty() {
-                match read(server, &mut src, &mut scratch) {
-                    TlsRead::Progress | TlsRead::Plain(_) => {}
+            loop {
+                match feed(server, &mut src, &mut scratch) {
+                    TlsRead::Plain(_) => {}
+                    TlsRead::WouldBlock => break,
                     other => panic!("server read: {other:?}"),
                 }
             }
@@ -596,7 +601,7 @@ mod tests {
         let mut src: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         let mut scratch = [0u8; 1024];
         assert!(matches!(
-            read(&mut server, &mut src, &mut scratch),
+            feed(&mut server, &mut src, &mut scratch),
             TlsRead::Failed(_)
         ));
         let mut alert = Vec::new();
