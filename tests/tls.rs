@@ -436,6 +436,17 @@ fn wss_connect_and_authenticate() {
     let reply = wss_request(&mut ws2, &json!({"event": "ping", "data": big}));
     assert_eq!(reply["event"], "pong", "{reply}");
 
+    // A refusal after the request head (bad token) is an HTTP answer over TLS.
+    let Err(err) = wss(
+        server.port(),
+        &config,
+        "localhost",
+        &[("Authorization", "Bearer not-a-token")],
+    ) else {
+        panic!("a bad token was accepted")
+    };
+    assert!(err.contains("401"), "{err}");
+
     // A client that trusts another CA is refused by its own verifier.
     let other = trusting(&Ca::new("someone else").pem(), BOTH);
     let Err(err) = wss(server.port(), &other, "localhost", &[]) else {
