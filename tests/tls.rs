@@ -371,7 +371,8 @@ fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> (Vec<u8>, Opt
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e)
                 if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+                    || e.kind() == std::io::ErrorKind::TimedOut
+                    || e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return (got, Some(start.elapsed())),
         }
     }
