@@ -90,6 +90,24 @@ impl OutQueue {
     /// Returns whether everything was written.
     pub fn write_to(&mut self, sink: &mut impl Write, pool: &mut BufPool) -> io::Result<bool> {
         while self.queued > 0 {
+            if self.chunks.len() == 1 {
+                // One chunk (the usual case: a batch of small frames, or one
+                // broadcast): a plain write, which for a socket is send(2),
+                // skips writev's vector import and VFS layer.
+                let bytes = match self.chunks.front() {
+                    Some(chunk) => &chunk.bytes()[self.front_written..],
+                    None => break,
+                };
+                let written = match sink.write(bytes) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                self.advance(written, pool);
+                continue;
+            }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
             for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
