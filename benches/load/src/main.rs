@@ -313,6 +313,8 @@ struct Conn {
     /// Broadcast: got this round's message.
     got: bool,
     dirty: bool,
+    /// Registered for writable events (only while a write is blocked).
+    wants_write: bool,
 }
 
 impl Conn {
@@ -516,6 +518,7 @@ impl Load {
             ring_len: 0,
             got: false,
             dirty: false,
+            wants_write: true,
         });
         Ok(())
     }
@@ -676,11 +679,29 @@ impl Load {
                     c.pos = (c.pos + n) % flen;
                 })
             } else {
+                // All written: stop asking for writable events.
+                if c.wants_write {
+                    c.wants_write = false;
+                    let _ =
+                        self.poll
+                            .registry()
+                            .reregister(&mut c.sock, Token(i), Interest::READABLE);
+                }
                 return;
             };
             match res {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !c.wants_write {
+                        c.wants_write = true;
+                        let _ = self.poll.registry().reregister(
+                            &mut c.sock,
+                            Token(i),
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.kill(i),
             }
