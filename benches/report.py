@@ -109,6 +109,29 @@ def main():
     if incomplete:
         md.append("Broadcast rounds not fully delivered within 2 s: " + ", ".join(incomplete) + ".\n")
 
+    md.append("## Run-to-run noise\n")
+    md.append(
+        "tether and uWebSockets ran echo and broadcast-to-1,000 a second time at the end of the "
+        "run (fresh server processes); the spread between the two is the noise to expect.\n"
+    )
+    md.append("| server | figure | first | second | difference |")
+    md.append("|---|---|---:|---:|---:|")
+    for s in ("tether", "uwebsockets"):
+        for sc, f, label, div, spec in (
+            ("echo", "msgs_per_s", "echo msg/s", 1, "{:,.0f}"),
+            ("echo", "server_us_per_msg", "echo µs CPU/msg", 1, "{:.2f}"),
+            ("broadcast1000", "last_p50_us", "bcast 1k last p50 ms", 1000, "{:.2f}"),
+            ("broadcast1000", "last_p99_us", "bcast 1k last p99 ms", 1000, "{:.2f}"),
+            ("broadcast1000", "server_us_per_msg", "bcast 1k µs CPU/delivery", 1, "{:.2f}"),
+        ):
+            a, b = get(rows, s, sc, f), get(rows, s + "#2", sc, f)
+            d = ratio(b, a)
+            md.append(
+                f"| {s} | {label} | {fmt(None if a is None else a / div, spec)} | "
+                f"{fmt(None if b is None else b / div, spec)} | {fmt(None if d is None else (d - 1) * 100, '{:+.0f} %')} |"
+            )
+    md.append("")
+
     md.append("## tether / peer ratios (same run)\n")
     md.append("Above 1 is better for throughput; below 1 is better for memory, CPU and latency.\n")
     md.append("| peer | echo msg/s | echo CPU/msg | idle KiB/conn | bcast 1k last p99 | bcast 10k last p99 | bcast 10k CPU/delivery |")

@@ -174,6 +174,18 @@ start_server $P python3 "$ROOT/benches/peers/python/peer.py" $P
 peer_scenarios python-websockets $P
 stop_server
 
+log "repeat: tether and uWebSockets, echo and broadcast to 1,000 once more (run-to-run noise)"
+start_server $PORT "$TETHER" echo --config "$WORK/tether.json"
+load 'tether#2' $PORT echo --conns 100 --inflight 8 --size 32 --warmup "$ECHO_WARM" --secs "$ECHO_SECS"
+stop_server
+start_server $PORT "$TETHER" serve --config "$WORK/tether.json"
+load 'tether#2' $PORT broadcast --tether --conns 1000 --rounds "$B1K_ROUNDS" --path "/?token=$SUB_TOKEN" --pub-path "/?token=$HOST_TOKEN"
+stop_server
+start_server $P node "$ROOT/benches/peers/node/uws.js" $P
+load 'uwebsockets#2' $P echo --conns 100 --inflight 8 --size 32 --warmup "$ECHO_WARM" --secs "$ECHO_SECS"
+load 'uwebsockets#2' $P broadcast --conns 1000 --rounds "$B1K_ROUNDS" --path /sub --pub-path /pub
+stop_server
+
 echo "{\"meta_end\":true,\"loadavg_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >>"$JSONL"
 
 log "writing benches/results/results.md and chart.png"
