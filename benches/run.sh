@@ -9,7 +9,9 @@
 # to CPU 1, both at nice -19 in an autogroup niced to -19; every figure is
 # taken from /proc while the scenario runs. Only loopback is used (source
 # addresses 127.0.0.2-9 for the clients). Needs: cargo, node + npm, python3
-# + pip (installs `uwebsockets`, `ws`, `websockets`, `matplotlib` itself).
+# (with venv on Debian), taskset; installs `uwebsockets` and `ws` (npm, in
+# benches/peers/node) and `websockets` and `matplotlib` (pip, in a venv
+# unless the system Python has them) itself. Run as root for nice -19.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -54,10 +56,20 @@ if [[ ! -d benches/peers/node/node_modules/uwebsockets || ! -d benches/peers/nod
     log "npm install (uwebsockets, ws)"
     (cd benches/peers/node && npm install --no-audit --no-fund --silent)
 fi
-python3 -c 'import websockets, matplotlib' 2>/dev/null || {
-    log "pip install websockets matplotlib"
-    python3 -m pip install --quiet websockets matplotlib
-}
+# Python: the peer needs websockets >= 14 (websockets.asyncio.server), the
+# report matplotlib; from the system if it has them, else from a venv.
+PY=python3
+if ! python3 -c 'from websockets.asyncio.server import broadcast, serve; import matplotlib' 2>/dev/null; then
+    VENV=${BENCH_VENV:-/tmp/tether-bench-venv}
+    if [[ ! -x "$VENV/bin/python3" ]]; then
+        python3 -m venv "$VENV" || { log "python3 -m venv failed (Debian: apt-get install -y python3-venv)"; exit 1; }
+    fi
+    if ! "$VENV/bin/python3" -c 'from websockets.asyncio.server import broadcast, serve; import matplotlib' 2>/dev/null; then
+        log "pip install websockets matplotlib (into $VENV)"
+        "$VENV/bin/python3" -m pip install --quiet 'websockets>=14' matplotlib
+    fi
+    PY=$VENV/bin/python3
+fi
 
 # ---------------------------------------------------------------- method
 # Raise the priority of this session's autogroup (the machine is shared).
@@ -170,7 +182,7 @@ peer_scenarios tokio-tungstenite $P
 stop_server
 
 log "Python websockets (asyncio, compression=None)"
-start_server $P python3 "$ROOT/benches/peers/python/peer.py" $P
+start_server $P "$PY" "$ROOT/benches/peers/python/peer.py" $P
 peer_scenarios python-websockets $P
 stop_server
 
@@ -189,5 +201,5 @@ stop_server
 echo "{\"meta_end\":true,\"loadavg_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >>"$JSONL"
 
 log "writing benches/results/results.md and chart.png"
-python3 benches/report.py "$JSONL" "$OUT"
+"$PY" benches/report.py "$JSONL" "$OUT"
 log "done: $OUT/results.md"
