@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks tether against peer WebSocket servers, side by side in one run,
-# and writes benches/results/results.md, results.jsonl and chart.png.
+# and writes benches/results/results.md, results.jsonl, chart.png, and
+# rounds.log (every broadcast round's first and last delivery, for outliers).
 #
 #   bash benches/run.sh           full run (about 10-15 minutes)
 #   bash benches/run.sh --quick   shorter windows and fewer rounds (about 3 minutes)
@@ -31,6 +32,7 @@ WORK=$(mktemp -d /tmp/tether-bench.XXXXXX)
 mkdir -p "$OUT"
 JSONL=$OUT/results.jsonl
 : >"$JSONL"
+: >"$OUT/rounds.log"
 SERVER_PID=
 
 cleanup() {
@@ -104,11 +106,12 @@ stop_server() {
 load() {
     local server=$1 port=$2; shift 2
     local line
-    if line=$( (on_cpu 1 timeout "$LOAD_TIMEOUT" "$LOAD" "$@" --addr "127.0.0.1:$port" --pid "$SERVER_PID") 2>>"$WORK/load.err"); then
+    echo "## $server: $*" | sed 's/token=[^ "]*/token=JWT/g' >>"$OUT/rounds.log"
+    if line=$( (TETHER_LOAD_TRACE=1 on_cpu 1 timeout "$LOAD_TIMEOUT" "$LOAD" "$@" --addr "127.0.0.1:$port" --pid "$SERVER_PID") 2>>"$OUT/rounds.log"); then
         echo "{\"server\":\"$server\",${line:1}" >>"$JSONL"
         echo "   $server: $line" >&2
     else
-        log "$server: load tool failed: $* ($(tail -1 "$WORK/load.err"))"
+        log "$server: load tool failed: $(tail -1 "$OUT/rounds.log")"
         echo "{\"server\":\"$server\",\"scenario\":\"$1\",\"error\":true}" >>"$JSONL"
     fi
 }

@@ -441,6 +441,7 @@ struct Load {
     /// Broadcast round in progress: start time and deliveries so far.
     round_t0: Option<u64>,
     delivered: usize,
+    first_delivery_ns: u64,
     last_delivery_ns: u64,
     /// Tether host link: answer host.request, count host.registered.
     tether_host: bool,
@@ -471,6 +472,7 @@ impl Load {
             timing: false,
             round_t0: None,
             delivered: 0,
+            first_delivery_ns: 0,
             last_delivery_ns: 0,
             tether_host: false,
             host_ready: false,
@@ -575,6 +577,8 @@ impl Load {
 
     /// One poll pass: read everything ready, refill, write once per dirty connection.
     fn turn(&mut self, timeout: Option<Duration>) {
+        // Send what was queued since the last pass before waiting.
+        self.flush_dirty();
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         if let Err(e) = self.poll.poll(&mut events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
@@ -602,6 +606,11 @@ impl Load {
         }
         self.refill = refill;
         self.refill.clear();
+        self.flush_dirty();
+    }
+
+    /// One write pass over every connection with something to send.
+    fn flush_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for &i in &dirty {
             self.flush(i);
@@ -889,6 +898,9 @@ impl Load {
             if !c.got {
                 c.got = true;
                 self.delivered += 1;
+                if self.delivered == 1 {
+                    self.first_delivery_ns = now.saturating_sub(t0);
+                }
                 self.hist.record(now.saturating_sub(t0) / 1000);
                 self.last_delivery_ns = now.saturating_sub(t0);
             }
@@ -1146,7 +1158,9 @@ fn run_broadcast(o: &Opts) -> Result<String, String> {
     let mut incomplete = 0;
     let w = Window::start(o.pid);
     let mut deliveries = 0u64;
-    for _ in 0..o.rounds {
+    // TETHER_LOAD_TRACE=1 prints every round on stderr.
+    let trace = std::env::var_os("TETHER_LOAD_TRACE").is_some();
+    for round in 0..o.rounds {
         for c in l.conns.iter_mut() {
             c.got = false;
         }
@@ -1159,6 +1173,14 @@ fn run_broadcast(o: &Opts) -> Result<String, String> {
             l.turn(Some(Duration::from_millis(5)));
         }
         deliveries += l.delivered as u64;
+        if trace {
+            eprintln!(
+                "round {round}: {} of {subs} delivered, first after {} us, last after {} us",
+                l.delivered,
+                l.first_delivery_ns / 1000,
+                l.last_delivery_ns / 1000
+            );
+        }
         if l.delivered < subs {
             incomplete += 1;
         } else {
