@@ -39,6 +39,13 @@ def fmt(v, spec="{:,.0f}"):
     return "—" if v is None else spec.format(v)
 
 
+def times(r):
+    """A ratio with two decimals, or two significant digits when tiny."""
+    if r is None:
+        return "—"
+    return f"{r:.2f}×" if r >= 0.1 else f"{r:.2g}×"
+
+
 def ratio(a, b):
     if a is None or b is None or b == 0:
         return None
@@ -143,7 +150,7 @@ def main():
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 s,
                 *[
-                    fmt(ratio(get(rows, "tether", sc, f), get(rows, s, sc, f)), "{:.2f}×")
+                    times(ratio(get(rows, "tether", sc, f), get(rows, s, sc, f)))
                     for sc, f in (
                         ("echo", "msgs_per_s"),
                         ("echo", "server_us_per_msg"),
