@@ -3,7 +3,7 @@
 //! tokens through the gateway. State: which host serves which event, and the
 //! table of requests waiting for an answer, each with its deadline.
 
-use crate::proto::auth::{parse_ttl, MintRequest};
+use crate::proto::auth::{parse_ttl, MintRequest, MAX_TTL_S};
 use crate::proto::envelope::{write_error, ErrorCode, JsonWriter};
 use crate::proto::hub::{client_id_str, data_as, Action, Body, Hub, MAX_ROOM_NAME};
 use crate::proto::rooms::ConnKey;
@@ -620,6 +620,9 @@ impl Hub {
         let ttl_s = match request.ttl {
             None => Ok(86_400),
             Some(Ttl::Seconds(0)) => Err("ttl must be at least one second".to_string()),
+            Some(Ttl::Seconds(s)) if s > MAX_TTL_S => {
+                Err(format!("ttl {s} is longer than ten years"))
+            }
             Some(Ttl::Seconds(s)) => Ok(s),
             Some(Ttl::Text(text)) => parse_ttl(&text),
         };
@@ -1184,5 +1187,19 @@ mod tests {
             json!({"event":"host.token","data":{"sub":"x","ttl":60}}),
         );
         assert_eq!(out[0].1["data"]["expiresAt"], T0.unix + 60);
+        // Found by fuzzing: a huge numeric ttl overflowed jwt-simple's clock.
+        for ttl in [
+            json!(u64::MAX),
+            json!(10 * 365 * 86400 + 1),
+            json!("99999999d"),
+        ] {
+            let out = send(
+                &mut h,
+                0,
+                T0,
+                json!({"event":"host.token","data":{"sub":"x","ttl":ttl},"requestId":7}),
+            );
+            assert_eq!(out[0].1["data"]["code"], "invalid_data", "ttl {ttl}");
+        }
     }
 }
