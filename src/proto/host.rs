@@ -588,6 +588,10 @@ impl Hub {
             }
             None => 0,
         };
+        // A host that kicked itself is gone: nothing more goes to it.
+        if self.session(key).is_none() {
+            return;
+        }
         self.ack(key, rid, |w| {
             w.u64("delivered", delivered);
         });
@@ -1161,6 +1165,28 @@ mod tests {
         assert_eq!(
             out.iter().find(|(_, m)| m.get("close").is_some()).unwrap(),
             &(1, json!({"close": 4010}))
+        );
+        // Found by fuzzing: a host that kicks itself got an `ok` after its close.
+        join(&mut h, 3, "boss", &["admin"], &[]);
+        drain(&mut h);
+        let c3 = cid(&h, 3);
+        let out = send(
+            &mut h,
+            3,
+            T0,
+            json!({"event":"host.kick","data":{"client":c3},"requestId":8}),
+        );
+        let to_boss: Vec<&Value> = out
+            .iter()
+            .filter(|(k, _)| *k == 3)
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(
+            to_boss,
+            [
+                &json!({"event":"kicked","data":{"reason":"kicked by the host"}}),
+                &json!({"close": 4010})
+            ]
         );
 
         let out = send(
