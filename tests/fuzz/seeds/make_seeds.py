@@ -29,6 +29,7 @@ write("handshake", "plain", "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
 write("handshake", "version8", upgrade().replace("Version: 13", "Version: 8"))
 write("handshake", "post", upgrade().replace("GET", "POST"))
 write("handshake", "partial", upgrade()[:60])
+write("handshake", "too_large", upgrade("/", "Cookie: " + "c" * 8300 + "\r\n"))
 
 # --- frames: [config, chunk seed] + stream (raw) or records (config bit 7).
 def frame(b0, payload, mask=b"\x37\xfa\x21\x3d"):
