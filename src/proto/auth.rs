@@ -12,6 +12,10 @@ pub const CLOCK_SKEW_S: u64 = 30;
 pub const MAX_TOKEN_BYTES: usize = 8192;
 /// `sub` given to password logins.
 pub const PASSWORD_SUB: &str = "password";
+/// Longest token lifetime minted: ten years. Longer ones overflow the
+/// fixed-point clock arithmetic of jwt-simple (a panic in debug builds, a
+/// wrapped `exp` claim in release builds).
+pub const MAX_TTL_S: u64 = 10 * 365 * 86400;
 
 /// Claims tether adds to the registered ones.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -202,6 +206,12 @@ impl Authenticator {
 
     /// Signs a token valid from `now_unix` for `ttl_s` seconds; returns it and its expiry.
     pub fn mint(&self, req: &MintRequest, now_unix: u64) -> Result<(String, u64), String> {
+        if req.ttl_s == 0 || req.ttl_s > MAX_TTL_S {
+            return Err(format!(
+                "a token lifetime of {} s is not between one second and ten years",
+                req.ttl_s
+            ));
+        }
         let custom = TetherClaims {
             permissions: Some(req.permissions.clone()),
             rooms: Some(req.rooms.clone()),
@@ -291,7 +301,7 @@ pub fn parse_ttl(text: &str) -> Result<u64, String> {
     };
     match n.checked_mul(scale) {
         Some(0) => Err("a token lifetime must be at least one second".into()),
-        Some(s) if s <= 10 * 365 * 86400 => Ok(s),
+        Some(s) if s <= MAX_TTL_S => Ok(s),
         _ => Err(format!("`{text}` is longer than ten years")),
     }
 }
@@ -342,6 +352,28 @@ mod tests {
         let rooms: Vec<&str> = id.rooms.iter().map(|r| &**r).collect();
         assert_eq!(rooms, ["lobby", "calendar", "provider_42"]);
         assert!(id.has("publish") && !id.has("host") && !id.is_admin());
+    }
+
+    #[test]
+    fn mint_bounds_the_lifetime() {
+        // Found by fuzzing host.token: a huge ttl overflowed jwt-simple's clock.
+        let a = auth();
+        for ttl_s in [0, MAX_TTL_S + 1, u64::MAX] {
+            let req = MintRequest {
+                sub: "s".into(),
+                ttl_s,
+                ..Default::default()
+            };
+            assert!(a.mint(&req, NOW).is_err(), "ttl {ttl_s}");
+        }
+        let req = MintRequest {
+            sub: "s".into(),
+            ttl_s: MAX_TTL_S,
+            ..Default::default()
+        };
+        let token = mint(&a, req);
+        let id = a.verify(&token, NOW).unwrap();
+        assert_eq!(id.expires_at, Some(NOW + MAX_TTL_S));
     }
 
     #[test]
@@ -488,5 +520,6 @@ mod tests {
         assert_eq!(parse_ttl("120"), Ok(120));
         assert!(parse_ttl("1w").is_err() && parse_ttl("").is_err() && parse_ttl("0").is_err());
         assert!(parse_ttl("99999999999999999999d").is_err());
+        assert!(parse_ttl("3651d").is_err() && parse_ttl("3650d").is_ok());
     }
 }

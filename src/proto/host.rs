@@ -3,7 +3,7 @@
 //! tokens through the gateway. State: which host serves which event, and the
 //! table of requests waiting for an answer, each with its deadline.
 
-use crate::proto::auth::{parse_ttl, MintRequest};
+use crate::proto::auth::{parse_ttl, MintRequest, MAX_TTL_S};
 use crate::proto::envelope::{ErrorCode, JsonWriter};
 use crate::proto::hub::{client_id_str, data_as, Action, Body, Hub, MAX_ROOM_NAME};
 use crate::proto::publish::Audience;
@@ -513,6 +513,10 @@ impl Hub {
             }
             None => 0,
         };
+        // A host that kicked itself is gone: nothing more goes to it.
+        if self.session(key).is_none() {
+            return;
+        }
         self.out.ack(key, rid, |w| {
             w.u64("delivered", delivered);
         });
@@ -545,6 +549,9 @@ impl Hub {
         let ttl_s = match request.ttl {
             None => Ok(86_400),
             Some(Ttl::Seconds(0)) => Err("ttl must be at least one second".to_string()),
+            Some(Ttl::Seconds(s)) if s > MAX_TTL_S => {
+                Err(format!("ttl {s} is longer than ten years"))
+            }
             Some(Ttl::Seconds(s)) => Ok(s),
             Some(Ttl::Text(text)) => parse_ttl(&text),
         };
@@ -1034,6 +1041,28 @@ mod tests {
             out.iter().find(|(_, m)| m.get("close").is_some()).unwrap(),
             &(1, json!({"close": 4010}))
         );
+        // Found by fuzzing: a host that kicks itself got an `ok` after its close.
+        join(&mut h, 3, "boss", &["admin"], &[]);
+        drain(&mut h);
+        let c3 = cid(&h, 3);
+        let out = send(
+            &mut h,
+            3,
+            T0,
+            json!({"event":"host.kick","data":{"client":c3},"requestId":8}),
+        );
+        let to_boss: Vec<&Value> = out
+            .iter()
+            .filter(|(k, _)| *k == 3)
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(
+            to_boss,
+            [
+                &json!({"event":"kicked","data":{"reason":"kicked by the host"}}),
+                &json!({"close": 4010})
+            ]
+        );
 
         let out = send(
             &mut h,
@@ -1059,6 +1088,20 @@ mod tests {
             json!({"event":"host.token","data":{"sub":"x","ttl":60}}),
         );
         assert_eq!(out[0].1["data"]["expiresAt"], T0.unix + 60);
+        // Found by fuzzing: a huge numeric ttl overflowed jwt-simple's clock.
+        for ttl in [
+            json!(u64::MAX),
+            json!(10 * 365 * 86400 + 1),
+            json!("99999999d"),
+        ] {
+            let out = send(
+                &mut h,
+                0,
+                T0,
+                json!({"event":"host.token","data":{"sub":"x","ttl":ttl},"requestId":7}),
+            );
+            assert_eq!(out[0].1["data"]["code"], "invalid_data", "ttl {ttl}");
+        }
     }
 
     #[test]

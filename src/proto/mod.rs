@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod envelope;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod host;
 pub mod hub;

@@ -1,0 +1,819 @@
+//! Fuzzing harnesses: the bodies of the `cargo fuzz` targets in `tests/fuzz/`,
+//! kept here so that the fuzzer and the regression test
+//! (`tests/fuzz_regressions.rs`) run the very same code.
+//!
+//! Each function takes arbitrary bytes, drives one part of the sans-IO core the
+//! way the shell does, and panics when an invariant breaks; a panic inside the
+//! core is a finding too. Everything is derived from the input: no clock, no
+//! randomness, so a saved input replays exactly.
+
+use crate::proto::auth::{Authenticator, MintRequest};
+use crate::proto::frame::{is_valid_close_code, Decoder, FrameError, WsEvent, MAX_HEADER};
+use crate::proto::handshake::{self, Parsed, Request, MAX_REQUEST_BYTES};
+use crate::proto::host::{KEY_BITS, MAX_PENDING_PER_CLIENT};
+use crate::proto::hub::{Action, Hub, HubConfig, MAX_ROOMS_PER_CLIENT};
+use crate::proto::Now;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+const SECRET: &[u8] = b"tether-fuzzing-secret-0123456789";
+const PASSWORD: &str = "pw";
+const T0_UNIX: u64 = 1_800_000_000;
+
+fn authenticator() -> Authenticator {
+    let mut by_role = BTreeMap::new();
+    by_role.insert("player".to_string(), vec!["arena".to_string()]);
+    Authenticator::new(
+        SECRET,
+        None,
+        None,
+        Some(PASSWORD),
+        &["publish".to_string()],
+        by_role,
+    )
+}
+
+// ------------------------------------------------------------------ handshake
+
+/// The upgrade request parser (and the token check the shell runs on it).
+///
+/// Invariants: a complete head fits the buffer and the size limit, and reads
+/// the same from a buffer cut right after it; every shorter prefix of it is
+/// `Partial` (so arrival in pieces gives the same answer); the 101 and refusal
+/// answers are well-formed HTTP.
+pub fn handshake(data: &[u8]) {
+    let whole = handshake::parse(data);
+    match &whole {
+        Parsed::Partial => assert!(data.len() < MAX_REQUEST_BYTES, "partial past the limit"),
+        Parsed::Complete(request, n) => {
+            let n = *n;
+            assert!(n <= data.len() && n <= MAX_REQUEST_BYTES, "head length {n}");
+            assert_eq!(
+                handshake::parse(&data[..n]),
+                whole,
+                "head depends on what follows"
+            );
+            for cut in [n - 1, n / 2, usize::from(data[0]) % n] {
+                assert_eq!(
+                    handshake::parse(&data[..cut]),
+                    Parsed::Partial,
+                    "prefix of {cut} bytes"
+                );
+            }
+            if let Request::Upgrade(upgrade) = request {
+                assert_eq!(upgrade.accept.len(), 28, "accept key");
+                assert!(!upgrade.path.contains('?'), "query left in the path");
+                assert_ne!(upgrade.token.as_deref(), Some(""), "empty token");
+                if let Some(token) = &upgrade.token {
+                    // The shell checks a handshake token before upgrading.
+                    let _ = authenticator().verify(token, T0_UNIX);
+                }
+                let answer = handshake::switching_protocols(upgrade);
+                check_response(answer.as_bytes(), 101);
+            }
+        }
+        Parsed::Invalid(refusal) => {
+            let answer = handshake::refusal_response(*refusal, "malformed request");
+            check_response(answer.as_bytes(), refusal.status());
+        }
+    }
+    // A prefix that is already complete must agree with the whole.
+    let cut = usize::from(data.first().copied().unwrap_or(0)) * 31 % (data.len() + 1);
+    if let complete @ Parsed::Complete(..) = handshake::parse(&data[..cut]) {
+        assert_eq!(
+            complete, whole,
+            "a complete prefix disagrees with the whole"
+        );
+    }
+}
+
+/// An HTTP answer: complete head with `status`, and a body of its Content-Length.
+fn check_response(bytes: &[u8], status: u16) {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        other => panic!("answer is not a complete HTTP head: {other:?}"),
+    };
+    assert_eq!(response.code, Some(status));
+    let length = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("Content-Length"))
+        .map(|h| {
+            std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(usize::MAX)
+        })
+        .unwrap_or(0);
+    assert_eq!(head + length, bytes.len(), "body length");
+}
+
+// --------------------------------------------------------------------- frames
+
+/// Message limits the frame target picks from (first input byte, low 3 bits).
+const FRAME_LIMITS: [usize; 8] = [1, 16, 125, 126, 256, 1000, 4096, 65536];
+
+/// One decoded event, owned.
+#[derive(Debug, PartialEq, Eq)]
+enum Ev {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong,
+    Close(Option<(u16, String)>),
+    Fragment,
+}
+
+/// What a connection's decoder made of a byte stream.
+#[derive(Debug, PartialEq, Eq, Default)]
+struct Trace {
+    events: Vec<Ev>,
+    error: Option<FrameError>,
+    /// Bytes of an incomplete frame held when the stream ended (not counted
+    /// after a close or an error: the shell stops reading there).
+    leftover: usize,
+}
+
+/// The frame decoder, as a server (client frames must be masked).
+///
+/// Input: byte 0 picks the message limit (bits 0–2) and the mode (bit 7:
+/// the rest is records that the harness frames and masks, so the fuzzer
+/// controls the unmasked payload; otherwise the rest is the raw stream);
+/// byte 1 seeds the chunk sizes. The stream is decoded whole and in chunks
+/// the way the shell does it (append, decode until incomplete, keep the rest).
+///
+/// Invariants: no panic; both feedings give the same events and error;
+/// messages within the limit, control payloads within 125 bytes, close codes
+/// valid; the held bytes and the reassembly buffer stay bounded; errors are
+/// only 1002, 1007 and 1009.
+pub fn frames(data: &[u8]) {
+    let [config, seed, rest @ ..] = data else {
+        return;
+    };
+    let max = FRAME_LIMITS[usize::from(config & 7)];
+    let stream = if config & 0x80 != 0 {
+        frame_records(rest)
+    } else {
+        rest.to_vec()
+    };
+    let whole = decode_stream(&stream, max, std::iter::once(stream.len().max(1)));
+    let mut state = u32::from(*seed) | 0x100;
+    let limit = usize::from(*seed).max(1) * 2;
+    let chunks = std::iter::from_fn(move || {
+        // xorshift: chunk sizes of 1 to 2 × seed bytes.
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        Some(1 + state as usize % limit)
+    });
+    let chunked = decode_stream(&stream, max, chunks);
+    assert_eq!(whole, chunked, "decoding depends on how the bytes arrive");
+}
+
+/// Builds masked client frames from records `[b0, ctl, payload...]`: `b0` is
+/// the first header byte (FIN, RSV, opcode); `ctl` bits 0–5 are the payload
+/// length (times 40 with bit 6, which also forces a 16-bit length); bit 7
+/// sends the frame unmasked. A record cut short by the end of the input
+/// declares its full length (an incomplete frame).
+fn frame_records(mut input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() * 2);
+    while let [b0, ctl, rest @ ..] = input {
+        let long = ctl & 0x40 != 0;
+        let len = usize::from(ctl & 0x3f) * if long { 40 } else { 1 };
+        let masked = ctl & 0x80 == 0;
+        let take = len.min(rest.len());
+        let (payload, tail) = rest.split_at(take);
+        input = tail;
+        out.push(*b0);
+        let mask_bit = if masked { 0x80 } else { 0 };
+        if long || len > 125 {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(mask_bit | len as u8);
+        }
+        let mask = [b0 ^ 0x5a, *ctl, 0x3c, 0xa7];
+        if masked {
+            out.extend_from_slice(&mask);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        } else {
+            out.extend_from_slice(payload);
+        }
+    }
+    out
+}
+
+/// Feeds `stream` in pieces of the given sizes, as the shell's read loop does.
+fn decode_stream(stream: &[u8], max: usize, chunks: impl Iterator<Item = usize>) -> Trace {
+    let mut decoder = Decoder::default();
+    let mut held: Vec<u8> = Vec::new();
+    let mut trace = Trace::default();
+    let mut pos = 0;
+    for size in chunks {
+        if pos >= stream.len() {
+            break;
+        }
+        let end = pos.saturating_add(size).min(stream.len());
+        held.extend_from_slice(&stream[pos..end]);
+        pos = end;
+        let mut consumed = 0;
+        loop {
+            let available = held.len() - consumed;
+            match decoder.decode(&mut held[consumed..], max) {
+                Ok(None) => break,
+                Ok(Some((event, used))) => {
+                    assert!(
+                        used > 0 && used <= available,
+                        "consumed {used} of {available}"
+                    );
+                    let event = owned_event(event, max);
+                    let closed = matches!(event, Ev::Close(_));
+                    trace.events.push(event);
+                    consumed += used;
+                    // A message never needs more than twice its bound.
+                    assert!(
+                        decoder.buffered() <= 2 * max.max(256),
+                        "reassembly buffer of {} bytes for a limit of {max}",
+                        decoder.buffered()
+                    );
+                    if closed {
+                        // The shell reads nothing after the peer's close.
+                        return trace;
+                    }
+                }
+                Err(error) => {
+                    assert!(matches!(error.close_code(), 1002 | 1007 | 1009));
+                    trace.error = Some(error);
+                    return trace;
+                }
+            }
+        }
+        held.drain(..consumed);
+        // What is held is one incomplete frame: a header and at most a message.
+        assert!(
+            held.len() < MAX_HEADER + max.max(125),
+            "holding {} bytes for a limit of {max}",
+            held.len()
+        );
+    }
+    trace.leftover = held.len();
+    trace
+}
+
+fn owned_event(event: WsEvent<'_>, max: usize) -> Ev {
+    match event {
+        WsEvent::Text(text) => {
+            assert!(text.len() <= max, "text of {} bytes over {max}", text.len());
+            Ev::Text(text.to_string())
+        }
+        WsEvent::Binary(bytes) => {
+            assert!(
+                bytes.len() <= max,
+                "binary of {} bytes over {max}",
+                bytes.len()
+            );
+            Ev::Binary(bytes.to_vec())
+        }
+        WsEvent::Ping(payload) => {
+            assert!(payload.len() <= 125, "ping of {} bytes", payload.len());
+            Ev::Ping(payload.to_vec())
+        }
+        WsEvent::Pong => Ev::Pong,
+        WsEvent::Close(status) => {
+            if let Some((code, reason)) = status {
+                assert!(is_valid_close_code(code), "close code {code}");
+                assert!(
+                    reason.len() <= 123,
+                    "close reason of {} bytes",
+                    reason.len()
+                );
+            }
+            Ev::Close(status.map(|(code, reason)| (code, reason.to_string())))
+        }
+        WsEvent::Fragment => Ev::Fragment,
+    }
+}
+
+// ------------------------------------------------------------------- dispatch
+
+/// Connection keys the dispatch target uses.
+const KEYS: usize = 6;
+
+/// Tokens the dispatch target can authenticate with: (sub, permissions, rooms, role, ttl).
+type TokenSpec = (
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+    Option<&'static str>,
+    u64,
+);
+const TOKENS: [TokenSpec; 5] = [
+    ("alice", &["publish", "room:game_*"], &["lobby"], None, 3600),
+    ("bot", &["host"], &[], None, 3600),
+    ("root", &["admin"], &[], None, 3600),
+    ("eve", &[], &["lobby"], Some("player"), 2),
+    ("bot2", &["host", "publish"], &["lobby"], None, 3600),
+];
+const ROOMS: [&str; 5] = ["lobby", "game_1", "arena", "game_", "secret"];
+const EVENTS: [&str; 5] = ["move", "chat", "ping", "host.x", "score"];
+const PERMISSIONS: [&str; 5] = ["publish", "host", "admin", "room:game_1", ""];
+
+thread_local! {
+    /// The `TOKENS`, minted once per process (signing is the costliest part
+    /// of a run, and the tokens are the same every time).
+    static FIXED_TOKENS: Vec<String> = mint_tokens();
+}
+
+fn mint_tokens() -> Vec<String> {
+    let auth = authenticator();
+    TOKENS
+        .iter()
+        .map(|(sub, permissions, rooms, role, ttl_s)| {
+            let request = MintRequest {
+                sub: sub.to_string(),
+                permissions: permissions.iter().map(|p| p.to_string()).collect(),
+                rooms: rooms.iter().map(|r| r.to_string()).collect(),
+                role: role.map(str::to_string),
+                ttl_s: *ttl_s,
+            };
+            match auth.mint(&request, T0_UNIX) {
+                Ok((token, _)) => token,
+                Err(e) => panic!("minting a fixed token failed: {e}"),
+            }
+        })
+        .collect()
+}
+
+/// Reads the fuzzer's bytes as choices; past the end every choice is 0.
+struct Input<'a> {
+    bytes: &'a [u8],
+}
+
+impl Input<'_> {
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    fn byte(&mut self) -> u8 {
+        match self.bytes.split_first() {
+            Some((b, rest)) => {
+                self.bytes = rest;
+                *b
+            }
+            None => 0,
+        }
+    }
+
+    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[usize::from(self.byte()) % from.len()]
+    }
+
+    fn u64(&mut self) -> u64 {
+        let mut bytes = [0u8; 8];
+        for b in &mut bytes {
+            *b = self.byte();
+        }
+        u64::from_le_bytes(bytes)
+    }
+
+    /// A string of up to `max` bytes (length first), invalid UTF-8 replaced.
+    fn text(&mut self, max: usize) -> String {
+        let len = usize::from(self.byte()) % (max + 1);
+        let take = len.min(self.bytes.len());
+        let (s, rest) = self.bytes.split_at(take);
+        self.bytes = rest;
+        String::from_utf8_lossy(s).into_owned()
+    }
+
+    /// A name from `pool`, or (one time in four) an arbitrary string.
+    fn name(&mut self, pool: &[&str]) -> String {
+        let choice = self.byte();
+        if choice % 4 == 3 {
+            self.text(64)
+        } else {
+            pool[usize::from(choice) % pool.len()].to_string()
+        }
+    }
+
+    fn value(&mut self, depth: u32) -> Value {
+        match self.byte() % 8 {
+            0 => Value::Null,
+            1 => Value::Bool(self.byte() & 1 == 1),
+            2 => json!(self.u64() as i64),
+            3 => json!(f64::from(self.byte()) / 3.0),
+            4 | 5 => Value::String(self.text(32)),
+            6 if depth < 3 => {
+                let n = self.byte() % 4;
+                Value::Array((0..n).map(|_| self.value(depth + 1)).collect())
+            }
+            7 if depth < 3 => {
+                let n = self.byte() % 4;
+                let mut map = Map::new();
+                for _ in 0..n {
+                    let key = self.name(&["room", "event", "data", "id", "client"]);
+                    map.insert(key, self.value(depth + 1));
+                }
+                Value::Object(map)
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
+/// The dispatcher's state besides the hub: what the shell would know.
+struct World {
+    hub: Hub,
+    now: Now,
+    /// Connection id of each open key.
+    ids: [Option<u64>; KEYS],
+    serial: u64,
+    tokens: Vec<String>,
+    /// Ids of `host.request`s seen going out, for `host.reply`.
+    request_ids: Vec<u64>,
+}
+
+/// The hub (sessions, rooms, the host link of SPEC §6), driven by a sequence
+/// of connects, text and binary messages, timers and disconnects read from
+/// the input. Byte 0 picks the configuration; then each operation is an
+/// opcode followed by its arguments.
+///
+/// Invariants: no panic; every action goes to a session that is open at that
+/// point (and a close ends it: nothing goes to it afterwards); sessions the
+/// core closes get a close with a 4xxx code and are gone from the hub; every
+/// message is a JSON object with a string `event`; the outbox arena per
+/// operation is bounded; a fired timer leaves no deadline in the past; the
+/// counts of connections, rooms and pending requests stay bounded.
+pub fn dispatch(data: &[u8]) {
+    let mut input = Input { bytes: data };
+    let config = input.byte();
+    let start = Now {
+        ms: 1_000,
+        unix: T0_UNIX,
+    };
+    let tokens = FIXED_TOKENS.with(Vec::clone);
+    let hub = Hub::new(HubConfig {
+        auth: authenticator(),
+        auth_timeout_ms: if config & 1 == 0 { 10_000 } else { 50 },
+        max_messages_per_minute: if config & 2 == 0 { 10_000 } else { 6 },
+        request_timeout_ms: [100, 1_000, 5_000, 60_000][usize::from(config >> 2) & 3],
+        server_name: "tether/fuzz".into(),
+    });
+    let mut world = World {
+        hub,
+        now: start,
+        ids: [None; KEYS],
+        serial: 0,
+        tokens,
+        request_ids: Vec::new(),
+    };
+    while !input.is_empty() {
+        world.step(&mut input);
+    }
+    // Everyone leaves: the hub ends empty.
+    for key in 0..KEYS {
+        if world.ids[key].is_some() {
+            world.hub.disconnect(key, 1001);
+            world.check_outbox(None, Some(key), 0);
+        }
+    }
+    assert_eq!(world.hub.active_connections(), 0);
+    assert_eq!(world.hub.active_rooms(), 0, "rooms left without members");
+    assert_eq!(
+        world.hub.hosts().pending_len(),
+        0,
+        "requests left without clients"
+    );
+    assert_eq!(world.hub.hosts().host_count(), 0, "hosts left");
+}
+
+impl World {
+    fn step(&mut self, input: &mut Input<'_>) {
+        let op = input.byte() % 10;
+        let key = usize::from(input.byte()) % KEYS;
+        match op {
+            0 => {
+                if self.ids[key].is_some() {
+                    return; // The shell reuses a key only after its disconnect.
+                }
+                let choice = usize::from(input.byte()) % (TOKENS.len() + 1);
+                let identity = match self.tokens.get(choice) {
+                    Some(token) => match self.hub.config().auth.verify(token, self.now.unix) {
+                        Ok(identity) => Some(identity),
+                        // The shell refuses an invalid handshake token (401).
+                        Err(_) => return,
+                    },
+                    None => None,
+                };
+                self.serial += 1;
+                let id = (self.serial << KEY_BITS) | key as u64;
+                let ip = if input.byte() & 1 == 0 {
+                    "127.0.0.1".parse()
+                } else {
+                    "::1".parse()
+                };
+                let Ok(ip) = ip else { return };
+                self.hub.open(key, id, ip, self.now, identity);
+                self.ids[key] = Some(id);
+                self.check_outbox(Some(key), None, 0);
+            }
+            1 => {
+                let text = input.text(255);
+                self.text(key, &text);
+            }
+            2..=6 => {
+                let text = self.message(input).to_string();
+                self.text(key, &text);
+            }
+            7 => {
+                if self.ids[key].is_some() {
+                    self.hub.on_binary(key, self.now);
+                    self.check_outbox(None, None, 0);
+                }
+            }
+            8 => {
+                let b = u64::from(input.byte());
+                let delta = match b % 4 {
+                    0 => b,
+                    1 => b * 100,
+                    2 => b * 10_000,
+                    _ => b * 1_000_000,
+                };
+                self.advance(delta);
+                for key in 0..KEYS {
+                    let due = self.hub.deadline(key).is_some_and(|d| d <= self.now.ms);
+                    if due && self.ids[key].is_some() {
+                        self.fire(key);
+                    }
+                }
+            }
+            _ => {
+                if self.ids[key].is_none() {
+                    return;
+                }
+                if input.byte() & 1 == 0 {
+                    // A timer may fire early (the wheel's slot), or for an old deadline.
+                    self.fire(key);
+                } else {
+                    let code = input.pick(&[1000, 1001, 1005, 1006, 4009]);
+                    self.hub.disconnect(key, code);
+                    self.check_outbox(None, Some(key), 0);
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, delta_ms: u64) {
+        let ms = self.now.ms.saturating_add(delta_ms);
+        self.now = Now {
+            ms,
+            unix: T0_UNIX + (ms - 1_000) / 1_000,
+        };
+    }
+
+    fn text(&mut self, key: usize, text: &str) {
+        if self.ids[key].is_none() {
+            return;
+        }
+        self.hub.on_text(key, self.now, text);
+        self.check_outbox(None, None, text.len());
+    }
+
+    fn fire(&mut self, key: usize) {
+        let due = self.hub.deadline(key).is_some_and(|d| d <= self.now.ms);
+        self.hub.on_timer(key, self.now);
+        self.check_outbox(None, None, 0);
+        if due {
+            if let Some(next) = self.hub.deadline(key) {
+                assert!(
+                    next > self.now.ms,
+                    "timer fired but deadline {next} is not past now"
+                );
+            }
+        }
+    }
+
+    /// Checks and empties the outbox after one operation. `opened` is a key
+    /// that the operation opened; `gone` one that the shell ended.
+    fn check_outbox(&mut self, opened: Option<usize>, gone: Option<usize>, text_len: usize) {
+        let mut live = self.ids.map(|id| id.is_some());
+        let out = std::mem::take(&mut self.hub.out);
+        // Bounded by what one message can make the core write: every reply
+        // echoes at most the message (JSON escaping at most sixfold) and the
+        // state (rooms, identities) of a handful of sessions.
+        let state: usize = (0..KEYS)
+            .filter_map(|k| self.hub.session(k))
+            .map(|s| s.rooms.iter().map(|r| r.len() + 3).sum::<usize>() + 512)
+            .sum();
+        let bound = KEYS * (6 * (text_len + state) + 4096);
+        assert!(
+            out.arena.len() <= bound,
+            "outbox arena of {} bytes (bound {bound})",
+            out.arena.len()
+        );
+        if let Some(key) = gone {
+            // The shell forgets the key first; the core must not answer it.
+            live[key] = false;
+        }
+        for action in &out.actions {
+            match action {
+                Action::Send { to, body } => {
+                    assert!(
+                        *to < KEYS && live[*to],
+                        "message to {to}, which is not open"
+                    );
+                    let message: Value = match serde_json::from_slice(out.body(body)) {
+                        Ok(v) => v,
+                        Err(e) => panic!(
+                            "outgoing message is not JSON ({e}): {}",
+                            String::from_utf8_lossy(out.body(body))
+                        ),
+                    };
+                    let Some(event) = message.get("event").and_then(Value::as_str) else {
+                        panic!("outgoing message has no string event: {message}");
+                    };
+                    if event == "host.request" {
+                        if let Some(id) = message["data"]["id"].as_u64() {
+                            self.request_ids.push(id);
+                        }
+                    }
+                }
+                Action::Close { to, code, .. } => {
+                    assert!(*to < KEYS && live[*to], "close of {to}, which is not open");
+                    assert!((4000..5000).contains(code), "core close code {code}");
+                    live[*to] = false;
+                }
+            }
+        }
+        if let Some(key) = opened {
+            assert!(live[key], "opened session was closed at once");
+        }
+        for (key, live) in live.iter().enumerate() {
+            let session = self.hub.session(key);
+            assert_eq!(
+                *live,
+                session.is_some(),
+                "key {key}: the shell and the hub disagree on whether it is open"
+            );
+            if let Some(s) = session {
+                assert_eq!(Some(s.id), self.ids[key], "session id of key {key}");
+                assert!(s.rooms.len() <= MAX_ROOMS_PER_CLIENT);
+                assert!(s.waiting.len() <= MAX_PENDING_PER_CLIENT);
+            } else {
+                self.ids[key] = None;
+            }
+        }
+        let open = live.iter().filter(|l| **l).count();
+        assert_eq!(self.hub.active_connections(), open, "active connections");
+        assert!(self.hub.hosts().host_count() <= open, "hosts");
+        assert!(
+            self.hub.hosts().pending_len() <= open * MAX_PENDING_PER_CLIENT,
+            "pending requests"
+        );
+        assert!(
+            self.hub.active_rooms() <= open * MAX_ROOMS_PER_CLIENT,
+            "rooms"
+        );
+        // The shell hands the emptied outbox back (keeping its capacity).
+        let mut out = out;
+        out.clear();
+        self.hub.out = out;
+        if self.request_ids.len() > 64 {
+            self.request_ids.drain(..32);
+        }
+    }
+
+    /// A well-formed message of SPEC §5 or §6 with arguments from the input.
+    fn message(&mut self, input: &mut Input<'_>) -> Value {
+        let template = input.byte() % 15;
+        let (event, data) = match template {
+            0 => {
+                let choice = usize::from(input.byte());
+                let token = match self.tokens.get(choice % 8) {
+                    Some(token) => token.clone(),
+                    None => input.text(64),
+                };
+                ("auth", json!({ "token": token }))
+            }
+            1 => {
+                let password = if input.byte() & 1 == 0 {
+                    PASSWORD.to_string()
+                } else {
+                    input.text(16)
+                };
+                ("auth", json!({ "password": password }))
+            }
+            2 => ("ping", input.value(0)),
+            3 => ("whoami", Value::Null),
+            4 => ("subscribe", json!({ "room": input.name(&ROOMS) })),
+            5 => ("unsubscribe", json!({ "room": input.name(&ROOMS) })),
+            6 => (
+                "publish",
+                json!({
+                    "room": input.name(&ROOMS),
+                    "event": input.name(&EVENTS),
+                    "data": input.value(0),
+                }),
+            ),
+            7 => {
+                let mut events = Map::new();
+                for _ in 0..input.byte() % 4 {
+                    let name = input.name(&EVENTS);
+                    let permission = match input.byte() % 3 {
+                        0 => Value::Null,
+                        _ => Value::String(input.name(&PERMISSIONS)),
+                    };
+                    events.insert(name, permission);
+                }
+                ("host.register", json!({ "events": events }))
+            }
+            8 => {
+                let id = match input.byte() {
+                    255 => input.u64(),
+                    n => {
+                        let seen = &self.request_ids;
+                        let back = usize::from(n) % (seen.len() + 1);
+                        seen.len()
+                            .checked_sub(back + 1)
+                            .map_or(u64::from(n), |i| seen[i])
+                    }
+                };
+                let data = if input.byte() & 1 == 0 {
+                    json!({ "id": id, "event": input.name(&EVENTS), "data": input.value(0) })
+                } else {
+                    let mut error = json!({ "code": input.name(&["nope", "busy"]) });
+                    if input.byte() & 1 == 0 {
+                        error["message"] = Value::String(input.text(32));
+                    }
+                    json!({ "id": id, "error": error })
+                };
+                ("host.reply", data)
+            }
+            9 => {
+                let mut data = json!({ "event": input.name(&EVENTS), "data": input.value(0) });
+                if input.byte() & 1 == 0 {
+                    data["room"] = Value::String(input.name(&ROOMS));
+                }
+                ("host.broadcast", data)
+            }
+            10 => (
+                "host.send",
+                json!({
+                    "client": self.client_id(input),
+                    "event": input.name(&EVENTS),
+                    "data": input.value(0),
+                }),
+            ),
+            11 => ("host.clients", Value::Null),
+            12 => {
+                let mut data = json!({ "client": self.client_id(input) });
+                if input.byte() & 1 == 0 {
+                    data["reason"] = Value::String(input.text(32));
+                }
+                ("host.kick", data)
+            }
+            13 => {
+                let mut data = json!({ "sub": input.name(&["carol", "bot", ""]) });
+                let n = input.byte() % 3;
+                let permissions: Vec<String> = (0..n).map(|_| input.name(&PERMISSIONS)).collect();
+                data["permissions"] = json!(permissions);
+                match input.byte() % 4 {
+                    0 => {}
+                    1 => data["ttl"] = json!(input.u64()),
+                    2 => data["ttl"] = json!(u64::from(input.byte())),
+                    _ => data["ttl"] = Value::String(input.text(12)),
+                }
+                if input.byte() & 1 == 0 {
+                    data["role"] = Value::String(input.name(&["player", "x"]));
+                }
+                ("host.token", data)
+            }
+            _ => ("", input.value(0)),
+        };
+        let event = match event {
+            "" => input.name(&EVENTS),
+            name => name.to_string(),
+        };
+        let mut message = json!({ "event": event });
+        if !data.is_null() {
+            message["data"] = data;
+        }
+        match input.byte() % 4 {
+            0 => message["requestId"] = json!(input.byte()),
+            1 => message["requestId"] = Value::String(input.text(8)),
+            _ => {}
+        }
+        message
+    }
+
+    /// The `clientId` of a key (open or not), or an arbitrary string.
+    fn client_id(&mut self, input: &mut Input<'_>) -> String {
+        let choice = input.byte();
+        match self.ids.get(usize::from(choice) % 8) {
+            Some(Some(id)) => format!("{id:x}"),
+            Some(None) => format!("{:x}", (self.serial << KEY_BITS) | u64::from(choice % 8)),
+            None => input.text(20),
+        }
+    }
+}
