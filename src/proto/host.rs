@@ -210,10 +210,18 @@ impl Hub {
             let msg = "data must be {\"events\": {NAME: PERMISSION or null}}";
             return self.error(key, ErrorCode::InvalidData, msg, now, rid);
         };
-        let already = self
+        let served_now: &[Box<str>] = self
             .session(key)
             .and_then(|s| s.host.as_ref())
-            .map_or(0, |h| h.events.len());
+            .map_or(&[], |h| &h.events);
+        // Re-registering an event this host serves (to change its permission)
+        // does not count again toward the bound.
+        let added = request
+            .events
+            .keys()
+            .filter(|name| !served_now.iter().any(|e| **e == ***name))
+            .count();
+        let already = served_now.len();
         let mut problem = None;
         for (name, permission) in &request.events {
             let taken = self
@@ -236,7 +244,7 @@ impl Hub {
                 break;
             }
         }
-        if already + request.events.len() > MAX_EVENTS_PER_HOST {
+        if already + added > MAX_EVENTS_PER_HOST {
             problem = Some(format!(
                 "a host may serve at most {MAX_EVENTS_PER_HOST} events"
             ));
@@ -1131,6 +1139,33 @@ mod tests {
             .map(|_| send(&mut h, 1, T0, json!({"event":"ping"}))[0].1.clone())
             .collect();
         assert_eq!(codes[5]["data"]["code"], "rate_limited");
+    }
+
+    #[test]
+    fn re_registering_served_events_does_not_count_twice() {
+        let mut h = hub();
+        join(&mut h, 0, "game", &["host"], &[]);
+        drain(&mut h);
+        let events = |permission: &str, n: usize| -> Value {
+            (0..n)
+                .map(|i| (format!("e{i}"), json!(permission)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        let register = |h: &mut Hub, events: Value| {
+            send(
+                h,
+                0,
+                T0,
+                json!({"event":"host.register","data":{"events":events}}),
+            )[0]
+            .1["event"]
+                .clone()
+        };
+        assert_eq!(register(&mut h, events("read", 200)), "host.registered");
+        assert_eq!(register(&mut h, events("admin", 200)), "host.registered");
+        assert_eq!(register(&mut h, events("read", 256)), "host.registered");
+        assert_eq!(register(&mut h, events("read", 257)), "error");
     }
 
     #[test]
