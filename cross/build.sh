@@ -61,14 +61,23 @@ for t in $TARGETS; do
 done
 
 # ------------------------------------------------------------------ set-up (CI, fresh machines)
+APT_PACKAGES="qemu-user gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross
+  libc6-dev-armhf-cross python3-venv xz-utils file binutils"
 if [ "$SETUP" = 1 ]; then
-  log "apt-get: qemu-user, cross gcc"
-  export DEBIAN_FRONTEND=noninteractive
-  # A mirror with an inconsistent index for one suite must not stop the install.
-  apt-get update -q >/dev/null 2>&1 || log "apt-get update reported errors; continuing"
-  apt-get install -y -q --no-install-recommends \
-    qemu-user gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
-    libc6-dev-arm64-cross libc6-dev-armhf-cross python3-venv xz-utils file binutils >/dev/null
+  if [ "$(id -u)" = 0 ]; then
+    log "apt-get: qemu-user, cross gcc"
+    export DEBIAN_FRONTEND=noninteractive
+    # A mirror with an inconsistent index for one suite must not stop the install.
+    apt-get update -q >/dev/null 2>&1 || log "apt-get update reported errors; continuing"
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $APT_PACKAGES >/dev/null
+  else
+    missing=""
+    for p in $APT_PACKAGES; do
+      [[ $(dpkg-query -W -f '${Status}' "$p" 2>/dev/null) == *" installed" ]] || missing="$missing $p"
+    done
+    [ -z "$missing" ] || die "not root, so install these first: sudo apt-get install$missing"
+  fi
   if [ ! -x "$WORK/venv/bin/cargo-zigbuild" ] || [ ! -x "$WORK/venv/bin/python3" ]; then
     log "pip: ziglang, cargo-zigbuild, websockets (venv $WORK/venv)"
     python3 -m venv "$WORK/venv"

@@ -32,16 +32,17 @@ grep -q '^-rwxr-xr-x root/root .* ./usr/bin/tether$' "$T/contents" || fail "/usr
 [ "$(dpkg-deb -f "$DEB" Package)" = tether ] || fail "Package"
 case $TARGET in aarch64-*) want=arm64 ;; armv7-*|arm-*) want=armhf ;; x86_64-*) want=amd64 ;; esac
 [ "$(dpkg-deb -f "$DEB" Architecture)" = "$want" ] || fail "Architecture is not $want"
-dpkg-deb --ctrl-tarfile "$DEB" | tar -xO ./conffiles | grep -qx /etc/tether/settings.json ||
-  fail "/etc/tether/settings.json is not a conffile"
+# (into files first: grep -q closing a pipe early would fail the pipeline)
+mkdir "$T/control" && dpkg-deb -e "$DEB" "$T/control"
+grep -qx /etc/tether/settings.json "$T/control/conffiles" || fail "/etc/tether/settings.json is not a conffile"
 for s in postinst prerm postrm; do
-  dpkg-deb --ctrl-tarfile "$DEB" | tar -t | grep -qx "./$s" || fail "no $s"
+  [ -x "$T/control/$s" ] || fail "no executable $s"
 done
 
 dpkg-deb -x "$DEB" "$T/x"
 cmp "$T/x/lib/systemd/system/tether.service" "$ROOT/systemd/tether.service" || fail "unit differs from systemd/tether.service"
 cmp "$T/x/etc/tether/settings.json" "$ROOT/systemd/settings.json" || fail "settings differ from systemd/settings.json"
-file -b "$T/x/usr/bin/tether" | grep -q stripped || fail "binary not stripped"
+[[ $(file -b "$T/x/usr/bin/tether") == *", stripped"* ]] || fail "binary not stripped"
 
 echo "--- systemd-analyze verify (ExecStart -> the packaged binary)"
 sed "s|/usr/bin/tether|$T/x/usr/bin/tether|g" "$T/x/lib/systemd/system/tether.service" >"$T/tether.service"

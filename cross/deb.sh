@@ -40,7 +40,7 @@ DESCRIPTION=$(sed -n 's/^description = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head 
 
 # glibc builds depend on the newest glibc symbol version they use; musl builds are static.
 DEPENDS="adduser"
-if file -b "$BIN" | grep -q "dynamically linked"; then
+if [[ $(file -b "$BIN") == *"dynamically linked"* ]]; then
   GLIBC=$(objdump -T "$BIN" 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
   [ -n "$GLIBC" ] || { echo "cross/deb.sh: cannot read the glibc version $BIN needs" >&2; exit 1; }
   DEPENDS="libc6 (>= $GLIBC), $DEPENDS"
