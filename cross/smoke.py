@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,6 +190,7 @@ def smoke(target, dist):
         raise SmokeError(f"{target}: {e}\n--- tether log ---\n{gw.log()}") from e
     finally:
         gw.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main():
