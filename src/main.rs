@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tether::gateway::event_loop::{App, Server};
 use tether::gateway::listen::bind_all;
 use tether::gateway::setup::{authenticator, hub_config, shell_config, Reloader};
+use tether::gateway::tls::{self, TlsState};
 use tether::proto::auth::{parse_ttl, MintRequest};
 use tether::proto::hub::Hub;
 use tether::settings::{self, ConfigSource, Settings};
@@ -19,12 +20,14 @@ usage:
   tether token --sub ID [--permissions a,b] [--rooms r1,r2] [--role R] [--ttl 24h] [--config PATH]
                                         print one signed JWT
   tether check-config [--config PATH]   validate and print the effective settings
-  tether echo [--host H] [--port P] [--config PATH]
-                                        echo every message verbatim (conformance, benchmarks)
+  tether echo [--host H] [--port P] [--tls-self-signed] [--config PATH]
+                                        echo every message verbatim (conformance, benchmarks);
+                                        --tls-self-signed serves wss with the generated certificate
   tether --version | --help
 
 Settings: --config PATH, else $TETHER_CONFIG, else ./settings.json, else built-in defaults.
-State (generated JWT secret): $STATE_DIRECTORY, else ./tether-data.
+State (generated JWT secret, self-signed TLS certificate): $STATE_DIRECTORY, else ./tether-data.
+SIGHUP reloads the TLS certificate and key.
 ";
 
 /// Echo mode accepts messages this large (the conformance suite sends 16 MiB).
@@ -41,6 +44,7 @@ struct Args {
     ttl: Option<String>,
     host: Option<String>,
     port: Option<u16>,
+    tls_self_signed: bool,
 }
 
 fn list(value: &str) -> Vec<String> {
@@ -82,6 +86,10 @@ fn parse_args(raw: Vec<String>) -> Result<Args, String> {
         if name == "--version" || name == "-V" {
             args.command = "version".into();
             return Ok(args);
+        }
+        if name == "--tls-self-signed" && args.command == "echo" && inline.is_none() {
+            args.tls_self_signed = true;
+            continue;
         }
         let mut value = || {
             inline
@@ -191,6 +199,21 @@ fn init_logging(level: log::LevelFilter) {
     log::set_max_level(level);
 }
 
+/// The listener's TLS state from `server.websocket.tls` (`None`: plain ws).
+fn tls_state(s: &Settings, listen_host: &str) -> Result<Option<TlsState>, String> {
+    let names = tls::self_signed_names(listen_host);
+    TlsState::from_settings(&s.server.websocket.tls, &settings::state_dir(), &names)
+        .map_err(|e| format!("server.websocket.tls: {e}"))
+}
+
+fn scheme(tls: &Option<TlsState>) -> &'static str {
+    if tls.is_some() {
+        "wss"
+    } else {
+        "ws"
+    }
+}
+
 fn cmd_serve(args: &Args) -> Result<(), String> {
     let (s, source) = load(args)?;
     init_logging(s.level_filter());
@@ -200,6 +223,8 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
     let allow = s.allowed_ips().map_err(|e| e.to_string())?;
     let ws = &s.server.websocket;
     let hub = Hub::new(hub_config(&s, &secret));
+    let tls = tls_state(&s, &ws.host)?;
+    let scheme = scheme(&tls);
     let listeners = bind_all(&ws.host, ws.port).map_err(|e| e.to_string())?;
     let addrs: Vec<_> = listeners
         .iter()
@@ -215,7 +240,8 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
         App::Gateway(Box::new(hub)),
         shell_config(&s, allow),
     )
-    .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    .map_err(|e| format!("cannot start the event loop: {e}"))?
+    .with_tls(tls);
     let health = &s.server.health;
     let health_addrs = if health.host == ws.host && health.port == ws.port {
         server.share_http_with_websocket();
@@ -238,7 +264,7 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
         info!("health endpoints on http://{addr}");
     }
     for addr in addrs {
-        info!("listening on ws://{addr}");
+        info!("listening on {scheme}://{addr}");
     }
     server.run().map_err(|e| format!("event loop failed: {e}"))
 }
@@ -254,15 +280,25 @@ fn cmd_echo(args: &Args) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| s.server.websocket.host.clone());
     let port = args.port.unwrap_or(s.server.websocket.port);
+    if args.tls_self_signed {
+        s.server.websocket.tls = settings::TlsSettings {
+            cert: None,
+            key: None,
+            self_signed: true,
+        };
+    }
+    let tls = tls_state(&s, &host)?;
+    let scheme = scheme(&tls);
     let listeners = bind_all(&host, port).map_err(|e| e.to_string())?;
     let addrs: Vec<_> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
     let mut server = Server::new(listeners, App::Echo, shell_config(&s, allow))
-        .map_err(|e| format!("cannot start the event loop: {e}"))?;
+        .map_err(|e| format!("cannot start the event loop: {e}"))?
+        .with_tls(tls);
     for addr in addrs {
-        info!("echo: listening on ws://{addr}");
+        info!("echo: listening on {scheme}://{addr}");
     }
     server.run().map_err(|e| format!("event loop failed: {e}"))
 }
@@ -312,8 +348,19 @@ fn cmd_check_config(args: &Args) -> Result<(), String> {
             }
         }
     }
+    // The TLS files are read and matched (a self-signed pair is not generated).
+    let tls_note = match tls::check(&s.server.websocket.tls, &settings::state_dir()) {
+        Ok(note) => note,
+        Err(e) => {
+            problems.push(format!("server.websocket.tls: {e}"));
+            None
+        }
+    };
     if !problems.is_empty() {
         return Err(problems.join("\n"));
+    }
+    if let Some(note) = tls_note {
+        eprintln!("tether: tls: {note}");
     }
     eprintln!("tether: settings from {source} are valid");
     println!("{}", s.redacted_pretty());

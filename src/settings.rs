@@ -515,6 +515,13 @@ impl Settings {
                 "cert and key must be set together (both paths, or both null)".into(),
             );
         }
+        if ws.tls.self_signed && ws.tls.cert.is_some() {
+            fail(
+                "server.websocket.tls.self_signed",
+                "must be false when cert and key are set (use either your files or a generated certificate)"
+                    .into(),
+            );
+        }
 
         let limits = &self.limits;
         if !(1..=MAX_CONNECTIONS).contains(&limits.max_connections) {

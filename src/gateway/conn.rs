@@ -5,6 +5,7 @@ use super::pool::BufPool;
 use crate::proto::frame::Decoder;
 use mio::net::TcpStream;
 use mio::Interest;
+use rustls::ServerConnection;
 use std::net::IpAddr;
 
 /// Where a connection is in its life. Each stage says what its bytes mean.
@@ -67,6 +68,8 @@ pub struct Conn {
     pub dirty: bool,
     /// Counted against `max_connections` (not a refusal).
     pub admitted: bool,
+    /// The TLS session of a `wss` connection (`None`: plain ws, zero-copy path).
+    pub tls: Option<Box<ServerConnection>>,
 }
 
 impl Conn {
@@ -95,12 +98,14 @@ impl Conn {
             counted_ip: false,
             dirty: false,
             admitted: matches!(stage, Stage::Handshake),
+            tls: None,
         }
     }
 
     /// The interest the stage and the queue call for (derived, never tracked by hand).
     pub fn wanted_interest(&self) -> Interest {
-        if self.out.is_empty() {
+        let tls_pending = self.tls.as_ref().is_some_and(|tls| tls.wants_write());
+        if self.out.is_empty() && !tls_pending {
             Interest::READABLE
         } else {
             Interest::READABLE | Interest::WRITABLE

@@ -8,6 +8,7 @@ use super::notify::{monotonic_usec, Notifier};
 use super::outqueue::fits;
 use super::pool::{BufPool, BUF_SIZE};
 use super::timer::{Entry, TimerWheel};
+use super::tls::{self, TlsRead, TlsState};
 use crate::proto::auth::Identity;
 use crate::proto::frame::{close_payload, FrameError, OutHeader, OutKind, WsEvent, MAX_HEADER};
 use crate::proto::handshake::{self, BodyLength, Parsed, Refusal, Request, Upgrade};
@@ -121,6 +122,11 @@ pub struct Server {
     /// Full: new clients get 503 (the change is logged once).
     refusing: bool,
     shutdown_deadline: Option<u64>,
+    /// The listener's TLS certificate (`None`: plain ws).
+    tls: Option<TlsState>,
+    /// Encrypted bytes read from one TLS socket (a second shared buffer:
+    /// `scratch` receives their plaintext).
+    tls_in: Vec<u8>,
     reloader: Option<Reloader>,
     notifier: Notifier,
     next_watchdog_ms: Option<u64>,
@@ -189,12 +195,52 @@ impl Server {
             admitted: 0,
             refusing: false,
             shutdown_deadline: None,
+            tls: None,
+            tls_in: Vec::new(),
             reloader: None,
             notifier: Notifier::from_env(),
             next_watchdog_ms: None,
             http_conns: 0,
             metrics: ShellMetrics::default(),
         })
+    }
+
+    /// Serves TLS (wss) with this certificate; `None` keeps plain ws.
+    pub fn with_tls(mut self, tls: Option<TlsState>) -> Server {
+        if let Some(state) = &tls {
+            let extra = tls::per_connection_ceiling();
+            let ceiling = self.cfg.per_connection_ceiling() + extra;
+            info!(
+                "tls: certificate {} sha256 fingerprint {}",
+                state.cert_path().display(),
+                state.fingerprint()
+            );
+            info!(
+                "tls memory ceiling: {} bytes of TLS state and buffers per connection; {} connections x {} bytes = {} MiB worst case",
+                extra,
+                self.cfg.max_connections,
+                ceiling,
+                (ceiling as u64 * self.cfg.max_connections as u64) >> 20
+            );
+        }
+        self.tls = tls;
+        self
+    }
+
+    /// SIGHUP: new handshakes get the certificate now on disk; open sessions
+    /// keep theirs. A pair that does not load leaves the old one in use.
+    fn reload_tls(&mut self) {
+        let Some(state) = &mut self.tls else {
+            return;
+        };
+        match state.reload() {
+            Ok(()) => info!(
+                "tls: reloaded {}: sha256 fingerprint {}",
+                state.cert_path().display(),
+                state.fingerprint()
+            ),
+            Err(e) => warn!("tls: reload failed, keeping the current certificate: {e}"),
+        }
     }
 
     /// Adds the health listener(s) of SPEC §7 to the same poll.
@@ -334,8 +380,12 @@ impl Server {
 
     /// SIGHUP: re-read the settings and apply what can change while running.
     fn reload(&mut self) {
+        // The certificate and key files are read again in every mode.
+        self.reload_tls();
         let Some(reloader) = self.reloader.as_mut() else {
-            info!("SIGHUP ignored: nothing to reload in this mode");
+            if self.tls.is_none() {
+                info!("SIGHUP ignored: nothing to reload in this mode");
+            }
             return;
         };
         self.notifier.reloading(monotonic_usec());
@@ -389,6 +439,12 @@ impl Server {
         if serves == Serves::Http {
             return self.accept_http(sock, ip, serves);
         }
+        if !self.cfg.allow.allows(ip) && self.tls.is_some() {
+            // SPEC §2: a TLS listener closes without a handshake.
+            self.metrics.refused(RefusalReason::IpNotAllowed);
+            warn!("refused {ip}: not in server.websocket.auth.allowed_ip (closed before TLS)");
+            return;
+        }
         if !self.cfg.allow.allows(ip) {
             self.metrics.refused(RefusalReason::IpNotAllowed);
             warn!("refused {ip}: not in server.websocket.auth.allowed_ip");
@@ -424,7 +480,7 @@ impl Server {
             return;
         }
         let deadline = self.now.ms + self.cfg.handshake_timeout_ms;
-        if let Some(key) = self.insert(sock, ip, Stage::Handshake, deadline) {
+        if let Some(key) = self.insert(sock, ip, Stage::Handshake, deadline, true) {
             self.admitted += 1;
             self.conns[key].serves = serves;
             self.schedule(key);
@@ -438,7 +494,9 @@ impl Server {
             return;
         }
         let deadline = self.now.ms + self.cfg.handshake_timeout_ms;
-        if let Some(key) = self.insert(sock, ip, Stage::Handshake, deadline) {
+        // A dedicated health listener is plain HTTP; the WebSocket one, TLS if set.
+        let tls = serves != Serves::Http;
+        if let Some(key) = self.insert(sock, ip, Stage::Handshake, deadline, tls) {
             let conn = &mut self.conns[key];
             conn.serves = serves;
             conn.admitted = false;
@@ -453,6 +511,7 @@ impl Server {
         ip: IpAddr,
         stage: Stage,
         deadline_ms: u64,
+        tls: bool,
     ) -> Option<usize> {
         if self.conns.len() >= self.capacity {
             return None;
@@ -468,10 +527,20 @@ impl Server {
             warn!("cannot register a connection from {ip}: {e}");
             return None;
         }
+        let state = self.tls.as_ref().filter(|_| tls);
+        let session = match state.map(TlsState::session).transpose() {
+            Ok(session) => session.map(Box::new),
+            Err(e) => {
+                warn!("cannot start TLS for {ip}: {e}");
+                let _ = self.poll.registry().deregister(&mut sock);
+                return None;
+            }
+        };
         self.serial += 1;
         let id = (self.serial << KEY_BITS) | key as u64;
         let mut conn = Conn::new(sock, id, ip, stage, self.now.ms, deadline_ms);
         conn.interest = interest;
+        conn.tls = session;
         entry.insert(conn);
         Some(key)
     }
@@ -482,10 +551,12 @@ impl Server {
         let deadline = self.now.ms + REFUSAL_LINGER_MS;
         if self.conns.len() >= self.capacity {
             // No slot left even for a polite answer: best effort, then drop.
-            let _ = sock.write(response.as_bytes());
+            if self.tls.is_none() {
+                let _ = sock.write(response.as_bytes());
+            }
             return;
         }
-        if let Some(key) = self.insert(sock, ip, Stage::Refusing { shut: false }, deadline) {
+        if let Some(key) = self.insert(sock, ip, Stage::Refusing { shut: false }, deadline, true) {
             let conn = &mut self.conns[key];
             conn.out.push_copy(&mut self.pool, &[response.as_bytes()]);
             self.mark_dirty(key);
@@ -496,6 +567,9 @@ impl Server {
     // ---------------------------------------------------------------- reading
 
     fn on_readable(&mut self, key: usize) {
+        if self.conns.get(key).is_some_and(|c| c.tls.is_some()) {
+            return self.on_readable_tls(key);
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut pass_done = false;
         for _ in 0..READS_PER_PASS {
@@ -528,6 +602,79 @@ impl Server {
             }
         }
         self.scratch = scratch;
+        if !pass_done {
+            self.ready_again.push(Ready::Conn(key));
+        }
+    }
+
+    /// Reads a TLS connection: one socket read of up to 64 KiB, fed to the
+    /// session record by record; its plaintext goes to the same handlers as
+    /// plain ws.
+    fn on_readable_tls(&mut self, key: usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut records = std::mem::take(&mut self.tls_in);
+        records.resize(READ_CHUNK, 0);
+        let mut pass_done = false;
+        'reads: for _ in 0..READS_PER_PASS {
+            let Some(conn) = self.conns.get_mut(key) else {
+                pass_done = true;
+                break;
+            };
+            let n = match conn.sock.read(&mut records) {
+                Ok(0) => {
+                    self.on_eof(key);
+                    pass_done = true;
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    pass_done = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("connection {key}: read error: {e}");
+                    self.remove(key);
+                    pass_done = true;
+                    break;
+                }
+            };
+            let mut input = &records[..n];
+            loop {
+                let Some(conn) = self.conns.get_mut(key) else {
+                    pass_done = true;
+                    break 'reads;
+                };
+                let Some(session) = conn.tls.as_deref_mut() else {
+                    pass_done = true;
+                    break 'reads;
+                };
+                match tls::feed(session, &mut input, &mut scratch) {
+                    TlsRead::Plain(n) => {
+                        conn.last_rx_ms = self.now.ms;
+                        self.on_bytes(key, &mut scratch[..n]);
+                    }
+                    TlsRead::WouldBlock => break,
+                    TlsRead::Closed => {
+                        self.on_eof(key);
+                        pass_done = true;
+                        break 'reads;
+                    }
+                    TlsRead::Failed(reason) => {
+                        debug!("connection {key} from {}: TLS failed: {reason}", conn.ip);
+                        // Best effort: the alert rustls queued, then drop.
+                        let _ = tls::write_records(session, &mut conn.sock);
+                        self.remove(key);
+                        pass_done = true;
+                        break 'reads;
+                    }
+                }
+            }
+            // Handshake records to answer, or plaintext the handshake held.
+            self.mark_dirty(key);
+        }
+        self.scratch = scratch;
+        self.tls_in = records;
         if !pass_done {
             self.ready_again.push(Ready::Conn(key));
         }
@@ -1083,12 +1230,39 @@ impl Server {
             return;
         };
         conn.dirty = false;
-        match conn.out.write_to(&mut conn.sock, &mut self.pool) {
+        let written = match conn.tls.as_deref_mut() {
+            None => conn.out.write_to(&mut conn.sock, &mut self.pool),
+            Some(session) => tls::flush(session, &mut conn.sock, &mut conn.out, &mut self.pool),
+        };
+        match written {
             Ok(true) => match conn.stage {
-                Stage::Closing { peer_closed: true } => return self.remove(key),
+                Stage::Closing { peer_closed: true } => {
+                    if let Some(session) = conn.tls.as_deref_mut() {
+                        session.send_close_notify();
+                        let _ = tls::write_records(session, &mut conn.sock);
+                    }
+                    return self.remove(key);
+                }
                 Stage::Refusing { shut: false } => {
-                    let _ = conn.sock.shutdown(Shutdown::Write);
-                    conn.stage = Stage::Refusing { shut: true };
+                    // TLS: close_notify first (sent once), then shut.
+                    let closed = match conn.tls.as_deref_mut() {
+                        None => Ok(true),
+                        Some(session) => {
+                            session.send_close_notify();
+                            tls::write_records(session, &mut conn.sock)
+                        }
+                    };
+                    match closed {
+                        Ok(true) => {
+                            let _ = conn.sock.shutdown(Shutdown::Write);
+                            conn.stage = Stage::Refusing { shut: true };
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            debug!("connection {key}: write error: {e}");
+                            return self.remove(key);
+                        }
+                    }
                 }
                 _ => {}
             },

@@ -11,3 +11,4 @@ pub mod outqueue;
 pub mod pool;
 pub mod setup;
 pub mod timer;
+pub mod tls;

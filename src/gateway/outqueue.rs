@@ -1,14 +1,12 @@
-//! One connection's outbound bytes: small messages copied into pooled
-//! buffers, large or broadcast ones shared by reference; written with one
-//! vectored write per pass.
+//! One connection's outbound bytes: messages to one client copied into
+//! pooled buffers, messages to many (broadcasts) framed once and shared by
+//! reference; written with one vectored write per pass.
 
 use super::pool::BufPool;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::rc::Rc;
 
-/// Payloads at least this long are shared rather than copied.
-const SHARE_FROM: usize = 1024;
 /// Slices handed to one `writev`.
 const MAX_IOVECS: usize = 64;
 
@@ -19,6 +17,13 @@ enum Chunk {
 }
 
 impl Chunk {
+    fn give_back(self, pool: &mut BufPool) {
+        match self {
+            Chunk::Own(buf) => pool.checkin(buf),
+            Chunk::Shared(frame) => pool.shared_done(frame),
+        }
+    }
+
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Own(v) => v,
@@ -61,7 +66,9 @@ impl OutQueue {
         self.queued += len;
     }
 
-    /// Appends a frame whose payload may be shared with other connections.
+    /// Appends a frame whose payload may be shared with other connections:
+    /// then the whole frame is built once (see `BufPool::shared_frame`) and
+    /// this queue holds a reference to it, with no copy and no allocation.
     pub fn push_frame(
         &mut self,
         pool: &mut BufPool,
@@ -70,12 +77,12 @@ impl OutQueue {
         shared: Option<&Rc<[u8]>>,
     ) {
         match shared {
-            Some(rc) if payload.len() >= SHARE_FROM => {
-                self.push_copy(pool, &[header]);
-                self.chunks.push_back(Chunk::Shared(rc.clone()));
-                self.queued += rc.len();
+            Some(rc) => {
+                let frame = pool.shared_frame(header, rc);
+                self.queued += frame.len();
+                self.chunks.push_back(Chunk::Shared(frame));
             }
-            _ => self.push_copy(pool, &[header, payload]),
+            None => self.push_copy(pool, &[header, payload]),
         }
     }
 
@@ -83,6 +90,24 @@ impl OutQueue {
     /// Returns whether everything was written.
     pub fn write_to(&mut self, sink: &mut impl Write, pool: &mut BufPool) -> io::Result<bool> {
         while self.queued > 0 {
+            if self.chunks.len() == 1 {
+                // One chunk (the usual case: a batch of small frames, or one
+                // broadcast): a plain write, which for a socket is send(2),
+                // skips writev's vector import and VFS layer.
+                let bytes = match self.chunks.front() {
+                    Some(chunk) => &chunk.bytes()[self.front_written..],
+                    None => break,
+                };
+                let written = match sink.write(bytes) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                self.advance(written, pool);
+                continue;
+            }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
             for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
@@ -119,16 +144,14 @@ impl OutQueue {
             }
             written -= left;
             self.front_written = 0;
-            if let Some(Chunk::Own(buf)) = self.chunks.pop_front() {
-                pool.checkin(buf);
+            if let Some(chunk) = self.chunks.pop_front() {
+                chunk.give_back(pool);
             }
         }
         if self.queued == 0 {
             // Keep the (empty) tail buffer only if it is still the front one; return the rest.
             while let Some(chunk) = self.chunks.pop_front() {
-                if let Chunk::Own(buf) = chunk {
-                    pool.checkin(buf);
-                }
+                chunk.give_back(pool);
             }
         }
     }
@@ -138,8 +161,8 @@ impl OutQueue {
     pub fn drop_unsent(&mut self, pool: &mut BufPool) {
         let keep = usize::from(self.front_written > 0);
         while self.chunks.len() > keep {
-            if let Some(Chunk::Own(buf)) = self.chunks.pop_back() {
-                pool.checkin(buf);
+            if let Some(chunk) = self.chunks.pop_back() {
+                chunk.give_back(pool);
             }
         }
         self.queued = self
@@ -159,9 +182,7 @@ impl OutQueue {
     pub fn clear(&mut self, pool: &mut BufPool) {
         self.front_written = 0;
         while let Some(chunk) = self.chunks.pop_front() {
-            if let Chunk::Own(buf) = chunk {
-                pool.checkin(buf);
-            }
+            chunk.give_back(pool);
         }
         self.queued = 0;
         self.chunks = VecDeque::new();
@@ -238,6 +259,32 @@ mod tests {
         assert!(q.is_empty());
         assert_eq!(pool.lent, 0);
         assert_eq!(Rc::strong_count(&big), 1);
+    }
+
+    #[test]
+    fn a_small_broadcast_is_shared_without_a_pooled_buffer() {
+        let mut pool = BufPool::new(8);
+        let msg: Rc<[u8]> = b"{\"event\":\"b\"}".to_vec().into();
+        let mut queues = [OutQueue::default(), OutQueue::default()];
+        for q in &mut queues {
+            q.push_frame(&mut pool, &[0x81, 13], &msg, Some(&msg));
+        }
+        assert_eq!(pool.lent, 0, "no buffer lent for a shared frame");
+        for q in &mut queues {
+            let mut sink = Trickle {
+                got: Vec::new(),
+                room: 1000,
+                calls: 0,
+            };
+            assert!(q.write_to(&mut sink, &mut pool).unwrap());
+            assert_eq!(sink.got, b"\x81\x0d{\"event\":\"b\"}");
+            assert_eq!(sink.calls, 1);
+        }
+        assert_eq!(
+            Rc::strong_count(&msg),
+            1,
+            "nothing holds the message afterwards"
+        );
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! A pool of fixed-size byte buffers, lent to connections while bytes are in
 //! flight and taken back when they are idle, so idle connections hold none.
+//! It also keeps the last shared frame built, so that a message sent to many
+//! connections is framed once and every queue holds a reference to it.
+
+use std::rc::Rc;
 
 /// Size of a pooled buffer: small messages are batched into buffers of this size.
 pub const BUF_SIZE: usize = 4096;
@@ -11,6 +15,15 @@ pub struct BufPool {
     max_free: usize,
     /// Buffers currently lent out (of any size), for metrics.
     pub lent: usize,
+    /// The last shared payload framed, and its frame.
+    shared: Option<SharedFrame>,
+}
+
+/// A payload sent to many connections and its frame (header + payload).
+#[derive(Debug)]
+struct SharedFrame {
+    payload: Rc<[u8]>,
+    frame: Rc<[u8]>,
 }
 
 impl BufPool {
@@ -19,6 +32,37 @@ impl BufPool {
             free: Vec::new(),
             max_free,
             lent: 0,
+            shared: None,
+        }
+    }
+
+    /// The frame `header` + `payload` for a payload shared by many
+    /// connections: built on the first call, then the same frame again for as
+    /// long as some queue still holds it (one broadcast, one allocation).
+    pub fn shared_frame(&mut self, header: &[u8], payload: &Rc<[u8]>) -> Rc<[u8]> {
+        if let Some(cached) = &self.shared {
+            if Rc::ptr_eq(&cached.payload, payload) && cached.frame.starts_with(header) {
+                return cached.frame.clone();
+            }
+        }
+        let mut bytes = Vec::with_capacity(header.len() + payload.len());
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(payload);
+        let frame: Rc<[u8]> = bytes.into();
+        self.shared = Some(SharedFrame {
+            payload: payload.clone(),
+            frame: frame.clone(),
+        });
+        frame
+    }
+
+    /// A queue is done with a shared frame; once no queue holds the cached
+    /// frame, the cache lets go of it (and of its payload).
+    pub fn shared_done(&mut self, frame: Rc<[u8]>) {
+        let cached = matches!(&self.shared, Some(c) if Rc::ptr_eq(&c.frame, &frame));
+        drop(frame);
+        if cached && matches!(&self.shared, Some(c) if Rc::strong_count(&c.frame) == 1) {
+            self.shared = None;
         }
     }
 
@@ -64,5 +108,23 @@ mod tests {
         pool.checkin(big);
         assert_eq!(pool.free_count(), 1);
         assert_eq!(pool.lent, 0);
+    }
+
+    #[test]
+    fn a_shared_payload_is_framed_once_and_released_after_its_last_use() {
+        let mut pool = BufPool::new(1);
+        let payload: Rc<[u8]> = b"hello".to_vec().into();
+        let a = pool.shared_frame(&[0x81, 5], &payload);
+        let b = pool.shared_frame(&[0x81, 5], &payload);
+        assert!(Rc::ptr_eq(&a, &b));
+        assert_eq!(&a[..], b"\x81\x05hello");
+        // Same payload as another opcode: a different frame.
+        let c = pool.shared_frame(&[0x82, 5], &payload);
+        assert_eq!(c[0], 0x82);
+        pool.shared_done(a);
+        pool.shared_done(b);
+        assert_eq!(Rc::strong_count(&payload), 2, "cached while c is queued");
+        pool.shared_done(c);
+        assert_eq!(Rc::strong_count(&payload), 1, "the cache let go");
     }
 }

@@ -266,25 +266,37 @@ fn itoa(mut n: u64, scratch: &mut [u8; 20]) -> &[u8] {
     &scratch[i..]
 }
 
-/// Appends a complete error message.
-pub fn write_error(
+/// Appends one message `{"event": EVENT, "data": DATA, "requestId": ID}`:
+/// `data` appends the data value (valid JSON); `requestId` only when given.
+pub fn write_message(
     buf: &mut Vec<u8>,
-    code: ErrorCode,
-    message: &str,
-    now_unix: u64,
+    event: &str,
     request_id: Option<&RawValue>,
+    data: impl FnOnce(&mut Vec<u8>),
 ) {
     let mut msg = JsonWriter::object(buf);
-    msg.str("event", "error");
-    let mut data = msg.begin("data");
-    data.str("code", code.as_str())
-        .str("message", message)
-        .u64("timestamp", now_unix);
-    data.end();
+    msg.str("event", event).with_raw("data", data);
     if let Some(id) = request_id {
         msg.raw("requestId", id.get());
     }
     msg.end();
+}
+
+/// Appends one error message; `code` is one of [`ErrorCode`] or a host's own.
+pub fn write_error(
+    buf: &mut Vec<u8>,
+    code: &str,
+    message: &str,
+    now_unix: u64,
+    request_id: Option<&RawValue>,
+) {
+    write_message(buf, "error", request_id, |buf| {
+        let mut data = JsonWriter::object(buf);
+        data.str("code", code)
+            .str("message", message)
+            .u64("timestamp", now_unix);
+        data.end();
+    });
 }
 
 #[cfg(test)]
@@ -363,7 +375,7 @@ mod tests {
         let id = parse(r#"{"event":"a","requestId":"q"}"#)
             .unwrap()
             .request_id;
-        write_error(&mut buf, ErrorCode::RoomNotAllowed, "no", 12, id);
+        write_error(&mut buf, ErrorCode::RoomNotAllowed.as_str(), "no", 12, id);
         assert_eq!(
             std::str::from_utf8(&buf).unwrap(),
             r#"{"event":"error","data":{"code":"room_not_allowed","message":"no","timestamp":12},"requestId":"q"}"#

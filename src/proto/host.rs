@@ -4,8 +4,9 @@
 //! table of requests waiting for an answer, each with its deadline.
 
 use crate::proto::auth::{parse_ttl, MintRequest};
-use crate::proto::envelope::{write_error, ErrorCode, JsonWriter};
+use crate::proto::envelope::{ErrorCode, JsonWriter};
 use crate::proto::hub::{client_id_str, data_as, Action, Body, Hub, MAX_ROOM_NAME};
+use crate::proto::publish::Audience;
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
 use log::info;
@@ -272,15 +273,9 @@ impl Hub {
                 served.join(", ")
             );
         }
-        let start = self.out.arena.len();
-        let mut msg = JsonWriter::object(&mut self.out.arena);
-        msg.str("event", "host.registered");
-        msg.begin("data").str_array("events", &served).end();
-        if let Some(id) = rid {
-            msg.raw("requestId", id.get());
-        }
-        msg.end();
-        self.out.send_from(key, start);
+        self.out.reply(key, "host.registered", rid, |data| {
+            data.str_array("events", &served);
+        });
     }
 
     /// A client event that no built-in serves: forward it to its host.
@@ -326,19 +321,14 @@ impl Hub {
         }
         self.hosts.next_id += 1;
         let id = self.hosts.next_id;
-        let start = self.out.arena.len();
-        let mut msg = JsonWriter::object(&mut self.out.arena);
-        msg.str("event", "host.request");
-        let mut body = msg.begin("data");
-        body.u64("id", id)
-            .str("client", &client_id_str(session.id))
-            .str("sub", &identity.sub)
-            .str_array("permissions", &identity.permissions)
-            .str("event", event)
-            .raw("data", data.map_or("null", |d| d.get()));
-        body.end();
-        msg.end();
-        self.out.send_from(host, start);
+        self.out.reply(host, "host.request", None, |body| {
+            body.u64("id", id)
+                .str("client", &client_id_str(session.id))
+                .str("sub", &identity.sub)
+                .str_array("permissions", &identity.permissions)
+                .str("event", event)
+                .raw("data", data.map_or("null", |d| d.get()));
+        });
         self.hosts.pending.insert(
             id,
             Pending {
@@ -414,7 +404,6 @@ impl Hub {
         };
         let delivered = match pending {
             Some(pending) => {
-                let start = self.out.arena.len();
                 let client_rid = pending.request_id.as_deref();
                 match (&reply.error, &reply.event) {
                     (Some(error), _) => {
@@ -422,31 +411,21 @@ impl Hub {
                             .message
                             .as_deref()
                             .unwrap_or("the host refused the request");
-                        write_error_code(
-                            &mut self.out.arena,
-                            &error.code,
-                            message,
-                            now.unix,
-                            client_rid,
-                        );
+                        let (to, code) = (pending.client, &error.code);
+                        self.out.error(to, code, message, now.unix, client_rid);
                     }
                     (None, Some(event)) => {
-                        let mut msg = JsonWriter::object(&mut self.out.arena);
-                        msg.str("event", event)
-                            .raw("data", reply.data.map_or("null", |d| d.get()));
-                        if let Some(id) = client_rid {
-                            msg.raw("requestId", id.get());
-                        }
-                        msg.end();
+                        let data = reply.data.map_or("null", |d| d.get());
+                        self.out.reply_raw(pending.client, event, client_rid, data);
                     }
-                    (None, None) => {}
+                    // Refused by the filter above.
+                    (None, None) => return,
                 }
-                self.out.send_from(pending.client, start);
                 1
             }
             None => 0,
         };
-        self.ack(key, rid, |w| {
+        self.out.ack(key, rid, |w| {
             w.u64("delivered", delivered);
         });
     }
@@ -463,43 +442,13 @@ impl Hub {
             let msg = "data must be {\"event\", \"data\", \"room\"?}";
             return self.error(key, ErrorCode::InvalidData, msg, now, rid);
         };
-        let mut message = Vec::with_capacity(32 + broadcast.data.map_or(4, |d| d.get().len()));
-        let mut msg = JsonWriter::object(&mut message);
-        msg.str("event", &broadcast.event)
-            .raw("data", broadcast.data.map_or("null", |d| d.get()));
-        if let Some(room) = &broadcast.room {
-            msg.str("room", room);
-        }
-        msg.end();
-        let message: Rc<[u8]> = message.into();
-        let is_client = |s: &crate::proto::hub::Session| s.identity.is_some() && s.host.is_none();
-        let mut delivered = 0u64;
-        match &broadcast.room {
-            Some(room) => {
-                for &member in self.rooms.members(room) {
-                    if self
-                        .sessions
-                        .get(member)
-                        .and_then(Option::as_ref)
-                        .is_some_and(is_client)
-                    {
-                        let body = Body::Shared(message.clone());
-                        self.out.actions.push(Action::Send { to: member, body });
-                        delivered += 1;
-                    }
-                }
-            }
-            None => {
-                for (to, session) in self.sessions.iter().enumerate() {
-                    if session.as_ref().is_some_and(is_client) {
-                        let body = Body::Shared(message.clone());
-                        self.out.actions.push(Action::Send { to, body });
-                        delivered += 1;
-                    }
-                }
-            }
-        }
-        self.ack(key, rid, |w| {
+        let audience = match &broadcast.room {
+            Some(room) => Audience::Room(room),
+            None => Audience::All,
+        };
+        let data = broadcast.data.map_or("null", |d| d.get());
+        let delivered = self.publish(&broadcast.event, data, audience);
+        self.out.ack(key, rid, |w| {
             w.u64("delivered", delivered);
         });
     }
@@ -523,44 +472,23 @@ impl Hub {
         };
         let delivered = match self.client_key(&send.client) {
             Some(target) => {
-                let start = self.out.arena.len();
-                let mut msg = JsonWriter::object(&mut self.out.arena);
-                msg.str("event", &send.event)
-                    .raw("data", send.data.map_or("null", |d| d.get()));
-                msg.end();
-                self.out.send_from(target, start);
+                let data = send.data.map_or("null", |d| d.get());
+                self.out.reply_raw(target, &send.event, None, data);
                 1
             }
             None => 0,
         };
-        self.ack(key, rid, |w| {
+        self.out.ack(key, rid, |w| {
             w.u64("delivered", delivered);
         });
     }
 
     fn host_clients(&mut self, key: ConnKey, rid: Option<&RawValue>) {
-        let start = self.out.arena.len();
-        let mut msg = JsonWriter::object(&mut self.out.arena);
-        msg.str("event", "host.clients");
-        let mut data = msg.begin("data");
-        let sessions = &self.sessions;
-        data.with_raw("clients", |buf| {
-            buf.push(b'[');
-            let clients = sessions.iter().flatten().filter(|s| s.host.is_none());
-            for (i, session) in clients.enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                write_client_info(buf, session);
-            }
-            buf.push(b']');
+        let mut list = Vec::with_capacity(256);
+        self.write_client_list(&mut list);
+        self.out.reply(key, "host.clients", rid, |data| {
+            data.with_raw("clients", |buf| buf.extend_from_slice(&list));
         });
-        data.end();
-        if let Some(id) = rid {
-            msg.raw("requestId", id.get());
-        }
-        msg.end();
-        self.out.send_from(key, start);
     }
 
     fn host_kick(
@@ -577,18 +505,15 @@ impl Hub {
         let reason = kick.reason.as_deref().unwrap_or("kicked by the host");
         let delivered = match self.client_key(&kick.client) {
             Some(target) => {
-                let start = self.out.arena.len();
-                let mut msg = JsonWriter::object(&mut self.out.arena);
-                msg.str("event", "kicked");
-                msg.begin("data").str("reason", reason).end();
-                msg.end();
-                self.out.send_from(target, start);
+                self.out.reply(target, "kicked", None, |data| {
+                    data.str("reason", reason);
+                });
                 self.close(target, 4010, "kicked");
                 1
             }
             None => 0,
         };
-        self.ack(key, rid, |w| {
+        self.out.ack(key, rid, |w| {
             w.u64("delivered", delivered);
         });
     }
@@ -647,37 +572,9 @@ impl Hub {
                 );
             }
         };
-        let start = self.out.arena.len();
-        let mut msg = JsonWriter::object(&mut self.out.arena);
-        msg.str("event", "host.token");
-        msg.begin("data")
-            .str("token", &token)
-            .u64("expiresAt", expires_at)
-            .end();
-        if let Some(id) = rid {
-            msg.raw("requestId", id.get());
-        }
-        msg.end();
-        self.out.send_from(key, start);
-    }
-
-    /// `ok` with fields, only when the host's message carried a `requestId`.
-    fn ack(
-        &mut self,
-        key: ConnKey,
-        rid: Option<&RawValue>,
-        fields: impl FnOnce(&mut JsonWriter<'_>),
-    ) {
-        let Some(id) = rid else { return };
-        let start = self.out.arena.len();
-        let mut msg = JsonWriter::object(&mut self.out.arena);
-        msg.str("event", "ok");
-        let mut data = msg.begin("data");
-        fields(&mut data);
-        data.end();
-        msg.raw("requestId", id.get());
-        msg.end();
-        self.out.send_from(key, start);
+        self.out.reply(key, "host.token", rid, |data| {
+            data.str("token", &token).u64("expiresAt", expires_at);
+        });
     }
 
     /// Times out this client's requests whose deadline passed.
@@ -736,27 +633,26 @@ impl Hub {
             }
         }
         self.hosts.host_keys.retain(|&k| k != key);
-        let orphans: Vec<u64> = self
+        let mut orphans: Vec<u64> = self
             .hosts
             .pending
             .iter()
             .filter(|(_, p)| p.host == key)
             .map(|(&id, _)| id)
             .collect();
+        // Ids grow with time: clients hear of their requests in the order sent.
+        orphans.sort_unstable();
         for id in orphans {
             if let Some(pending) = self.take_pending(id) {
                 let msg = "the host that serves this event is gone";
                 // The unix time is only a timestamp here; the request's own is not kept.
-                let unix = self.last_unix;
-                let start = self.out.arena.len();
-                write_error(
-                    &mut self.out.arena,
-                    ErrorCode::HostUnavailable,
+                self.out.error(
+                    pending.client,
+                    ErrorCode::HostUnavailable.as_str(),
                     msg,
-                    unix,
+                    self.last_unix,
                     pending.request_id.as_deref(),
                 );
-                self.out.send_from(pending.client, start);
             }
         }
     }
@@ -804,27 +700,6 @@ impl Hub {
             });
         }
     }
-}
-
-/// An error event with a host-chosen code.
-fn write_error_code(
-    buf: &mut Vec<u8>,
-    code: &str,
-    message: &str,
-    now_unix: u64,
-    rid: Option<&RawValue>,
-) {
-    let mut msg = JsonWriter::object(buf);
-    msg.str("event", "error");
-    msg.begin("data")
-        .str("code", code)
-        .str("message", message)
-        .u64("timestamp", now_unix)
-        .end();
-    if let Some(id) = rid {
-        msg.raw("requestId", id.get());
-    }
-    msg.end();
 }
 
 /// `{"id","sub","ip","rooms","permissions","connectedAt"}` of one client.
@@ -1184,5 +1059,53 @@ mod tests {
             json!({"event":"host.token","data":{"sub":"x","ttl":60}}),
         );
         assert_eq!(out[0].1["data"]["expiresAt"], T0.unix + 60);
+    }
+
+    #[test]
+    fn registered_hosts_are_not_rate_limited() {
+        let mut h = hub();
+        h.cfg.max_messages_per_minute = 5;
+        join(&mut h, 0, "game", &["host"], &[]);
+        join(&mut h, 1, "p", &[], &[]);
+        drain(&mut h);
+        send(
+            &mut h,
+            0,
+            T0,
+            json!({"event":"host.register","data":{"events":{}}}),
+        );
+        for n in 0..200 {
+            let out = send(
+                &mut h,
+                0,
+                T0,
+                json!({"event":"host.broadcast","data":{"event":"tick","data":n},"requestId":n}),
+            );
+            assert_eq!(out[1].1["event"], "ok", "{n}: {out:?}");
+        }
+        // Clients still are.
+        let codes: Vec<Value> = (0..6)
+            .map(|_| send(&mut h, 1, T0, json!({"event":"ping"}))[0].1.clone())
+            .collect();
+        assert_eq!(codes[5]["data"]["code"], "rate_limited");
+    }
+
+    #[test]
+    fn clients_lists_authenticated_non_hosts() {
+        let mut h = hub();
+        join(&mut h, 0, "game", &["host"], &[]);
+        join(&mut h, 1, "p", &[], &[]);
+        h.open(2, (3 << 24) | 2, "127.0.0.1".parse().unwrap(), T0, None);
+        drain(&mut h);
+        send(
+            &mut h,
+            0,
+            T0,
+            json!({"event":"host.register","data":{"events":{}}}),
+        );
+        let out = send(&mut h, 0, T0, json!({"event":"host.clients"}));
+        let clients = out[0].1["data"]["clients"].as_array().unwrap().clone();
+        assert_eq!(clients.len(), 1, "{clients:?}");
+        assert_eq!(clients[0]["id"], cid(&h, 1));
     }
 }

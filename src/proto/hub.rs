@@ -3,7 +3,7 @@
 //! (send these bytes to that connection, close that connection) for the shell.
 
 use crate::proto::auth::{AuthError, Authenticator, Identity};
-use crate::proto::envelope::{self, write_error, ErrorCode, JsonWriter};
+use crate::proto::envelope::{self, write_error, write_message, ErrorCode, JsonWriter};
 use crate::proto::host::{HostLink, HostRole};
 use crate::proto::limits::{MessageLimiter, Verdict};
 use crate::proto::rooms::{ConnKey, Rooms};
@@ -71,7 +71,74 @@ impl Outbox {
         self.arena.clear();
     }
 
-    pub(crate) fn send_from(&mut self, to: ConnKey, start: usize) {
+    /// Queues for `to` one message `{"event", "data": {FIELDS}, "requestId"?}`;
+    /// `fields` writes the fields of the data object.
+    pub(crate) fn reply(
+        &mut self,
+        to: ConnKey,
+        event: &str,
+        rid: Option<&RawValue>,
+        fields: impl FnOnce(&mut JsonWriter<'_>),
+    ) {
+        self.reply_with(to, event, rid, |buf| {
+            let mut data = JsonWriter::object(buf);
+            fields(&mut data);
+            data.end();
+        });
+    }
+
+    /// Queues for `to` one message whose `data` is JSON text passed through as is.
+    pub(crate) fn reply_raw(
+        &mut self,
+        to: ConnKey,
+        event: &str,
+        rid: Option<&RawValue>,
+        data: &str,
+    ) {
+        self.reply_with(to, event, rid, |buf| buf.extend_from_slice(data.as_bytes()));
+    }
+
+    /// `ok` `{FIELDS}`, sent only when the message it answers carried a `requestId`.
+    pub(crate) fn ack(
+        &mut self,
+        to: ConnKey,
+        rid: Option<&RawValue>,
+        fields: impl FnOnce(&mut JsonWriter<'_>),
+    ) {
+        if rid.is_some() {
+            self.reply(to, "ok", rid, fields);
+        }
+    }
+
+    /// Queues for `to` an error with any code: one of [`ErrorCode`], or a host's own.
+    pub(crate) fn error(
+        &mut self,
+        to: ConnKey,
+        code: &str,
+        message: &str,
+        now_unix: u64,
+        rid: Option<&RawValue>,
+    ) {
+        let start = self.arena.len();
+        write_error(&mut self.arena, code, message, now_unix, rid);
+        self.send_from(to, start);
+    }
+
+    /// Writes one message into the arena and queues it for `to`: every
+    /// unicast message goes through here.
+    fn reply_with(
+        &mut self,
+        to: ConnKey,
+        event: &str,
+        rid: Option<&RawValue>,
+        data: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let start = self.arena.len();
+        write_message(&mut self.arena, event, rid, data);
+        self.send_from(to, start);
+    }
+
+    fn send_from(&mut self, to: ConnKey, start: usize) {
         let end = self.arena.len();
         self.actions.push(Action::Send {
             to,
@@ -107,6 +174,9 @@ pub struct Session {
     /// Gateway ids of this client's requests waiting for a host, oldest first
     /// (their deadlines are in the same order, the timeout being constant).
     pub(super) waiting: VecDeque<u64>,
+    /// A client (not a host) as far as hosts know: `host.client_joined` was
+    /// due when it authenticated, so `host.client_left` is due when it goes.
+    announced: bool,
 }
 
 pub struct Hub {
@@ -222,19 +292,16 @@ impl Hub {
             limiter: MessageLimiter::new(self.cfg.max_messages_per_minute, now.ms),
             host: None,
             waiting: VecDeque::new(),
+            announced: false,
         });
         self.active += 1;
         self.stats.total_connections += 1;
-        let start = self.out.arena.len();
-        let mut msg = JsonWriter::object(&mut self.out.arena);
-        msg.str("event", "connected");
-        let mut data = msg.begin("data");
-        data.str("clientId", &client_id_str(id))
-            .bool("authenticated", identity.is_some())
-            .str("server", &self.cfg.server_name);
-        data.end();
-        msg.end();
-        self.out.send_from(key, start);
+        let server = &self.cfg.server_name;
+        self.out.reply(key, "connected", None, |data| {
+            data.str("clientId", &client_id_str(id))
+                .bool("authenticated", identity.is_some())
+                .str("server", server);
+        });
         if let Some(identity) = identity {
             self.establish(key, identity, now, "authenticated", None);
         }
@@ -251,13 +318,13 @@ impl Hub {
             self.rooms.leave(room, key);
         }
         self.forget_requests_of(&session);
-        match &session.host {
-            Some(role) => self.host_gone(key, role),
-            None => {
-                if let Some(identity) = &session.identity {
-                    self.notify_hosts_left(session.id, &identity.sub, code);
-                }
-            }
+        if let Some(role) = &session.host {
+            self.host_gone(key, role);
+        }
+        // Every client_joined gets its client_left, also for an (admin) client
+        // that registered as a host since; the host itself is told no more.
+        if let (true, Some(identity)) = (session.announced, &session.identity) {
+            self.notify_hosts_left(session.id, &identity.sub, code);
         }
     }
 
@@ -340,17 +407,9 @@ impl Hub {
         let rid = env.request_id;
         let authenticated = self.session(key).is_some_and(|s| s.identity.is_some());
         match &*env.event {
-            "ping" => {
-                let start = self.out.arena.len();
-                let mut msg = JsonWriter::object(&mut self.out.arena);
-                msg.str("event", "pong");
-                msg.begin("data").u64("time", now.unix).end();
-                if let Some(id) = rid {
-                    msg.raw("requestId", id.get());
-                }
-                msg.end();
-                self.out.send_from(key, start);
-            }
+            "ping" => self.out.reply(key, "pong", rid, |data| {
+                data.u64("time", now.unix);
+            }),
             "auth" => self.on_auth(key, now, env.data, rid),
             _ if !authenticated => self.error(
                 key,
@@ -377,6 +436,11 @@ impl Hub {
             return false;
         };
         self.stats.total_messages += 1;
+        if s.host.is_some() {
+            // A registered host answers for every client: its volume is theirs,
+            // and they are rate limited. Its bounds are its pending requests.
+            return true;
+        }
         match s.limiter.on_message(now.ms, per_minute) {
             Verdict::Accept => true,
             Verdict::Drop => {
@@ -465,7 +529,13 @@ impl Hub {
                 identity.sub
             );
         }
-        let joined = first && s.host.is_none();
+        // A token made for a host (`host` named explicitly, not implied by
+        // `admin`) is not announced as a client: hosts hear about clients only.
+        let joined =
+            first && s.host.is_none() && !identity.permissions.iter().any(|p| &**p == "host");
+        if joined {
+            s.announced = true;
+        }
         let (id, ip) = (s.id, s.ip);
         s.identity = Some(identity);
         self.reply_identity(key, event, rid);
@@ -480,21 +550,13 @@ impl Hub {
             return;
         };
         let Some(identity) = &s.identity else { return };
-        let start = self.out.arena.len();
-        let mut msg = JsonWriter::object(&mut self.out.arena);
-        msg.str("event", event);
-        let mut data = msg.begin("data");
-        data.str("clientId", &client_id_str(s.id))
-            .str("sub", &identity.sub)
-            .str_array("permissions", &identity.permissions)
-            .str_array("rooms", &s.rooms)
-            .opt_u64("expiresAt", identity.expires_at);
-        data.end();
-        if let Some(id) = rid {
-            msg.raw("requestId", id.get());
-        }
-        msg.end();
-        self.out.send_from(key, start);
+        self.out.reply(key, event, rid, |data| {
+            data.str("clientId", &client_id_str(s.id))
+                .str("sub", &identity.sub)
+                .str_array("permissions", &identity.permissions)
+                .str_array("rooms", &s.rooms)
+                .opt_u64("expiresAt", identity.expires_at);
+        });
     }
 
     /// Reads `{"room": NAME}`, answering `invalid_data` when it is not one.
@@ -648,20 +710,12 @@ impl Hub {
         delivered: Option<u64>,
         rid: Option<&RawValue>,
     ) {
-        let start = self.out.arena.len();
-        let mut msg = JsonWriter::object(&mut self.out.arena);
-        msg.str("event", event);
-        let mut data = msg.begin("data");
-        data.str("room", room);
-        if let Some(n) = delivered {
-            data.u64("delivered", n);
-        }
-        data.end();
-        if let Some(id) = rid {
-            msg.raw("requestId", id.get());
-        }
-        msg.end();
-        self.out.send_from(key, start);
+        self.out.reply(key, event, rid, |data| {
+            data.str("room", room);
+            if let Some(n) = delivered {
+                data.u64("delivered", n);
+            }
+        });
     }
 
     pub(super) fn error(
@@ -672,9 +726,7 @@ impl Hub {
         now: Now,
         rid: Option<&RawValue>,
     ) {
-        let start = self.out.arena.len();
-        write_error(&mut self.out.arena, code, message, now.unix, rid);
-        self.out.send_from(key, start);
+        self.out.error(key, code.as_str(), message, now.unix, rid);
     }
 
     /// Ends a session from the core's side: the shell sends the close frame.

@@ -67,10 +67,10 @@ impl Hub {
     }
 
     /// `[{"id","sub","ip","rooms","permissions","connectedAt"}, ...]` of every
-    /// client (hosts excluded), as in `host.clients`.
+    /// authenticated client (hosts excluded): `host.clients` and `/api/connections`.
     pub fn write_client_list(&self, buf: &mut Vec<u8>) {
         buf.push(b'[');
-        let clients = self.sessions.iter().flatten().filter(|s| s.host.is_none());
+        let clients = self.sessions.iter().flatten().filter(|s| is_client(s));
         for (i, session) in clients.enumerate() {
             if i > 0 {
                 buf.push(b',');

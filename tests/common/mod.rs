@@ -225,13 +225,21 @@ impl Server {
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
-        let marker = "listening on ws://127.0.0.1:";
+        // `ws://` or, with TLS, `wss://`.
+        let markers = [
+            "listening on ws://127.0.0.1:",
+            "listening on wss://127.0.0.1:",
+        ];
+        let marker = markers[0];
         let port = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(at) = line.find(marker) {
-                        let digits: String = line[at + marker.len()..]
+                    let found = markers
+                        .iter()
+                        .find_map(|m| line.find(m).map(|at| (at, m.len())));
+                    if let Some((at, len)) = found {
+                        let digits: String = line[at + len..]
                             .chars()
                             .take_while(char::is_ascii_digit)
                             .collect();
@@ -1016,4 +1024,33 @@ pub fn alg_none_token(claims: &Value) -> String {
     let header = b64url(br#"{"alg":"none","typ":"JWT"}"#);
     let payload = b64url(claims.to_string().as_bytes());
     format!("{header}.{payload}.")
+}
+
+// ---------------------------------------------------------------------------
+// Examples
+// ---------------------------------------------------------------------------
+
+/// The built example `name` (`target/<profile>/examples/NAME`, beside this
+/// test binary's `deps/`), brought up to date with `cargo build --example`
+/// so that a test run of one target never uses a stale one.
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/TEST");
+    let path = profile_dir.join("examples").join(name);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--quiet", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null());
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build --example");
+    assert!(status.success(), "cargo build --example {name} failed");
+    assert!(path.exists(), "{} missing after the build", path.display());
+    path
 }

@@ -1,0 +1,1273 @@
+//! tether-load: a one-thread WebSocket load generator for benches/run.sh.
+//!
+//! It sends raw, pre-masked frames (built once at start), parses the server's
+//! frames in place, and does no allocation per message: a connection's
+//! outgoing data is "so many bytes of a repeated frame" plus a small reusable
+//! buffer for the odd pong or host reply. Every scenario prints one JSON line
+//! with its figures, the server's CPU time per message (from /proc/PID/stat)
+//! and the load tool's own CPU use, so a saturated load tool is visible.
+//!
+//! Scenarios:
+//!   echo       N connections, D messages in flight each, count echoes
+//!   idle       N connections held open for a while, then each verified alive
+//!   broadcast  one publisher (or a tether host) and N subscribers; per round,
+//!              the latency of every delivery and the time until the last one
+//!   rpc        tether only: clients send requests a host (this tool) answers
+//!
+//! Only loopback targets are accepted. TLS (wss://) is not implemented yet: a
+//! connection's socket I/O goes through `Conn::read_into`/`Conn::write_out`,
+//! the two places a rustls `ClientConnection` would wrap.
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::FromRawFd;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "\
+usage: tether-load SCENARIO --addr 127.0.0.1:PORT [options]
+scenarios: echo | idle | broadcast | rpc
+  --pid PID          server process to measure (CPU, RSS)
+  --conns N          connections (echo, idle, rpc) or subscribers (broadcast) [100]
+  --inflight D       messages in flight per connection (echo, rpc) [8]
+  --size B           payload bytes of generated messages [32]
+  --text S           use S as the message payload instead of B bytes of 'x'
+  --warmup S         seconds before measuring (echo, rpc) [1]
+  --secs S           seconds measured (echo, rpc) or held (idle) [5]
+  --rounds R         broadcast rounds [50]
+  --gap-ms MS        pause between broadcast rounds [20]
+  --path P           request path for clients and subscribers [/]
+  --pub-path P       request path of the publisher or host [/pub]
+  --tether           broadcast/rpc through tether's host link (--pub-path carries the host token)
+  --src-ips K        spread connections over source addresses 127.0.0.2..(2+K) [8]
+  --max-pending N    connection attempts in progress at once [256]
+";
+
+// ------------------------------------------------------------------ options
+
+struct Opts {
+    scenario: String,
+    addr: SocketAddrV4,
+    pid: Option<u32>,
+    conns: usize,
+    inflight: usize,
+    size: usize,
+    text: Option<String>,
+    warmup: f64,
+    secs: f64,
+    rounds: usize,
+    gap_ms: u64,
+    path: String,
+    pub_path: String,
+    tether: bool,
+    src_ips: u32,
+    max_pending: usize,
+}
+
+fn parse_opts() -> Result<Opts, String> {
+    let mut args = std::env::args().skip(1);
+    let scenario = args.next().ok_or(USAGE)?;
+    if !matches!(scenario.as_str(), "echo" | "idle" | "broadcast" | "rpc") {
+        return Err(USAGE.into());
+    }
+    let mut o = Opts {
+        scenario,
+        addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+        pid: None,
+        conns: 100,
+        inflight: 8,
+        size: 32,
+        text: None,
+        warmup: 1.0,
+        secs: 5.0,
+        rounds: 50,
+        gap_ms: 20,
+        path: "/".into(),
+        pub_path: "/pub".into(),
+        tether: false,
+        src_ips: 8,
+        max_pending: 256,
+    };
+    fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
+        v.as_deref()
+            .and_then(|s| s.parse().ok())
+            .ok_or(format!("{flag}: expected a number"))
+    }
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--addr" => {
+                let a: SocketAddrV4 = num("--addr", args.next())?;
+                if !a.ip().is_loopback() {
+                    return Err("--addr: only loopback targets are allowed".into());
+                }
+                o.addr = a;
+            }
+            "--pid" => o.pid = Some(num("--pid", args.next())?),
+            "--conns" => o.conns = num("--conns", args.next())?,
+            "--inflight" => o.inflight = num("--inflight", args.next())?,
+            "--size" => o.size = num("--size", args.next())?,
+            "--text" => o.text = args.next(),
+            "--warmup" => o.warmup = num("--warmup", args.next())?,
+            "--secs" => o.secs = num("--secs", args.next())?,
+            "--rounds" => o.rounds = num("--rounds", args.next())?,
+            "--gap-ms" => o.gap_ms = num("--gap-ms", args.next())?,
+            "--path" => o.path = args.next().ok_or("--path: missing")?,
+            "--pub-path" => o.pub_path = args.next().ok_or("--pub-path: missing")?,
+            "--tether" => o.tether = true,
+            "--src-ips" => o.src_ips = num("--src-ips", args.next())?,
+            "--max-pending" => o.max_pending = num("--max-pending", args.next())?,
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+        }
+    }
+    if o.addr.port() == 0 {
+        return Err(format!("--addr is required\n{USAGE}"));
+    }
+    if o.inflight == 0 || o.conns == 0 || o.src_ips > 250 {
+        return Err("--conns and --inflight must be at least 1, --src-ips at most 250".into());
+    }
+    Ok(o)
+}
+
+// ------------------------------------------------------------------ frames
+
+const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// Appends one masked client frame (FIN set) to `out`.
+fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    out.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&MASK);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i & 3]));
+}
+
+/// A frame repeated enough times that one `write` can carry a full window.
+struct Repeated {
+    bytes: Vec<u8>,
+    frame_len: usize,
+}
+
+impl Repeated {
+    fn new(opcode: u8, payload: &[u8], copies: usize) -> Repeated {
+        let mut one = Vec::new();
+        push_frame(&mut one, opcode, payload);
+        let frame_len = one.len();
+        let copies = copies.max(1).max(4096 / frame_len.max(1));
+        Repeated {
+            bytes: one.repeat(copies),
+            frame_len,
+        }
+    }
+}
+
+// ------------------------------------------------------------------ stats
+
+/// Log-linear histogram of microseconds: exact below 2048 µs, then 64
+/// sub-buckets per power of two. Fixed size; recording never allocates.
+struct Hist {
+    counts: Vec<u64>,
+    total: u64,
+    max: u64,
+}
+
+impl Hist {
+    const LINEAR: u64 = 2048;
+    fn new() -> Hist {
+        Hist {
+            counts: vec![0; 2048 + 64 * 54],
+            total: 0,
+            max: 0,
+        }
+    }
+    fn index(us: u64) -> usize {
+        if us < Self::LINEAR {
+            return us as usize;
+        }
+        let bit = 63 - us.leading_zeros() as u64; // >= 11
+        let sub = (us >> (bit - 6)) & 63;
+        (Self::LINEAR + (bit - 11) * 64 + sub) as usize
+    }
+    fn value(index: usize) -> u64 {
+        let i = index as u64;
+        if i < Self::LINEAR {
+            return i;
+        }
+        let bit = (i - Self::LINEAR) / 64 + 11;
+        let sub = (i - Self::LINEAR) % 64;
+        (1 << bit) + (sub << (bit - 6))
+    }
+    fn record(&mut self, us: u64) {
+        let i = Self::index(us).min(self.counts.len() - 1);
+        self.counts[i] += 1;
+        self.total += 1;
+        self.max = self.max.max(us);
+    }
+    fn clear(&mut self) {
+        self.counts.iter_mut().for_each(|c| *c = 0);
+        self.total = 0;
+        self.max = 0;
+    }
+    fn quantile(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = ((self.total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Self::value(i);
+            }
+        }
+        self.max
+    }
+}
+
+/// CPU time (user + system) of a process in microseconds, from /proc.
+fn cpu_us(pid: Option<u32>) -> u64 {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".into(),
+    };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return 0;
+    };
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let Some(rest) = text.rfind(')').map(|i| &text[i + 2..]) else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|s| s.parse::<u64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * 1_000_000 / hz
+}
+
+/// Resident set size of a process in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+// ------------------------------------------------------------------ connections
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Echo client, broadcast subscriber or rpc client.
+    Client,
+    /// Broadcast publisher (peer) or tether host (broadcast, rpc).
+    Pub,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum St {
+    Connecting,
+    Handshake,
+    Open,
+    Dead,
+}
+
+struct Conn {
+    sock: TcpStream,
+    role: Role,
+    st: St,
+    /// Handshake request bytes, pongs, host replies: written before `owed`.
+    out: Vec<u8>,
+    out_off: usize,
+    /// Bytes of the repeated frame still to write, and where in it we are.
+    owed: usize,
+    pos: usize,
+    /// HTTP response head collected during the handshake.
+    head: Vec<u8>,
+    // Frame parser state.
+    hdr: [u8; 14],
+    hdr_len: usize,
+    skip: u64,
+    op: u8,
+    fin: bool,
+    /// Messages received (complete text/binary messages).
+    recv: u64,
+    /// Send times (ns since start) of messages in flight, as a ring.
+    ring: Box<[u64]>,
+    ring_head: usize,
+    ring_len: usize,
+    /// Broadcast: got this round's message.
+    got: bool,
+    dirty: bool,
+    /// Registered for writable events (only while a write is blocked).
+    wants_write: bool,
+}
+
+impl Conn {
+    fn read_into(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.read(buf)
+    }
+    fn write_out(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.sock.write(bytes)
+    }
+}
+
+/// What a complete server frame means to the scenario.
+enum Got {
+    Message,
+    Nothing,
+}
+
+/// Opens a non-blocking TCP connection from `src` (any port) to `dst`,
+/// with SO_LINGER 0 so that closing leaves no TIME_WAIT behind.
+fn connect_from(src: Option<Ipv4Addr>, dst: SocketAddrV4) -> io::Result<TcpStream> {
+    // SAFETY: plain socket system calls on a descriptor we own; every
+    // pointer passed points to a live local of the stated size.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        let setopt = |level, name, val: *const libc::c_void, len| {
+            libc::setsockopt(fd, level, name, val, len as libc::socklen_t)
+        };
+        setopt(
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>(),
+        );
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        setopt(
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::linger>(),
+        );
+        if let Some(src) = src {
+            // Let connect() pick the port per destination (no bind-time port).
+            setopt(
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>(),
+            );
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(src).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            if libc::bind(
+                fd,
+                &sa as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: dst.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*dst.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            &sa as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(e);
+            }
+        }
+        Ok(TcpStream::from_std(stream))
+    }
+}
+
+struct Load {
+    poll: Poll,
+    events: Events,
+    conns: Vec<Conn>,
+    rbuf: Vec<u8>,
+    scratch: Vec<u8>,
+    start: Instant,
+    now_ns: u64,
+    rep: Repeated,
+    addr: SocketAddrV4,
+    src_ips: u32,
+    dirty: Vec<usize>,
+    /// Connections with replies to answer this pass (echo/rpc refill).
+    refill: Vec<(usize, u32)>,
+    hist: Hist,
+    opened: usize,
+    failed: usize,
+    /// Messages received by clients since the counters were reset.
+    total: u64,
+    /// Refill echoes/requests as they come back.
+    keep_inflight: bool,
+    /// Record per-message latency from the ring.
+    timing: bool,
+    /// Broadcast round in progress: start time and deliveries so far.
+    round_t0: Option<u64>,
+    delivered: usize,
+    first_delivery_ns: u64,
+    last_delivery_ns: u64,
+    /// Tether host link: answer host.request, count host.registered.
+    tether_host: bool,
+    host_ready: bool,
+    host_replies: u64,
+}
+
+impl Load {
+    fn new(o: &Opts, rep: Repeated) -> io::Result<Load> {
+        Ok(Load {
+            poll: Poll::new()?,
+            events: Events::with_capacity(4096),
+            conns: Vec::new(),
+            rbuf: vec![0; 256 * 1024],
+            scratch: Vec::with_capacity(256),
+            start: Instant::now(),
+            now_ns: 0,
+            rep,
+            addr: o.addr,
+            src_ips: o.src_ips,
+            dirty: Vec::new(),
+            refill: Vec::new(),
+            hist: Hist::new(),
+            opened: 0,
+            failed: 0,
+            total: 0,
+            keep_inflight: false,
+            timing: false,
+            round_t0: None,
+            delivered: 0,
+            first_delivery_ns: 0,
+            last_delivery_ns: 0,
+            tether_host: false,
+            host_ready: false,
+            host_replies: 0,
+        })
+    }
+
+    fn clock(&mut self) {
+        self.now_ns = self.start.elapsed().as_nanos() as u64;
+    }
+
+    /// Starts one connection; it completes its handshake inside `turn`.
+    fn open(&mut self, role: Role, path: &str, ring: usize) -> io::Result<()> {
+        let i = self.conns.len();
+        let src = (self.src_ips > 0)
+            .then(|| Ipv4Addr::new(127, 0, 0, 2 + (i as u32 % self.src_ips) as u8));
+        let mut sock = connect_from(src, self.addr)?;
+        self.poll.registry().register(
+            &mut sock,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            self.addr
+        );
+        self.conns.push(Conn {
+            sock,
+            role,
+            st: St::Connecting,
+            out: request.into_bytes(),
+            out_off: 0,
+            owed: 0,
+            pos: 0,
+            head: Vec::new(),
+            hdr: [0; 14],
+            hdr_len: 0,
+            skip: 0,
+            op: 0,
+            fin: true,
+            recv: 0,
+            ring: vec![0; ring.max(1)].into_boxed_slice(),
+            ring_head: 0,
+            ring_len: 0,
+            got: false,
+            dirty: false,
+            wants_write: true,
+        });
+        Ok(())
+    }
+
+    fn pending(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|c| matches!(c.st, St::Connecting | St::Handshake))
+            .count()
+    }
+
+    /// Opens `n` connections, at most `max_pending` in progress at once,
+    /// and waits (bounded) until every one is open or failed.
+    fn open_many(
+        &mut self,
+        n: usize,
+        role: Role,
+        path: &str,
+        ring: usize,
+        max_pending: usize,
+    ) -> Result<(), String> {
+        let first = self.conns.len();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut started = 0;
+        let mut in_progress = 0;
+        while Instant::now() < deadline {
+            while started < n && in_progress < max_pending {
+                self.open(role, path, ring)
+                    .map_err(|e| format!("connect: {e}"))?;
+                started += 1;
+                in_progress += 1;
+            }
+            self.turn(Some(Duration::from_millis(10)));
+            in_progress = self.conns[first..]
+                .iter()
+                .filter(|c| matches!(c.st, St::Connecting | St::Handshake))
+                .count();
+            if started == n && in_progress == 0 {
+                let dead = self.conns[first..]
+                    .iter()
+                    .filter(|c| c.st == St::Dead)
+                    .count();
+                if dead > 0 {
+                    return Err(format!("{dead} of {n} connections failed to open"));
+                }
+                return Ok(());
+            }
+        }
+        Err(format!(
+            "timed out opening connections: {} still pending",
+            self.pending()
+        ))
+    }
+
+    /// One poll pass: read everything ready, refill, write once per dirty connection.
+    fn turn(&mut self, timeout: Option<Duration>) {
+        // Send what was queued since the last pass before waiting.
+        self.flush_dirty();
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                eprintln!("poll: {e}");
+            }
+        }
+        self.clock();
+        for ev in events.iter() {
+            let i = ev.token().0;
+            if ev.is_writable() && self.conns[i].st == St::Connecting {
+                self.conns[i].st = St::Handshake;
+                self.mark(i);
+            }
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                self.read(i);
+            }
+            if ev.is_writable() {
+                self.mark(i);
+            }
+        }
+        self.events = events;
+        let refill = std::mem::take(&mut self.refill);
+        for &(i, k) in &refill {
+            self.queue_repeated(i, k as usize);
+        }
+        self.refill = refill;
+        self.refill.clear();
+        self.flush_dirty();
+    }
+
+    /// One write pass over every connection with something to send.
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &i in &dirty {
+            self.flush(i);
+        }
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    fn mark(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(i);
+        }
+    }
+
+    /// Queues `k` more copies of the repeated frame on connection `i`.
+    fn queue_repeated(&mut self, i: usize, k: usize) {
+        let now = self.now_ns;
+        let flen = self.rep.frame_len;
+        let c = &mut self.conns[i];
+        if c.st != St::Open {
+            return;
+        }
+        c.owed += k * flen;
+        for _ in 0..k {
+            if c.ring_len < c.ring.len() {
+                let slot = (c.ring_head + c.ring_len) % c.ring.len();
+                c.ring[slot] = now;
+                c.ring_len += 1;
+            }
+        }
+        self.mark(i);
+    }
+
+    fn kill(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if c.st != St::Dead {
+            if c.st == St::Open {
+                self.opened -= 1;
+            }
+            c.st = St::Dead;
+            self.failed += 1;
+            let _ = self.poll.registry().deregister(&mut c.sock);
+        }
+    }
+
+    fn flush(&mut self, i: usize) {
+        let flen = self.rep.frame_len;
+        let c = &mut self.conns[i];
+        c.dirty = false;
+        if matches!(c.st, St::Connecting | St::Dead) {
+            return;
+        }
+        loop {
+            let at_boundary = c.pos.is_multiple_of(flen);
+            let res = if c.out_off < c.out.len() && (at_boundary || c.owed == 0) {
+                let (start, end) = (c.out_off, c.out.len());
+                let bytes = std::mem::take(&mut c.out);
+                let r = c.write_out(&bytes[start..end]);
+                c.out = bytes;
+                r.map(|n| {
+                    c.out_off += n;
+                    if c.out_off == c.out.len() {
+                        c.out.clear();
+                        c.out_off = 0;
+                    }
+                })
+            } else if c.owed > 0 {
+                let from = c.pos % flen;
+                let len = c.owed.min(self.rep.bytes.len() - from);
+                let r = c.write_out(&self.rep.bytes[from..from + len]);
+                r.map(|n| {
+                    c.owed -= n;
+                    c.pos = (c.pos + n) % flen;
+                })
+            } else {
+                // All written: stop asking for writable events.
+                if c.wants_write {
+                    c.wants_write = false;
+                    let _ =
+                        self.poll
+                            .registry()
+                            .reregister(&mut c.sock, Token(i), Interest::READABLE);
+                }
+                return;
+            };
+            match res {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !c.wants_write {
+                        c.wants_write = true;
+                        let _ = self.poll.registry().reregister(
+                            &mut c.sock,
+                            Token(i),
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.kill(i),
+            }
+        }
+    }
+
+    fn read(&mut self, i: usize) {
+        let mut buf = std::mem::take(&mut self.rbuf);
+        loop {
+            if self.conns[i].st == St::Dead {
+                break;
+            }
+            match self.conns[i].read_into(&mut buf) {
+                Ok(0) => {
+                    self.kill(i);
+                    break;
+                }
+                Ok(n) => {
+                    if self.conns[i].st == St::Open {
+                        self.on_bytes(i, &buf[..n]);
+                    } else {
+                        self.on_head(i, &buf[..n]);
+                    }
+                    if n < buf.len() {
+                        // A short read drained the socket; data arriving
+                        // later raises a new (edge-triggered) event.
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.kill(i);
+                    break;
+                }
+            }
+        }
+        self.rbuf = buf;
+    }
+
+    /// Collects the HTTP response head; bytes after it are frames.
+    fn on_head(&mut self, i: usize, data: &[u8]) {
+        let c = &mut self.conns[i];
+        c.head.extend_from_slice(data);
+        let Some(end) = c.head.windows(4).position(|w| w == b"\r\n\r\n") else {
+            if c.head.len() > 16 * 1024 {
+                self.kill(i);
+            }
+            return;
+        };
+        if !c.head.starts_with(b"HTTP/1.1 101") {
+            let line = String::from_utf8_lossy(&c.head[..c.head.len().min(80)]).into_owned();
+            eprintln!("handshake refused: {}", line.lines().next().unwrap_or(""));
+            return self.kill(i);
+        }
+        let head = std::mem::take(&mut c.head);
+        c.st = St::Open;
+        self.opened += 1;
+        if head.len() > end + 4 {
+            self.on_bytes(i, &head[end + 4..]);
+        }
+    }
+
+    /// Parses server frames (unmasked) out of `data`, counting messages.
+    fn on_bytes(&mut self, i: usize, data: &[u8]) {
+        let capture = self.tether_host && self.conns[i].role == Role::Pub;
+        let mut at = 0;
+        let mut done_here: u32 = 0;
+        while at < data.len() {
+            let c = &mut self.conns[i];
+            if c.skip > 0 {
+                let take = (c.skip as usize).min(data.len() - at);
+                if capture {
+                    self.scratch.extend_from_slice(&data[at..at + take]);
+                }
+                at += take;
+                c.skip -= take as u64;
+                if c.skip == 0 && self.frame_end(i) {
+                    done_here += 1;
+                }
+                continue;
+            }
+            // Fast path: a whole small frame header.
+            if c.hdr_len == 0 && data.len() - at >= 2 && data[at + 1] & 0x7f < 126 {
+                let (b0, len) = (data[at], (data[at + 1] & 0x7f) as u64);
+                c.op = b0 & 0x0f;
+                c.fin = b0 & 0x80 != 0;
+                at += 2;
+                if capture {
+                    self.scratch.clear();
+                }
+                if len == 0 {
+                    if self.frame_end(i) {
+                        done_here += 1;
+                    }
+                } else {
+                    self.conns[i].skip = len;
+                }
+                continue;
+            }
+            c.hdr[c.hdr_len] = data[at];
+            c.hdr_len += 1;
+            at += 1;
+            if c.hdr_len < 2 {
+                continue;
+            }
+            let need = match c.hdr[1] & 0x7f {
+                126 => 4,
+                127 => 10,
+                _ => 2,
+            };
+            if c.hdr_len < need {
+                continue;
+            }
+            let len = match need {
+                4 => u16::from_be_bytes([c.hdr[2], c.hdr[3]]) as u64,
+                10 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&c.hdr[2..10]);
+                    u64::from_be_bytes(b)
+                }
+                _ => (c.hdr[1] & 0x7f) as u64,
+            };
+            c.op = c.hdr[0] & 0x0f;
+            c.fin = c.hdr[0] & 0x80 != 0;
+            c.hdr_len = 0;
+            if capture {
+                self.scratch.clear();
+            }
+            if len == 0 {
+                if self.frame_end(i) {
+                    done_here += 1;
+                }
+            } else {
+                self.conns[i].skip = len;
+            }
+        }
+        if done_here > 0 && self.keep_inflight && self.conns[i].role == Role::Client {
+            self.refill.push((i, done_here));
+        }
+    }
+
+    /// A frame ended; true when it completed a data message of a client.
+    fn frame_end(&mut self, i: usize) -> bool {
+        let c = &mut self.conns[i];
+        match c.op {
+            0x9 => {
+                // Ping: answer with an (empty) pong.
+                push_frame(&mut c.out, 0xA, &[]);
+                self.mark(i);
+                false
+            }
+            0x8 => {
+                self.kill(i);
+                false
+            }
+            0x0..=0x2 if c.fin => match self.on_message(i) {
+                Got::Message => true,
+                Got::Nothing => false,
+            },
+            _ => false,
+        }
+    }
+
+    fn on_message(&mut self, i: usize) -> Got {
+        let now = self.now_ns;
+        let c = &mut self.conns[i];
+        if c.role == Role::Pub {
+            if self.tether_host {
+                self.on_host_message(i);
+            }
+            return Got::Nothing;
+        }
+        c.recv += 1;
+        self.total += 1;
+        if c.ring_len > 0 {
+            let sent = c.ring[c.ring_head];
+            c.ring_head = (c.ring_head + 1) % c.ring.len();
+            c.ring_len -= 1;
+            if self.timing {
+                self.hist.record(now.saturating_sub(sent) / 1000);
+            }
+        }
+        if let Some(t0) = self.round_t0 {
+            if !c.got {
+                c.got = true;
+                self.delivered += 1;
+                if self.delivered == 1 {
+                    self.first_delivery_ns = now.saturating_sub(t0);
+                }
+                self.hist.record(now.saturating_sub(t0) / 1000);
+                self.last_delivery_ns = now.saturating_sub(t0);
+            }
+        }
+        Got::Message
+    }
+
+    /// The tether host side: note registration, answer every host.request.
+    fn on_host_message(&mut self, i: usize) {
+        let msg = &self.scratch;
+        if msg.starts_with(b"{\"event\":\"host.registered\"") {
+            self.host_ready = true;
+            return;
+        }
+        if !msg.starts_with(b"{\"event\":\"host.request\"") {
+            return;
+        }
+        let Some(at) = find(msg, b"\"id\":") else {
+            return;
+        };
+        let digits = msg[at + 5..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let mut reply = [0u8; 96];
+        let head = b"{\"event\":\"host.reply\",\"data\":{\"id\":";
+        let tail = b",\"event\":\"rpc\",\"data\":0}}";
+        let n = head.len() + digits + tail.len();
+        reply[..head.len()].copy_from_slice(head);
+        reply[head.len()..head.len() + digits].copy_from_slice(&msg[at + 5..at + 5 + digits]);
+        reply[head.len() + digits..n].copy_from_slice(tail);
+        push_frame(&mut self.conns[i].out, 0x1, &reply[..n]);
+        self.host_replies += 1;
+        self.mark(i);
+    }
+
+    /// Runs poll passes for `secs`.
+    fn run_for(&mut self, secs: f64) {
+        let until = Instant::now() + Duration::from_secs_f64(secs);
+        while Instant::now() < until {
+            let left = until.saturating_duration_since(Instant::now());
+            self.turn(Some(left.min(Duration::from_millis(50))));
+        }
+    }
+
+    /// Runs until no client message arrived for `quiet_ms` (bounded by `max_s`).
+    fn settle(&mut self, quiet_ms: u64, max_s: f64) {
+        let until = Instant::now() + Duration::from_secs_f64(max_s);
+        let mut last_total = u64::MAX;
+        let mut last_change = Instant::now();
+        while Instant::now() < until {
+            self.turn(Some(Duration::from_millis(20)));
+            let seen = self.total + self.host_replies;
+            if seen != last_total {
+                last_total = seen;
+                last_change = Instant::now();
+            } else if last_change.elapsed() >= Duration::from_millis(quiet_ms) {
+                return;
+            }
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn payload(o: &Opts) -> Vec<u8> {
+    match &o.text {
+        Some(t) => t.as_bytes().to_vec(),
+        None => vec![b'x'; o.size],
+    }
+}
+
+/// Measured window: server and self CPU before and after.
+struct Window {
+    t0: Instant,
+    server0: u64,
+    self0: u64,
+}
+
+impl Window {
+    fn start(pid: Option<u32>) -> Window {
+        Window {
+            t0: Instant::now(),
+            server0: pid.map_or(0, |p| cpu_us(Some(p))),
+            self0: cpu_us(None),
+        }
+    }
+    /// (seconds, server CPU µs, load CPU µs)
+    fn end(&self, pid: Option<u32>) -> (f64, u64, u64) {
+        (
+            self.t0.elapsed().as_secs_f64(),
+            pid.map_or(0, |p| cpu_us(Some(p)).saturating_sub(self.server0)),
+            cpu_us(None).saturating_sub(self.self0),
+        )
+    }
+}
+
+fn json_common(secs: f64, server_cpu: u64, self_cpu: u64, msgs: u64) -> String {
+    let per = |cpu: u64| {
+        if msgs == 0 {
+            0.0
+        } else {
+            cpu as f64 / msgs as f64
+        }
+    };
+    format!(
+        "\"secs\":{secs:.3},\"server_cpu_us\":{server_cpu},\"server_us_per_msg\":{:.4},\
+         \"server_util\":{:.3},\"load_us_per_msg\":{:.4},\"load_util\":{:.3},\"load_saturated\":{}",
+        per(server_cpu),
+        server_cpu as f64 / 1e6 / secs,
+        per(self_cpu),
+        self_cpu as f64 / 1e6 / secs,
+        self_cpu as f64 / 1e6 / secs > 0.95
+    )
+}
+
+/// echo and rpc: N clients with D messages in flight each.
+fn run_echo(o: &Opts) -> Result<String, String> {
+    let rpc = o.scenario == "rpc";
+    let msg = if rpc && o.text.is_none() {
+        b"{\"event\":\"rpc\",\"data\":0,\"requestId\":1}".to_vec()
+    } else {
+        payload(o)
+    };
+    let mut l = Load::new(o, Repeated::new(0x1, &msg, 64)).map_err(|e| e.to_string())?;
+    if rpc {
+        l.tether_host = true;
+        l.open_many(1, Role::Pub, &o.pub_path, 1, 1)?;
+        push_frame(
+            &mut l.conns[0].out,
+            0x1,
+            b"{\"event\":\"host.register\",\"data\":{\"events\":{\"rpc\":null}}}",
+        );
+        l.mark(0);
+        let until = Instant::now() + Duration::from_secs(5);
+        while !l.host_ready && Instant::now() < until {
+            l.turn(Some(Duration::from_millis(10)));
+        }
+        if !l.host_ready {
+            return Err("the host was not registered".into());
+        }
+    }
+    let first = l.conns.len();
+    l.open_many(o.conns, Role::Client, &o.path, o.inflight, o.max_pending)?;
+    l.settle(200, 5.0);
+    l.keep_inflight = true;
+    for i in first..l.conns.len() {
+        l.queue_repeated(i, o.inflight);
+    }
+    l.run_for(o.warmup);
+    l.hist.clear();
+    l.timing = true;
+    let before = l.total;
+    let w = Window::start(o.pid);
+    l.run_for(o.secs);
+    let (secs, server_cpu, self_cpu) = w.end(o.pid);
+    let msgs = l.total - before;
+    Ok(format!(
+        "{{\"scenario\":\"{}\",\"conns\":{},\"inflight\":{},\"bytes\":{},\"msgs\":{msgs},\
+         \"msgs_per_s\":{:.0},\"lat_p50_us\":{},\"lat_p99_us\":{},\"lat_max_us\":{},\"failed\":{},{}}}",
+        o.scenario,
+        o.conns,
+        o.inflight,
+        msg.len(),
+        msgs as f64 / secs,
+        l.hist.quantile(0.5),
+        l.hist.quantile(0.99),
+        l.hist.max,
+        l.failed,
+        json_common(secs, server_cpu, self_cpu, msgs)
+    ))
+}
+
+/// idle: N connections held open, then each asked for one echo.
+fn run_idle(o: &Opts) -> Result<String, String> {
+    let pid = o.pid.ok_or("idle needs --pid")?;
+    let msg = payload(o);
+    let mut l = Load::new(o, Repeated::new(0x1, &msg, 1)).map_err(|e| e.to_string())?;
+    let rss0 = rss_kib(pid);
+    let t = Instant::now();
+    l.open_many(o.conns, Role::Client, &o.path, 1, o.max_pending)?;
+    let connect_s = t.elapsed().as_secs_f64();
+    l.settle(300, 10.0);
+    let rss1 = rss_kib(pid);
+    let w = Window::start(o.pid);
+    l.run_for(o.secs);
+    let (held, server_cpu, _) = w.end(o.pid);
+    let rss2 = rss_kib(pid);
+    let base = l.total;
+    for i in 0..l.conns.len() {
+        l.queue_repeated(i, 1);
+    }
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        l.turn(Some(Duration::from_millis(20)));
+        let answered = l
+            .conns
+            .iter()
+            .filter(|c| c.recv > 0 && c.ring_len == 0)
+            .count();
+        if answered == l.conns.len() || l.failed > 0 && answered + l.failed >= l.conns.len() {
+            break;
+        }
+    }
+    let alive = l
+        .conns
+        .iter()
+        .filter(|c| c.st == St::Open && c.ring_len == 0)
+        .count();
+    let _ = base;
+    let per_conn = (rss1.max(rss2) as f64 - rss0 as f64) / o.conns as f64;
+    Ok(format!(
+        "{{\"scenario\":\"idle\",\"conns\":{},\"connect_s\":{connect_s:.2},\"held_s\":{held:.1},\
+         \"rss_before_kib\":{rss0},\"rss_open_kib\":{rss1},\"rss_held_kib\":{rss2},\
+         \"kib_per_conn\":{per_conn:.2},\"server_cpu_held_us\":{server_cpu},\"alive\":{alive},\"failed\":{}}}",
+        o.conns, l.failed
+    ))
+}
+
+/// broadcast: one publisher (or tether host) and N subscribers.
+fn run_broadcast(o: &Opts) -> Result<String, String> {
+    let data = payload(o);
+    let msg: Vec<u8> = if o.tether {
+        let mut m = b"{\"event\":\"host.broadcast\",\"data\":{\"event\":\"b\",\"data\":\"".to_vec();
+        m.extend_from_slice(&data);
+        m.extend_from_slice(b"\"}}");
+        m
+    } else {
+        data
+    };
+    let mut l = Load::new(o, Repeated::new(0x1, &msg, 1)).map_err(|e| e.to_string())?;
+    l.tether_host = o.tether;
+    l.open_many(1, Role::Pub, &o.pub_path, 1, 1)?;
+    if o.tether {
+        push_frame(
+            &mut l.conns[0].out,
+            0x1,
+            b"{\"event\":\"host.register\",\"data\":{\"events\":{}}}",
+        );
+        l.mark(0);
+        let until = Instant::now() + Duration::from_secs(5);
+        while !l.host_ready && Instant::now() < until {
+            l.turn(Some(Duration::from_millis(10)));
+        }
+        if !l.host_ready {
+            return Err("the host was not registered".into());
+        }
+    }
+    l.open_many(o.conns, Role::Client, &o.path, 1, o.max_pending)?;
+    l.settle(300, 10.0);
+    let subs = o.conns;
+    let mut lasts: Vec<u64> = Vec::with_capacity(o.rounds);
+    let mut incomplete = 0;
+    let w = Window::start(o.pid);
+    let mut deliveries = 0u64;
+    // TETHER_LOAD_TRACE=1 prints every round on stderr.
+    let trace = std::env::var_os("TETHER_LOAD_TRACE").is_some();
+    for round in 0..o.rounds {
+        for c in l.conns.iter_mut() {
+            c.got = false;
+        }
+        l.delivered = 0;
+        l.clock();
+        l.round_t0 = Some(l.now_ns);
+        l.queue_repeated(0, 1);
+        let until = Instant::now() + Duration::from_secs(2);
+        while l.delivered < subs && Instant::now() < until {
+            l.turn(Some(Duration::from_millis(5)));
+        }
+        deliveries += l.delivered as u64;
+        if trace {
+            eprintln!(
+                "round {round}: {} of {subs} delivered, first after {} us, last after {} us",
+                l.delivered,
+                l.first_delivery_ns / 1000,
+                l.last_delivery_ns / 1000
+            );
+        }
+        if l.delivered < subs {
+            incomplete += 1;
+        } else {
+            lasts.push(l.last_delivery_ns / 1000);
+        }
+        l.round_t0 = None;
+        let gap = Instant::now() + Duration::from_millis(o.gap_ms);
+        while Instant::now() < gap {
+            l.turn(Some(gap.saturating_duration_since(Instant::now())));
+        }
+    }
+    let (secs, server_cpu, self_cpu) = w.end(o.pid);
+    lasts.sort_unstable();
+    let q = |p: f64| -> u64 {
+        if lasts.is_empty() {
+            return 0;
+        }
+        let idx = ((lasts.len() as f64 * p).ceil() as usize).clamp(1, lasts.len()) - 1;
+        lasts[idx]
+    };
+    Ok(format!(
+        "{{\"scenario\":\"broadcast\",\"subs\":{subs},\"rounds\":{},\"bytes\":{},\"incomplete_rounds\":{incomplete},\
+         \"deliveries\":{deliveries},\"last_p50_us\":{},\"last_p99_us\":{},\"last_max_us\":{},\
+         \"delivery_p50_us\":{},\"delivery_p99_us\":{},\"failed\":{},{}}}",
+        o.rounds,
+        msg.len(),
+        q(0.5),
+        q(0.99),
+        lasts.last().copied().unwrap_or(0),
+        l.hist.quantile(0.5),
+        l.hist.quantile(0.99),
+        l.failed,
+        json_common(secs, server_cpu, self_cpu, deliveries)
+    ))
+}
+
+fn main() {
+    let o = match parse_opts() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let result = match o.scenario.as_str() {
+        "echo" | "rpc" => run_echo(&o),
+        "idle" => run_idle(&o),
+        _ => run_broadcast(&o),
+    };
+    match result {
+        Ok(line) => println!("{line}"),
+        Err(e) => {
+            eprintln!("tether-load {}: {e}", o.scenario);
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_round_trip() {
+        for us in [0, 1, 2047, 2048, 5000, 1 << 20, 123_456_789] {
+            let v = Hist::value(Hist::index(us));
+            assert!(v <= us && us - v <= us / 32, "{us} -> {v}");
+        }
+        let mut h = Hist::new();
+        for us in 1..=100 {
+            h.record(us);
+        }
+        assert_eq!(h.quantile(0.5), 50);
+        assert_eq!(h.quantile(0.99), 99);
+    }
+
+    #[test]
+    fn frames_are_masked() {
+        let mut out = Vec::new();
+        push_frame(&mut out, 0x1, b"abcd");
+        assert_eq!(out[0], 0x81);
+        assert_eq!(out[1], 0x84);
+        let unmasked: Vec<u8> = out[6..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ MASK[i & 3])
+            .collect();
+        assert_eq!(unmasked, b"abcd");
+    }
+}
