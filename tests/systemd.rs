@@ -185,9 +185,20 @@ impl Unit {
         self.logs.lock().unwrap().join("\n")
     }
 
+    /// The first log line containing `needle`, waiting briefly: the reader
+    /// thread may not have copied a line the process already wrote.
     fn logged(&self, needle: &str) -> Option<String> {
-        let lines = self.logs.lock().unwrap();
-        lines.iter().find(|l| l.contains(needle)).cloned()
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let found = {
+                let lines = self.logs.lock().unwrap();
+                lines.iter().find(|l| l.contains(needle)).cloned()
+            };
+            if found.is_some() || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn signal(&self, sig: libc::c_int) {
