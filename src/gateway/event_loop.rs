@@ -861,11 +861,17 @@ impl Server {
 
     /// Queues an HTTP answer, then closes like a refusal does.
     fn answer_http(&mut self, key: usize, answer: &HttpAnswer) {
+        self.answer_and_close(key, &answer.to_bytes());
+    }
+
+    /// Replaces anything queued with one HTTP answer; once it is written the
+    /// write side is shut and the connection drained until EOF or a deadline.
+    fn answer_and_close(&mut self, key: usize, response: &[u8]) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         conn.out.clear(&mut self.pool);
-        conn.out.push_copy(&mut self.pool, &[&answer.to_bytes()]);
+        conn.out.push_copy(&mut self.pool, &[response]);
         conn.stage = Stage::Refusing { shut: false };
         conn.deadline_ms = self.now.ms + REFUSAL_LINGER_MS;
         if conn.admitted {
@@ -952,16 +958,7 @@ impl Server {
             other => RefusalReason::of(other),
         });
         let response = handshake::refusal_response(refusal, reason);
-        conn.out.clear(&mut self.pool);
-        conn.out.push_copy(&mut self.pool, &[response.as_bytes()]);
-        conn.stage = Stage::Refusing { shut: false };
-        conn.deadline_ms = self.now.ms + REFUSAL_LINGER_MS;
-        if conn.admitted {
-            conn.admitted = false;
-            self.admitted -= 1;
-        }
-        self.mark_dirty(key);
-        self.schedule(key);
+        self.answer_and_close(key, response.as_bytes());
     }
 
     fn on_frame_bytes(&mut self, key: usize, data: &mut [u8]) {
