@@ -243,7 +243,9 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
     .map_err(|e| format!("cannot start the event loop: {e}"))?
     .with_tls(tls);
     let health = &s.server.health;
-    let health_addrs = if health.host == ws.host && health.port == ws.port {
+    // Port 0 asks the kernel for a free port for each listener: two zeros are
+    // two listeners, not one shared port.
+    let health_addrs = if health.host == ws.host && health.port == ws.port && ws.port != 0 {
         server.share_http_with_websocket();
         addrs.clone()
     } else {

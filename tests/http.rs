@@ -294,9 +294,13 @@ fn a_stalled_request_is_dropped_at_the_deadline() {
 fn health_answers_while_the_websocket_side_is_full() {
     for shared in [false, true] {
         let settings = if shared {
+            let port = free_port();
             json!({
                 "limits": { "max_connections": 1 },
-                "server": { "health": { "host": "127.0.0.1", "port": 0 } }
+                "server": {
+                    "websocket": { "port": port },
+                    "health": { "host": "127.0.0.1", "port": port }
+                }
             })
         } else {
             json!({ "limits": { "max_connections": 1 } })
@@ -317,9 +321,12 @@ fn health_answers_while_the_websocket_side_is_full() {
 
 #[test]
 fn a_shared_port_serves_the_endpoints_and_426_elsewhere() {
-    let server =
-        Server::start(json!({ "server": { "health": { "host": "127.0.0.1", "port": 0 } } }));
-    let port = server.port();
+    let port = free_port();
+    let server = Server::start(json!({ "server": {
+        "websocket": { "port": port },
+        "health": { "host": "127.0.0.1", "port": port }
+    } }));
+    assert_eq!(server.port(), port);
     assert!(server.wait_log(
         &format!("health endpoints on http://127.0.0.1:{port}"),
         Duration::from_secs(2)
@@ -331,6 +338,19 @@ fn a_shared_port_serves_the_endpoints_and_426_elsewhere() {
     // WebSockets work on it as usual.
     let (mut ws, _) = open(port);
     assert_pong(&mut ws);
+}
+
+#[test]
+fn port_zero_for_both_listeners_gives_two_ports() {
+    // Port 0 asks for a free port for each listener; it does not mean "share".
+    let server =
+        Server::start(json!({ "server": { "health": { "host": "127.0.0.1", "port": 0 } } }));
+    let hp = health_port(&server);
+    assert_ne!(hp, server.port());
+    assert_eq!(get(hp, "/health", None).status, 200);
+    assert_eq!(get(hp, "/other", None).status, 404);
+    assert_eq!(get(server.port(), "/health", None).status, 426);
+    assert_eq!(get(server.port(), "/metrics", None).status, 426);
 }
 
 #[test]

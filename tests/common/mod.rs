@@ -150,6 +150,13 @@ pub fn base_settings() -> Value {
     })
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago (for settings that
+/// need one fixed port, such as a health listener sharing the WebSocket port).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
 // ---------------------------------------------------------------------------
 // The server process
 // ---------------------------------------------------------------------------
