@@ -387,9 +387,35 @@ impl Settings {
         // Then the schema, on the text rather than the tree: only the text still
         // shows a key given twice, which serde then reports as a duplicate field.
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let settings = serde_path_to_error::deserialize(&mut deserializer)
-            .map_err(|e| describe_parse_error(&e.path().to_string(), e.inner(), origin))?;
-        Ok(settings)
+        let first = match serde_path_to_error::deserialize(&mut deserializer) {
+            Ok(settings) => return Ok(settings),
+            Err(e) => e,
+        };
+        // One line per problem: drop each offending key from the tree and parse
+        // again, so that every unknown key and wrong type is named, not only the
+        // first. Value problems of the keys left are reported along with them.
+        let mut errors = Vec::new();
+        let mut tree = value;
+        let mut next = Some(first);
+        while let Some(e) = next.take() {
+            errors.push(describe_parse_error(
+                &e.path().to_string(),
+                e.inner(),
+                origin,
+            ));
+            if errors.len() >= MAX_REPORTED_PROBLEMS || !remove_at(&mut tree, e.path()) {
+                return Err(SettingsErrors(errors));
+            }
+            match serde_path_to_error::deserialize::<_, Settings>(&tree) {
+                Ok(rest) => {
+                    if let Err(SettingsErrors(more)) = rest.validate() {
+                        errors.extend(more);
+                    }
+                }
+                Err(e) => next = Some(e),
+            }
+        }
+        Err(SettingsErrors(errors))
     }
 
     /// Env overrides (SPEC §2): `JWT_SECRET`, `WEBSOCKET_PORT`, `TETHER_LOG`.
@@ -760,6 +786,41 @@ fn reject_arrays_as_objects(value: &serde_json::Value, origin: &str) -> Result<(
 
 /// Turns a serde error into a [`SettingError`] naming the key (or, for text that
 /// is not JSON, the origin with line and column).
+/// At most this many problems are listed for one settings file.
+const MAX_REPORTED_PROBLEMS: usize = 64;
+
+/// Removes from `tree` the innermost object key on `path` (a whole list when
+/// the problem is one of its elements, so later indexes stay as written); false
+/// when there is no such key (so nothing could be removed).
+fn remove_at(tree: &mut serde_json::Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some(cut) = segments
+        .iter()
+        .rposition(|s| matches!(s, Segment::Map { .. }))
+    else {
+        return false;
+    };
+    let mut node = tree;
+    for segment in &segments[..cut] {
+        let child = match (segment, node) {
+            (Segment::Map { key }, serde_json::Value::Object(map)) => map.get_mut(key.as_str()),
+            (Segment::Seq { index }, serde_json::Value::Array(items)) => items.get_mut(*index),
+            _ => None,
+        };
+        match child {
+            Some(child) => node = child,
+            None => return false,
+        }
+    }
+    match (segments[cut], node) {
+        (Segment::Map { key }, serde_json::Value::Object(map)) => {
+            map.remove(key.as_str()).is_some()
+        }
+        _ => false,
+    }
+}
+
 fn describe_parse_error(path: &str, error: &serde_json::Error, origin: &str) -> SettingError {
     let message = strip_position(error);
     match error.classify() {

@@ -163,6 +163,32 @@ fn unknown_key_is_rejected_by_name() {
 }
 
 #[test]
+fn every_unknown_key_and_wrong_type_gets_its_own_line() {
+    // SPEC §1: "exit 1 with a one-line reason per problem", not only the first.
+    let out = check_text(
+        r#"{"limits":{"bogus":1,"idle_timeout_s":"x","max_message_bytes":10},
+            "server":{"websocket":{"auth":{"password_permissions":[1,"a",2]}}},
+            "log":{"level":"loud"},"extra":{}}"#,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).is_empty());
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    for key in [
+        "limits.bogus:",
+        "limits.idle_timeout_s:",
+        "limits.max_message_bytes:",
+        "server.websocket.auth.password_permissions[0]:",
+        "log.level:",
+        "extra:",
+    ] {
+        let n = lines.iter().filter(|l| l.contains(key)).count();
+        assert_eq!(n, 1, "{key} on {n} lines: {err}");
+    }
+    assert_eq!(lines.len(), 6, "{err}");
+}
+
+#[test]
 fn wrong_type_is_rejected_by_key() {
     let out = check_text(r#"{"server":{"websocket":{"port":"80"}}}"#);
     assert_rejected(&out, "server.websocket.port", &[]);
