@@ -130,6 +130,16 @@ fn parse_args(raw: Vec<String>) -> Result<Args, String> {
             _ => unreachable!("checked against the allowed list"),
         }
     }
+    // A missing `--sub` or a bad `--ttl` is a usage error (exit 2), like an
+    // unknown option, not a settings problem (exit 1).
+    if args.command == "token" {
+        if args.sub.as_deref().is_none_or(str::is_empty) {
+            return Err("token: --sub ID is required".into());
+        }
+        if let Some(ttl) = &args.ttl {
+            parse_ttl(ttl).map_err(|e| format!("--ttl: {e}"))?;
+        }
+    }
     Ok(args)
 }
 

@@ -362,17 +362,24 @@ fn token_argument_errors() {
     let path = dir.write_json("s.json", &json!({}));
     let config = path.to_str().unwrap();
     let envs = [("JWT_SECRET", SECRET)];
+    // Usage errors exit 2, as an unknown option does (README: "Usage errors exit 2").
     let out = run(dir.path(), &envs, &["token", "--config", config]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--sub"), "{}", stderr(&out));
     assert!(stdout(&out).is_empty());
+    let out = run(
+        dir.path(),
+        &envs,
+        &["token", "--sub", "", "--config", config],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     for ttl in ["soon", "0", "5y", "-1h"] {
         let out = run(
             dir.path(),
             &envs,
             &["token", "--sub", "x", "--ttl", ttl, "--config", config],
         );
-        assert!(!out.status.success(), "--ttl {ttl} accepted");
+        assert_eq!(out.status.code(), Some(2), "--ttl {ttl}: {}", stderr(&out));
         assert!(stdout(&out).is_empty(), "--ttl {ttl} printed a token");
     }
 }
