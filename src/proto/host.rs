@@ -511,23 +511,21 @@ impl Hub {
             return self.error(key, ErrorCode::InvalidData, msg, now, rid);
         };
         let reason = kick.reason.as_deref().unwrap_or("kicked by the host");
-        let delivered = match self.client_key(&kick.client) {
-            Some(target) => {
-                self.out.reply(target, "kicked", None, |data| {
-                    data.str("reason", reason);
-                });
-                self.close(target, 4010, "kicked");
-                1
-            }
-            None => 0,
-        };
-        // A host that kicked itself is gone: nothing more goes to it.
-        if self.session(key).is_none() {
-            return;
+        let target = self.client_key(&kick.client);
+        // The acknowledgement comes before the `host.client_left` the kick
+        // causes, like the answer to any other host event; a host that kicks
+        // itself gets none (it is gone).
+        if target != Some(key) {
+            self.out.ack(key, rid, |w| {
+                w.u64("delivered", u64::from(target.is_some()));
+            });
         }
-        self.out.ack(key, rid, |w| {
-            w.u64("delivered", delivered);
-        });
+        if let Some(target) = target {
+            self.out.reply(target, "kicked", None, |data| {
+                data.str("reason", reason);
+            });
+            self.close(target, 4010, "kicked");
+        }
     }
 
     fn host_token(
