@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tether::gateway::event_loop::{App, Server};
-use tether::gateway::listen::bind_all;
+use tether::gateway::listen::{bind_all, resolve};
 use tether::gateway::setup::{authenticator, hub_config, shell_config, Reloader};
 use tether::gateway::tls::{self, TlsState};
 use tether::proto::auth::{parse_ttl, MintRequest};
@@ -235,7 +235,7 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
     let hub = Hub::new(hub_config(&s, &secret));
     let tls = tls_state(&s, &ws.host)?;
     let scheme = scheme(&tls);
-    let listeners = bind_all(&ws.host, ws.port).map_err(|e| e.to_string())?;
+    let listeners = bind_all(&ws.host, ws.port).map_err(|e| format!("server.websocket: {e}"))?;
     let addrs: Vec<_> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -358,6 +358,23 @@ fn cmd_check_config(args: &Args) -> Result<(), String> {
                     path.display()
                 )),
             }
+        }
+    }
+    // The listen addresses must resolve (binding is left to `serve`).
+    for (key, host, port) in [
+        (
+            "server.websocket.host",
+            &s.server.websocket.host,
+            s.server.websocket.port,
+        ),
+        (
+            "server.health.host",
+            &s.server.health.host,
+            s.server.health.port,
+        ),
+    ] {
+        if let Err(e) = resolve(host, port) {
+            problems.push(format!("{key}: {e}"));
         }
     }
     // The TLS files are read and matched (a self-signed pair is not generated).

@@ -580,6 +580,29 @@ fn configured_jwt_secret_matches_independent_signing() {
 }
 
 #[test]
+fn listen_address_problems_name_the_key() {
+    // A host that cannot resolve (a NUL byte: refused before any lookup) is
+    // reported by check-config and by serve under its key.
+    let out = check_text(r#"{"server":{"websocket":{"host":"bad\u0000host"}}}"#);
+    assert_rejected(&out, "server.websocket.host", &["cannot resolve"]);
+    let out = check_text(r#"{"server":{"health":{"host":"bad\u0000host"}}}"#);
+    assert_rejected(&out, "server.health.host", &["cannot resolve"]);
+    // An address this machine does not have (TEST-NET-1): bind fails, exit 1,
+    // the message names the block and the address.
+    let dir = TempDir::new("noaddr");
+    let path = dir.write_json(
+        "s.json",
+        &json!({"server": {"websocket": {"host": "192.0.2.1", "port": 0}}}),
+    );
+    let out = run(
+        dir.path(),
+        &[("JWT_SECRET", SECRET)],
+        &["serve", "--config", path.to_str().unwrap()],
+    );
+    assert_rejected(&out, "server.websocket", &["192.0.2.1"]);
+}
+
+#[test]
 fn serve_on_a_busy_port_exits_1() {
     let first = Server::start(json!({}));
     let port = first.port().to_string();

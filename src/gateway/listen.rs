@@ -16,7 +16,10 @@ pub fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
-    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve `{host}`: {e}")))?
+        .collect();
     if addrs.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
