@@ -160,6 +160,7 @@ fn invalid_handshake_token_is_401() {
     let none = alg_none_token(&json!({"sub": "x", "exp": now + 600}));
     let no_exp = mint(SECRET.as_bytes(), Some("x"), None, json!({}));
     let no_sub = mint(SECRET.as_bytes(), None, Some(now + 600), json!({}));
+    let empty_sub = mint(SECRET.as_bytes(), Some(""), Some(now + 600), json!({}));
     for (what, token) in [
         ("garbage", "not-a-jwt".to_string()),
         ("expired", expired),
@@ -167,6 +168,7 @@ fn invalid_handshake_token_is_401() {
         ("alg none", none),
         ("no exp", no_exp),
         ("no sub", no_sub),
+        ("empty sub", empty_sub),
     ] {
         let bearer = format!("Bearer {token}");
         assert_eq!(

@@ -131,6 +131,8 @@ fn bad_tokens_in_auth_fail_with_4001() {
         ),
         alg_none_token(&json!({"sub": "x", "exp": now + 600})),
         mint(SECRET.as_bytes(), Some("x"), None, json!({})),
+        // An empty `sub` names nobody, like a missing one.
+        mint(SECRET.as_bytes(), Some(""), Some(now + 600), json!({})),
     ];
     for token in tokens {
         let (mut ws, _) = open(server.port());

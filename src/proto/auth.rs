@@ -95,7 +95,7 @@ impl std::fmt::Display for AuthError {
             AuthError::BadSignature => "token signature or algorithm rejected",
             AuthError::Expired => "token expired",
             AuthError::NotYetValid => "token not valid yet",
-            AuthError::MissingSub => "token has no string `sub` claim",
+            AuthError::MissingSub => "token has no non-empty string `sub` claim",
             AuthError::MissingExp => "token has no `exp` claim",
             AuthError::WrongIssuer => "token issuer not accepted",
             AuthError::WrongAudience => "token audience not accepted",
@@ -164,7 +164,11 @@ impl Authenticator {
             .key
             .verify_token::<TetherClaims>(token, Some(options))
             .map_err(classify)?;
-        let sub = claims.subject.ok_or(AuthError::MissingSub)?;
+        // An empty `sub` names nobody: refused like a missing one.
+        let sub = claims
+            .subject
+            .filter(|s| !s.is_empty())
+            .ok_or(AuthError::MissingSub)?;
         let exp = claims.expires_at.ok_or(AuthError::MissingExp)?.as_secs();
         // Skew is tolerated on `nbf`/`iat` only: a token past its `exp` would
         // open a session that closes 4003 at once.
@@ -206,6 +210,9 @@ impl Authenticator {
 
     /// Signs a token valid from `now_unix` for `ttl_s` seconds; returns it and its expiry.
     pub fn mint(&self, req: &MintRequest, now_unix: u64) -> Result<(String, u64), String> {
+        if req.sub.is_empty() {
+            return Err("`sub` must not be empty".into());
+        }
         if req.ttl_s == 0 || req.ttl_s > MAX_TTL_S {
             return Err(format!(
                 "a token lifetime of {} s is not between one second and ten years",
