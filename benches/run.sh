@@ -6,8 +6,8 @@
 # over wss:// against tether and uWebSockets' SSLApp, beside the plain ws
 # figures of the same run (a P-256 certificate made with openssl per run).
 #
-#   bash benches/run.sh           full run (about 10 minutes)
-#   bash benches/run.sh --quick   shorter windows and fewer rounds (about 5 minutes)
+#   bash benches/run.sh           full run (about 7 minutes once built)
+#   bash benches/run.sh --quick   shorter windows and fewer rounds (about 3.5 minutes)
 #
 # Method (2-core machine): each server is pinned to CPU 0 and the load tool
 # to CPU 1, both at nice -19 in an autogroup niced to -19; every figure is
