@@ -179,6 +179,8 @@ def main():
     gi = get(rows, "tether-gateway", "idle", "kib_per_conn")
     md.append(f"Idle memory of authenticated gateway sessions (10k, token in the URL): {fmt(gi, '{:.2f}')} KiB per connection.\n")
 
+    tls_table(md, rows)
+
     md.append("## Targets (issue 7)\n")
     md.append("| target | tether | reference | met |")
     md.append("|---|---:|---:|---|")
@@ -213,9 +215,97 @@ def main():
         "second-worst round, so one hiccup of the shared machine moves it: see the noise table; "
         "the p50 is the steadier figure); CPU per delivery over all rounds.\n"
         "- **gateway / rpc**: tether only, see above.\n"
+        "- **handshakes** (TLS table): 32 connection attempts in parallel, each a new TCP "
+        "connection, a full TLS handshake (wss) and the WebSocket upgrade, closed (RST) as soon as "
+        "the 101 arrives and replaced by a new one; per second, and server CPU per connection.\n"
     )
     (out / "results.md").write_text("\n".join(md))
     chart(rows, out / "chart.png")
+
+
+def mean(rows, server, scenario, field):
+    """The mean of a figure over a server's runs `server` and `server#2`."""
+    vals = [get(rows, s, scenario, field) for s in (server, server + "#2")]
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def tls_table(md, rows):
+    """wss beside ws, per server, each the mean of two alternating runs."""
+    if not any(mean(rows, s, sc, "server_us_per_msg") is not None for s in ("tether-wss", "uwebsockets-wss") for sc in ("echo", "broadcast1000", "handshakes")):
+        return
+    md.append("## TLS: wss beside ws (same run)\n")
+    md.append(
+        "The same scenarios over wss:// (TLS 1.3, a P-256 certificate made with openssl for the run, "
+        "the load tool on rustls with the ring provider and no session resumption): tether with "
+        "`server.websocket.tls` (rustls, ring) and uWebSockets' `SSLApp` (its BoringSSL). "
+        "Each server ran ws, then wss, then ws and wss again, each time a fresh process, back to "
+        "back; every figure is the mean of its two runs, so that the ratio compares neighbours in "
+        "time on the shared machine. "
+        "\"wss as % of ws\" divides the wss figure by the ws one; for msg/s and handshakes/s "
+        "lower is the TLS cost, for CPU and latency higher is. \"load util\" is the load tool's "
+        "CPU use in the wss run (1.00 = a full core; above 0.95 the load tool, not the server, "
+        "set the pace).\n"
+    )
+    md.append("| server | figure | ws | wss | wss as % of ws | load util (wss) | load µs CPU per unit (wss) |")
+    md.append("|---|---|---:|---:|---:|---:|---:|")
+    figures = (
+        ("echo", "msgs_per_s", "echo msg/s", 1, "{:,.0f}"),
+        ("echo", "server_us_per_msg", "echo µs CPU/msg", 1, "{:.2f}"),
+        ("echo", "lat_p99_us", "echo p99 ms", 1000, "{:.2f}"),
+        ("broadcast1000", "last_p50_us", "bcast 1k last p50 ms", 1000, "{:.2f}"),
+        ("broadcast1000", "last_p99_us", "bcast 1k last p99 ms", 1000, "{:.2f}"),
+        ("broadcast1000", "server_us_per_msg", "bcast 1k µs CPU/delivery", 1, "{:.2f}"),
+        ("handshakes", "per_s", "new connections/s (TCP + TLS + upgrade)", 1, "{:,.0f}"),
+        ("handshakes", "server_us_per_msg", "µs CPU per new connection", 1, "{:.0f}"),
+    )
+    for s in ("tether", "uwebsockets"):
+        for sc, f, label, div, spec in figures:
+            a, b = mean(rows, s + "-ws", sc, f), mean(rows, s + "-wss", sc, f)
+            pct = ratio(b, a)
+            md.append(
+                f"| {s} | {label} | {fmt(None if a is None else a / div, spec)} | "
+                f"{fmt(None if b is None else b / div, spec)} | {fmt(None if pct is None else pct * 100, '{:.0f} %')} | "
+                f"{fmt(mean(rows, s + '-wss', sc, 'load_util'), '{:.2f}')} | "
+                f"{fmt(mean(rows, s + '-wss', sc, 'load_us_per_msg'), '{:.2f}')} |"
+            )
+    md.append("")
+    sat = sorted(
+        f"{srv} {sc}"
+        for (srv, sc), r in rows.items()
+        if ("-ws" in srv) and not r.get("error") and r.get("load_util", 0) >= 0.95
+    )
+    if sat:
+        md.append(
+            "The load tool was saturated (≥ 0.95 of a core) in: " + ", ".join(sat) + ". There the rate is "
+            "the load tool's limit, not the server's: a TLS client spends more CPU per handshake than "
+            "the server (it verifies the certificate and the handshake signature), so compare the "
+            "server's µs CPU per unit, which does not depend on the pace.\n"
+        )
+    md.append("tether / uWebSockets over wss (same run):\n")
+    md.append("| echo msg/s | echo CPU/msg | bcast 1k last p50 | bcast 1k last p99 | bcast 1k CPU/delivery | new connections/s | CPU per new connection |")
+    md.append("|---:|---:|---:|---:|---:|---:|---:|")
+    md.append(
+        "| "
+        + " | ".join(
+            times(ratio(mean(rows, "tether-wss", sc, f), mean(rows, "uwebsockets-wss", sc, f)))
+            for sc, f in (
+                ("echo", "msgs_per_s"),
+                ("echo", "server_us_per_msg"),
+                ("broadcast1000", "last_p50_us"),
+                ("broadcast1000", "last_p99_us"),
+                ("broadcast1000", "server_us_per_msg"),
+                ("handshakes", "per_s"),
+                ("handshakes", "server_us_per_msg"),
+            )
+        )
+        + " |"
+    )
+    suites = sorted({r.get("suite") for (srv, sc), r in rows.items() if sc == "handshakes" and "-wss" in srv and r.get("suite")})
+    if suites:
+        md.append("")
+        md.append("Negotiated: " + ", ".join(f"`{x}`" for x in suites) + ".")
+    md.append("")
 
 
 def chart(rows, path):

@@ -2,14 +2,17 @@
 # Benchmarks tether against peer WebSocket servers, side by side in one run,
 # and writes benches/results/results.md, results.jsonl, chart.png, and
 # rounds.log (every broadcast round's first and last delivery, for outliers).
+# The TLS part runs echo, broadcast to 1,000 and new connections per second
+# over wss:// against tether and uWebSockets' SSLApp, beside the plain ws
+# figures of the same run (a P-256 certificate made with openssl per run).
 #
-#   bash benches/run.sh           full run (about 10-15 minutes)
-#   bash benches/run.sh --quick   shorter windows and fewer rounds (about 3 minutes)
+#   bash benches/run.sh           full run (about 7 minutes once built)
+#   bash benches/run.sh --quick   shorter windows and fewer rounds (about 3.5 minutes)
 #
 # Method (2-core machine): each server is pinned to CPU 0 and the load tool
 # to CPU 1, both at nice -19 in an autogroup niced to -19; every figure is
 # taken from /proc while the scenario runs. Only loopback is used (source
-# addresses 127.0.0.2-9 for the clients). Needs: cargo, node + npm, python3
+# addresses 127.0.0.2-9 for the clients). Needs: cargo, openssl, node + npm, python3
 # (with venv on Debian), taskset; installs `uwebsockets` and `ws` (npm, in
 # benches/peers/node) and `websockets` and `matplotlib` (pip, in a venv
 # unless the system Python has them) itself. Run as root for nice -19.
@@ -20,10 +23,12 @@ QUICK=0
 [[ "${1:-}" == "--quick" ]] && QUICK=1
 
 if ((QUICK)); then
-    ECHO_WARM=1 ECHO_SECS=3 IDLE_CONNS=10000 IDLE_HOLD=3 B1K_ROUNDS=30 B10K_ROUNDS=8
+    ECHO_WARM=1 ECHO_SECS=3 IDLE_CONNS=10000 IDLE_HOLD=3 B1K_ROUNDS=30 B10K_ROUNDS=8 HS_SECS=3
 else
-    ECHO_WARM=2 ECHO_SECS=8 IDLE_CONNS=10000 IDLE_HOLD=10 B1K_ROUNDS=100 B10K_ROUNDS=30
+    ECHO_WARM=2 ECHO_SECS=8 IDLE_CONNS=10000 IDLE_HOLD=10 B1K_ROUNDS=100 B10K_ROUNDS=30 HS_SECS=5
 fi
+# handshakes: connection attempts in parallel (each closed once upgraded).
+HS_CONNS=32
 LOAD_TIMEOUT=240
 PORT=39200
 
@@ -34,6 +39,9 @@ JSONL=$OUT/results.jsonl
 : >"$JSONL"
 : >"$OUT/rounds.log"
 SERVER_PID=
+# wss runs set these: the load tool's address scheme and its extra options.
+SCHEME=
+LOAD_TLS=()
 
 cleanup() {
     if [[ -n "$SERVER_PID" ]]; then
@@ -107,7 +115,7 @@ load() {
     local server=$1 port=$2; shift 2
     local line
     echo "## $server: $*" | sed 's/token=[^ "]*/token=JWT/g' >>"$OUT/rounds.log"
-    if line=$( (TETHER_LOAD_TRACE=1 on_cpu 1 timeout "$LOAD_TIMEOUT" "$LOAD" "$@" --addr "127.0.0.1:$port" --pid "$SERVER_PID") 2>>"$OUT/rounds.log"); then
+    if line=$( (TETHER_LOAD_TRACE=1 on_cpu 1 timeout "$LOAD_TIMEOUT" "$LOAD" "$@" --addr "${SCHEME}127.0.0.1:$port" "${LOAD_TLS[@]}" --pid "$SERVER_PID") 2>>"$OUT/rounds.log"); then
         echo "{\"server\":\"$server\",${line:1}" >>"$JSONL"
         echo "   $server: $line" >&2
     else
@@ -200,6 +208,64 @@ start_server $P node "$ROOT/benches/peers/node/uws.js" $P
 load 'uwebsockets#2' $P echo --conns 100 --inflight 8 --size 32 --warmup "$ECHO_WARM" --secs "$ECHO_SECS"
 load 'uwebsockets#2' $P broadcast --conns 1000 --rounds "$B1K_ROUNDS" --path /sub --pub-path /pub
 stop_server
+
+# ---------------------------------------------------------------- TLS
+# wss against tether (rustls, ring) and uWebSockets (SSLApp, its BoringSSL),
+# the same certificate for both, each wss figure beside its ws pair:
+# echo (100 conns, 32 B, 8 in flight), broadcast to 1,000 and new
+# connections per second (handshakes, 32 attempts in parallel).
+log "TLS: a P-256 certificate for 127.0.0.1 (openssl, in $WORK)"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -addext "basicConstraints=critical,CA:FALSE" \
+    -addext "extendedKeyUsage=serverAuth" -keyout "$WORK/tls-key.pem" -out "$WORK/tls-cert.pem" 2>/dev/null
+sed 's|"auth": {"allowed_ip": "127.0.0.0/8"}|&, "tls": {"cert": "'"$WORK"'/tls-cert.pem", "key": "'"$WORK"'/tls-key.pem"}|' \
+    "$WORK/tether.json" >"$WORK/tether-tls.json"
+grep -q '"tls"' "$WORK/tether-tls.json"
+hs() { load "$1" "$2" handshakes --conns "$HS_CONNS" --warmup 1 --secs "$HS_SECS"; }
+tls_on() { SCHEME=wss:// LOAD_TLS=(--ca "$WORK/tls-cert.pem"); }
+tls_off() { SCHEME= LOAD_TLS=(); }
+
+# Each pair runs back to back, twice (ws, wss, ws, wss), so that the ratio
+# compares neighbours in time on this shared machine; the report averages
+# the two of each.
+tls_pairs() {
+    local rep=$1
+    log "TLS: tether echo, ws then wss${rep:+ (again)}"
+    start_server $PORT "$TETHER" echo --config "$WORK/tether.json"
+    load "tether-ws$rep" $PORT echo --conns 100 --inflight 8 --size 32 --warmup "$ECHO_WARM" --secs "$ECHO_SECS"
+    hs "tether-ws$rep" $PORT
+    stop_server
+    start_server $PORT "$TETHER" echo --config "$WORK/tether-tls.json"
+    tls_on
+    load "tether-wss$rep" $PORT echo --conns 100 --inflight 8 --size 32 --warmup "$ECHO_WARM" --secs "$ECHO_SECS"
+    hs "tether-wss$rep" $PORT
+    tls_off
+    stop_server
+    log "TLS: tether serve, host broadcast to 1,000, ws then wss"
+    start_server $PORT "$TETHER" serve --config "$WORK/tether.json"
+    load "tether-ws$rep" $PORT broadcast --tether --conns 1000 --rounds "$B1K_ROUNDS" --path "/?token=$SUB_TOKEN" --pub-path "/?token=$HOST_TOKEN"
+    stop_server
+    start_server $PORT "$TETHER" serve --config "$WORK/tether-tls.json"
+    tls_on
+    load "tether-wss$rep" $PORT broadcast --tether --conns 1000 --rounds "$B1K_ROUNDS" --path "/?token=$SUB_TOKEN" --pub-path "/?token=$HOST_TOKEN"
+    tls_off
+    stop_server
+    log "TLS: uWebSockets, App then SSLApp"
+    start_server $P node "$ROOT/benches/peers/node/uws.js" $P
+    load "uwebsockets-ws$rep" $P echo --conns 100 --inflight 8 --size 32 --warmup "$ECHO_WARM" --secs "$ECHO_SECS"
+    load "uwebsockets-ws$rep" $P broadcast --conns 1000 --rounds "$B1K_ROUNDS" --path /sub --pub-path /pub
+    hs "uwebsockets-ws$rep" $P
+    stop_server
+    start_server $P node "$ROOT/benches/peers/node/uws.js" $P "$WORK/tls-key.pem" "$WORK/tls-cert.pem"
+    tls_on
+    load "uwebsockets-wss$rep" $P echo --conns 100 --inflight 8 --size 32 --warmup "$ECHO_WARM" --secs "$ECHO_SECS"
+    load "uwebsockets-wss$rep" $P broadcast --conns 1000 --rounds "$B1K_ROUNDS" --path /sub --pub-path /pub
+    hs "uwebsockets-wss$rep" $P
+    tls_off
+    stop_server
+}
+tls_pairs ""
+tls_pairs "#2"
 
 echo "{\"meta_end\":true,\"loadavg_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >>"$JSONL"
 

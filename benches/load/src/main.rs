@@ -13,28 +13,48 @@
 //!   broadcast  one publisher (or a tether host) and N subscribers; per round,
 //!              the latency of every delivery and the time until the last one
 //!   rpc        tether only: clients send requests a host (this tool) answers
+//!   handshakes N connection attempts in parallel, each closed (and replaced)
+//!              as soon as its WebSocket upgrade is answered: new connections
+//!              per second, each with a full TLS handshake over wss://
 //!
-//! Only loopback targets are accepted. TLS (wss://) is not implemented yet: a
-//! connection's socket I/O goes through `Conn::read_into`/`Conn::write_out`,
-//! the two places a rustls `ClientConnection` would wrap.
+//! Only loopback targets are accepted. With `--addr wss://127.0.0.1:PORT` every
+//! connection runs a rustls `ClientConnection` (ring provider, no session
+//! resumption) on its non-blocking socket: one socket read of up to 256 KiB is
+//! fed to rustls record by record and the plaintext parsed in place; outgoing
+//! frames are handed to rustls in large slices of the repeated frame and its
+//! sealed records written with one (vectored) `write_tls` call at a time.
+//! rustls itself still allocates per TLS record (a sealed record, a received
+//! plaintext chunk), never per WebSocket message of this tool.
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, IpAddr as PkiIp, ServerName, UnixTime};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::FromRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
-usage: tether-load SCENARIO --addr 127.0.0.1:PORT [options]
-scenarios: echo | idle | broadcast | rpc
+usage: tether-load SCENARIO --addr [ws://|wss://]127.0.0.1:PORT [options]
+scenarios: echo | idle | broadcast | rpc | handshakes
+  --ca FILE          wss: trust the PEM certificate(s) in FILE (a CA or the server's own)
+  --insecure         wss: accept any server certificate (loopback benchmarking only)
+  --conns N          connections (echo, idle, rpc), subscribers (broadcast) or
+                     connection attempts in parallel (handshakes) [100]
   --pid PID          server process to measure (CPU, RSS)
-  --conns N          connections (echo, idle, rpc) or subscribers (broadcast) [100]
   --inflight D       messages in flight per connection (echo, rpc) [8]
   --size B           payload bytes of generated messages [32]
   --text S           use S as the message payload instead of B bytes of 'x'
-  --warmup S         seconds before measuring (echo, rpc) [1]
-  --secs S           seconds measured (echo, rpc) or held (idle) [5]
+  --warmup S         seconds before measuring (echo, rpc, handshakes) [1]
+  --secs S           seconds measured (echo, rpc, handshakes) or held (idle) [5]
   --rounds R         broadcast rounds [50]
   --gap-ms MS        pause between broadcast rounds [20]
   --path P           request path for clients and subscribers [/]
@@ -63,12 +83,17 @@ struct Opts {
     tether: bool,
     src_ips: u32,
     max_pending: usize,
+    tls: bool,
+    ca: Option<String>,
+    insecure: bool,
 }
 
-fn parse_opts() -> Result<Opts, String> {
-    let mut args = std::env::args().skip(1);
+fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
     let scenario = args.next().ok_or(USAGE)?;
-    if !matches!(scenario.as_str(), "echo" | "idle" | "broadcast" | "rpc") {
+    if !matches!(
+        scenario.as_str(),
+        "echo" | "idle" | "broadcast" | "rpc" | "handshakes"
+    ) {
         return Err(USAGE.into());
     }
     let mut o = Opts {
@@ -88,6 +113,9 @@ fn parse_opts() -> Result<Opts, String> {
         tether: false,
         src_ips: 8,
         max_pending: 256,
+        tls: false,
+        ca: None,
+        insecure: false,
     };
     fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
         v.as_deref()
@@ -97,7 +125,15 @@ fn parse_opts() -> Result<Opts, String> {
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--addr" => {
-                let a: SocketAddrV4 = num("--addr", args.next())?;
+                let v = args.next().unwrap_or_default();
+                let rest = if let Some(r) = v.strip_prefix("wss://") {
+                    o.tls = true;
+                    r
+                } else {
+                    o.tls = false;
+                    v.strip_prefix("ws://").unwrap_or(&v)
+                };
+                let a: SocketAddrV4 = num("--addr", Some(rest.trim_end_matches('/').to_string()))?;
                 if !a.ip().is_loopback() {
                     return Err("--addr: only loopback targets are allowed".into());
                 }
@@ -117,16 +153,110 @@ fn parse_opts() -> Result<Opts, String> {
             "--tether" => o.tether = true,
             "--src-ips" => o.src_ips = num("--src-ips", args.next())?,
             "--max-pending" => o.max_pending = num("--max-pending", args.next())?,
+            "--ca" => o.ca = Some(args.next().ok_or("--ca: missing")?),
+            "--insecure" => o.insecure = true,
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
     if o.addr.port() == 0 {
         return Err(format!("--addr is required\n{USAGE}"));
     }
+    if o.tls && o.ca.is_none() && !o.insecure {
+        return Err("wss:// needs --ca FILE or --insecure".into());
+    }
+    if !o.tls && (o.ca.is_some() || o.insecure) {
+        return Err("--ca and --insecure are for wss:// addresses".into());
+    }
     if o.inflight == 0 || o.conns == 0 || o.src_ips > 250 {
         return Err("--conns and --inflight must be at least 1, --src-ips at most 250".into());
     }
     Ok(o)
+}
+
+// ------------------------------------------------------------------ tls
+
+/// `--insecure`: any certificate is accepted, but the handshake signatures
+/// are still checked (the key exchange is real, only the identity is not).
+#[derive(Debug)]
+struct AnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The client configuration for wss://: ring, TLS 1.3 and 1.2, no session
+/// resumption (every connection does a full handshake).
+fn tls_config(o: &Opts) -> Result<Arc<ClientConfig>, String> {
+    // AES-128-GCM first, as browsers order it (ring's default puts AES-256
+    // first); the server picks, and the JSON line of `handshakes` names it.
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    let provider = Arc::new(provider);
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?;
+    let mut config = if o.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+            .with_no_client_auth()
+    } else {
+        let path =
+            o.ca.as_deref()
+                .ok_or("wss:// needs --ca FILE or --insecure")?;
+        let mut roots = RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("--ca {path}: {e}"))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("--ca {path}: {e}"))?;
+            roots.add(cert).map_err(|e| format!("--ca {path}: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("--ca {path}: no certificate in the file"));
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.resumption = Resumption::disabled();
+    Ok(Arc::new(config))
 }
 
 // ------------------------------------------------------------------ frames
@@ -315,14 +445,26 @@ struct Conn {
     dirty: bool,
     /// Registered for writable events (only while a write is blocked).
     wants_write: bool,
+    /// wss://: the TLS session on `sock`.
+    tls: Option<Box<ClientConnection>>,
+    /// When the connection was started (ns since start).
+    t_open: u64,
 }
 
 impl Conn {
-    fn read_into(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.sock.read(buf)
-    }
+    /// Hands `bytes` to the socket, or (wss) to rustls once the records it
+    /// already sealed are written: `WouldBlock` while they cannot be.
     fn write_out(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.sock.write(bytes)
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return self.sock.write(bytes);
+        };
+        while tls.wants_write() {
+            tls.write_tls(&mut self.sock)?;
+        }
+        match tls.writer().write(bytes)? {
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        }
     }
 }
 
@@ -445,14 +587,28 @@ struct Load {
     last_delivery_ns: u64,
     /// Tether host link: answer host.request, count host.registered.
     tether_host: bool,
+    /// wss://: the client configuration and the name the server must prove.
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    /// wss: decrypted bytes of one read.
+    pbuf: Vec<u8>,
+    tls_errors: u64,
     host_ready: bool,
     host_replies: u64,
 }
 
 impl Load {
-    fn new(o: &Opts, rep: Repeated) -> io::Result<Load> {
+    fn new(o: &Opts, rep: Repeated) -> Result<Load, String> {
+        let tls = if o.tls {
+            let name = ServerName::IpAddress(PkiIp::from(std::net::IpAddr::V4(*o.addr.ip())));
+            Some((tls_config(o)?, name))
+        } else {
+            None
+        };
         Ok(Load {
-            poll: Poll::new()?,
+            tls,
+            pbuf: vec![0; 64 * 1024],
+            tls_errors: 0,
+            poll: Poll::new().map_err(|e| e.to_string())?,
             events: Events::with_capacity(4096),
             conns: Vec::new(),
             rbuf: vec![0; 256 * 1024],
@@ -486,7 +642,19 @@ impl Load {
 
     /// Starts one connection; it completes its handshake inside `turn`.
     fn open(&mut self, role: Role, path: &str, ring: usize) -> io::Result<()> {
-        let i = self.conns.len();
+        self.open_at(None, role, path, ring)
+    }
+
+    /// Starts one connection in slot `at` (replacing a retired one) or in a
+    /// new slot.
+    fn open_at(
+        &mut self,
+        at: Option<usize>,
+        role: Role,
+        path: &str,
+        ring: usize,
+    ) -> io::Result<()> {
+        let i = at.unwrap_or(self.conns.len());
         let src = (self.src_ips > 0)
             .then(|| Ipv4Addr::new(127, 0, 0, 2 + (i as u32 % self.src_ips) as u8));
         let mut sock = connect_from(src, self.addr)?;
@@ -500,7 +668,15 @@ impl Load {
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             self.addr
         );
-        self.conns.push(Conn {
+        let tls = match &self.tls {
+            Some((config, name)) => Some(Box::new(
+                ClientConnection::new(config.clone(), name.clone()).map_err(io::Error::other)?,
+            )),
+            None => None,
+        };
+        let conn = Conn {
+            tls,
+            t_open: self.now_ns,
             sock,
             role,
             st: St::Connecting,
@@ -521,8 +697,23 @@ impl Load {
             got: false,
             dirty: false,
             wants_write: true,
-        });
+        };
+        match self.conns.get_mut(i) {
+            Some(slot) => *slot = conn,
+            None => self.conns.push(conn),
+        }
         Ok(())
+    }
+
+    /// Closes an open connection without counting it as failed (handshakes).
+    fn retire(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if c.st == St::Open {
+            self.opened -= 1;
+        }
+        c.st = St::Dead;
+        c.dirty = false;
+        let _ = self.poll.registry().deregister(&mut c.sock);
     }
 
     fn pending(&self) -> usize {
@@ -687,6 +878,9 @@ impl Load {
                     c.owed -= n;
                     c.pos = (c.pos + n) % flen;
                 })
+            } else if let Some(tls) = c.tls.as_deref_mut().filter(|t| t.wants_write()) {
+                // wss: sealed records (handshake, or the last plaintext) left.
+                tls.write_tls(&mut c.sock).map(|_| ())
             } else {
                 // All written: stop asking for writable events.
                 if c.wants_write {
@@ -718,12 +912,15 @@ impl Load {
     }
 
     fn read(&mut self, i: usize) {
+        if self.conns[i].tls.is_some() {
+            return self.read_tls(i);
+        }
         let mut buf = std::mem::take(&mut self.rbuf);
         loop {
             if self.conns[i].st == St::Dead {
                 break;
             }
-            match self.conns[i].read_into(&mut buf) {
+            match self.conns[i].sock.read(&mut buf) {
                 Ok(0) => {
                     self.kill(i);
                     break;
@@ -749,6 +946,87 @@ impl Load {
             }
         }
         self.rbuf = buf;
+    }
+
+    /// wss: one socket read at a time, fed to rustls record by record; the
+    /// plaintext goes where a plain read's bytes go.
+    fn read_tls(&mut self, i: usize) {
+        let mut raw = std::mem::take(&mut self.rbuf);
+        let mut plain = std::mem::take(&mut self.pbuf);
+        'reads: loop {
+            if self.conns[i].st == St::Dead {
+                break;
+            }
+            let n = match self.conns[i].sock.read(&mut raw) {
+                Ok(0) => {
+                    self.kill(i);
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.kill(i);
+                    break;
+                }
+            };
+            let mut src = &raw[..n];
+            while !src.is_empty() {
+                let c = &mut self.conns[i];
+                let Some(tls) = c.tls.as_deref_mut() else {
+                    break 'reads;
+                };
+                let step = tls
+                    .read_tls(&mut src)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| tls.process_new_packets().map_err(|e| e.to_string()));
+                if let Err(e) = step {
+                    self.tls_errors += 1;
+                    if self.tls_errors == 1 {
+                        eprintln!("tls: {e}");
+                    }
+                    self.kill(i);
+                    break 'reads;
+                }
+                loop {
+                    let c = &mut self.conns[i];
+                    let Some(tls) = c.tls.as_deref_mut() else {
+                        break 'reads;
+                    };
+                    match tls.reader().read(&mut plain) {
+                        Ok(0) => {
+                            // close_notify
+                            self.kill(i);
+                            break 'reads;
+                        }
+                        Ok(m) => {
+                            if self.conns[i].st == St::Open {
+                                self.on_bytes(i, &plain[..m]);
+                            } else {
+                                self.on_head(i, &plain[..m]);
+                            }
+                            if self.conns[i].st == St::Dead {
+                                break 'reads;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => {
+                            self.kill(i);
+                            break 'reads;
+                        }
+                    }
+                }
+            }
+            if n < raw.len() {
+                break;
+            }
+        }
+        let c = &self.conns[i];
+        if c.st != St::Dead && c.tls.as_ref().is_some_and(|t| t.wants_write()) {
+            self.mark(i);
+        }
+        self.rbuf = raw;
+        self.pbuf = plain;
     }
 
     /// Collects the HTTP response head; bytes after it are frames.
@@ -1027,7 +1305,7 @@ fn run_echo(o: &Opts) -> Result<String, String> {
     } else {
         payload(o)
     };
-    let mut l = Load::new(o, Repeated::new(0x1, &msg, 64)).map_err(|e| e.to_string())?;
+    let mut l = Load::new(o, Repeated::new(0x1, &msg, 64))?;
     if rpc {
         l.tether_host = true;
         l.open_many(1, Role::Pub, &o.pub_path, 1, 1)?;
@@ -1080,7 +1358,7 @@ fn run_echo(o: &Opts) -> Result<String, String> {
 fn run_idle(o: &Opts) -> Result<String, String> {
     let pid = o.pid.ok_or("idle needs --pid")?;
     let msg = payload(o);
-    let mut l = Load::new(o, Repeated::new(0x1, &msg, 1)).map_err(|e| e.to_string())?;
+    let mut l = Load::new(o, Repeated::new(0x1, &msg, 1))?;
     let rss0 = rss_kib(pid);
     let t = Instant::now();
     l.open_many(o.conns, Role::Client, &o.path, 1, o.max_pending)?;
@@ -1133,7 +1411,7 @@ fn run_broadcast(o: &Opts) -> Result<String, String> {
     } else {
         data
     };
-    let mut l = Load::new(o, Repeated::new(0x1, &msg, 1)).map_err(|e| e.to_string())?;
+    let mut l = Load::new(o, Repeated::new(0x1, &msg, 1))?;
     l.tether_host = o.tether;
     l.open_many(1, Role::Pub, &o.pub_path, 1, 1)?;
     if o.tether {
@@ -1217,8 +1495,81 @@ fn run_broadcast(o: &Opts) -> Result<String, String> {
     ))
 }
 
+/// handshakes: `--conns` connection attempts in parallel; each is closed as
+/// soon as its upgrade is answered and a new one started in its place.
+fn run_handshakes(o: &Opts) -> Result<String, String> {
+    let mut l = Load::new(o, Repeated::new(0x1, b"x", 1))?;
+    let n = o.conns;
+    for _ in 0..n {
+        l.clock();
+        l.open(Role::Client, &o.path, 1)
+            .map_err(|e| format!("connect: {e}"))?;
+    }
+    let mut done = 0u64;
+    let mut failed = 0u64;
+    let mut suite = String::new();
+    let mut measure = |l: &mut Load, secs: f64, done: &mut u64, failed: &mut u64| {
+        let until = Instant::now() + Duration::from_secs_f64(secs);
+        while Instant::now() < until {
+            l.turn(Some(Duration::from_millis(10)));
+            for i in 0..n {
+                let st = l.conns[i].st;
+                if st == St::Open {
+                    *done += 1;
+                    let took = l.now_ns.saturating_sub(l.conns[i].t_open) / 1000;
+                    l.hist.record(took);
+                    if suite.is_empty() {
+                        if let Some(t) = l.conns[i].tls.as_deref() {
+                            suite = format!(
+                                "{:?} {:?}",
+                                t.protocol_version(),
+                                t.negotiated_cipher_suite().map(|s| s.suite())
+                            );
+                        }
+                    }
+                    l.retire(i);
+                } else if st == St::Dead {
+                    *failed += 1;
+                } else {
+                    continue;
+                }
+                if l.open_at(Some(i), Role::Client, &o.path, 1).is_err() {
+                    *failed += 1;
+                    // Try again on the next pass.
+                    l.conns[i].st = St::Dead;
+                }
+            }
+            if *failed > 1000 && *done == 0 {
+                return;
+            }
+        }
+    };
+    measure(&mut l, o.warmup, &mut done, &mut failed);
+    l.hist.clear();
+    let (done0, failed0) = (done, failed);
+    let w = Window::start(o.pid);
+    measure(&mut l, o.secs, &mut done, &mut failed);
+    let (secs, server_cpu, self_cpu) = w.end(o.pid);
+    let (done, failed) = (done - done0, failed - failed0);
+    if done == 0 {
+        return Err(format!(
+            "no handshake completed ({} attempts failed)",
+            failed + failed0
+        ));
+    }
+    Ok(format!(
+        "{{\"scenario\":\"handshakes\",\"conns\":{n},\"handshakes\":{done},\"per_s\":{:.0},\
+         \"lat_p50_us\":{},\"lat_p99_us\":{},\"lat_max_us\":{},\"failed\":{failed},\"suite\":\"{suite}\",{}}}",
+        done as f64 / secs,
+        l.hist.quantile(0.5),
+        l.hist.quantile(0.99),
+        l.hist.max,
+        json_common(secs, server_cpu, self_cpu, done)
+    ))
+}
+
 fn main() {
-    let o = match parse_opts() {
+    let o = match parse_opts(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");
@@ -1228,10 +1579,11 @@ fn main() {
     let result = match o.scenario.as_str() {
         "echo" | "rpc" => run_echo(&o),
         "idle" => run_idle(&o),
+        "handshakes" => run_handshakes(&o),
         _ => run_broadcast(&o),
     };
     match result {
-        Ok(line) => println!("{line}"),
+        Ok(line) => println!("{{\"tls\":{},{}", o.tls, &line[1..]),
         Err(e) => {
             eprintln!("tether-load {}: {e}", o.scenario);
             std::process::exit(1);
@@ -1255,6 +1607,41 @@ mod tests {
         }
         assert_eq!(h.quantile(0.5), 50);
         assert_eq!(h.quantile(0.99), 99);
+    }
+
+    fn opts(line: &str) -> Result<Opts, String> {
+        parse_opts(line.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn wss_addresses_need_a_trust_choice() {
+        let o = opts("echo --addr 127.0.0.1:9").unwrap();
+        assert!(!o.tls);
+        assert!(opts("echo --addr ws://127.0.0.1:9").is_ok_and(|o| !o.tls));
+        assert!(opts("echo --addr wss://127.0.0.1:9").is_err());
+        let o = opts("handshakes --addr wss://127.0.0.1:9 --insecure").unwrap();
+        assert!(o.tls && o.insecure);
+        assert!(opts("echo --addr wss://10.0.0.1:9 --insecure").is_err());
+        assert!(opts("echo --addr 127.0.0.1:9 --insecure").is_err());
+    }
+
+    #[test]
+    fn ca_files_are_read_and_checked() {
+        let dir = std::env::temp_dir().join(format!("tether-load-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let o = opts(&format!(
+            "echo --addr wss://127.0.0.1:9 --ca {}",
+            junk.display()
+        ))
+        .unwrap();
+        let e = tls_config(&o).err().unwrap();
+        assert!(e.contains("no certificate"), "{e}");
+        let o = opts("echo --addr wss://127.0.0.1:9 --ca /nonexistent/ca.pem").unwrap();
+        assert!(tls_config(&o).is_err());
+        assert!(tls_config(&opts("echo --addr wss://127.0.0.1:9 --insecure").unwrap()).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
