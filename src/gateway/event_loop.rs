@@ -77,6 +77,17 @@ impl ShellConfig {
             + self.max_message_bytes
             + self.max_outbound_bytes + BUF_SIZE
     }
+
+    /// `max_connections` connections of `ceiling` bytes each, in MiB.
+    fn worst_case_mib(&self, ceiling: usize) -> u64 {
+        (ceiling as u64 * self.max_connections as u64) >> 20
+    }
+
+    /// Sockets held at most: `max_connections`, the slots for answering
+    /// refusals, and the HTTP endpoints' own.
+    fn socket_capacity(&self) -> usize {
+        self.max_connections + REFUSAL_RESERVE + MAX_HTTP_CONNS
+    }
 }
 
 /// What a SIGHUP reload applies: the shell's limits and lists, the core's
@@ -103,7 +114,6 @@ pub struct Server {
     listener_serves: Vec<Serves>,
     signals: Signals,
     conns: slab::Slab<Conn>,
-    capacity: usize,
     app: App,
     cfg: ShellConfig,
     pool: BufPool,
@@ -164,13 +174,12 @@ impl Server {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNAL, Interest::READABLE)?;
-        let capacity = cfg.max_connections + REFUSAL_RESERVE + MAX_HTTP_CONNS;
         let ceiling = cfg.per_connection_ceiling();
         info!(
             "memory ceiling: {} connections x {} bytes = {} MiB worst case; an idle connection holds no buffer",
             cfg.max_connections,
             ceiling,
-            (ceiling as u64 * cfg.max_connections as u64) >> 20
+            cfg.worst_case_mib(ceiling)
         );
         let start = Instant::now();
         Ok(Server {
@@ -178,8 +187,7 @@ impl Server {
             listener_serves: vec![Serves::WebSocket; listeners.len()],
             listeners,
             signals,
-            conns: slab::Slab::with_capacity(capacity.min(1 << 16)),
-            capacity,
+            conns: slab::Slab::with_capacity(cfg.socket_capacity().min(1 << 16)),
             app,
             ip_table: IpTable::new((cfg.max_connections * 4).max(4096)),
             cfg,
@@ -220,7 +228,7 @@ impl Server {
                 extra,
                 self.cfg.max_connections,
                 ceiling,
-                (ceiling as u64 * self.cfg.max_connections as u64) >> 20
+                self.cfg.worst_case_mib(ceiling)
             );
         }
         self.tls = tls;
@@ -395,14 +403,13 @@ impl Server {
                 if let App::Gateway(hub) = &mut self.app {
                     hub.reconfigure(reloaded.hub);
                 }
-                self.capacity = reloaded.shell.max_connections + REFUSAL_RESERVE + MAX_HTTP_CONNS;
                 self.cfg = reloaded.shell;
                 let ceiling = self.cfg.per_connection_ceiling();
                 info!(
                     "memory ceiling now: {} connections x {} bytes = {} MiB worst case",
                     self.cfg.max_connections,
                     ceiling,
-                    (ceiling as u64 * self.cfg.max_connections as u64) >> 20
+                    self.cfg.worst_case_mib(ceiling)
                 );
             }
             Err(e) => warn!("reload failed, keeping the running settings: {e}"),
@@ -439,16 +446,15 @@ impl Server {
         if serves == Serves::Http {
             return self.accept_http(sock, ip, serves);
         }
-        if !self.cfg.allow.allows(ip) && self.tls.is_some() {
-            // SPEC §2: a TLS listener closes without a handshake.
-            self.metrics.refused(RefusalReason::IpNotAllowed);
-            warn!("refused {ip}: not in server.websocket.auth.allowed_ip (closed before TLS)");
-            return;
-        }
         if !self.cfg.allow.allows(ip) {
             self.metrics.refused(RefusalReason::IpNotAllowed);
-            warn!("refused {ip}: not in server.websocket.auth.allowed_ip");
-            self.refuse_new(sock, ip, Refusal::Forbidden, "address not allowed");
+            if self.tls.is_some() {
+                // SPEC §2: a TLS listener closes without a handshake.
+                warn!("refused {ip}: not in server.websocket.auth.allowed_ip (closed before TLS)");
+            } else {
+                warn!("refused {ip}: not in server.websocket.auth.allowed_ip");
+                self.refuse_new(sock, ip, Refusal::Forbidden, "address not allowed");
+            }
             return;
         }
         let max = self.cfg.max_connections;
@@ -513,7 +519,7 @@ impl Server {
         deadline_ms: u64,
         tls: bool,
     ) -> Option<usize> {
-        if self.conns.len() >= self.capacity {
+        if self.conns.len() >= self.cfg.socket_capacity() {
             return None;
         }
         let entry = self.conns.vacant_entry();
@@ -549,7 +555,7 @@ impl Server {
     fn refuse_new(&mut self, mut sock: TcpStream, ip: IpAddr, refusal: Refusal, reason: &str) {
         let response = handshake::refusal_response(refusal, reason);
         let deadline = self.now.ms + REFUSAL_LINGER_MS;
-        if self.conns.len() >= self.capacity {
+        if self.conns.len() >= self.cfg.socket_capacity() {
             // No slot left even for a polite answer: best effort, then drop.
             if self.tls.is_none() {
                 let _ = sock.write(response.as_bytes());

@@ -62,7 +62,8 @@ impl RefusalReason {
 #[derive(Debug, Default, Clone)]
 pub struct ShellMetrics {
     pub tcp_accepted: u64,
-    pub refusals: [u64; 8],
+    /// Indexed by `RefusalReason as usize`.
+    pub refusals: [u64; RefusalReason::ALL.len()],
     pub messages_in: u64,
     pub messages_out: u64,
     /// Every byte read from client sockets.
