@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tether::gateway::event_loop::{App, Server};
-use tether::gateway::listen::{bind_all, resolve};
+use tether::gateway::listen::{bind_all, local_addrs, resolve};
 use tether::gateway::setup::{authenticator, hub_config, shell_config, Reloader};
 use tether::gateway::tls::{self, TlsState};
 use tether::proto::auth::{parse_ttl, MintRequest};
@@ -42,6 +42,8 @@ struct Args {
     rooms: Vec<String>,
     role: Option<String>,
     ttl: Option<String>,
+    /// `--ttl` in seconds (24 h when absent), parsed with the other arguments.
+    ttl_s: u64,
     host: Option<String>,
     port: Option<u16>,
     tls_self_signed: bool,
@@ -136,9 +138,8 @@ fn parse_args(raw: Vec<String>) -> Result<Args, String> {
         if args.sub.as_deref().is_none_or(str::is_empty) {
             return Err("token: --sub ID is required".into());
         }
-        if let Some(ttl) = &args.ttl {
-            parse_ttl(ttl).map_err(|e| format!("--ttl: {e}"))?;
-        }
+        args.ttl_s =
+            parse_ttl(args.ttl.as_deref().unwrap_or("24h")).map_err(|e| format!("--ttl: {e}"))?;
     }
     Ok(args)
 }
@@ -236,10 +237,7 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
     let tls = tls_state(&s, &ws.host)?;
     let scheme = scheme(&tls);
     let listeners = bind_all(&ws.host, ws.port).map_err(|e| format!("server.websocket: {e}"))?;
-    let addrs: Vec<_> = listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect();
+    let addrs = local_addrs(&listeners);
     info!(
         "tether {} starting with {source}; jwt secret from {secret_source}",
         env!("CARGO_PKG_VERSION")
@@ -261,10 +259,7 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
     } else {
         let listeners =
             bind_all(&health.host, health.port).map_err(|e| format!("server.health: {e}"))?;
-        let health_addrs = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
+        let health_addrs = local_addrs(&listeners);
         server
             .add_http_listeners(listeners)
             .map_err(|e| format!("server.health: {e}"))?;
@@ -302,10 +297,7 @@ fn cmd_echo(args: &Args) -> Result<(), String> {
     let tls = tls_state(&s, &host)?;
     let scheme = scheme(&tls);
     let listeners = bind_all(&host, port).map_err(|e| e.to_string())?;
-    let addrs: Vec<_> = listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect();
+    let addrs = local_addrs(&listeners);
     let mut server = Server::new(listeners, App::Echo, shell_config(&s, allow))
         .map_err(|e| format!("cannot start the event loop: {e}"))?
         .with_tls(tls);
@@ -321,8 +313,6 @@ fn cmd_token(args: &Args) -> Result<(), String> {
         .clone()
         .filter(|s| !s.is_empty())
         .ok_or("token: --sub ID is required")?;
-    let ttl_s =
-        parse_ttl(args.ttl.as_deref().unwrap_or("24h")).map_err(|e| format!("--ttl: {e}"))?;
     let (s, _) = load(args)?;
     let (secret, _) = s
         .resolve_jwt_secret(env, &settings::state_dir())
@@ -332,7 +322,7 @@ fn cmd_token(args: &Args) -> Result<(), String> {
         permissions: args.permissions.clone(),
         rooms: args.rooms.clone(),
         role: args.role.clone(),
-        ttl_s,
+        ttl_s: args.ttl_s,
     };
     let (token, _) = authenticator(&s, &secret).mint(&request, unix_now())?;
     println!("{token}");

@@ -58,3 +58,11 @@ pub fn bind_all(host: &str, port: u16) -> io::Result<Vec<TcpListener>> {
     }
     Ok(listeners)
 }
+
+/// The addresses the listeners are bound to (with the ports port 0 picked).
+pub fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
+    listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect()
+}
