@@ -11,20 +11,13 @@ use std::time::{Duration, Instant};
 
 /// The port of the `health endpoints on http://127.0.0.1:PORT` log line.
 fn health_port(server: &Server) -> u16 {
-    assert!(server.wait_log(
-        "health endpoints on http://127.0.0.1:",
-        Duration::from_secs(5)
-    ));
     let marker = "health endpoints on http://127.0.0.1:";
-    let logs = server.logs();
-    let line = logs.iter().find(|l| l.contains(marker)).unwrap();
-    let at = line.find(marker).unwrap() + marker.len();
-    line[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
+    assert!(server.wait_log(marker, Duration::from_secs(5)));
+    server
+        .logs()
+        .iter()
+        .find_map(|l| port_after(l, marker))
+        .expect("a port in the health listening line")
 }
 
 struct Answer {
@@ -386,8 +379,8 @@ fn echo_mode_has_no_http_endpoints() {
     let port: u16 = loop {
         line.clear();
         std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-        if let Some(at) = line.find("ws://127.0.0.1:") {
-            break line[at + 15..].trim().parse().unwrap();
+        if let Some(port) = port_after(&line, "ws://127.0.0.1:") {
+            break port;
         }
     };
     assert_eq!(get(port, "/health", None).status, 426);

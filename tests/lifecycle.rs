@@ -8,13 +8,6 @@ use serde_json::{json, Value};
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-fn signal(server: &Server, sig: libc::c_int) {
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    unsafe {
-        libc::kill(server.pid() as libc::pid_t, sig);
-    }
-}
-
 fn write_settings(server: &Server, settings: Value) {
     let mut full = base_settings();
     merge(&mut full, settings);
@@ -31,7 +24,7 @@ fn count_logged(server: &Server, needle: &str) -> usize {
 
 /// Sends SIGHUP and waits for the reload's outcome line number `n`.
 fn reload(server: &Server, outcome: &str, n: usize) {
-    signal(server, libc::SIGHUP);
+    server.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(5);
     while count_logged(server, outcome) < n {
         assert!(

@@ -636,10 +636,7 @@ fn handshake_sent_byte_by_byte() {
 fn sigint_also_stops_cleanly() {
     let mut server = Server::start(json!({}));
     let (mut ws, _) = open(server.port());
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    unsafe {
-        libc::kill(server.pid() as libc::pid_t, libc::SIGINT);
-    }
+    server.signal(libc::SIGINT);
     assert_eq!(expect_close(&mut ws), 1001);
     let status = server.wait_exit(Duration::from_secs(5)).expect("exit");
     assert_eq!(status.code(), Some(0));

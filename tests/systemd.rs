@@ -322,14 +322,11 @@ fn the_packaged_unit_and_settings_run_under_a_notify_socket() {
     expect_notification(&notify, "READY=1", &unit);
 
     // Listening by READY=1; the generated key is in the state directory.
+    let marker = "listening on ws://127.0.0.1:";
     let line = unit
-        .logged("listening on ws://127.0.0.1:")
+        .logged(marker)
         .unwrap_or_else(|| panic!("READY=1 before listening; logs:\n{}", unit.logs()));
-    let port: u16 = line
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .expect("a port in the listening line");
+    let port = port_after(&line, marker).expect("a port in the listening line");
     let key = state.join("jwt.key");
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);

@@ -351,10 +351,7 @@ fn logged_fingerprint(server: &Server) -> String {
 }
 
 fn sighup(server: &Server) {
-    // SAFETY: kill(2) on the pid of a child the test spawned and has not reaped.
-    unsafe {
-        libc::kill(server.pid() as libc::pid_t, libc::SIGHUP);
-    }
+    server.signal(libc::SIGHUP);
 }
 
 /// Reads until EOF or reset; returns what came and how long it took (`None`: still open at `timeout`).

@@ -150,6 +150,17 @@ pub fn base_settings() -> Value {
     })
 }
 
+/// The port number right after `marker` in a log line such as
+/// `listening on ws://127.0.0.1:PORT`.
+pub fn port_after(line: &str, marker: &str) -> Option<u16> {
+    let at = line.find(marker)? + marker.len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (for settings that
 /// need one fixed port, such as a health listener sharing the WebSocket port).
 pub fn free_port() -> u16 {
@@ -242,15 +253,8 @@ impl Server {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    let found = markers
-                        .iter()
-                        .find_map(|m| line.find(m).map(|at| (at, m.len())));
-                    if let Some((at, len)) = found {
-                        let digits: String = line[at + len..]
-                            .chars()
-                            .take_while(char::is_ascii_digit)
-                            .collect();
-                        break digits.parse::<u16>().expect("port in the listening line");
+                    if let Some(port) = markers.iter().find_map(|m| port_after(&line, m)) {
+                        break port;
                     }
                 }
                 Err(_) => {
@@ -395,13 +399,18 @@ impl Server {
         }
     }
 
-    /// Sends SIGTERM without waiting.
-    pub fn sigterm(&self) {
+    /// Sends `sig` without waiting.
+    pub fn signal(&self, sig: libc::c_int) {
         let pid = self.pid();
         // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
         unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            libc::kill(pid as libc::pid_t, sig);
         }
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn sigterm(&self) {
+        self.signal(libc::SIGTERM);
     }
 
     /// Waits for the exit status after [`Server::sigterm`] (at most `timeout`).
