@@ -6,6 +6,7 @@ pub mod event_loop;
 pub mod http_api;
 pub mod listen;
 pub mod metrics;
+pub mod nonblocking;
 pub mod notify;
 pub mod outqueue;
 pub mod pool;
