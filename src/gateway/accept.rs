@@ -151,15 +151,8 @@ mod tests {
     fn cfg(max_connections: usize, allow: crate::settings::IpAllowList) -> ShellConfig {
         ShellConfig {
             max_connections,
-            max_connections_per_ip: 10,
-            max_connects_per_ip_per_hour: 100,
-            max_message_bytes: 1024,
-            max_outbound_bytes: 4096,
-            idle_timeout_ms: 60_000,
-            ping_interval_ms: 20_000,
-            handshake_timeout_ms: 5_000,
             allow,
-            allowed_origins: Vec::new(),
+            ..ShellConfig::for_tests()
         }
     }
 

@@ -59,6 +59,23 @@ impl ShellConfig {
     pub fn socket_capacity(&self) -> usize {
         self.max_connections + REFUSAL_RESERVE + MAX_HTTP_CONNS
     }
+
+    /// Small limits for unit tests: 10 connections, any address.
+    #[cfg(test)]
+    pub fn for_tests() -> ShellConfig {
+        ShellConfig {
+            max_connections: 10,
+            max_connections_per_ip: 10,
+            max_connects_per_ip_per_hour: 100,
+            max_message_bytes: 1024,
+            max_outbound_bytes: 4096,
+            idle_timeout_ms: 60_000,
+            ping_interval_ms: 20_000,
+            handshake_timeout_ms: 5_000,
+            allow: crate::settings::parse_allowed_ips("*").expect("a valid list"),
+            allowed_origins: Vec::new(),
+        }
+    }
 }
 
 /// What a SIGHUP reload applies: the shell's limits and lists, the core's

@@ -7,11 +7,11 @@
 //!
 //! A new endpoint kind (a broker link, a child process's pipes, an outgoing
 //! HTTP connection) is a sans-IO state machine in `proto` plus a thin adapter
-//! here that implements [`Endpoint`]. It is added with [`Endpoints::insert`],
-//! which hands it its token to register its sources with; the poll loop routes
-//! that token's events to it, and the deadlines it schedules in the shared
-//! timer wheel (`Conns::schedule_endpoint`, key `ENDPOINT_BASE + index`) to
-//! its `on_timer`. Client connections (`conns/`) are not touched.
+//! that implements [`Endpoint`]. `Server::add_endpoint` hands the adapter its
+//! token to register its sources with; the loop routes that token's events to
+//! it, and puts the deadline each call returns into the shared timer wheel
+//! (key `ENDPOINT_BASE + index`), whose expiry calls its `on_timer`. Client
+//! connections (`conns/`) are not touched.
 
 use super::app::App;
 use crate::proto::Now;
@@ -50,12 +50,15 @@ impl Source {
 
 /// One non-client endpoint on the poll loop. Like a client connection it
 /// reads and writes until `WouldBlock` and hands bytes and `now` to its core;
-/// the core's actions go out through `app`.
+/// the core's actions go out through `app`. Each call returns when it next
+/// wants `on_timer` (`None`: no deadline).
 pub trait Endpoint {
     /// One of its sources is ready.
-    fn on_event(&mut self, event: &Event, app: &mut App, now: Now);
-    /// A deadline it scheduled in the timer wheel is due.
-    fn on_timer(&mut self, app: &mut App, now: Now);
+    fn on_event(&mut self, event: &Event, app: &mut App, now: Now) -> Option<u64>;
+    /// A deadline it asked for is due. The wheel fires at tick resolution and
+    /// keeps superseded entries, so this may come early or twice: compare
+    /// `now` with the endpoint's own deadline.
+    fn on_timer(&mut self, app: &mut App, now: Now) -> Option<u64>;
 }
 
 /// The endpoints in use, by index (`ENDPOINT_BASE + index` is the token).
@@ -85,16 +88,20 @@ impl Endpoints {
         self.slots.try_remove(index);
     }
 
-    pub fn on_event(&mut self, index: usize, event: &Event, app: &mut App, now: Now) {
-        if let Some(endpoint) = self.slots.get_mut(index) {
-            endpoint.on_event(event, app, now);
-        }
+    /// Routes an event; returns the endpoint's next deadline.
+    pub fn on_event(
+        &mut self,
+        index: usize,
+        event: &Event,
+        app: &mut App,
+        now: Now,
+    ) -> Option<u64> {
+        self.slots.get_mut(index)?.on_event(event, app, now)
     }
 
-    pub fn on_timer(&mut self, index: usize, app: &mut App, now: Now) {
-        if let Some(endpoint) = self.slots.get_mut(index) {
-            endpoint.on_timer(app, now);
-        }
+    /// Routes a due timer; returns the endpoint's next deadline.
+    pub fn on_timer(&mut self, index: usize, app: &mut App, now: Now) -> Option<u64> {
+        self.slots.get_mut(index)?.on_timer(app, now)
     }
 }
 

@@ -8,7 +8,7 @@ use super::app::App;
 use super::config::{ReloadFn, ShellConfig, CLOSE_LINGER_MS};
 use super::conn::Serves;
 use super::conns::Conns;
-use super::endpoint::{Endpoints, Source, SIGNAL};
+use super::endpoint::{Endpoint, Endpoints, Source, ENDPOINT_BASE, SIGNAL};
 use super::notify::{monotonic_usec, Notifier};
 use super::timer::Entry;
 use super::tls::{self, TlsState};
@@ -152,9 +152,14 @@ impl Server {
         self.reloader = Some(reloader);
     }
 
-    /// Endpoints other than client connections, on this loop's poll (see `endpoint`).
-    pub fn endpoints(&mut self) -> (&mut Endpoints, &mio::Registry) {
-        (&mut self.endpoints, self.poll.registry())
+    /// Adds an endpoint other than a client connection to this loop's poll
+    /// and timer wheel (see `endpoint`); `make` registers its sources under
+    /// the token it is given.
+    pub fn add_endpoint(
+        &mut self,
+        make: impl FnOnce(&mio::Registry, mio::Token) -> io::Result<Box<dyn Endpoint>>,
+    ) -> io::Result<usize> {
+        self.endpoints.insert(self.poll.registry(), make)
     }
 
     /// Runs until SIGTERM/SIGINT and every connection has been closed.
@@ -177,7 +182,8 @@ impl Server {
                     Source::Signal => self.on_signal(),
                     Source::Listener(i) => self.accept(i),
                     Source::Endpoint(i) => {
-                        self.endpoints.on_event(i, event, &mut self.app, self.now);
+                        let wake = self.endpoints.on_event(i, event, &mut self.app, self.now);
+                        self.schedule_endpoint(i, wake);
                     }
                     Source::Conn(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -249,10 +255,17 @@ impl Server {
         let mut due = std::mem::take(&mut self.endpoints_due);
         self.conns.run_timers(&mut self.app, self.now, &mut due);
         for entry in due.drain(..) {
-            let index = entry.key - super::endpoint::ENDPOINT_BASE;
-            self.endpoints.on_timer(index, &mut self.app, self.now);
+            let index = entry.key - ENDPOINT_BASE;
+            let wake = self.endpoints.on_timer(index, &mut self.app, self.now);
+            self.schedule_endpoint(index, wake);
         }
         self.endpoints_due = due;
+    }
+
+    fn schedule_endpoint(&mut self, index: usize, wake: Option<u64>) {
+        if let Some(at_ms) = wake {
+            self.conns.schedule_endpoint(index, at_ms);
+        }
     }
 
     /// `WATCHDOG=1` at half of systemd's `WATCHDOG_USEC`: the loop is alive.

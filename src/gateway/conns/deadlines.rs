@@ -77,11 +77,11 @@ impl Conns {
 
     /// Schedules endpoint `index` (see `endpoint`) at `at_ms` in the same
     /// wheel; `run_timers` hands the entry back when it is due.
-    pub fn schedule_endpoint(&mut self, index: usize, id: u64, at_ms: u64) {
+    pub fn schedule_endpoint(&mut self, index: usize, at_ms: u64) {
         let tick = self.wheel.tick_for(at_ms);
         self.wheel.insert(Entry {
             key: ENDPOINT_BASE + index,
-            id,
+            id: 0,
             tick,
         });
     }
@@ -208,6 +208,30 @@ mod tests {
         // Idle wins over a ping due at the same time.
         assert_eq!(open_timer(0, 60_000, IDLE, 60_000), OpenTimer::Idle);
         assert_eq!(open_timer(45_000, 60_000, IDLE, 60_000), OpenTimer::Ping);
+    }
+
+    #[test]
+    fn endpoint_deadlines_share_the_wheel_and_come_back_to_the_loop() {
+        use crate::gateway::config::ShellConfig;
+        let poll = mio::Poll::new().unwrap();
+        let registry = poll.registry().try_clone().unwrap();
+        let mut conns = Conns::new(
+            registry,
+            ShellConfig::for_tests(),
+            std::time::Instant::now(),
+        );
+        let mut app = App::Echo;
+        conns.schedule_endpoint(3, 1_000);
+        assert!(conns.has_timers());
+        let mut due = Vec::new();
+        conns.run_timers(&mut app, Now { ms: 999, unix: 0 }, &mut due);
+        assert!(due.is_empty());
+        conns.run_timers(&mut app, Now { ms: 1_000, unix: 0 }, &mut due);
+        assert_eq!(
+            due.iter().map(|e| e.key).collect::<Vec<_>>(),
+            [ENDPOINT_BASE + 3]
+        );
+        assert!(!conns.has_timers());
     }
 
     #[test]
