@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod envelope;
 pub mod frame;
+#[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
