@@ -2,17 +2,31 @@
 //! Nothing here touches a socket or reads the clock: time is passed in.
 
 pub mod auth;
+pub mod client_id;
 pub mod envelope;
 pub mod frame;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
-pub mod host;
+pub mod host_link;
 pub mod hub;
 pub mod limits;
-pub mod publish;
+pub mod outbox;
 pub mod rooms;
+
+/// The host link's paths from before the re-cut, which the shell imports.
+pub mod host {
+    pub use super::client_id::KEY_BITS;
+    pub use super::host_link::{
+        HostLink, HostRole, MAX_EVENTS_PER_HOST, MAX_PENDING_PER_CLIENT, MAX_PENDING_PER_HOST,
+    };
+}
+
+/// `publish`'s path from before the re-cut.
+pub mod publish {
+    pub use super::hub::Audience;
+}
 
 /// The current time, as the shell read it once per loop pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,8 @@
 
 use super::{authenticator, PASSWORD, T0_UNIX};
 use crate::proto::auth::MintRequest;
-use crate::proto::host::{KEY_BITS, MAX_PENDING_PER_CLIENT};
+use crate::proto::client_id::ClientId;
+use crate::proto::host_link::MAX_PENDING_PER_CLIENT;
 use crate::proto::hub::{Action, Hub, HubConfig, MAX_ROOMS_PER_CLIENT};
 use crate::proto::Now;
 use serde_json::{json, Map, Value};
@@ -183,7 +184,7 @@ pub fn dispatch(data: &[u8]) {
     // Everyone leaves: the hub ends empty.
     for key in 0..KEYS {
         if world.ids[key].is_some() {
-            world.hub.disconnect(key, 1001);
+            world.hub.disconnect(key, 1001, world.now);
             world.check_outbox(None, Some(key), 0);
         }
     }
@@ -216,7 +217,7 @@ impl World {
                     None => None,
                 };
                 self.serial += 1;
-                let id = (self.serial << KEY_BITS) | key as u64;
+                let id = ClientId::new(self.serial, key).0;
                 let ip = if input.byte() & 1 == 0 {
                     "127.0.0.1".parse()
                 } else {
@@ -266,7 +267,7 @@ impl World {
                     self.fire(key);
                 } else {
                     let code = input.pick(&[1000, 1001, 1005, 1006, 4009]);
-                    self.hub.disconnect(key, code);
+                    self.hub.disconnect(key, code, self.now);
                     self.check_outbox(None, Some(key), 0);
                 }
             }
@@ -368,7 +369,7 @@ impl World {
             if let Some(s) = session {
                 assert_eq!(Some(s.id), self.ids[key], "session id of key {key}");
                 assert!(s.rooms.len() <= MAX_ROOMS_PER_CLIENT);
-                assert!(s.waiting.len() <= MAX_PENDING_PER_CLIENT);
+                assert!(self.hub.hosts().waiting_len(key) <= MAX_PENDING_PER_CLIENT);
             } else {
                 self.ids[key] = None;
             }
@@ -521,7 +522,7 @@ impl World {
         let choice = input.byte();
         match self.ids.get(usize::from(choice) % 8) {
             Some(Some(id)) => format!("{id:x}"),
-            Some(None) => format!("{:x}", (self.serial << KEY_BITS) | u64::from(choice % 8)),
+            Some(None) => ClientId::new(self.serial, usize::from(choice % 8)).to_string(),
             None => input.text(20),
         }
     }
