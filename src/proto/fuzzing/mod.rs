@@ -23,11 +23,11 @@ pub use dispatch::dispatch;
 pub use frames::frames;
 pub use handshake::handshake;
 
-pub(super) const SECRET: &[u8] = b"tether-fuzzing-secret-0123456789";
-pub(super) const PASSWORD: &str = "pw";
-pub(super) const T0_UNIX: u64 = 1_800_000_000;
+const SECRET: &[u8] = b"tether-fuzzing-secret-0123456789";
+const PASSWORD: &str = "pw";
+const T0_UNIX: u64 = 1_800_000_000;
 
-pub(super) fn authenticator() -> Authenticator {
+fn authenticator() -> Authenticator {
     let mut by_role = BTreeMap::new();
     by_role.insert("player".to_string(), vec!["arena".to_string()]);
     Authenticator::new(

@@ -421,3 +421,31 @@ fn clients_lists_authenticated_non_hosts() {
     assert_eq!(clients.len(), 1, "{clients:?}");
     assert_eq!(clients[0]["id"], cid(&h, 1));
 }
+
+#[test]
+fn broadcast_takes_the_publish_fields_but_no_client() {
+    let mut h = hub();
+    join(&mut h, 0, "game", &["host"], &[]);
+    join(&mut h, 1, "p", &[], &[]);
+    drain(&mut h);
+    send(
+        &mut h,
+        0,
+        T0,
+        json!({"event":"host.register","data":{"events":{}}}),
+    );
+    let c1 = cid(&h, 1);
+    for data in [
+        json!({"event":"e","client":c1}),
+        json!({"event":"e","colour":"red"}),
+    ] {
+        let out = send(
+            &mut h,
+            0,
+            T0,
+            json!({"event":"host.broadcast","data":data,"requestId":1}),
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].1["data"]["code"], "invalid_data");
+    }
+}
