@@ -15,17 +15,9 @@ pub mod limits;
 pub mod outbox;
 pub mod rooms;
 
-/// The host link's paths from before the re-cut, which the shell imports.
+/// The path the shell imports `KEY_BITS` by (from before the re-cut).
 pub mod host {
     pub use super::client_id::KEY_BITS;
-    pub use super::host_link::{
-        HostLink, HostRole, MAX_EVENTS_PER_HOST, MAX_PENDING_PER_CLIENT, MAX_PENDING_PER_HOST,
-    };
-}
-
-/// `publish`'s path from before the re-cut.
-pub mod publish {
-    pub use super::hub::Audience;
 }
 
 /// The current time, as the shell read it once per loop pass.
