@@ -1204,7 +1204,7 @@ impl Server {
     /// The core forgets the session (rooms, hosts) as soon as a close starts.
     fn end_session(&mut self, key: usize, code: u16) {
         if let App::Gateway(hub) = &mut self.app {
-            hub.disconnect(key, code);
+            hub.disconnect(key, code, self.now);
             self.apply_outbox();
         }
     }
@@ -1381,7 +1381,7 @@ impl Server {
         let mut conn = self.conns.remove(key);
         if let App::Gateway(hub) = &mut self.app {
             // Gone without a close handshake (a session already ended is a no-op).
-            hub.disconnect(key, 1006);
+            hub.disconnect(key, 1006, self.now);
         }
         if conn.counted_ip {
             self.ip_table.closed(conn.ip);
