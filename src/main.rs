@@ -336,17 +336,8 @@ fn cmd_check_config(args: &Args) -> Result<(), String> {
     let auth = &s.server.websocket.auth;
     if env("JWT_SECRET").is_none() && auth.jwt_secret.is_none() {
         if let Some(path) = &auth.jwt_secret_file {
-            match std::fs::read(path) {
-                Ok(bytes) if bytes.trim_ascii_end().len() >= settings::MIN_JWT_SECRET_BYTES => {}
-                Ok(_) => problems.push(format!(
-                    "server.websocket.auth.jwt_secret_file: {} holds fewer than {} bytes",
-                    path.display(),
-                    settings::MIN_JWT_SECRET_BYTES
-                )),
-                Err(e) => problems.push(format!(
-                    "server.websocket.auth.jwt_secret_file: cannot read {}: {e}",
-                    path.display()
-                )),
+            if let Err(e) = settings::check_secret_file(path) {
+                problems.push(e.to_string());
             }
         }
     }

@@ -76,14 +76,6 @@ impl Listeners {
     }
 }
 
-/// IPv4-mapped IPv6 peers are treated as the IPv4 address they are.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// How many connections are in use, for [`admission`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {

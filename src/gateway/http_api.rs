@@ -5,12 +5,9 @@
 use super::metrics::{self, ShellGauges, ShellMetrics};
 use crate::proto::auth::Identity;
 use crate::proto::envelope::JsonWriter;
-use crate::proto::hub::Hub;
-use crate::proto::publish::Audience;
+use crate::proto::handshake::status_phrase;
+use crate::proto::hub::{Audience, Hub, PublishData};
 use crate::proto::Now;
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use std::borrow::Cow;
 
 /// Largest request body accepted (`/api/publish`).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -37,18 +34,6 @@ pub struct HttpAnswer {
     /// Extra header lines, each ending in CRLF.
     headers: &'static str,
     pub body: Vec<u8>,
-}
-
-fn phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        413 => "Content Too Large",
-        _ => "Error",
-    }
 }
 
 impl HttpAnswer {
@@ -87,7 +72,7 @@ impl HttpAnswer {
         let mut out = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}Connection: close\r\n\r\n",
             self.status,
-            phrase(self.status),
+            status_phrase(self.status),
             self.content_type,
             self.body.len(),
             self.headers
@@ -96,20 +81,6 @@ impl HttpAnswer {
         out.extend_from_slice(&self.body);
         out
     }
-}
-
-/// `POST /api/publish` body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishBody<'a> {
-    #[serde(borrow)]
-    event: Cow<'a, str>,
-    #[serde(default, borrow)]
-    data: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    room: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    client: Option<Cow<'a, str>>,
 }
 
 /// The identity of a bearer token that passes `allowed`; else a 401 answer.
@@ -204,7 +175,7 @@ fn publish(req: &HttpRequest<'_>, hub: &mut Hub, now: Now) -> HttpAnswer {
     ) {
         return answer;
     }
-    let body: PublishBody = match serde_json::from_slice(req.body) {
+    let body: PublishData = match serde_json::from_slice(req.body) {
         Ok(body) => body,
         Err(e) => {
             return HttpAnswer::error(

@@ -78,16 +78,26 @@ impl Refusal {
     }
 
     fn phrase(self) -> &'static str {
-        match self {
-            Refusal::BadRequest => "Bad Request",
-            Refusal::Unauthorized => "Unauthorized",
-            Refusal::Forbidden => "Forbidden",
-            Refusal::NotFound => "Not Found",
-            Refusal::UpgradeRequired => "Upgrade Required",
-            Refusal::HeadersTooLarge => "Request Header Fields Too Large",
-            Refusal::TooManyRequests => "Too Many Requests",
-            Refusal::Unavailable => "Service Unavailable",
-        }
+        status_phrase(self.status())
+    }
+}
+
+/// The reason phrase of an HTTP status the gateway answers with: the upgrade
+/// refusals here and the endpoints of `gateway::http_api`.
+pub fn status_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Content Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
     }
 }
 

@@ -12,7 +12,7 @@
 # A crash or broken invariant leaves its input in tests/fuzz/artifacts/<target>/
 # and makes the script exit 1 (after the other targets ran). Keep such an
 # input in tests/fuzz/regressions/<target>/ once the bug is fixed:
-# tests/fuzz_regressions.rs replays it under `cargo test`.
+# proto::fuzzing::regressions replays it under `cargo test`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)

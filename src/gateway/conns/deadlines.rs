@@ -7,8 +7,8 @@ use crate::gateway::app::App;
 use crate::gateway::conn::Stage;
 use crate::gateway::endpoint::ENDPOINT_BASE;
 use crate::gateway::timer::Entry;
+use crate::proto::client_id::client_id_str;
 use crate::proto::frame::OutKind;
-use crate::proto::hub::client_id_str;
 use crate::proto::Now;
 use log::debug;
 

@@ -8,8 +8,8 @@ use crate::gateway::conn::{Serves, Stage};
 use crate::gateway::http_api::{self, HttpAnswer, HttpRequest};
 use crate::gateway::metrics::{RefusalReason, ShellGauges};
 use crate::proto::auth::Identity;
+use crate::proto::client_id::client_id_str;
 use crate::proto::handshake::{self, BodyLength, Parsed, Refusal, Request, Upgrade};
-use crate::proto::hub::client_id_str;
 use crate::proto::Now;
 use log::{debug, warn};
 

@@ -14,7 +14,7 @@ mod ws;
 
 pub use deadlines::{open_timer, wake_at, OpenTimer};
 
-use super::accept::{admission, canonical, Admission, Counts};
+use super::accept::{admission, Admission, Counts};
 use super::app::App;
 use super::config::{ShellConfig, MAX_HTTP_CONNS, READ_CHUNK, REFUSAL_LINGER_MS};
 use super::conn::{Conn, Serves, Stage};
@@ -22,10 +22,11 @@ use super::metrics::{RefusalReason, ShellMetrics};
 use super::pool::BufPool;
 use super::timer::{Entry, TimerWheel};
 use super::tls::{self, TlsState};
+use crate::proto::client_id::ClientId;
 use crate::proto::handshake::{self, Refusal};
-use crate::proto::host::KEY_BITS;
 use crate::proto::limits::IpTable;
 use crate::proto::Now;
+use crate::settings::canonical;
 use log::{debug, info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -254,7 +255,7 @@ impl Conns {
             }
         };
         self.serial += 1;
-        let id = (self.serial << KEY_BITS) | key as u64;
+        let id = ClientId::new(self.serial, key).0;
         let mut conn = Conn::new(sock, id, ip, stage, now.ms);
         conn.interest = interest;
         conn.tls = session;
@@ -383,7 +384,7 @@ impl Conns {
         };
         if let App::Gateway(hub) = app {
             // Gone without a close handshake (a session already ended is a no-op).
-            hub.disconnect(key, 1006);
+            hub.disconnect(key, 1006, now);
         }
         if conn.counted_ip {
             self.ip_table.closed(conn.ip);

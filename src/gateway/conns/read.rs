@@ -7,7 +7,7 @@ use crate::gateway::config::{READS_PER_PASS, READ_CHUNK};
 use crate::gateway::conn::Stage;
 use crate::gateway::nonblocking::retry;
 use crate::gateway::tls::{self, TlsRead};
-use crate::proto::hub::client_id_str;
+use crate::proto::client_id::client_id_str;
 use crate::proto::Now;
 use log::debug;
 use std::io::Read;

@@ -6,8 +6,9 @@ use crate::gateway::app::App;
 use crate::gateway::config::CLOSE_LINGER_MS;
 use crate::gateway::conn::Stage;
 use crate::gateway::outqueue::fits;
+use crate::proto::client_id::client_id_str;
 use crate::proto::frame::{close_payload, FrameError, OutHeader, OutKind, WsEvent};
-use crate::proto::hub::{client_id_str, Action, Body};
+use crate::proto::outbox::{Action, Body};
 use crate::proto::Now;
 use log::{debug, warn};
 use std::rc::Rc;
@@ -265,7 +266,7 @@ impl Conns {
     /// The core forgets the session (rooms, hosts) as soon as a close starts.
     fn end_session(&mut self, key: usize, code: u16, app: &mut App, now: Now) {
         if let App::Gateway(hub) = &mut *app {
-            hub.disconnect(key, code);
+            hub.disconnect(key, code, now);
             self.apply_outbox(app, now);
         }
     }

@@ -1,6 +1,6 @@
 //! Fuzzes the hub's message dispatcher and host link (src/proto/hub.rs, host.rs).
 //! The harness lives in the library (`tether::proto::fuzzing::dispatch`) so that
-//! `tests/fuzz_regressions.rs` replays saved inputs through the same code.
+//! `proto::fuzzing::regressions` replays saved inputs through the same code.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,6 +1,6 @@
 //! Fuzzes the HTTP upgrade request parser (src/proto/handshake.rs).
 //! The harness lives in the library (`tether::proto::fuzzing::handshake`) so that
-//! `tests/fuzz_regressions.rs` replays saved inputs through the same code.
+//! `proto::fuzzing::regressions` replays saved inputs through the same code.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,302 +1,12 @@
-//! Fuzzing harnesses: the bodies of the `cargo fuzz` targets in `tests/fuzz/`,
-//! kept here so that the fuzzer and the regression test
-//! (`tests/fuzz_regressions.rs`) run the very same code.
-//!
-//! Each function takes arbitrary bytes, drives one part of the sans-IO core the
-//! way the shell does, and panics when an invariant breaks; a panic inside the
-//! core is a finding too. Everything is derived from the input: no clock, no
-//! randomness, so a saved input replays exactly.
+//! Fuzzing the hub: sessions, rooms and the host link driven by a script of operations.
 
-use crate::proto::auth::{Authenticator, MintRequest};
-use crate::proto::frame::{is_valid_close_code, Decoder, FrameError, WsEvent, MAX_HEADER};
-use crate::proto::handshake::{self, Parsed, Request, MAX_REQUEST_BYTES};
-use crate::proto::host::{KEY_BITS, MAX_PENDING_PER_CLIENT};
+use super::{authenticator, PASSWORD, T0_UNIX};
+use crate::proto::auth::MintRequest;
+use crate::proto::client_id::ClientId;
+use crate::proto::host_link::MAX_PENDING_PER_CLIENT;
 use crate::proto::hub::{Action, Hub, HubConfig, MAX_ROOMS_PER_CLIENT};
 use crate::proto::Now;
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
-
-const SECRET: &[u8] = b"tether-fuzzing-secret-0123456789";
-const PASSWORD: &str = "pw";
-const T0_UNIX: u64 = 1_800_000_000;
-
-fn authenticator() -> Authenticator {
-    let mut by_role = BTreeMap::new();
-    by_role.insert("player".to_string(), vec!["arena".to_string()]);
-    Authenticator::new(
-        SECRET,
-        None,
-        None,
-        Some(PASSWORD),
-        &["publish".to_string()],
-        by_role,
-    )
-}
-
-// ------------------------------------------------------------------ handshake
-
-/// The upgrade request parser (and the token check the shell runs on it).
-///
-/// Invariants: a complete head fits the buffer and the size limit, and reads
-/// the same from a buffer cut right after it; every shorter prefix of it is
-/// `Partial` (so arrival in pieces gives the same answer); the 101 and refusal
-/// answers are well-formed HTTP.
-pub fn handshake(data: &[u8]) {
-    let whole = handshake::parse(data);
-    match &whole {
-        Parsed::Partial => assert!(data.len() < MAX_REQUEST_BYTES, "partial past the limit"),
-        Parsed::Complete(request, n) => {
-            let n = *n;
-            assert!(n <= data.len() && n <= MAX_REQUEST_BYTES, "head length {n}");
-            assert_eq!(
-                handshake::parse(&data[..n]),
-                whole,
-                "head depends on what follows"
-            );
-            for cut in [n - 1, n / 2, usize::from(data[0]) % n] {
-                assert_eq!(
-                    handshake::parse(&data[..cut]),
-                    Parsed::Partial,
-                    "prefix of {cut} bytes"
-                );
-            }
-            if let Request::Upgrade(upgrade) = request {
-                assert_eq!(upgrade.accept.len(), 28, "accept key");
-                assert!(!upgrade.path.contains('?'), "query left in the path");
-                assert_ne!(upgrade.token.as_deref(), Some(""), "empty token");
-                if let Some(token) = &upgrade.token {
-                    // The shell checks a handshake token before upgrading.
-                    let _ = authenticator().verify(token, T0_UNIX);
-                }
-                let answer = handshake::switching_protocols(upgrade);
-                check_response(answer.as_bytes(), 101);
-            }
-        }
-        Parsed::Invalid(refusal) => {
-            let answer = handshake::refusal_response(*refusal, "malformed request");
-            check_response(answer.as_bytes(), refusal.status());
-        }
-    }
-    // A prefix that is already complete must agree with the whole.
-    let cut = usize::from(data.first().copied().unwrap_or(0)) * 31 % (data.len() + 1);
-    if let complete @ Parsed::Complete(..) = handshake::parse(&data[..cut]) {
-        assert_eq!(
-            complete, whole,
-            "a complete prefix disagrees with the whole"
-        );
-    }
-}
-
-/// An HTTP answer: complete head with `status`, and a body of its Content-Length.
-fn check_response(bytes: &[u8], status: u16) {
-    let mut headers = [httparse::EMPTY_HEADER; 16];
-    let mut response = httparse::Response::new(&mut headers);
-    let head = match response.parse(bytes) {
-        Ok(httparse::Status::Complete(n)) => n,
-        other => panic!("answer is not a complete HTTP head: {other:?}"),
-    };
-    assert_eq!(response.code, Some(status));
-    let length = response
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("Content-Length"))
-        .map(|h| {
-            std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(usize::MAX)
-        })
-        .unwrap_or(0);
-    assert_eq!(head + length, bytes.len(), "body length");
-}
-
-// --------------------------------------------------------------------- frames
-
-/// Message limits the frame target picks from (first input byte, low 3 bits).
-const FRAME_LIMITS: [usize; 8] = [1, 16, 125, 126, 256, 1000, 4096, 65536];
-
-/// One decoded event, owned.
-#[derive(Debug, PartialEq, Eq)]
-enum Ev {
-    Text(String),
-    Binary(Vec<u8>),
-    Ping(Vec<u8>),
-    Pong,
-    Close(Option<(u16, String)>),
-    Fragment,
-}
-
-/// What a connection's decoder made of a byte stream.
-#[derive(Debug, PartialEq, Eq, Default)]
-struct Trace {
-    events: Vec<Ev>,
-    error: Option<FrameError>,
-    /// Bytes of an incomplete frame held when the stream ended (not counted
-    /// after a close or an error: the shell stops reading there).
-    leftover: usize,
-}
-
-/// The frame decoder, as a server (client frames must be masked).
-///
-/// Input: byte 0 picks the message limit (bits 0–2) and the mode (bit 7:
-/// the rest is records that the harness frames and masks, so the fuzzer
-/// controls the unmasked payload; otherwise the rest is the raw stream);
-/// byte 1 seeds the chunk sizes. The stream is decoded whole and in chunks
-/// the way the shell does it (append, decode until incomplete, keep the rest).
-///
-/// Invariants: no panic; both feedings give the same events and error;
-/// messages within the limit, control payloads within 125 bytes, close codes
-/// valid; the held bytes and the reassembly buffer stay bounded; errors are
-/// only 1002, 1007 and 1009.
-pub fn frames(data: &[u8]) {
-    let [config, seed, rest @ ..] = data else {
-        return;
-    };
-    let max = FRAME_LIMITS[usize::from(config & 7)];
-    let stream = if config & 0x80 != 0 {
-        frame_records(rest)
-    } else {
-        rest.to_vec()
-    };
-    let whole = decode_stream(&stream, max, std::iter::once(stream.len().max(1)));
-    let mut state = u32::from(*seed) | 0x100;
-    let limit = usize::from(*seed).max(1) * 2;
-    let chunks = std::iter::from_fn(move || {
-        // xorshift: chunk sizes of 1 to 2 × seed bytes.
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        Some(1 + state as usize % limit)
-    });
-    let chunked = decode_stream(&stream, max, chunks);
-    assert_eq!(whole, chunked, "decoding depends on how the bytes arrive");
-}
-
-/// Builds masked client frames from records `[b0, ctl, payload...]`: `b0` is
-/// the first header byte (FIN, RSV, opcode); `ctl` bits 0–5 are the payload
-/// length (times 40 with bit 6, which also forces a 16-bit length); bit 7
-/// sends the frame unmasked. A record cut short by the end of the input
-/// declares its full length (an incomplete frame).
-fn frame_records(mut input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len() * 2);
-    while let [b0, ctl, rest @ ..] = input {
-        let long = ctl & 0x40 != 0;
-        let len = usize::from(ctl & 0x3f) * if long { 40 } else { 1 };
-        let masked = ctl & 0x80 == 0;
-        let take = len.min(rest.len());
-        let (payload, tail) = rest.split_at(take);
-        input = tail;
-        out.push(*b0);
-        let mask_bit = if masked { 0x80 } else { 0 };
-        if long || len > 125 {
-            out.push(mask_bit | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            out.push(mask_bit | len as u8);
-        }
-        let mask = [b0 ^ 0x5a, *ctl, 0x3c, 0xa7];
-        if masked {
-            out.extend_from_slice(&mask);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        } else {
-            out.extend_from_slice(payload);
-        }
-    }
-    out
-}
-
-/// Feeds `stream` in pieces of the given sizes, as the shell's read loop does.
-fn decode_stream(stream: &[u8], max: usize, chunks: impl Iterator<Item = usize>) -> Trace {
-    let mut decoder = Decoder::default();
-    let mut held: Vec<u8> = Vec::new();
-    let mut trace = Trace::default();
-    let mut pos = 0;
-    for size in chunks {
-        if pos >= stream.len() {
-            break;
-        }
-        let end = pos.saturating_add(size).min(stream.len());
-        held.extend_from_slice(&stream[pos..end]);
-        pos = end;
-        let mut consumed = 0;
-        loop {
-            let available = held.len() - consumed;
-            match decoder.decode(&mut held[consumed..], max) {
-                Ok(None) => break,
-                Ok(Some((event, used))) => {
-                    assert!(
-                        used > 0 && used <= available,
-                        "consumed {used} of {available}"
-                    );
-                    let event = owned_event(event, max);
-                    let closed = matches!(event, Ev::Close(_));
-                    trace.events.push(event);
-                    consumed += used;
-                    // A message never needs more than twice its bound.
-                    assert!(
-                        decoder.buffered() <= 2 * max.max(256),
-                        "reassembly buffer of {} bytes for a limit of {max}",
-                        decoder.buffered()
-                    );
-                    if closed {
-                        // The shell reads nothing after the peer's close.
-                        return trace;
-                    }
-                }
-                Err(error) => {
-                    assert!(matches!(error.close_code(), 1002 | 1007 | 1009));
-                    trace.error = Some(error);
-                    return trace;
-                }
-            }
-        }
-        held.drain(..consumed);
-        // What is held is one incomplete frame: a header and at most a message.
-        assert!(
-            held.len() < MAX_HEADER + max.max(125),
-            "holding {} bytes for a limit of {max}",
-            held.len()
-        );
-    }
-    trace.leftover = held.len();
-    trace
-}
-
-fn owned_event(event: WsEvent<'_>, max: usize) -> Ev {
-    match event {
-        WsEvent::Text(text) => {
-            assert!(text.len() <= max, "text of {} bytes over {max}", text.len());
-            Ev::Text(text.to_string())
-        }
-        WsEvent::Binary(bytes) => {
-            assert!(
-                bytes.len() <= max,
-                "binary of {} bytes over {max}",
-                bytes.len()
-            );
-            Ev::Binary(bytes.to_vec())
-        }
-        WsEvent::Ping(payload) => {
-            assert!(payload.len() <= 125, "ping of {} bytes", payload.len());
-            Ev::Ping(payload.to_vec())
-        }
-        WsEvent::Pong => Ev::Pong,
-        WsEvent::Close(status) => {
-            if let Some((code, reason)) = status {
-                assert!(is_valid_close_code(code), "close code {code}");
-                assert!(
-                    reason.len() <= 123,
-                    "close reason of {} bytes",
-                    reason.len()
-                );
-            }
-            Ev::Close(status.map(|(code, reason)| (code, reason.to_string())))
-        }
-        WsEvent::Fragment => Ev::Fragment,
-    }
-}
-
-// ------------------------------------------------------------------- dispatch
 
 /// Connection keys the dispatch target uses.
 const KEYS: usize = 6;
@@ -474,7 +184,7 @@ pub fn dispatch(data: &[u8]) {
     // Everyone leaves: the hub ends empty.
     for key in 0..KEYS {
         if world.ids[key].is_some() {
-            world.hub.disconnect(key, 1001);
+            world.hub.disconnect(key, 1001, world.now);
             world.check_outbox(None, Some(key), 0);
         }
     }
@@ -507,7 +217,7 @@ impl World {
                     None => None,
                 };
                 self.serial += 1;
-                let id = (self.serial << KEY_BITS) | key as u64;
+                let id = ClientId::new(self.serial, key).0;
                 let ip = if input.byte() & 1 == 0 {
                     "127.0.0.1".parse()
                 } else {
@@ -557,7 +267,7 @@ impl World {
                     self.fire(key);
                 } else {
                     let code = input.pick(&[1000, 1001, 1005, 1006, 4009]);
-                    self.hub.disconnect(key, code);
+                    self.hub.disconnect(key, code, self.now);
                     self.check_outbox(None, Some(key), 0);
                 }
             }
@@ -659,7 +369,7 @@ impl World {
             if let Some(s) = session {
                 assert_eq!(Some(s.id), self.ids[key], "session id of key {key}");
                 assert!(s.rooms.len() <= MAX_ROOMS_PER_CLIENT);
-                assert!(s.waiting.len() <= MAX_PENDING_PER_CLIENT);
+                assert!(self.hub.hosts().waiting_len(key) <= MAX_PENDING_PER_CLIENT);
             } else {
                 self.ids[key] = None;
             }
@@ -812,7 +522,7 @@ impl World {
         let choice = input.byte();
         match self.ids.get(usize::from(choice) % 8) {
             Some(Some(id)) => format!("{id:x}"),
-            Some(None) => format!("{:x}", (self.serial << KEY_BITS) | u64::from(choice % 8)),
+            Some(None) => ClientId::new(self.serial, usize::from(choice % 8)).to_string(),
             None => input.text(20),
         }
     }

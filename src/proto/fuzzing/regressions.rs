@@ -1,14 +1,14 @@
 //! Replays the fuzzers' seed corpus and every saved crashing input through
 //! the same harness functions the `cargo fuzz` targets run (see
-//! `tests/fuzz/run.sh` and `src/proto/fuzzing.rs`).
+//! `tests/fuzz/run.sh`), under `cargo test`.
 //!
 //! `tests/fuzz/corpus/<target>/`: seeds (valid requests, frames, sessions).
 //! `tests/fuzz/regressions/<target>/`: inputs that once broke an invariant;
 //! each must now pass.
 
+use crate::proto::fuzzing;
 use std::fs;
 use std::path::{Path, PathBuf};
-use tether::proto::fuzzing;
 
 fn inputs(target: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");

@@ -1,0 +1,41 @@
+//! Fuzzing harnesses: the bodies of the `cargo fuzz` targets in `tests/fuzz/`,
+//! kept here so that the fuzzer and the regression test
+//! (`regressions`, under `cargo test`) run the very same code.
+//!
+//! Each function takes arbitrary bytes, drives one part of the sans-IO core the
+//! way the shell does, and panics when an invariant breaks; a panic inside the
+//! core is a finding too. Everything is derived from the input: no clock, no
+//! randomness, so a saved input replays exactly.
+//!
+//! Compiled only for tests and for the fuzz crate (`--cfg fuzzing`, which
+//! `cargo fuzz` passes): no user of the library carries it.
+
+use crate::proto::auth::Authenticator;
+use std::collections::BTreeMap;
+
+mod dispatch;
+mod frames;
+mod handshake;
+#[cfg(test)]
+mod regressions;
+
+pub use dispatch::dispatch;
+pub use frames::frames;
+pub use handshake::handshake;
+
+const SECRET: &[u8] = b"tether-fuzzing-secret-0123456789";
+const PASSWORD: &str = "pw";
+const T0_UNIX: u64 = 1_800_000_000;
+
+fn authenticator() -> Authenticator {
+    let mut by_role = BTreeMap::new();
+    by_role.insert("player".to_string(), vec!["arena".to_string()]);
+    Authenticator::new(
+        SECRET,
+        None,
+        None,
+        Some(PASSWORD),
+        &["publish".to_string()],
+        by_role,
+    )
+}

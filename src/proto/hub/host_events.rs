@@ -1,0 +1,522 @@
+//! The host link's events (SPEC §6): the backend registers the client events
+//! it serves, answers forwarded requests, and broadcasts, sends, kicks and
+//! mints tokens through the gateway. The tables live in
+//! [`HostLink`](crate::proto::host_link::HostLink); the handlers here need
+//! the whole hub (a kick closes a session, a broadcast reaches them all).
+
+use super::{data_as, Audience, Hub, PublishData, MAX_ROOM_NAME};
+use crate::proto::auth::{parse_ttl, MintRequest, MAX_TTL_S};
+use crate::proto::client_id::{client_id_str, key_of};
+use crate::proto::envelope::{ErrorCode, JsonWriter};
+use crate::proto::host_link::{Pending, MAX_EVENTS_PER_HOST};
+use crate::proto::outbox::{Action, Body};
+use crate::proto::rooms::ConnKey;
+use crate::proto::Now;
+use log::info;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::rc::Rc;
+
+/// Client events the gateway itself serves; no host may take them.
+const BUILT_IN: [&str; 6] = [
+    "auth",
+    "ping",
+    "whoami",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+];
+
+#[derive(Deserialize)]
+struct RegisterData {
+    events: BTreeMap<String, Option<String>>,
+}
+
+#[derive(Deserialize)]
+struct ReplyError<'a> {
+    #[serde(borrow)]
+    code: Cow<'a, str>,
+    #[serde(default, borrow)]
+    message: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ReplyData<'a> {
+    id: u64,
+    #[serde(default, borrow)]
+    event: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    error: Option<ReplyError<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SendData<'a> {
+    #[serde(borrow)]
+    client: Cow<'a, str>,
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct KickData<'a> {
+    #[serde(borrow)]
+    client: Cow<'a, str>,
+    #[serde(default, borrow)]
+    reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Ttl {
+    Seconds(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+struct TokenData {
+    sub: String,
+    #[serde(default)]
+    permissions: Vec<String>,
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    ttl: Option<Ttl>,
+}
+
+impl Hub {
+    /// `host.*` events: they need the `host` permission (`admin` implies it).
+    pub(super) fn on_host_event(
+        &mut self,
+        key: ConnKey,
+        now: Now,
+        event: &str,
+        data: Option<&RawValue>,
+        rid: Option<&RawValue>,
+    ) {
+        let is_host = self
+            .session(key)
+            .and_then(|s| s.identity.as_ref())
+            .is_some_and(|i| i.has("host"));
+        if !is_host {
+            self.error(
+                key,
+                ErrorCode::Forbidden,
+                "host events need the `host` permission",
+                now,
+                rid,
+            );
+            return;
+        }
+        match event {
+            "host.register" => self.host_register(key, now, data, rid),
+            "host.reply" => self.host_reply(key, now, data, rid),
+            "host.broadcast" => self.host_broadcast(key, now, data, rid),
+            "host.send" => self.host_send(key, now, data, rid),
+            "host.clients" => self.host_clients(key, rid),
+            "host.kick" => self.host_kick(key, now, data, rid),
+            "host.token" => self.host_token(key, now, data, rid),
+            _ => self.error(key, ErrorCode::UnknownEvent, "no such host event", now, rid),
+        }
+    }
+
+    fn host_register(
+        &mut self,
+        key: ConnKey,
+        now: Now,
+        data: Option<&RawValue>,
+        rid: Option<&RawValue>,
+    ) {
+        let Some(request) = data_as::<RegisterData>(data) else {
+            let msg = "data must be {\"events\": {NAME: PERMISSION or null}}";
+            return self.error(key, ErrorCode::InvalidData, msg, now, rid);
+        };
+        let served_now: &[Box<str>] = self.hosts.role(key).map_or(&[], |h| &h.events);
+        // Re-registering an event this host serves (to change its permission)
+        // does not count again toward the bound.
+        let added = request
+            .events
+            .keys()
+            .filter(|name| !served_now.iter().any(|e| **e == ***name))
+            .count();
+        let already = served_now.len();
+        let mut problem = None;
+        for (name, permission) in &request.events {
+            let taken = self
+                .hosts
+                .route(name.as_str())
+                .is_some_and(|e| e.host != key);
+            problem = if name.is_empty() || name.len() > MAX_ROOM_NAME {
+                Some(format!("event names must be 1 to {MAX_ROOM_NAME} bytes"))
+            } else if BUILT_IN.contains(&name.as_str()) || name.starts_with("host.") {
+                Some(format!("`{name}` is a built-in event"))
+            } else if taken {
+                Some(format!("`{name}` is already served by another host"))
+            } else if permission.as_deref() == Some("") {
+                Some(format!("the permission of `{name}` is empty"))
+            } else {
+                None
+            };
+            if problem.is_some() {
+                break;
+            }
+        }
+        if already + added > MAX_EVENTS_PER_HOST {
+            problem = Some(format!(
+                "a host may serve at most {MAX_EVENTS_PER_HOST} events"
+            ));
+        }
+        if let Some(problem) = problem {
+            return self.error(key, ErrorCode::InvalidData, &problem, now, rid);
+        }
+        let Some(session) = self.sessions.get(key).and_then(Option::as_ref) else {
+            return;
+        };
+        let first = self.hosts.add_host(key);
+        for (name, permission) in request.events {
+            let permission = permission.map(String::into_boxed_str);
+            self.hosts.serve(key, name.into_boxed_str(), permission);
+        }
+        let mut served: Vec<&str> = self
+            .hosts
+            .role(key)
+            .map_or(&[][..], |r| &r.events)
+            .iter()
+            .map(|e| &**e)
+            .collect();
+        served.sort_unstable();
+        if first {
+            // Rooms are for clients: broadcasts and notices skip hosts.
+            info!(
+                "client {} registered as a host: {}",
+                client_id_str(session.id),
+                served.join(", ")
+            );
+        }
+        self.out.reply(key, "host.registered", rid, |data| {
+            data.str_array("events", &served);
+        });
+    }
+
+    /// A client event that no built-in serves: forward it to its host.
+    pub(super) fn forward_to_host(
+        &mut self,
+        key: ConnKey,
+        now: Now,
+        event: &str,
+        data: Option<&RawValue>,
+        rid: Option<&RawValue>,
+    ) {
+        let Some(target) = self.hosts.route(event) else {
+            return self.error(
+                key,
+                ErrorCode::UnknownEvent,
+                "no handler for this event",
+                now,
+                rid,
+            );
+        };
+        let host = target.host;
+        let Some(session) = self.sessions.get(key).and_then(Option::as_ref) else {
+            return;
+        };
+        let Some(identity) = &session.identity else {
+            return;
+        };
+        if let Some(permission) = &target.permission {
+            if !identity.has(permission) {
+                let msg = format!("`{event}` needs the `{permission}` permission");
+                return self.error(key, ErrorCode::Forbidden, &msg, now, rid);
+            }
+        }
+        if !self.hosts.has_room(key, host) {
+            let msg = "too many requests are waiting for the host; retry later";
+            return self.error(key, ErrorCode::HostUnavailable, msg, now, rid);
+        }
+        let deadline_ms = now.ms.saturating_add(self.cfg.request_timeout_ms);
+        let id = self
+            .hosts
+            .forward(key, host, rid.map(|r| r.to_owned()), deadline_ms);
+        self.out.reply(host, "host.request", None, |body| {
+            body.u64("id", id)
+                .str("client", &client_id_str(session.id))
+                .str("sub", &identity.sub)
+                .str_array("permissions", &identity.permissions)
+                .str("event", event)
+                .raw("data", data.map_or("null", |d| d.get()));
+        });
+    }
+
+    fn host_reply(
+        &mut self,
+        key: ConnKey,
+        now: Now,
+        data: Option<&RawValue>,
+        rid: Option<&RawValue>,
+    ) {
+        let Some(reply) =
+            data_as::<ReplyData>(data).filter(|r| r.event.is_some() || r.error.is_some())
+        else {
+            let msg = "data must be {\"id\", \"event\", \"data\"} or {\"id\", \"error\": {\"code\", \"message\"}}";
+            return self.error(key, ErrorCode::InvalidData, msg, now, rid);
+        };
+        // Late, unknown or someone else's: dropped.
+        let ours = self.hosts.host_of(reply.id) == Some(key);
+        let pending = if ours {
+            self.hosts.take(reply.id)
+        } else {
+            None
+        };
+        let delivered = match pending {
+            Some(pending) => {
+                let client_rid = pending.request_id.as_deref();
+                match (&reply.error, &reply.event) {
+                    (Some(error), _) => {
+                        let message = error
+                            .message
+                            .as_deref()
+                            .unwrap_or("the host refused the request");
+                        let (to, code) = (pending.client, &error.code);
+                        self.out.error(to, code, message, now.unix, client_rid);
+                    }
+                    (None, Some(event)) => {
+                        let data = reply.data.map_or("null", |d| d.get());
+                        self.out.reply_raw(pending.client, event, client_rid, data);
+                    }
+                    // Refused by the filter above.
+                    (None, None) => return,
+                }
+                1
+            }
+            None => 0,
+        };
+        self.out.ack(key, rid, |w| {
+            w.u64("delivered", delivered);
+        });
+    }
+
+    fn host_broadcast(
+        &mut self,
+        key: ConnKey,
+        now: Now,
+        data: Option<&RawValue>,
+        rid: Option<&RawValue>,
+    ) {
+        // The same fields as `POST /api/publish`, but a host sends to one
+        // client with `host.send`.
+        let parsed =
+            data_as::<PublishData>(data).filter(|b| !b.event.is_empty() && b.client.is_none());
+        let Some(broadcast) = parsed else {
+            let msg = "data must be {\"event\", \"data\", \"room\"?}";
+            return self.error(key, ErrorCode::InvalidData, msg, now, rid);
+        };
+        let audience = match &broadcast.room {
+            Some(room) => Audience::Room(room),
+            None => Audience::All,
+        };
+        let data = broadcast.data.map_or("null", |d| d.get());
+        let delivered = self.publish(&broadcast.event, data, audience);
+        self.out.ack(key, rid, |w| {
+            w.u64("delivered", delivered);
+        });
+    }
+
+    /// The live session a `clientId` names.
+    fn client_key(&self, client: &str) -> Option<ConnKey> {
+        let (key, id) = key_of(client)?;
+        self.session(key).filter(|s| s.id == id).map(|_| key)
+    }
+
+    fn host_send(
+        &mut self,
+        key: ConnKey,
+        now: Now,
+        data: Option<&RawValue>,
+        rid: Option<&RawValue>,
+    ) {
+        let Some(send) = data_as::<SendData>(data).filter(|s| !s.event.is_empty()) else {
+            let msg = "data must be {\"client\", \"event\", \"data\"}";
+            return self.error(key, ErrorCode::InvalidData, msg, now, rid);
+        };
+        let delivered = match self.client_key(&send.client) {
+            Some(target) => {
+                let data = send.data.map_or("null", |d| d.get());
+                self.out.reply_raw(target, &send.event, None, data);
+                1
+            }
+            None => 0,
+        };
+        self.out.ack(key, rid, |w| {
+            w.u64("delivered", delivered);
+        });
+    }
+
+    fn host_clients(&mut self, key: ConnKey, rid: Option<&RawValue>) {
+        let mut list = Vec::with_capacity(256);
+        self.write_client_list(&mut list);
+        self.out.reply(key, "host.clients", rid, |data| {
+            data.with_raw("clients", |buf| buf.extend_from_slice(&list));
+        });
+    }
+
+    fn host_kick(
+        &mut self,
+        key: ConnKey,
+        now: Now,
+        data: Option<&RawValue>,
+        rid: Option<&RawValue>,
+    ) {
+        let Some(kick) = data_as::<KickData>(data) else {
+            let msg = "data must be {\"client\", \"reason\"}";
+            return self.error(key, ErrorCode::InvalidData, msg, now, rid);
+        };
+        let reason = kick.reason.as_deref().unwrap_or("kicked by the host");
+        let target = self.client_key(&kick.client);
+        // The acknowledgement comes before the `host.client_left` the kick
+        // causes, like the answer to any other host event; a host that kicks
+        // itself gets none (it is gone).
+        if target != Some(key) {
+            self.out.ack(key, rid, |w| {
+                w.u64("delivered", u64::from(target.is_some()));
+            });
+        }
+        if let Some(target) = target {
+            self.out.reply(target, "kicked", None, |data| {
+                data.str("reason", reason);
+            });
+            self.close(target, 4010, "kicked", now);
+        }
+    }
+
+    fn host_token(
+        &mut self,
+        key: ConnKey,
+        now: Now,
+        data: Option<&RawValue>,
+        rid: Option<&RawValue>,
+    ) {
+        let Some(request) = data_as::<TokenData>(data).filter(|t| !t.sub.is_empty()) else {
+            let msg = "data must be {\"sub\", \"permissions\"?, \"rooms\"?, \"role\"?, \"ttl\"?}";
+            return self.error(key, ErrorCode::InvalidData, msg, now, rid);
+        };
+        let minter_is_admin = self
+            .session(key)
+            .and_then(|s| s.identity.as_ref())
+            .is_some_and(|i| i.is_admin());
+        if !minter_is_admin
+            && request
+                .permissions
+                .iter()
+                .any(|p| p == "host" || p == "admin")
+        {
+            let msg = "only an admin host may mint `host` or `admin` tokens";
+            return self.error(key, ErrorCode::Forbidden, msg, now, rid);
+        }
+        let ttl_s = match request.ttl {
+            None => Ok(86_400),
+            Some(Ttl::Seconds(0)) => Err("ttl must be at least one second".to_string()),
+            Some(Ttl::Seconds(s)) if s > MAX_TTL_S => {
+                Err(format!("ttl {s} is longer than ten years"))
+            }
+            Some(Ttl::Seconds(s)) => Ok(s),
+            Some(Ttl::Text(text)) => parse_ttl(&text),
+        };
+        let ttl_s = match ttl_s {
+            Ok(s) => s,
+            Err(problem) => return self.error(key, ErrorCode::InvalidData, &problem, now, rid),
+        };
+        let mint = MintRequest {
+            sub: request.sub,
+            permissions: request.permissions,
+            rooms: request.rooms,
+            role: request.role,
+            ttl_s,
+        };
+        let (token, expires_at) = match self.cfg.auth.mint(&mint, now.unix) {
+            Ok(minted) => minted,
+            Err(e) => {
+                log::error!("minting a token failed: {e}");
+                return self.error(
+                    key,
+                    ErrorCode::InternalError,
+                    "could not mint a token",
+                    now,
+                    rid,
+                );
+            }
+        };
+        self.out.reply(key, "host.token", rid, |data| {
+            data.str("token", &token).u64("expiresAt", expires_at);
+        });
+    }
+
+    /// Times out this client's requests whose deadline passed.
+    pub(super) fn expire_requests(&mut self, key: ConnKey, now: Now) {
+        while let Some(pending) = self.hosts.expire(key, now.ms) {
+            let msg = "the host did not answer in time";
+            let rid = pending.request_id.as_deref();
+            self.error(key, ErrorCode::HostTimeout, msg, now, rid);
+        }
+    }
+
+    /// The requests of a host that left fail: their clients hear so.
+    pub(super) fn report_orphans(&mut self, orphans: Vec<Pending>, now: Now) {
+        for pending in orphans {
+            let msg = "the host that serves this event is gone";
+            let rid = pending.request_id.as_deref();
+            self.error(pending.client, ErrorCode::HostUnavailable, msg, now, rid);
+        }
+    }
+
+    pub(super) fn notify_hosts_joined(&mut self, key: ConnKey, id: u64, ip: IpAddr) {
+        if self.hosts.host_keys().is_empty() {
+            return;
+        }
+        let Some(identity) = self.session(key).and_then(|s| s.identity.as_ref()) else {
+            return;
+        };
+        let mut message = Vec::with_capacity(96);
+        let mut msg = JsonWriter::object(&mut message);
+        msg.str("event", "host.client_joined");
+        msg.begin("data")
+            .str("client", &client_id_str(id))
+            .str("sub", &identity.sub)
+            .str("ip", &ip.to_string())
+            .end();
+        msg.end();
+        self.send_to_hosts(message.into());
+    }
+
+    pub(super) fn notify_hosts_left(&mut self, id: u64, sub: &str, code: u16) {
+        if self.hosts.host_keys().is_empty() {
+            return;
+        }
+        let mut message = Vec::with_capacity(96);
+        let mut msg = JsonWriter::object(&mut message);
+        msg.str("event", "host.client_left");
+        msg.begin("data")
+            .str("client", &client_id_str(id))
+            .str("sub", sub)
+            .u64("code", u64::from(code))
+            .end();
+        msg.end();
+        self.send_to_hosts(message.into());
+    }
+
+    fn send_to_hosts(&mut self, message: Rc<[u8]>) {
+        for &host in self.hosts.host_keys() {
+            self.out.actions.push(Action::Send {
+                to: host,
+                body: Body::Shared(message.clone()),
+            });
+        }
+    }
+}

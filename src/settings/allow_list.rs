@@ -1,0 +1,216 @@
+//! The IP allow-list (`server.websocket.auth.allowed_ip`): parsing and matching.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::errors::SettingError;
+use super::schema::Settings;
+
+/// The parsed `allowed_ip`: networks as (address, prefix length) pairs, kept
+/// masked so matching is a mask and a compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpAllowList {
+    all: bool,
+    entries: Vec<(IpAddr, u8)>,
+}
+
+impl IpAllowList {
+    /// Whether a client at `ip` may connect. IPv4-mapped IPv6 addresses
+    /// (`::ffff:a.b.c.d`, as a dual-stack socket reports IPv4 peers) match IPv4 entries.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        if self.all {
+            return true;
+        }
+        let ip = canonical(ip);
+        self.entries
+            .iter()
+            .any(|&(network, prefix)| in_network(ip, network, prefix))
+    }
+
+    /// True when `*` is in the list.
+    pub fn allows_all(&self) -> bool {
+        self.all
+    }
+}
+
+/// Parses a comma-separated list of IPv4/IPv6 addresses, CIDR blocks
+/// (`192.168.1.0/24`, `fd00::/8`) and `*`. Whitespace around entries and empty
+/// entries (a stray comma) are ignored; a list with no entry at all is an error,
+/// since no client could connect.
+pub fn parse_allowed_ips(s: &str) -> Result<IpAllowList, String> {
+    let mut list = IpAllowList {
+        all: false,
+        entries: Vec::new(),
+    };
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if entry == "*" {
+            list.all = true;
+            continue;
+        }
+        let network = parse_network(entry).ok_or_else(|| {
+            format!(
+                "invalid entry {entry:?}; expected IPv4/IPv6 addresses or CIDR blocks such as \
+                 192.168.1.0/24, separated by commas, or * to allow all"
+            )
+        })?;
+        list.entries.push(network);
+    }
+    if !list.all && list.entries.is_empty() {
+        return Err("is empty, so no client could connect; use * to allow all".to_string());
+    }
+    Ok(list)
+}
+
+/// `ADDR` or `ADDR/PREFIX` -> masked (network, prefix); IPv4-mapped IPv6 blocks
+/// become IPv4 ones so they match the way clients are matched.
+fn parse_network(entry: &str) -> Option<(IpAddr, u8)> {
+    let (address, prefix) = match entry.split_once('/') {
+        Some((address, prefix)) => (address.trim(), Some(prefix.trim())),
+        None => (entry, None),
+    };
+    // Tolerate the URL-style "[::1]".
+    let address = address
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(address);
+    let address: IpAddr = address.parse().ok()?;
+    let max = match address {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    let prefix = match prefix {
+        // Digits only: u8's parser would accept "+8".
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            p.parse::<u8>().ok()?
+        }
+        Some(_) => return None,
+        None => max,
+    };
+    if prefix > max {
+        return None;
+    }
+    let (address, prefix) = match address {
+        IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+            Some(v4) => (IpAddr::V4(v4), prefix - 96),
+            None => (address, prefix),
+        },
+        _ => (address, prefix),
+    };
+    Some((mask(address, prefix), prefix))
+}
+
+/// The IPv4 address behind an IPv4-mapped IPv6 one (`::ffff:a.b.c.d`); others unchanged.
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4) & v4_mask(prefix);
+            IpAddr::V4(Ipv4Addr::from(bits))
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & v6_mask(prefix);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+    }
+}
+
+fn in_network(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
+    match (ip, network) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) => u32::from(ip) & v4_mask(prefix) == u32::from(net),
+        (IpAddr::V6(ip), IpAddr::V6(net)) => u128::from(ip) & v6_mask(prefix) == u128::from(net),
+        _ => false,
+    }
+}
+
+fn v4_mask(prefix: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0)
+}
+
+fn v6_mask(prefix: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128 - u32::from(prefix.min(128)))
+        .unwrap_or(0)
+}
+
+impl Settings {
+    /// The parsed `allowed_ip` list. Cannot fail once [`Settings::validate`] passed.
+    pub fn allowed_ips(&self) -> Result<IpAllowList, SettingError> {
+        parse_allowed_ips(&self.server.websocket.auth.allowed_ip)
+            .map_err(|reason| SettingError::new("server.websocket.auth.allowed_ip", reason))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_matching() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+
+        let list = parse_allowed_ips("127.0.0.1,::1").unwrap();
+        assert!(list.allows(ip("127.0.0.1")));
+        assert!(list.allows(ip("::1")));
+        assert!(list.allows(ip("::ffff:127.0.0.1")));
+        assert!(!list.allows(ip("127.0.0.2")));
+        assert!(!list.allows(ip("10.0.0.1")));
+        assert!(!list.allows_all());
+
+        let list = parse_allowed_ips(" 192.168.1.0/24 , fd00::/8,10.1.2.3/0 ").unwrap();
+        assert!(list.allows(ip("192.168.1.200")));
+        assert!(list.allows(ip("::ffff:192.168.1.7")));
+        assert!(list.allows(ip("fd12:3456::1")));
+        assert!(list.allows(ip("8.8.8.8")), "/0 matches every IPv4 address");
+        assert!(!list.allows(ip("fe80::1")));
+
+        let list = parse_allowed_ips("192.168.1.77/24").unwrap();
+        assert!(
+            list.allows(ip("192.168.1.1")),
+            "host bits of the entry are ignored"
+        );
+
+        let list = parse_allowed_ips("::ffff:10.0.0.0/104,[::1]").unwrap();
+        assert!(list.allows(ip("10.9.9.9")));
+        assert!(list.allows(ip("::1")));
+
+        let list = parse_allowed_ips("*").unwrap();
+        assert!(list.allows_all());
+        assert!(list.allows(ip("203.0.113.9")));
+        assert!(list.allows(ip("2001:db8::1")));
+
+        for bad in [
+            "",
+            " , ",
+            "localhost",
+            "10.0.0.0/33",
+            "::/129",
+            "1.2.3.4/",
+            "1.2.3.4/+8",
+            "1.2.3",
+        ] {
+            assert!(
+                parse_allowed_ips(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+        assert!(parse_allowed_ips("")
+            .unwrap_err()
+            .contains("use * to allow all"));
+    }
+
+    #[test]
+    fn canonical_unmaps_ipv4_mapped_addresses() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(canonical(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(canonical(ip("10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(canonical(ip("::1")), ip("::1"));
+        assert_eq!(canonical(ip("2001:db8::1")), ip("2001:db8::1"));
+    }
+}
