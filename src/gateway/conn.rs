@@ -147,3 +147,28 @@ impl Conn {
         self.out.clear(pool);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_peer_keeps_the_closing_deadline_and_nothing_else_changes() {
+        let closing = Stage::Closing {
+            peer_closed: false,
+            deadline_ms: 2_000,
+        };
+        assert_eq!(
+            closing.peer_done(),
+            Stage::Closing {
+                peer_closed: true,
+                deadline_ms: 2_000
+            }
+        );
+        let open = Stage::Open { next_ping_ms: 9 };
+        assert_eq!(open.peer_done(), open);
+        assert!(open.is_open() && open.deadline_ms().is_none());
+        assert_eq!(closing.deadline_ms(), Some(2_000));
+        assert_eq!(Stage::Handshake { deadline_ms: 5 }.deadline_ms(), Some(5));
+    }
+}
