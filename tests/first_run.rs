@@ -221,7 +221,7 @@ fn help_says_what_sighup_re_reads() {
         "settings file",
         "allowed_ip",
         "limits",
-        "log level",
+        "log.level",
         "restart",
         "TLS certificate and key",
     ] {
