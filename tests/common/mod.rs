@@ -1194,3 +1194,11 @@ fn python_deps() -> Result<Option<PathBuf>, String> {
         "python3 has no `{WEBSOCKETS_REQUIREMENT}` and pip could not install it ({why}): run `{install}`"
     ))
 }
+
+/// Panics at once when `child` (an example host) has exited: waiting for it
+/// to register would only end in a misleading timeout or `rate_limited`.
+pub fn assert_running(child: &mut Child, what: &str) {
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("{what} exited ({status}); its stderr is above");
+    }
+}

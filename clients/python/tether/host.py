@@ -23,7 +23,8 @@ class Host(Client):
         super().__init__(url, **options)
         self._served = {}  # event -> (handler, permission, reply event)
         self._handlers["host.request"] = [self._answer]
-        self._registering = set()
+        self._unregistered = {}  # handled since the last registration
+        self._registering = None  # the task that will register them
 
     def handle(self, event, permission=None, reply_event=None):
         """Decorator: `handler(data, request)` (sync or async) answers the
@@ -33,19 +34,18 @@ class Host(Client):
 
         def register(handler):
             self._served[event] = (handler, permission, reply_event or event)
-            if self.connected:
-                task = self._spawn(self._register({event: permission}))
-                self._registering.add(task)
-                task.add_done_callback(self._registering.discard)
+            self._unregistered[event] = permission
+            if self.connected and self._registering is None:
+                self._registering = self._spawn(self._register_later())
             return handler
 
         return register
 
     async def registered(self):
         """Waits until the events handled so far are registered (`handle`
-        after connecting registers in the background)."""
-        if self._registering:
-            await asyncio.gather(*self._registering)
+        after connecting registers them in the background, in one batch)."""
+        if self._registering is not None:
+            await self._registering
 
     async def broadcast(self, event, data=None, room=None):
         message = {"event": event, "data": data}
@@ -58,15 +58,22 @@ class Host(Client):
 
     async def _on_open(self, ws):
         await super()._on_open(ws)
+        self._unregistered.clear()
         events = {name: served[1] for name, served in self._served.items()}
         reply = await self._ask(ws, "host.register", {"events": events}, self.timeout)
         log.info("tether: registered as a host on %s: %s", self.url, ", ".join(reply["events"]))
 
-    async def _register(self, events):
+    async def _register_later(self):
+        await asyncio.sleep(0)  # the decorators of the same moment in one batch
         try:
-            await self.request("host.register", {"events": events})
-        except TetherError as e:
-            log.error("tether: registering %s failed: %s", ", ".join(events), e)
+            while self._unregistered:
+                events, self._unregistered = self._unregistered, {}
+                try:
+                    await self.request("host.register", {"events": events})
+                except TetherError as e:
+                    log.error("tether: registering %s failed: %s", ", ".join(events), e)
+        finally:
+            self._registering = None
 
     async def _answer(self, request, message):
         if not isinstance(request, dict):
