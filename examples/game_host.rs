@@ -505,20 +505,16 @@ fn serve_once(
                 )?;
             }
         }
-        Some("host.client_joined") => {
-            let (client, sub) = (&data["client"], &data["sub"]);
+        Some(notice @ ("host.client_joined" | "host.client_left")) => {
+            let what = if notice == "host.client_joined" {
+                "connected"
+            } else {
+                "left"
+            };
             println!(
-                "client {} ({}) connected",
-                client.as_str().unwrap_or("?"),
-                sub.as_str().unwrap_or("?")
-            )
-        }
-        Some("host.client_left") => {
-            let (client, sub) = (&data["client"], &data["sub"]);
-            println!(
-                "client {} ({}) left",
-                client.as_str().unwrap_or("?"),
-                sub.as_str().unwrap_or("?")
+                "client {} ({}) {what}",
+                data["client"].as_str().unwrap_or("?"),
+                data["sub"].as_str().unwrap_or("?")
             )
         }
         Some("error") => eprintln!("the gateway reports: {data}"),

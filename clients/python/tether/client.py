@@ -9,7 +9,7 @@ import logging
 import random
 
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 log = logging.getLogger("tether")
 
@@ -165,13 +165,15 @@ class Client:
         ws = await ws_connect(self.url, **options)
         try:
             connected = json.loads(await asyncio.wait_for(ws.recv(), self.open_timeout))
-            if connected.get("event") != "connected":
+            if not isinstance(connected, dict) or connected.get("event") != "connected":
                 raise TetherError("connect_failed", "no `connected` message")
-            if connected.get("data", {}).get("authenticated"):
+            if (connected.get("data") or {}).get("authenticated"):
                 first = json.loads(await asyncio.wait_for(ws.recv(), self.open_timeout))
             else:
                 credentials = {"token": token} if token else {"password": self.password}
                 first = await self._exchange(ws, "auth", credentials)
+            if not isinstance(first, dict):
+                raise TetherError("connect_failed", "the gateway sent %r" % first)
             if first.get("event") == "error":
                 error = first.get("data") or {}
                 raise TetherError(error.get("code", "auth_failed"), error.get("message", ""))
@@ -187,7 +189,7 @@ class Client:
         await ws.send(json.dumps({"event": event, "data": data, "requestId": "auth"}))
         while True:
             message = json.loads(await asyncio.wait_for(ws.recv(), self.open_timeout))
-            if message.get("requestId") == "auth":
+            if isinstance(message, dict) and message.get("requestId") == "auth":
                 return message
 
     async def _run(self, first):
@@ -251,7 +253,14 @@ class Client:
     async def _on_open(self, ws):
         """After each authentication: back into the rooms subscribed so far."""
         for room in sorted(self._rooms):
-            await self._ask(ws, "subscribe", {"room": room}, self.timeout)
+            try:
+                await self._ask(ws, "subscribe", {"room": room}, self.timeout)
+            except TetherError as e:
+                if e.code not in ("room_not_allowed", "forbidden"):
+                    raise
+                # The new token no longer allows it: leave it, keep the rest.
+                log.warning("tether: cannot subscribe again to %r: %s", room, e)
+                self._rooms.discard(room)
 
     # -- messages ------------------------------------------------------------
 
@@ -299,7 +308,10 @@ class Client:
             pass
 
     def _dispatch(self, message):
-        for handler in self._handlers.get(message.get("event"), ()):
+        handlers = self._handlers.get(message.get("event"), ())
+        if not handlers and message.get("event") == "error":
+            log.warning("tether: the gateway reports %s", message.get("data"))
+        for handler in handlers:
             self._spawn(self._run_handler(handler, message))
 
     def _spawn(self, coroutine):
@@ -333,9 +345,7 @@ def _as_error(error):
         return error
     if isinstance(error, InvalidStatus):
         return TetherError("connect_failed", "HTTP %d" % error.response.status_code)
-    if isinstance(error, (OSError, WebSocketException, asyncio.TimeoutError)):
-        return TetherError("connect_failed", str(error) or type(error).__name__)
-    return error
+    return TetherError("connect_failed", str(error) or type(error).__name__)
 
 
 async def connect(url, token=None, **options):
