@@ -125,8 +125,10 @@ async def main():
     # Reconnection: a request in flight fails (the gateway may fail it
     # first, as its host goes, or the connection may end first); the
     # client comes back, in its rooms; the host registers again.
-    sessions = []
+    sessions, host_sessions = [], []
     alice.on("authenticated")(lambda data, message: sessions.append(data))
+    # A host's `authenticated` handlers run once it has registered again.
+    host.on("authenticated")(lambda data, message: host_sessions.append(data))
     slow_started.clear()
     in_flight = asyncio.ensure_future(alice.request("slow", 30, timeout=30))
     await asyncio.wait_for(slow_started.wait(), 5)
@@ -134,7 +136,7 @@ async def main():
     line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     assert line.strip() == "restarted", line
     await expect_error(("disconnected", "host_unavailable"), in_flight)
-    await eventually(lambda: sessions, "alice to reconnect")
+    await eventually(lambda: sessions and host_sessions, "alice and the host to reconnect")
     echoed = await alice.request("echo", "again", timeout=10)
     assert echoed == {"data": "again", "sub": "alice"}, echoed
     notes.clear()

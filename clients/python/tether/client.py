@@ -298,12 +298,15 @@ class Client:
                     continue
                 if not isinstance(message, dict):
                     continue
-                request_id = message.get("requestId")
+                if "requestId" not in message:
+                    self._dispatch(message)
+                    continue
+                request_id = message["requestId"]
                 reply = self._pending.get(request_id) if type(request_id) is int else None
                 if reply is not None and not reply.done():
                     reply.set_result(message)
-                else:
-                    self._dispatch(message)
+                else:  # only our requests carry one: a reply after its timeout
+                    log.debug("tether: a late reply to request %r", request_id)
         except ConnectionClosed:
             pass
 
