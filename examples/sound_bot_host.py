@@ -155,7 +155,7 @@ def handler(bot, event):
 
 async def serve(args, bot):
     # Reconnects with jittered backoff and registers again by itself.
-    host = await tether.host(args.url, token=args.token, auth="header")
+    host = await tether.host(args.url, token=args.token)
     for event, reply_event in EVENTS.items():
         host.handle(event, permission=args.permission, reply_event=reply_event)(handler(bot, event))
     await host.registered()

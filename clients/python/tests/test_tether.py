@@ -78,6 +78,10 @@ def serve(host, slow_started):
     def crash(data, request):
         raise RuntimeError("a bug with internals")
 
+    @host.handle("not_json")
+    def not_json(data, request):
+        return object()
+
     @host.handle("slow", permission="slow.call")
     async def slow(data, request):
         slow_started.set()
@@ -104,6 +108,7 @@ async def main():
     assert error.message == "none left", error.message
     error = await expect_error("internal_error", alice.request("crash"))
     assert "internals" not in error.message
+    await expect_error("internal_error", alice.request("not_json"))
     await expect_error("forbidden", bob.request("slow"))
     await expect_error("unknown_event", alice.request("nobody.serves.this"))
     ok("error replies carry the code")

@@ -4,6 +4,8 @@ them on every (re)connection."""
 import asyncio
 import logging
 
+from websockets.exceptions import ConnectionClosed
+
 from .client import Client, TetherError, _call
 
 log = logging.getLogger("tether")
@@ -91,9 +93,19 @@ class Host(Client):
             reply["error"] = {"code": e.code, "message": e.message}
         except Exception:
             log.exception("tether: the handler of %r failed", event)
-            reply.pop("event", None)
-            reply["error"] = {"code": "internal_error", "message": "the host failed"}
-        await self._send("host.reply", reply)
+            reply = _internal_error(reply["id"])
+        try:
+            await self._send("host.reply", reply)
+        except (TypeError, ValueError):
+            log.error("tether: the answer to %r is not JSON", event)
+            await self._send("host.reply", _internal_error(reply["id"]))
+        except ConnectionClosed:
+            pass  # the gateway fails the request (host_unavailable) itself
+
+
+def _internal_error(request_id):
+    # The client learns nothing of the host's internals.
+    return {"id": request_id, "error": {"code": "internal_error", "message": "the host failed"}}
 
 
 async def host(url, token=None, **options):
