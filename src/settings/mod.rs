@@ -23,8 +23,6 @@ use std::path::{Path, PathBuf};
 
 use env::{env_var, non_empty};
 
-// The gateway's own copy (event_loop.rs) switches to this one after its re-cut merges.
-#[allow(unused_imports)]
 pub(crate) use allow_list::canonical;
 pub use allow_list::{parse_allowed_ips, IpAllowList};
 pub use env::{state_dir, state_dir_with};
