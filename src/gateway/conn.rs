@@ -2,10 +2,10 @@
 
 use super::outqueue::OutQueue;
 use super::pool::BufPool;
+use super::tls::TlsSession;
 use crate::proto::frame::Decoder;
 use mio::net::TcpStream;
 use mio::Interest;
-use rustls::ServerConnection;
 use std::net::IpAddr;
 
 /// Where a connection is in its life. Each stage says what its bytes mean
@@ -96,7 +96,7 @@ pub struct Conn {
     /// Counted against `max_connections` (not a refusal).
     pub admitted: bool,
     /// The TLS session of a `wss` connection (`None`: plain ws, zero-copy path).
-    pub tls: Option<Box<ServerConnection>>,
+    pub tls: Option<Box<TlsSession>>,
 }
 
 impl Conn {
@@ -143,6 +143,9 @@ impl Conn {
     pub fn release_all(&mut self, pool: &mut BufPool) {
         if let Some(buf) = self.inbuf.take() {
             pool.checkin(buf);
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            tls.release(pool);
         }
         self.out.clear(pool);
     }

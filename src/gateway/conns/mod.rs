@@ -328,8 +328,9 @@ impl Conns {
                     peer_closed: true, ..
                 } => {
                     if let Some(session) = conn.tls.as_deref_mut() {
-                        session.send_close_notify();
-                        let _ = tls::write_records(session, &mut conn.sock);
+                        let _ = tls::close_notify(session, &mut self.pool).and_then(|()| {
+                            tls::write_records(session, &mut conn.sock, &mut self.pool)
+                        });
                     }
                     return self.remove(key, app, now);
                 }
@@ -341,8 +342,9 @@ impl Conns {
                     let closed = match conn.tls.as_deref_mut() {
                         None => Ok(true),
                         Some(session) => {
-                            session.send_close_notify();
-                            tls::write_records(session, &mut conn.sock)
+                            tls::close_notify(session, &mut self.pool).and_then(|()| {
+                                tls::write_records(session, &mut conn.sock, &mut self.pool)
+                            })
                         }
                     };
                     match closed {

@@ -67,23 +67,30 @@ impl Conns {
         }
     }
 
-    /// Reads a TLS connection: one socket read of up to 64 KiB, fed to the
-    /// session record by record; its plaintext goes to the same handlers as
-    /// plain ws.
+    /// Reads a TLS connection: one socket read of up to 64 KiB, after the
+    /// bytes of a partial record held since the last one, decrypted in
+    /// place record by record; its plaintext goes to the same handlers as
+    /// plain ws. What is left of a record is held (lent from the pool)
+    /// until the next read.
     fn on_readable_tls(&mut self, key: usize, app: &mut App, now: Now) -> bool {
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut records = std::mem::take(&mut self.tls_in);
-        records.resize(READ_CHUNK, 0);
+        records.resize(tls::HELD_LIMIT + READ_CHUNK, 0);
         let mut again = true;
         'reads: for _ in 0..READS_PER_PASS {
-            let n = match self.read_socket(key, &mut records, app, now) {
+            let held = self.slab.get(key).and_then(|c| c.tls.as_deref());
+            let held = held.map_or(0, tls::TlsSession::held_len);
+            let n = match self.read_socket(key, &mut records[held..held + READ_CHUNK], app, now) {
                 Got::Bytes(n) => n,
                 Got::Done => {
                     again = false;
                     break;
                 }
             };
-            let mut input = &records[..n];
+            if let Some(session) = self.slab.get_mut(key).and_then(|c| c.tls.as_deref_mut()) {
+                session.unhold(&mut records[..held], &mut self.pool);
+            }
+            let mut input = tls::Input::new(&mut records[..held + n]);
             loop {
                 let Some(conn) = self.slab.get_mut(key) else {
                     again = false;
@@ -93,7 +100,14 @@ impl Conns {
                     again = false;
                     break 'reads;
                 };
-                match tls::feed(session, &mut input, &mut scratch) {
+                let fed = match tls::feed(session, &mut input, &mut scratch, &mut self.pool) {
+                    TlsRead::WouldBlock => match session.hold(input.rest(), &mut self.pool) {
+                        Ok(()) => break,
+                        Err(reason) => TlsRead::Failed(reason),
+                    },
+                    fed => fed,
+                };
+                match fed {
                     TlsRead::Plain(n) => {
                         conn.last_rx_ms = now.ms;
                         self.on_bytes(key, &mut scratch[..n], app, now);
@@ -106,8 +120,8 @@ impl Conns {
                     }
                     TlsRead::Failed(reason) => {
                         debug!("connection {key} from {}: TLS failed: {reason}", conn.ip);
-                        // Best effort: the alert rustls queued, then drop.
-                        let _ = tls::write_records(session, &mut conn.sock);
+                        // Best effort: the alert rustls made, then drop.
+                        let _ = tls::write_records(session, &mut conn.sock, &mut self.pool);
                         self.remove(key, app, now);
                         again = false;
                         break 'reads;

@@ -2,10 +2,13 @@
 //! reloading (SIGHUP) and the self-signed pair in the state directory.
 
 use super::error::TlsError;
+use super::seal::SEALED_LIMIT;
+use super::session::{TlsSession, HELD_LIMIT};
 use crate::settings::TlsSettings;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{InconsistentKeys, ServerConfig, ServerConnection};
+use rustls::server::UnbufferedServerConnection;
+use rustls::{InconsistentKeys, ServerConfig};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -17,24 +20,17 @@ pub const SELF_SIGNED_CERT: &str = "tls-cert.pem";
 /// The generated self-signed certificate's private key (mode 0600).
 pub const SELF_SIGNED_KEY: &str = "tls-key.pem";
 
-/// Bound of each of rustls's two outgoing buffers (plaintext waiting for the
-/// handshake to finish, and encrypted records waiting for the socket).
-pub const BUFFER_LIMIT: usize = 32 * 1024;
-/// rustls's own bounds, for the memory ceiling: a handshake message may take
-/// 64 KiB to reassemble, and at most 16 KiB of decrypted plaintext waits to
-/// be read (`read_tls` refuses more).
-const HANDSHAKE_BUFFER: usize = 0xffff;
+/// Plaintext of one record, decrypted by rustls and waiting to be copied
+/// out (the read pass copies it before it reads more).
 const RECEIVED_PLAINTEXT: usize = 16 * 1024;
-/// Per-record overhead of a sealed record (header, tag, padding).
-const RECORD_OVERHEAD: usize = 5 + 256;
 
-/// Worst-case bytes that TLS adds to one connection: the session state,
-/// the handshake reassembly buffer, unread plaintext and both send buffers.
+/// Worst-case bytes that TLS adds to one connection: the session state
+/// (its fixed part; keys and handshake state add a few hundred bytes on
+/// the heap), the received bytes held between reads (a handshake message
+/// and a partial record), one decrypted record, and the sealed records
+/// waiting for the socket.
 pub fn per_connection_ceiling() -> usize {
-    std::mem::size_of::<ServerConnection>()
-        + HANDSHAKE_BUFFER
-        + RECEIVED_PLAINTEXT
-        + 2 * (BUFFER_LIMIT + RECORD_OVERHEAD)
+    std::mem::size_of::<TlsSession>() + HELD_LIMIT + RECEIVED_PLAINTEXT + SEALED_LIMIT
 }
 
 /// The certificate and key in use, and where they came from.
@@ -107,11 +103,9 @@ impl TlsState {
         &self.cert
     }
 
-    /// A server session for one new connection, its buffers bounded.
-    pub fn session(&self) -> Result<ServerConnection, rustls::Error> {
-        let mut session = ServerConnection::new(Arc::clone(&self.config))?;
-        session.set_buffer_limit(Some(BUFFER_LIMIT));
-        Ok(session)
+    /// A server session for one new connection (it holds no buffer yet).
+    pub fn session(&self) -> Result<TlsSession, rustls::Error> {
+        UnbufferedServerConnection::new(Arc::clone(&self.config)).map(TlsSession::new)
     }
 }
 

@@ -1,121 +1,253 @@
-//! Moving bytes through one TLS session: records in from the socket,
-//! plaintext out to the handlers, queued plaintext back as records. The one
-//! place a later caller-owned-buffers (unbuffered rustls) change touches.
+//! Moving bytes through one TLS session with rustls' unbuffered API:
+//! records in from a read, plaintext out to the handlers, queued plaintext
+//! sealed into records and written. rustls decrypts in place in the read
+//! buffer the caller lends it; a session keeps only the bytes that are not
+//! yet a whole record, and the sealed records the socket has not taken.
 
-use crate::gateway::nonblocking::retry;
+#[cfg(test)]
+use super::seal::BUFFER_LIMIT;
+use super::seal::{seal_handshake, seal_with, Plaintext};
+use super::session::TlsSession;
+#[cfg(test)]
+use super::session::HELD_LIMIT;
 use crate::gateway::outqueue::OutQueue;
 use crate::gateway::pool::BufPool;
-use rustls::ServerConnection;
-use std::io::{self, Read, Write};
+use rustls::unbuffered::ConnectionState;
+use std::io::{self, Write};
 
 /// What one step of feeding a TLS connection gave.
 #[derive(Debug, PartialEq, Eq)]
 pub enum TlsRead {
     /// This many plaintext bytes are at the front of the scratch buffer.
     Plain(usize),
-    /// The input is used up and no plaintext is held: read the socket again.
+    /// The input is used up (but for a partial record, to hold) and no
+    /// plaintext is left: read the socket again.
     WouldBlock,
-    /// The peer closed (close_notify or EOF).
+    /// The peer closed (close_notify).
     Closed,
-    /// A TLS protocol error (junk, a bad handshake): any alert rustls queued
-    /// should be flushed before the socket is dropped.
+    /// A TLS protocol error (junk, a bad handshake): any alert is sealed
+    /// and should be written before the socket is dropped.
     Failed(String),
 }
 
-/// Returns decrypted plaintext the session holds, else feeds it `input`
-/// (bytes read from the socket, consumed from the front) until plaintext
-/// comes out or the input is used up. One socket read of up to 64 KiB thus
-/// serves many records: rustls itself reads at most 4 KiB at a time.
-pub fn feed(session: &mut ServerConnection, input: &mut &[u8], scratch: &mut [u8]) -> TlsRead {
+/// The bytes of one read (after those held since the last), consumed from
+/// the front as rustls is done with them.
+pub struct Input<'a> {
+    buf: &'a mut [u8],
+    start: usize,
+}
+
+impl<'a> Input<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Input<'a> {
+        Input { buf, start: 0 }
+    }
+
+    /// What rustls has not discarded: a partial record (or handshake
+    /// message) to hold until the next read.
+    pub fn rest(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn unprocessed(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+
+    fn discard(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+    }
+}
+
+/// What a step of the state machine leaves the read loop to do.
+enum Step {
+    Again,
+    ScratchFull,
+    NeedInput,
+    Closed,
+    Failed(String),
+}
+
+/// Feeds `input` to the session until plaintext comes out (copied into
+/// `scratch`, several records at once while they fit) or the input is used
+/// up. Handshake records it answers with are sealed for the next write.
+pub fn feed(
+    session: &mut TlsSession,
+    input: &mut Input<'_>,
+    scratch: &mut [u8],
+    pool: &mut BufPool,
+) -> TlsRead {
+    let mut filled = 0;
     loop {
-        if let Some(done) = take_plain(session, scratch) {
-            return done;
+        if session.peer_closed {
+            return plain_or(filled, TlsRead::Closed);
         }
-        if input.is_empty() {
-            return TlsRead::WouldBlock;
-        }
-        match session.read_tls(input) {
-            // After the peer's close_notify rustls takes nothing more.
-            Ok(0) => return TlsRead::Closed,
-            Ok(_) => {
-                if let Err(e) = session.process_new_packets() {
-                    return TlsRead::Failed(e.to_string());
+        let status = session.conn.process_tls_records(input.unprocessed());
+        let discard = status.discard;
+        let step = match status.state {
+            Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                let mut step = Step::Again;
+                while let Some(len) = traffic.peek_len() {
+                    if len.get() > scratch.len() - filled {
+                        step = Step::ScratchFull;
+                        break;
+                    }
+                    match traffic.next_record() {
+                        Some(Ok(record)) => {
+                            let end = filled + record.payload.len();
+                            scratch[filled..end].copy_from_slice(record.payload);
+                            filled = end;
+                        }
+                        Some(Err(e)) => {
+                            step = Step::Failed(e.to_string());
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                step
+            }
+            Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                match seal_handshake(&mut session.sealed, &mut encode, pool) {
+                    Ok(()) => Step::Again,
+                    Err(e) => Step::Failed(e),
                 }
             }
-            // "message buffer full": a handshake message over 64 KiB.
-            Err(e) => return TlsRead::Failed(e.to_string()),
+            // The records are in `sealed`, which the next write pass sends.
+            Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                transmit.done();
+                Step::Again
+            }
+            Ok(ConnectionState::WriteTraffic(_) | ConnectionState::BlockedHandshake) => {
+                Step::NeedInput
+            }
+            Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => Step::Closed,
+            // Early data is not enabled, so no other state comes.
+            Ok(other) => Step::Failed(format!("unexpected TLS state {other:?}")),
+            Err(e) => Step::Failed(e.to_string()),
+        };
+        input.discard(discard);
+        match step {
+            Step::Again => {}
+            Step::ScratchFull => return TlsRead::Plain(filled),
+            Step::NeedInput => return plain_or(filled, TlsRead::WouldBlock),
+            Step::Closed => session.peer_closed = true,
+            Step::Failed(reason) => {
+                seal_alert(session, input, pool);
+                return TlsRead::Failed(reason);
+            }
         }
     }
 }
 
-fn take_plain(session: &mut ServerConnection, scratch: &mut [u8]) -> Option<TlsRead> {
-    match session.reader().read(scratch) {
-        Ok(0) => Some(TlsRead::Closed),
-        Ok(n) => Some(TlsRead::Plain(n)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-        Err(_) => Some(TlsRead::Closed),
+fn plain_or(filled: usize, otherwise: TlsRead) -> TlsRead {
+    if filled > 0 {
+        TlsRead::Plain(filled)
+    } else {
+        otherwise
     }
 }
 
-/// The plaintext side of a session as a `Write`; a full buffer is `WouldBlock`.
-struct Plaintext<'a>(&'a mut ServerConnection);
-
-impl Write for Plaintext<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.0.writer().write(buf)? {
-            0 if !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
-        }
+/// After an error rustls has queued its alert, which the next step hands
+/// out before it reads any input: seal it. Only that one step is taken, as
+/// stepping on would read the bad input again (best effort).
+fn seal_alert(session: &mut TlsSession, input: &mut Input<'_>, pool: &mut BufPool) {
+    let status = session.conn.process_tls_records(input.unprocessed());
+    let discard = status.discard;
+    if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
+        let _ = seal_handshake(&mut session.sealed, &mut encode, pool);
     }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let len: usize = bufs.iter().map(|b| b.len()).sum();
-        match self.0.writer().write_vectored(bufs)? {
-            0 if len > 0 => Err(io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+    input.discard(discard);
 }
 
-/// Moves queued plaintext into the session and its records onto the socket,
-/// until both are empty or the socket would block. True when everything,
-/// the handshake included, has been written.
+/// Seals queued plaintext into records and writes them, until both are
+/// written or the socket would block. True when everything, the handshake
+/// included, has been written. Plaintext queued during the handshake
+/// waits in `out` until the handshake is done.
 pub fn flush(
-    session: &mut ServerConnection,
+    session: &mut TlsSession,
     sock: &mut impl Write,
     out: &mut OutQueue,
     pool: &mut BufPool,
 ) -> io::Result<bool> {
     loop {
-        if !write_records(session, sock)? {
+        if !session.sealed.write_to(sock, pool)? {
             return Ok(false);
         }
-        if out.is_empty() {
-            return Ok(!session.is_handshaking());
-        }
-        let before = out.queued();
-        out.write_to(&mut Plaintext(session), pool)?;
-        if out.queued() == before && !session.wants_write() {
-            // Held until the handshake ends, or the session's buffer is full.
-            return Ok(false);
+        let held = session.held.as_deref_mut().unwrap_or(&mut []);
+        let status = session.conn.process_tls_records(held);
+        let discard = status.discard;
+        let done = match status.state {
+            Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                seal_handshake(&mut session.sealed, &mut encode, pool).map_err(io::Error::other)?;
+                None
+            }
+            Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                transmit.done();
+                None
+            }
+            Ok(ConnectionState::WriteTraffic(traffic)) => {
+                if out.is_empty() {
+                    Some(true)
+                } else {
+                    let before = out.queued();
+                    session.sealed.lend(pool);
+                    let mut sink = Plaintext {
+                        traffic,
+                        sealed: &mut session.sealed,
+                    };
+                    let written = out.write_to(&mut sink, pool);
+                    session.sealed.settle(pool);
+                    written?;
+                    if out.queued() == before {
+                        return Err(io::Error::other("TLS: no plaintext could be sealed"));
+                    }
+                    None
+                }
+            }
+            Ok(ConnectionState::PeerClosed) => {
+                session.peer_closed = true;
+                None
+            }
+            Ok(ConnectionState::Closed) => Some(true),
+            // The handshake is not done (plaintext waits), or records wait
+            // to be read, which the read pass does.
+            Ok(_) => Some(false),
+            Err(e) => return Err(io::Error::other(e)),
+        };
+        session.discard_held(discard, pool);
+        if let Some(done) = done {
+            return Ok(done);
         }
     }
 }
 
-/// Writes pending records; false if the socket would block first.
-pub fn write_records(session: &mut ServerConnection, sock: &mut impl Write) -> io::Result<bool> {
-    while session.wants_write() {
-        match retry(|| session.write_tls(sock))? {
-            Some(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Some(_) => {}
-            None => return Ok(false),
+/// Writes sealed records; false if the socket would block first.
+pub fn write_records(
+    session: &mut TlsSession,
+    sock: &mut impl Write,
+    pool: &mut BufPool,
+) -> io::Result<bool> {
+    session.sealed.write_to(sock, pool)
+}
+
+/// Seals a close_notify alert (once the handshake is done; sending it
+/// twice sends it once). Write it with [`write_records`].
+pub fn close_notify(session: &mut TlsSession, pool: &mut BufPool) -> io::Result<()> {
+    let held = session.held.as_deref_mut().unwrap_or(&mut []);
+    let status = session.conn.process_tls_records(held);
+    let discard = status.discard;
+    let sealed = match status.state {
+        Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+            session.sealed.lend(pool);
+            let sealed = seal_with(&mut session.sealed, 64, |room| {
+                traffic.queue_close_notify(room)
+            });
+            session.sealed.settle(pool);
+            sealed
         }
-    }
-    Ok(true)
+        _ => Ok(()),
+    };
+    session.discard_held(discard, pool);
+    sealed
 }
 
 #[cfg(test)]
@@ -125,96 +257,202 @@ mod tests {
     use super::*;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
-    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+    use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore};
     use std::fs;
+    use std::io::Read;
     use std::sync::Arc;
 
-    fn client(ca_pem: &str) -> ClientConnection {
+    fn client(
+        ca_pem: &str,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> ClientConnection {
+        client_from(client_config(ca_pem, versions))
+    }
+
+    fn client_from(config: Arc<ClientConfig>) -> ClientConnection {
+        ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap()
+    }
+
+    fn client_config(
+        ca_pem: &str,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
         let config =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
+                .with_protocol_versions(versions)
                 .unwrap()
                 .with_root_certificates(roots)
                 .with_no_client_auth();
-        ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap()
+        Arc::new(config)
+    }
+
+    /// What the read pass does with one read: the held bytes first, then
+    /// feed until the input is used up, holding the rest. Returns the
+    /// plaintext.
+    fn deliver(server: &mut TlsSession, wire: &[u8], pool: &mut BufPool) -> Vec<u8> {
+        let held = server.held_len();
+        let mut records = vec![0u8; held + wire.len()];
+        server.unhold(&mut records[..held], pool);
+        records[held..].copy_from_slice(wire);
+        let mut input = Input::new(&mut records);
+        let mut scratch = vec![0u8; 65536];
+        let mut plain = Vec::new();
+        loop {
+            match feed(server, &mut input, &mut scratch, pool) {
+                TlsRead::Plain(n) => plain.extend_from_slice(&scratch[..n]),
+                TlsRead::WouldBlock => break,
+                other => panic!("server read: {other:?}"),
+            }
+        }
+        server.hold(input.rest(), pool).unwrap();
+        plain
+    }
+
+    /// Moves the client's records to the server `step` bytes at a time.
+    fn client_to_server(
+        client: &mut ClientConnection,
+        server: &mut TlsSession,
+        pool: &mut BufPool,
+        step: usize,
+    ) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        let mut plain = Vec::new();
+        for part in wire.chunks(step.max(1)) {
+            plain.extend(deliver(server, part, pool));
+        }
+        plain
+    }
+
+    fn server_to_client(client: &mut ClientConnection, wire: &[u8]) {
+        let mut src = wire;
+        while !src.is_empty() {
+            client.read_tls(&mut src).unwrap();
+            client.process_new_packets().unwrap();
+        }
     }
 
     /// Pumps records between a client and a server session through memory.
-    fn pump(client: &mut ClientConnection, server: &mut ServerConnection, out: &mut OutQueue) {
-        let mut pool = BufPool::new(4);
-        let mut scratch = vec![0u8; 4096];
+    fn pump(
+        client: &mut ClientConnection,
+        server: &mut TlsSession,
+        out: &mut OutQueue,
+        pool: &mut BufPool,
+        step: usize,
+    ) {
         for _ in 0..20 {
-            let mut wire = Vec::new();
-            while client.wants_write() {
-                client.write_tls(&mut wire).unwrap();
-            }
-            let mut src = &wire[..];
-            loop {
-                match feed(server, &mut src, &mut scratch) {
-                    TlsRead::Plain(_) => {}
-                    TlsRead::WouldBlock => break,
-                    other => panic!("server read: {other:?}"),
-                }
-            }
+            client_to_server(client, server, pool, step);
             let mut back = Vec::new();
-            flush(server, &mut back, out, &mut pool).unwrap();
-            let mut src = &back[..];
-            while !src.is_empty() {
-                client.read_tls(&mut src).unwrap();
-                client.process_new_packets().unwrap();
-            }
+            flush(server, &mut back, out, pool).unwrap();
+            server_to_client(client, &back);
         }
     }
+
+    fn session_for(alg: &'static rcgen::SignatureAlgorithm, tag: &str) -> (TlsSession, String) {
+        let dir = temp_dir(tag);
+        let (ca, cert, key) = issue(alg);
+        let (c, k) = write_pair(&dir, "a", &cert, &key);
+        let state = TlsState::load(&c, &k).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        (state.session().unwrap(), ca)
+    }
+
+    /// A TLS 1.3 session with its handshake done, and its client.
+    fn established(
+        alg: &'static rcgen::SignatureAlgorithm,
+        tag: &str,
+    ) -> (TlsSession, ClientConnection, OutQueue, BufPool) {
+        let (mut server, ca) = session_for(alg, tag);
+        let mut client = client(&ca, &[&rustls::version::TLS13]);
+        let mut out = OutQueue::default();
+        let mut pool = BufPool::new(4);
+        pump(&mut client, &mut server, &mut out, &mut pool, usize::MAX);
+        (server, client, out, pool)
+    }
+
     #[test]
     fn handshake_and_plaintext_through_the_state_machine() {
-        let dir = temp_dir("pump");
+        for (versions, step) in [
+            (&[&rustls::version::TLS13][..], usize::MAX),
+            (&[&rustls::version::TLS12][..], usize::MAX),
+            // Records cut anywhere: partial ones are held between reads.
+            (&[&rustls::version::TLS13][..], 7),
+            (&[&rustls::version::TLS12][..], 100),
+        ] {
+            let (mut server, ca) = session_for(&rcgen::PKCS_ECDSA_P256_SHA256, "pump");
+            let mut client = client(&ca, versions);
+            let mut out = OutQueue::default();
+            let mut pool = BufPool::new(4);
+            // Queued before the handshake ends: held, then sent once it has.
+            out.push_copy(&mut pool, &[b"hello over tls"]);
+            pump(&mut client, &mut server, &mut out, &mut pool, step);
+            assert!(!client.is_handshaking());
+            assert!(out.is_empty());
+            let mut got = [0u8; 64];
+            let n = client.reader().read(&mut got).unwrap();
+            assert_eq!(&got[..n], b"hello over tls");
+            // And the other way, cut into small reads.
+            client.writer().write_all(b"and back again").unwrap();
+            let plain = client_to_server(&mut client, &mut server, &mut pool, step);
+            assert_eq!(plain, b"and back again");
+            // Idle: nothing lent, nothing held.
+            assert_eq!(server.held_len(), 0);
+            assert!(!server.wants_write());
+            out.release(&mut pool);
+            assert_eq!(pool.lent, 0, "{versions:?}");
+        }
+    }
+
+    #[test]
+    fn a_second_handshake_resumes_over_tls12_and_tls13() {
+        let dir = temp_dir("resume");
         let (ca, cert, key) = issue(&rcgen::PKCS_ECDSA_P256_SHA256);
         let (c, k) = write_pair(&dir, "a", &cert, &key);
         let state = TlsState::load(&c, &k).unwrap();
-        let mut server = state.session().unwrap();
-        let mut client = client(&ca);
-        let mut out = OutQueue::default();
-        let mut pool = BufPool::new(4);
-        // Queued before the handshake ends: held, then sent once it has.
-        out.push_copy(&mut pool, &[b"hello over tls"]);
-        pump(&mut client, &mut server, &mut out);
-        assert!(!server.is_handshaking());
-        assert!(out.is_empty());
-        let mut got = [0u8; 64];
-        let n = client.reader().read(&mut got).unwrap();
-        assert_eq!(&got[..n], b"hello over tls");
         fs::remove_dir_all(&dir).unwrap();
+        for versions in [
+            &[&rustls::version::TLS13][..],
+            &[&rustls::version::TLS12][..],
+        ] {
+            let config = client_config(&ca, versions);
+            let mut kinds = Vec::new();
+            for _ in 0..2 {
+                let mut client = client_from(Arc::clone(&config));
+                let mut server = state.session().unwrap();
+                let mut pool = BufPool::new(4);
+                let mut out = OutQueue::default();
+                pump(&mut client, &mut server, &mut out, &mut pool, usize::MAX);
+                kinds.push(client.handshake_kind());
+            }
+            assert_eq!(
+                kinds,
+                [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)],
+                "{versions:?}"
+            );
+        }
     }
 
     #[test]
     fn a_large_message_goes_through_the_bounded_buffers() {
-        let dir = temp_dir("large");
-        let (ca, cert, key) = issue(&rcgen::PKCS_ED25519);
-        let (c, k) = write_pair(&dir, "a", &cert, &key);
-        let state = TlsState::load(&c, &k).unwrap();
-        let mut server = state.session().unwrap();
-        let mut client = client(&ca);
-        let mut out = OutQueue::default();
-        pump(&mut client, &mut server, &mut out);
-        let mut pool = BufPool::new(4);
+        let (mut server, mut client, mut out, mut pool) =
+            established(&rcgen::PKCS_ED25519, "large");
         let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
         out.push_copy(&mut pool, &[&big]);
         let mut received = Vec::new();
         let mut got = vec![0u8; 65536];
         for _ in 0..1000 {
-            // A socket that takes 8 KiB per pass: rustls never holds more than its limit.
+            // A socket that takes 8 KiB per pass: the sealed records stay bounded.
             let mut wire = Vec::new();
             let mut sock = Limited(&mut wire, 8192);
             let done = flush(&mut server, &mut sock, &mut out, &mut pool).unwrap();
-            let mut src = &wire[..];
-            while !src.is_empty() {
-                client.read_tls(&mut src).unwrap();
-                client.process_new_packets().unwrap();
-            }
+            assert!(server.sealed.pending() <= BUFFER_LIMIT);
+            server_to_client(&mut client, &wire);
             while let Ok(n) = client.reader().read(&mut got) {
                 received.extend_from_slice(&got[..n]);
             }
@@ -223,7 +461,61 @@ mod tests {
             }
         }
         assert_eq!(received, big);
-        fs::remove_dir_all(&dir).unwrap();
+        // A large message in: records of 16 KiB, read in odd pieces.
+        let mut plain = Vec::new();
+        for part in big.chunks(50_000) {
+            client.writer().write_all(part).unwrap();
+            plain.extend(client_to_server(
+                &mut client,
+                &mut server,
+                &mut pool,
+                10_000,
+            ));
+        }
+        assert_eq!(plain, big);
+        out.release(&mut pool);
+        assert_eq!(pool.lent, 0);
+    }
+
+    #[test]
+    fn small_queued_frames_share_a_record() {
+        let (mut server, mut client, mut out, mut pool) =
+            established(&rcgen::PKCS_ECDSA_P256_SHA256, "coalesce");
+        let shared: std::rc::Rc<[u8]> = vec![b'x'; 100].into();
+        for _ in 0..10 {
+            out.push_frame(&mut pool, b"", &shared, Some(&shared));
+        }
+        let mut wire = Vec::new();
+        assert!(flush(&mut server, &mut wire, &mut out, &mut pool).unwrap());
+        // One record: a 5-byte header, 1,000 bytes, the content type and the tag.
+        assert_eq!(wire.len(), 5 + 1000 + 1 + 16);
+        server_to_client(&mut client, &wire);
+        let mut got = vec![0u8; 2000];
+        assert_eq!(client.reader().read(&mut got).unwrap(), 1000);
+    }
+
+    #[test]
+    fn close_notify_reaches_the_peer() {
+        let (mut server, mut client, _, mut pool) =
+            established(&rcgen::PKCS_ECDSA_P256_SHA256, "close");
+        close_notify(&mut server, &mut pool).unwrap();
+        close_notify(&mut server, &mut pool).unwrap();
+        let mut wire = Vec::new();
+        assert!(write_records(&mut server, &mut wire, &mut pool).unwrap());
+        server_to_client(&mut client, &wire);
+        let mut got = [0u8; 8];
+        assert_eq!(client.reader().read(&mut got).unwrap(), 0, "clean close");
+        // The client's close_notify: the read pass sees the end.
+        client.send_close_notify();
+        let mut wire = Vec::new();
+        client.write_tls(&mut wire).unwrap();
+        let mut input_bytes = wire.clone();
+        let mut input = Input::new(&mut input_bytes);
+        let mut scratch = [0u8; 64];
+        assert_eq!(
+            feed(&mut server, &mut input, &mut scratch, &mut pool),
+            TlsRead::Closed
+        );
     }
 
     /// A sink that accepts `left` bytes, then would block.
@@ -246,20 +538,30 @@ mod tests {
 
     #[test]
     fn junk_instead_of_a_client_hello_fails_with_an_alert() {
-        let dir = temp_dir("junk");
-        let (_, cert, key) = issue(&rcgen::PKCS_ECDSA_P256_SHA256);
-        let (c, k) = write_pair(&dir, "a", &cert, &key);
-        let state = TlsState::load(&c, &k).unwrap();
-        let mut server = state.session().unwrap();
-        let mut src: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (mut server, _) = session_for(&rcgen::PKCS_ECDSA_P256_SHA256, "junk");
+        let mut pool = BufPool::new(4);
+        let mut junk = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        let mut input = Input::new(&mut junk);
         let mut scratch = [0u8; 1024];
         assert!(matches!(
-            feed(&mut server, &mut src, &mut scratch),
+            feed(&mut server, &mut input, &mut scratch, &mut pool),
             TlsRead::Failed(_)
         ));
         let mut alert = Vec::new();
-        assert!(write_records(&mut server, &mut alert).unwrap());
+        assert!(write_records(&mut server, &mut alert, &mut pool).unwrap());
         assert_eq!(alert.first(), Some(&21), "a TLS alert record");
-        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(pool.lent, 0);
+    }
+
+    #[test]
+    fn an_oversized_partial_record_is_refused() {
+        let (mut server, _) = session_for(&rcgen::PKCS_ECDSA_P256_SHA256, "held");
+        let mut pool = BufPool::new(4);
+        assert!(server.hold(&vec![0x16; HELD_LIMIT + 1], &mut pool).is_err());
+        assert_eq!(server.held_len(), 0);
+        server.hold(&[0x16, 3, 3], &mut pool).unwrap();
+        assert_eq!(server.held_len(), 3);
+        server.release(&mut pool);
+        assert_eq!(pool.lent, 0);
     }
 }

@@ -1,8 +1,10 @@
 //! TLS for the WebSocket listener (`server.websocket.tls`).
 //!
-//! rustls runs as a sans-IO state machine inside each mio connection: the
-//! event loop hands it the socket to `read_tls`/`write_tls`, it never blocks
-//! and no thread is started. Certificates come from PEM files (PKCS#8, SEC1
+//! rustls runs as a sans-IO state machine inside each mio connection,
+//! through its unbuffered API: the event loop lends it the bytes read and
+//! the room to seal records into, from the shared read buffer and the
+//! buffer pool, so an idle session holds no buffer. It never blocks and no
+//! thread is started. Certificates come from PEM files (PKCS#8, SEC1
 //! or PKCS#1 keys; ECDSA, Ed25519 or RSA) or are generated self-signed into
 //! the state directory; [`TlsState::reload`] swaps them for new handshakes
 //! (SIGHUP) while open sessions keep the configuration they started with.
@@ -13,14 +15,17 @@
 mod config;
 mod error;
 mod io;
+mod seal;
+mod session;
 
 pub use config::{
     check, ensure_self_signed, per_connection_ceiling, read_pair, self_signed_names,
-    self_signed_paths, sha256_fingerprint, TlsState, BUFFER_LIMIT, SELF_SIGNED_CERT,
-    SELF_SIGNED_KEY,
+    self_signed_paths, sha256_fingerprint, TlsState, SELF_SIGNED_CERT, SELF_SIGNED_KEY,
 };
 pub use error::TlsError;
-pub use io::{feed, flush, write_records, TlsRead};
+pub use io::{close_notify, feed, flush, write_records, Input, TlsRead};
+pub use seal::{BUFFER_LIMIT, SEALED_LIMIT};
+pub use session::{TlsSession, HELD_LIMIT};
 
 /// Certificates for the tests of both halves, written to a fresh directory.
 #[cfg(test)]

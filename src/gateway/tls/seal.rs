@@ -1,0 +1,245 @@
+//! Sealed records: the buffer they wait in for the socket (lent from the
+//! pool only while it holds some), and sealing into it, from handshake
+//! records rustls made and from queued plaintext.
+
+use crate::gateway::nonblocking::retry;
+use crate::gateway::pool::BufPool;
+use rustls::server::ServerConnectionData;
+use rustls::unbuffered::{
+    EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError, WriteTraffic,
+};
+use std::io::{self, IoSlice, Write};
+
+/// Bound of the sealed application data waiting for the socket (as the
+/// buffered session's send buffer was).
+pub const BUFFER_LIMIT: usize = 32 * 1024;
+/// Bound of everything sealed and waiting: application data up to
+/// [`BUFFER_LIMIT`], then handshake records and alerts (tickets, key
+/// updates) up to this. A peer that makes the server answer past it
+/// without reading is dropped.
+pub const SEALED_LIMIT: usize = 2 * BUFFER_LIMIT;
+/// Plaintext in one record (RFC 8446 §5.1).
+const MAX_PLAINTEXT: usize = 16 * 1024;
+/// Room reserved per record beyond its plaintext: header, nonce, tag and
+/// padding, more than any suite rustls offers needs.
+const RECORD_OVERHEAD: usize = 5 + 256;
+/// Queued slices shorter than this are copied together into one record
+/// rather than sealed one record each.
+const COALESCE_BELOW: usize = 4096;
+
+/// Sealed records waiting for the socket, `buf[sent..]`.
+#[derive(Default)]
+pub struct Sealed {
+    buf: Option<Vec<u8>>,
+    sent: usize,
+}
+
+impl Sealed {
+    pub fn pending(&self) -> usize {
+        self.buf.as_ref().map_or(0, |b| b.len() - self.sent)
+    }
+
+    /// Makes sure a pooled buffer is lent before [`Sealed::room`] is asked
+    /// (by code that cannot reach the pool then).
+    pub fn lend(&mut self, pool: &mut BufPool) {
+        if self.buf.is_none() {
+            self.buf = Some(pool.checkout(0));
+        }
+    }
+
+    /// Room for `n` more bytes at the end (call [`Sealed::lend`] first):
+    /// returns it and where it starts; [`Sealed::commit`] says how much of
+    /// it was used. Written bytes are dropped from the front first.
+    pub fn room(&mut self, n: usize) -> (&mut [u8], usize) {
+        let buf = self.buf.get_or_insert_with(Vec::new);
+        if self.sent > 0 {
+            buf.drain(..self.sent);
+            self.sent = 0;
+        }
+        let start = buf.len();
+        buf.resize(start + n, 0);
+        (&mut buf[start..], start)
+    }
+
+    /// Keeps `used` bytes of the room that starts at `start`.
+    pub fn commit(&mut self, start: usize, used: usize) {
+        if let Some(buf) = self.buf.as_mut() {
+            buf.truncate(start + used);
+        }
+    }
+
+    /// Gives the buffer back when nothing is pending.
+    pub fn settle(&mut self, pool: &mut BufPool) {
+        if self.pending() == 0 {
+            self.release(pool);
+        }
+    }
+
+    /// Writes until nothing is pending (true) or the socket would block.
+    pub fn write_to(&mut self, sock: &mut impl Write, pool: &mut BufPool) -> io::Result<bool> {
+        while let Some(buf) = self.buf.as_ref() {
+            let sent = self.sent;
+            if sent == buf.len() {
+                self.release(pool);
+                break;
+            }
+            match retry(|| sock.write(&buf[sent..]))? {
+                Some(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Some(n) => self.sent += n,
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    pub fn release(&mut self, pool: &mut BufPool) {
+        if let Some(buf) = self.buf.take() {
+            pool.checkin(buf);
+        }
+        self.sent = 0;
+    }
+}
+
+/// Copies one handshake record (or alert) rustls made into `sealed`.
+pub fn seal_handshake(
+    sealed: &mut Sealed,
+    encode: &mut EncodeTlsData<'_, ServerConnectionData>,
+    pool: &mut BufPool,
+) -> Result<(), String> {
+    let required = match encode.encode(&mut []) {
+        Ok(_) => return Ok(()),
+        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+            required_size
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if sealed.pending() + required > SEALED_LIMIT {
+        return Err(format!(
+            "more than {SEALED_LIMIT} bytes of TLS records unread by the peer"
+        ));
+    }
+    sealed.lend(pool);
+    let (room, start) = sealed.room(required);
+    let used = encode.encode(room);
+    sealed.commit(start, *used.as_ref().unwrap_or(&0));
+    sealed.settle(pool);
+    used.map(drop).map_err(|e| e.to_string())
+}
+
+/// Runs `seal` on `guess` bytes of room in `sealed`, or on the room it asks
+/// for if that was too little.
+pub fn seal_with(
+    sealed: &mut Sealed,
+    guess: usize,
+    mut seal: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+) -> io::Result<()> {
+    let (room, start) = sealed.room(guess);
+    match seal(room) {
+        Ok(used) => {
+            sealed.commit(start, used);
+            Ok(())
+        }
+        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+            sealed.commit(start, 0);
+            let (room, start) = sealed.room(required_size);
+            let used = seal(room);
+            sealed.commit(start, *used.as_ref().unwrap_or(&0));
+            used.map(drop).map_err(|e| io::Error::other(e.to_string()))
+        }
+        Err(e) => {
+            sealed.commit(start, 0);
+            Err(io::Error::other(e.to_string()))
+        }
+    }
+}
+
+/// The plaintext side of an established session as a `Write`: what is
+/// written is sealed into `sealed`; a full one is `WouldBlock`.
+pub struct Plaintext<'c, 's> {
+    pub traffic: WriteTraffic<'c, ServerConnectionData>,
+    pub sealed: &'s mut Sealed,
+}
+
+impl Plaintext<'_, '_> {
+    /// Plaintext that still fits under [`BUFFER_LIMIT`] once sealed.
+    fn room(&self) -> usize {
+        let free = BUFFER_LIMIT.saturating_sub(self.sealed.pending());
+        free.saturating_sub((free / MAX_PLAINTEXT + 1) * RECORD_OVERHEAD)
+    }
+
+    fn seal(&mut self, plain: &[u8]) -> io::Result<usize> {
+        let records = plain.len().div_ceil(MAX_PLAINTEXT).max(1);
+        let traffic = &mut self.traffic;
+        seal_with(
+            self.sealed,
+            plain.len() + records * RECORD_OVERHEAD,
+            |room| traffic.encrypt(plain, room),
+        )?;
+        Ok(plain.len())
+    }
+}
+
+impl Write for Plaintext<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let take = buf.len().min(self.room());
+        if take == 0 && !buf.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.seal(&buf[..take])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+        if bufs.len() < 2 || first.len() >= COALESCE_BELOW {
+            return self.write(first);
+        }
+        // Small frames (a batch, or broadcasts queued one after another):
+        // one record for as many as fit, not one record each.
+        let mut staging = [0u8; MAX_PLAINTEXT];
+        let room = self.room().min(MAX_PLAINTEXT);
+        let mut len = 0;
+        for buf in bufs {
+            let take = buf.len().min(room - len);
+            staging[len..len + take].copy_from_slice(&buf[..take]);
+            len += take;
+            if len == room {
+                break;
+            }
+        }
+        if len == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.seal(&staging[..len])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_bytes_are_lent_only_while_pending() {
+        let mut pool = BufPool::new(4);
+        let mut sealed = Sealed::default();
+        sealed.lend(&mut pool);
+        let (room, start) = sealed.room(10);
+        room[..4].copy_from_slice(b"abcd");
+        sealed.commit(start, 4);
+        sealed.settle(&mut pool);
+        assert_eq!(sealed.pending(), 4);
+        assert_eq!(pool.lent, 1);
+        let mut sink = Vec::new();
+        assert!(sealed.write_to(&mut sink, &mut pool).unwrap());
+        assert_eq!(sink, b"abcd");
+        assert_eq!(pool.lent, 0, "given back once written");
+        sealed.lend(&mut pool);
+        let (_, start) = sealed.room(8);
+        sealed.commit(start, 0);
+        sealed.settle(&mut pool);
+        assert_eq!(pool.lent, 0, "an unused room is given back");
+    }
+}
