@@ -7,12 +7,19 @@ use std::rc::Rc;
 
 /// Size of a pooled buffer: small messages are batched into buffers of this size.
 pub const BUF_SIZE: usize = 4096;
+/// Size of a large pooled buffer (`checkout_large`): room for a partial
+/// TLS record, or for the sealed records a socket did not take. Recycled
+/// too, so that the bytes in flight of busy TLS connections do not make
+/// the allocator grow and trim the heap over and over.
+pub const LARGE_BUF_SIZE: usize = 36 * 1024;
 
 #[derive(Debug)]
 pub struct BufPool {
     free: Vec<Vec<u8>>,
     /// Free buffers kept for reuse; beyond this they go back to the allocator.
     max_free: usize,
+    /// Free large buffers (at most `max_free / 16`).
+    free_large: Vec<Vec<u8>>,
     /// Buffers currently lent out (of any size), for metrics.
     pub lent: usize,
     /// The last shared payload framed, and its frame.
@@ -31,6 +38,7 @@ impl BufPool {
         BufPool {
             free: Vec::new(),
             max_free,
+            free_large: Vec::new(),
             lent: 0,
             shared: None,
         }
@@ -77,12 +85,29 @@ impl BufPool {
         Vec::with_capacity(min.max(BUF_SIZE))
     }
 
-    /// Takes a buffer back; only standard-size ones are kept.
+    /// An empty buffer with room for at least `min` bytes, a large pooled
+    /// one if `min` is over [`BUF_SIZE`] and fits in one.
+    pub fn checkout_large(&mut self, min: usize) -> Vec<u8> {
+        if min <= BUF_SIZE || min > LARGE_BUF_SIZE {
+            return self.checkout(min);
+        }
+        self.lent += 1;
+        self.free_large
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(LARGE_BUF_SIZE))
+    }
+
+    /// Takes a buffer back; only the two standard sizes are kept.
     pub fn checkin(&mut self, mut buf: Vec<u8>) {
         self.lent = self.lent.saturating_sub(1);
-        if buf.capacity() == BUF_SIZE && self.free.len() < self.max_free {
+        let (free, max) = match buf.capacity() {
+            BUF_SIZE => (&mut self.free, self.max_free),
+            LARGE_BUF_SIZE => (&mut self.free_large, self.max_free / 16),
+            _ => return,
+        };
+        if free.len() < max {
             buf.clear();
-            self.free.push(buf);
+            free.push(buf);
         }
     }
 
@@ -108,6 +133,21 @@ mod tests {
         pool.checkin(big);
         assert_eq!(pool.free_count(), 1);
         assert_eq!(pool.lent, 0);
+    }
+
+    #[test]
+    fn large_buffers_are_reused_within_their_own_bound() {
+        let mut pool = BufPool::new(16);
+        let a = pool.checkout_large(BUF_SIZE + 1);
+        let b = pool.checkout_large(LARGE_BUF_SIZE);
+        assert_eq!(a.capacity(), LARGE_BUF_SIZE);
+        let ptr = a.as_ptr();
+        pool.checkin(a);
+        pool.checkin(b);
+        assert_eq!(pool.free_count(), 0, "not among the small ones");
+        let again = pool.checkout_large(10_000);
+        assert_eq!(again.as_ptr(), ptr, "reused");
+        assert_eq!(pool.checkout(10_000).capacity(), 10_000, "only when asked");
     }
 
     #[test]

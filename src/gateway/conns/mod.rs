@@ -320,7 +320,13 @@ impl Conns {
         conn.dirty = false;
         let written = match conn.tls.as_deref_mut() {
             None => conn.out.write_to(&mut conn.sock, &mut self.pool),
-            Some(session) => tls::flush(session, &mut conn.sock, &mut conn.out, &mut self.pool),
+            Some(session) => tls::flush(
+                session,
+                &mut conn.sock,
+                &mut conn.out,
+                &mut self.pool,
+                &mut self.scratch,
+            ),
         };
         match written {
             Ok(true) => match conn.stage {

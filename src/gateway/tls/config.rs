@@ -25,10 +25,10 @@ pub const SELF_SIGNED_KEY: &str = "tls-key.pem";
 const RECEIVED_PLAINTEXT: usize = 16 * 1024;
 
 /// Worst-case bytes that TLS adds to one connection: the session state
-/// (its fixed part; keys and handshake state add a few hundred bytes on
-/// the heap), the received bytes held between reads (a handshake message
-/// and a partial record), one decrypted record, and the sealed records
-/// waiting for the socket.
+/// (its fixed part; rustls keeps about 2.3 KiB more on the heap: keys,
+/// traffic secrets, its queues), the received bytes held between reads (a
+/// handshake message and a partial record), one decrypted record, and the
+/// sealed records waiting for the socket.
 pub fn per_connection_ceiling() -> usize {
     std::mem::size_of::<TlsSession>() + HELD_LIMIT + RECEIVED_PLAINTEXT + SEALED_LIMIT
 }

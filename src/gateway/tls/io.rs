@@ -10,6 +10,7 @@ use super::seal::{seal_handshake, seal_with, Plaintext};
 use super::session::TlsSession;
 #[cfg(test)]
 use super::session::HELD_LIMIT;
+use crate::gateway::nonblocking::retry;
 use crate::gateway::outqueue::OutQueue;
 use crate::gateway::pool::BufPool;
 use rustls::unbuffered::ConnectionState;
@@ -161,12 +162,15 @@ fn seal_alert(session: &mut TlsSession, input: &mut Input<'_>, pool: &mut BufPoo
 /// Seals queued plaintext into records and writes them, until both are
 /// written or the socket would block. True when everything, the handshake
 /// included, has been written. Plaintext queued during the handshake
-/// waits in `out` until the handshake is done.
+/// waits in `out` until the handshake is done. Records are sealed into
+/// `staging` (shared, at least [`BUFFER_LIMIT`] long) and written from
+/// there: only what the socket does not take is copied into the session.
 pub fn flush(
     session: &mut TlsSession,
     sock: &mut impl Write,
     out: &mut OutQueue,
     pool: &mut BufPool,
+    staging: &mut [u8],
 ) -> io::Result<bool> {
     loop {
         if !session.sealed.write_to(sock, pool)? {
@@ -189,17 +193,18 @@ pub fn flush(
                     Some(true)
                 } else {
                     let before = out.queued();
-                    session.sealed.lend(pool);
                     let mut sink = Plaintext {
                         traffic,
-                        sealed: &mut session.sealed,
+                        staging: &mut *staging,
+                        len: 0,
                     };
-                    let written = out.write_to(&mut sink, pool);
-                    session.sealed.settle(pool);
-                    written?;
+                    out.write_to(&mut sink, pool)?;
+                    let sealed = sink.len;
                     if out.queued() == before {
                         return Err(io::Error::other("TLS: no plaintext could be sealed"));
                     }
+                    let sent = write_some(sock, &staging[..sealed])?;
+                    session.sealed.push(&staging[sent..sealed], pool);
                     None
                 }
             }
@@ -218,6 +223,19 @@ pub fn flush(
             return Ok(done);
         }
     }
+}
+
+/// Writes as much of `bytes` as the socket takes now.
+fn write_some(sock: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match retry(|| sock.write(&bytes[sent..]))? {
+            Some(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Some(n) => sent += n,
+            None => break,
+        }
+    }
+    Ok(sent)
 }
 
 /// Writes sealed records; false if the socket would block first.
@@ -349,7 +367,7 @@ mod tests {
         for _ in 0..20 {
             client_to_server(client, server, pool, step);
             let mut back = Vec::new();
-            flush(server, &mut back, out, pool).unwrap();
+            flush(server, &mut back, out, pool, &mut [0; 65536]).unwrap();
             server_to_client(client, &back);
         }
     }
@@ -450,7 +468,7 @@ mod tests {
             // A socket that takes 8 KiB per pass: the sealed records stay bounded.
             let mut wire = Vec::new();
             let mut sock = Limited(&mut wire, 8192);
-            let done = flush(&mut server, &mut sock, &mut out, &mut pool).unwrap();
+            let done = flush(&mut server, &mut sock, &mut out, &mut pool, &mut [0; 65536]).unwrap();
             assert!(server.sealed.pending() <= BUFFER_LIMIT);
             server_to_client(&mut client, &wire);
             while let Ok(n) = client.reader().read(&mut got) {
@@ -486,7 +504,7 @@ mod tests {
             out.push_frame(&mut pool, b"", &shared, Some(&shared));
         }
         let mut wire = Vec::new();
-        assert!(flush(&mut server, &mut wire, &mut out, &mut pool).unwrap());
+        assert!(flush(&mut server, &mut wire, &mut out, &mut pool, &mut [0; 65536]).unwrap());
         // One record: a 5-byte header, 1,000 bytes, the content type and the tag.
         assert_eq!(wire.len(), 5 + 1000 + 1 + 16);
         server_to_client(&mut client, &wire);

@@ -57,6 +57,8 @@ impl Sealed {
             self.sent = 0;
         }
         let start = buf.len();
+        // Exactly: a buffer never outgrows what it is asked to hold.
+        buf.reserve_exact(n);
         buf.resize(start + n, 0);
         (&mut buf[start..], start)
     }
@@ -73,6 +75,20 @@ impl Sealed {
         if self.pending() == 0 {
             self.release(pool);
         }
+    }
+
+    /// Keeps `bytes` (sealed records the socket did not take) after the
+    /// pending ones.
+    pub fn push(&mut self, bytes: &[u8], pool: &mut BufPool) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.buf.is_none() {
+            self.buf = Some(pool.checkout_large(bytes.len()));
+        }
+        let (room, start) = self.room(bytes.len());
+        room.copy_from_slice(bytes);
+        self.commit(start, bytes.len());
     }
 
     /// Writes until nothing is pending (true) or the socket would block.
@@ -154,28 +170,36 @@ pub fn seal_with(
 }
 
 /// The plaintext side of an established session as a `Write`: what is
-/// written is sealed into `sealed`; a full one is `WouldBlock`.
+/// written is sealed into `staging` (a buffer shared by all connections,
+/// written to the socket right after); full is `WouldBlock`.
 pub struct Plaintext<'c, 's> {
     pub traffic: WriteTraffic<'c, ServerConnectionData>,
-    pub sealed: &'s mut Sealed,
+    pub staging: &'s mut [u8],
+    /// Bytes of `staging` sealed so far.
+    pub len: usize,
 }
 
 impl Plaintext<'_, '_> {
-    /// Plaintext that still fits under [`BUFFER_LIMIT`] once sealed.
+    /// Plaintext that still fits once sealed, under [`BUFFER_LIMIT`].
     fn room(&self) -> usize {
-        let free = BUFFER_LIMIT.saturating_sub(self.sealed.pending());
+        let free = BUFFER_LIMIT
+            .min(self.staging.len())
+            .saturating_sub(self.len);
         free.saturating_sub((free / MAX_PLAINTEXT + 1) * RECORD_OVERHEAD)
     }
 
     fn seal(&mut self, plain: &[u8]) -> io::Result<usize> {
-        let records = plain.len().div_ceil(MAX_PLAINTEXT).max(1);
-        let traffic = &mut self.traffic;
-        seal_with(
-            self.sealed,
-            plain.len() + records * RECORD_OVERHEAD,
-            |room| traffic.encrypt(plain, room),
-        )?;
-        Ok(plain.len())
+        match self.traffic.encrypt(plain, &mut self.staging[self.len..]) {
+            Ok(used) => {
+                self.len += used;
+                Ok(plain.len())
+            }
+            // rustls had records of its own to put first (a key update).
+            Err(EncryptError::InsufficientSize(_)) if self.len > 0 => {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            Err(e) => Err(io::Error::other(e.to_string())),
+        }
     }
 }
 

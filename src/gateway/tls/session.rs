@@ -71,7 +71,7 @@ impl TlsSession {
                 rest.len()
             ));
         }
-        let mut buf = pool.checkout(rest.len());
+        let mut buf = pool.checkout_large(rest.len());
         buf.extend_from_slice(rest);
         self.held = Some(buf);
         Ok(())
@@ -109,8 +109,9 @@ mod tests {
     #[ignore = "prints the session's size"]
     fn session_size() {
         println!(
-            "TlsSession {} UnbufferedServerConnection {} ServerConnection {}",
+            "TlsSession {} LessSafeKey {} UnbufferedServerConnection {} ServerConnection {}",
             std::mem::size_of::<TlsSession>(),
+            std::mem::size_of::<ring::aead::LessSafeKey>(),
             std::mem::size_of::<UnbufferedServerConnection>(),
             std::mem::size_of::<rustls::ServerConnection>()
         );
