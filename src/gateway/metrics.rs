@@ -1,6 +1,7 @@
 //! The shell's counters, and `/metrics` in the Prometheus text format
 //! (with the core's counters beside them).
 
+use super::held::Held;
 use crate::proto::handshake::Refusal;
 use crate::proto::hub::Hub;
 use std::fmt::Write;
@@ -64,6 +65,9 @@ pub struct ShellMetrics {
     pub tcp_accepted: u64,
     /// Indexed by `RefusalReason as usize`.
     pub refusals: [u64; RefusalReason::ALL.len()],
+    /// Incomplete connections dropped to make room for a new client:
+    /// handshakes, then HTTP requests.
+    pub evictions: [u64; 2],
     pub messages_in: u64,
     pub messages_out: u64,
     /// Every byte read from client sockets.
@@ -78,6 +82,10 @@ pub struct ShellMetrics {
 impl ShellMetrics {
     pub fn refused(&mut self, reason: RefusalReason) {
         self.refusals[reason as usize] += 1;
+    }
+
+    pub fn evicted(&mut self, kind: Held) {
+        self.evictions[kind.index()] += 1;
     }
 }
 
@@ -154,6 +162,18 @@ pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub) -> String {
             "tether_refusals_total{{reason=\"{}\"}} {}",
             reason.label(),
             shell.refusals[reason as usize]
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP tether_evictions_total Incomplete connections dropped to make room for a new client, by kind.\n\
+         # TYPE tether_evictions_total counter"
+    );
+    for (kind, label) in [(Held::Handshake, "handshake"), (Held::Http, "http")] {
+        let _ = writeln!(
+            o,
+            "tether_evictions_total{{kind=\"{label}\"}} {}",
+            shell.evictions[kind.index()]
         );
     }
     metric(
