@@ -90,9 +90,20 @@ pub struct Counts {
     pub handshakes: usize,
     pub handshakes_from_ip: usize,
     /// HTTP connections still reading their request (the ones that may be
-    /// evicted), and HTTP connections from the new client's address.
+    /// evicted), and HTTP connections from the new client's address: all,
+    /// and still reading.
     pub http_incomplete: usize,
     pub http_from_ip: usize,
+    pub http_incomplete_from_ip: usize,
+}
+
+/// Whose oldest incomplete connection is evicted for a new client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The new client's address holds as many as it may.
+    Address,
+    /// They fill the server (or the HTTP slots).
+    All,
 }
 
 /// What a newly accepted client gets.
@@ -100,23 +111,25 @@ pub struct Counts {
 pub enum Admission {
     /// Read its request; it may upgrade (counted against `max_connections`).
     Handshake,
-    /// `max_connections` is reached and some of it is handshakes in
-    /// progress: the oldest one is dropped, then as `Handshake`.
-    EvictForHandshake,
+    /// The address's handshakes in progress are at [`handshakes_per_ip`]
+    /// (`Scope::Address`: its oldest is dropped), or `max_connections` is
+    /// reached and some of it is handshakes (`Scope::All`: the oldest of
+    /// all is dropped); then as `Handshake`.
+    EvictForHandshake(Scope),
     /// Read its request for the HTTP endpoints only (`Http` or `HttpWhenFull`).
     Http(Serves),
-    /// The HTTP endpoints' slots are full: the oldest HTTP connection still
-    /// reading its request is dropped, then as `Http`.
-    EvictForHttp(Serves),
+    /// The address's HTTP connections are at `MAX_HTTP_CONNS_PER_IP`, or
+    /// the HTTP slots are full: the oldest HTTP connection still reading its
+    /// request (of the address, or of all) is dropped, then as `Http`.
+    EvictForHttp(Serves, Scope),
     /// The HTTP endpoints already serve `MAX_HTTP_CONNS`, none of them
     /// still reading: dropped.
     HttpBusy,
-    /// This address holds `MAX_HTTP_CONNS_PER_IP` HTTP connections: dropped.
+    /// This address holds `MAX_HTTP_CONNS_PER_IP` HTTP connections, none
+    /// of them still reading: dropped.
     HttpAddressBusy,
     /// Not in the allow list: 403 (or, on TLS, closed before the handshake).
     NotAllowed,
-    /// This address has [`handshakes_per_ip`] handshakes in progress: 429.
-    HandshakesFromAddress,
     /// `max_connections` in use: 503.
     Full,
 }
@@ -129,12 +142,11 @@ impl Admission {
             Admission::Handshake => Some(false),
             Admission::Full | Admission::Http(Serves::HttpWhenFull) => Some(true),
             Admission::Http(_)
-            | Admission::EvictForHandshake
-            | Admission::EvictForHttp(_)
+            | Admission::EvictForHandshake(_)
+            | Admission::EvictForHttp(..)
             | Admission::HttpBusy
             | Admission::HttpAddressBusy
-            | Admission::NotAllowed
-            | Admission::HandshakesFromAddress => None,
+            | Admission::NotAllowed => None,
         }
     }
 }
@@ -148,18 +160,26 @@ pub fn handshakes_per_ip(cfg: &ShellConfig) -> usize {
 
 /// The checks of SPEC §2-§3 at accept, in order: the health listener's own
 /// bounds (per address, then in all), the allow list, the handshakes in
-/// progress from the address (429), then `max_connections` (503 exactly
-/// while that many are in use by other than handshakes, while a shared
-/// listener still answers health checks). When handshakes or HTTP requests
-/// fill their slots, the oldest incomplete one makes room (slowloris).
+/// progress from the address, then `max_connections` (503 exactly while
+/// that many are in use by other than handshakes, while a shared listener
+/// still answers health checks). When an address's incomplete connections
+/// reach its bound, or all of them fill their slots, the oldest incomplete
+/// one makes room rather than the new client being refused (slowloris):
+/// a client that completes its request in time is never the oldest.
 pub fn admission(ip: IpAddr, serves: Serves, cfg: &ShellConfig, counts: Counts) -> Admission {
     let http_room = counts.http_conns < MAX_HTTP_CONNS;
     let http_address_room = counts.http_from_ip < MAX_HTTP_CONNS_PER_IP;
     if serves == Serves::Http {
+        let http = Serves::Http;
         return match (http_address_room, http_room) {
+            (false, _) if counts.http_incomplete_from_ip > 0 => {
+                Admission::EvictForHttp(http, Scope::Address)
+            }
             (false, _) => Admission::HttpAddressBusy,
-            (true, true) => Admission::Http(Serves::Http),
-            (true, false) if counts.http_incomplete > 0 => Admission::EvictForHttp(Serves::Http),
+            (true, true) => Admission::Http(http),
+            (true, false) if counts.http_incomplete > 0 => {
+                Admission::EvictForHttp(http, Scope::All)
+            }
             (true, false) => Admission::HttpBusy,
         };
     }
@@ -167,12 +187,12 @@ pub fn admission(ip: IpAddr, serves: Serves, cfg: &ShellConfig, counts: Counts) 
         return Admission::NotAllowed;
     }
     if counts.handshakes_from_ip >= handshakes_per_ip(cfg) {
-        return Admission::HandshakesFromAddress;
+        return Admission::EvictForHandshake(Scope::Address);
     }
     let full = counts.admitted >= cfg.max_connections;
     match (full, serves) {
         (false, _) => Admission::Handshake,
-        (true, _) if counts.handshakes > 0 => Admission::EvictForHandshake,
+        (true, _) if counts.handshakes > 0 => Admission::EvictForHandshake(Scope::All),
         (true, Serves::Both) if http_room && http_address_room => {
             Admission::Http(Serves::HttpWhenFull)
         }
@@ -270,21 +290,17 @@ mod tests {
             admission(HOME, ws, &c, from_ip(limit - 1)),
             Admission::Handshake
         );
-        assert_eq!(
-            admission(HOME, ws, &c, from_ip(limit)),
-            Admission::HandshakesFromAddress
-        );
+        // Its newest client is let in, its oldest handshake dropped.
+        let own_oldest = Admission::EvictForHandshake(Scope::Address);
+        assert_eq!(admission(HOME, ws, &c, from_ip(limit)), own_oldest);
         // The bound follows max_connections_per_ip above the minimum.
         c.max_connections_per_ip = 50;
         assert_eq!(
             admission(HOME, ws, &c, from_ip(limit)),
             Admission::Handshake
         );
-        assert_eq!(
-            admission(HOME, ws, &c, from_ip(50)),
-            Admission::HandshakesFromAddress
-        );
-        assert_eq!(Admission::HandshakesFromAddress.found_full(), None);
+        assert_eq!(admission(HOME, ws, &c, from_ip(50)), own_oldest);
+        assert_eq!(own_oldest.found_full(), None);
     }
 
     #[test]
@@ -298,13 +314,13 @@ mod tests {
         for serves in [Serves::WebSocket, Serves::Both] {
             assert_eq!(
                 admission(AWAY, serves, &c, full_of(1)),
-                Admission::EvictForHandshake
+                Admission::EvictForHandshake(Scope::All)
             );
         }
         // Every slot an open WebSocket: 503 as before.
         let ws = Serves::WebSocket;
         assert_eq!(admission(AWAY, ws, &c, full_of(0)), Admission::Full);
-        assert_eq!(Admission::EvictForHandshake.found_full(), None);
+        assert_eq!(Admission::EvictForHandshake(Scope::All).found_full(), None);
     }
 
     #[test]
@@ -315,10 +331,18 @@ mod tests {
             http_from_ip: MAX_HTTP_CONNS_PER_IP - 1,
             http_conns: MAX_HTTP_CONNS_PER_IP - 1,
             http_incomplete: MAX_HTTP_CONNS_PER_IP - 1,
+            http_incomplete_from_ip: MAX_HTTP_CONNS_PER_IP - 1,
             ..Counts::default()
         };
         assert_eq!(admission(HOME, http, &c, counts), Admission::Http(http));
+        // At its bound: its own oldest incomplete request makes room...
         counts.http_from_ip += 1;
+        assert_eq!(
+            admission(HOME, http, &c, counts),
+            Admission::EvictForHttp(http, Scope::Address)
+        );
+        // ...and when all of its requests are answered, it waits.
+        counts.http_incomplete_from_ip = 0;
         assert_eq!(
             admission(HOME, http, &c, counts),
             Admission::HttpAddressBusy
@@ -332,7 +356,7 @@ mod tests {
         };
         assert_eq!(
             admission(AWAY, http, &c, others),
-            Admission::EvictForHttp(http)
+            Admission::EvictForHttp(http, Scope::All)
         );
         let answered = Counts {
             http_incomplete: 0,

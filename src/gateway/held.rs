@@ -26,14 +26,25 @@ impl Held {
     }
 }
 
-/// Bytes the table holds per connection at most (a map entry in each of
-/// its maps, with their overhead), for the memory ceiling.
-pub const BYTES_PER_CONNECTION: usize = 96;
+/// Bytes the table holds per connection at most (its entries in the maps
+/// by age, in all and for its address, with their overhead, and an
+/// address of its own), for the memory ceiling.
+pub const BYTES_PER_CONNECTION: usize = 192;
 
-/// Connections by kind: how many per address, and in accept order.
+/// What one address holds.
+#[derive(Debug, Default)]
+struct Address {
+    /// Counted connections, by `Held::index`.
+    counted: [u32; 2],
+    /// Its incomplete ones, by age (id -> slab key).
+    incomplete: [BTreeMap<u64, usize>; 2],
+}
+
+/// Connections by kind: how many per address, and the incomplete ones in
+/// accept order, in all and per address.
 #[derive(Debug, Default)]
 pub struct HeldTable {
-    per_ip: HashMap<IpAddr, [u32; 2]>,
+    per_ip: HashMap<IpAddr, Address>,
     /// Connection id -> slab key. Ids grow with every accept, so the first
     /// entry is the oldest.
     by_age: [BTreeMap<u64, usize>; 2],
@@ -43,22 +54,29 @@ impl HeldTable {
     /// Counts connection `id` (slab `key`) from `ip` as `kind`, incomplete
     /// (it may be evicted).
     pub fn add(&mut self, kind: Held, ip: IpAddr, id: u64, key: usize) {
-        self.by_age[kind.index()].insert(id, key);
-        self.per_ip.entry(ip).or_default()[kind.index()] += 1;
+        let k = kind.index();
+        self.by_age[k].insert(id, key);
+        let address = self.per_ip.entry(ip).or_default();
+        address.counted[k] += 1;
+        address.incomplete[k].insert(id, key);
     }
 
     /// Connection `id` completed its request: still counted for its
     /// address, no longer evicted.
-    pub fn settle(&mut self, kind: Held, id: u64) {
+    pub fn settle(&mut self, kind: Held, ip: IpAddr, id: u64) {
         self.by_age[kind.index()].remove(&id);
+        if let Some(address) = self.per_ip.get_mut(&ip) {
+            address.incomplete[kind.index()].remove(&id);
+        }
     }
 
     /// Stops counting connection `id` of `ip` (once per `add`).
     pub fn remove(&mut self, kind: Held, ip: IpAddr, id: u64) {
-        self.by_age[kind.index()].remove(&id);
-        if let Some(counts) = self.per_ip.get_mut(&ip) {
-            counts[kind.index()] = counts[kind.index()].saturating_sub(1);
-            if *counts == [0, 0] {
+        self.settle(kind, ip, id);
+        if let Some(address) = self.per_ip.get_mut(&ip) {
+            let counted = &mut address.counted[kind.index()];
+            *counted = counted.saturating_sub(1);
+            if address.counted == [0, 0] {
                 self.per_ip.remove(&ip);
             }
         }
@@ -71,12 +89,26 @@ impl HeldTable {
 
     /// How many connections of `kind` from `ip` are counted.
     pub fn from_ip(&self, ip: IpAddr, kind: Held) -> usize {
-        self.per_ip.get(&ip).map_or(0, |c| c[kind.index()] as usize)
+        self.per_ip
+            .get(&ip)
+            .map_or(0, |a| a.counted[kind.index()] as usize)
     }
 
-    /// The slab key of the oldest incomplete connection of `kind`.
-    pub fn oldest(&self, kind: Held) -> Option<usize> {
-        self.by_age[kind.index()].values().next().copied()
+    /// How many connections of `kind` from `ip` are incomplete.
+    pub fn incomplete_from_ip(&self, ip: IpAddr, kind: Held) -> usize {
+        self.per_ip
+            .get(&ip)
+            .map_or(0, |a| a.incomplete[kind.index()].len())
+    }
+
+    /// The slab key of the oldest incomplete connection of `kind`: from
+    /// `ip`, or from any address.
+    pub fn oldest(&self, kind: Held, from: Option<IpAddr>) -> Option<usize> {
+        let by_age = match from {
+            None => &self.by_age[kind.index()],
+            Some(ip) => &self.per_ip.get(&ip)?.incomplete[kind.index()],
+        };
+        by_age.values().next().copied()
     }
 
     /// Addresses with something counted (for tests and bounds).
@@ -131,8 +163,9 @@ mod tests {
         assert_eq!(t.from_ip(ip(2), Held::Handshake), 1);
         // A settled HTTP request still counts for its address, but is not
         // among the incomplete ones any more.
-        t.settle(Held::Http, 12);
+        t.settle(Held::Http, ip(2), 12);
         assert_eq!(t.incomplete(Held::Http), 0);
+        assert_eq!(t.incomplete_from_ip(ip(2), Held::Http), 0);
         assert_eq!(t.from_ip(ip(2), Held::Http), 1);
         for (kind, addr, id) in [
             (Held::Handshake, ip(2), 11),
@@ -151,22 +184,29 @@ mod tests {
     #[test]
     fn the_oldest_is_the_first_accepted_still_held() {
         let mut t = HeldTable::default();
-        assert_eq!(t.oldest(Held::Handshake), None);
+        assert_eq!(t.oldest(Held::Handshake, None), None);
         // Ids grow with accepts; keys are reused slab slots.
         t.add(Held::Handshake, ip(2), 5 << 24 | 7, 7);
         t.add(Held::Handshake, ip(3), 6 << 24 | 1, 1);
+        t.add(Held::Handshake, ip(2), 9 << 24 | 4, 4);
         t.add(Held::Http, ip(2), 4 << 24 | 9, 9);
-        assert_eq!(t.oldest(Held::Handshake), Some(7));
-        assert_eq!(t.oldest(Held::Http), Some(9));
+        assert_eq!(t.oldest(Held::Handshake, None), Some(7));
+        assert_eq!(t.oldest(Held::Handshake, Some(ip(3))), Some(1));
+        assert_eq!(t.oldest(Held::Handshake, Some(ip(4))), None);
+        assert_eq!(t.oldest(Held::Http, None), Some(9));
         // The oldest completed its handshake: the next one is the oldest.
         t.remove(Held::Handshake, ip(2), 5 << 24 | 7);
-        assert_eq!(t.oldest(Held::Handshake), Some(1));
-        t.add(Held::Handshake, ip(2), 7 << 24 | 7, 7);
-        assert_eq!(t.oldest(Held::Handshake), Some(1));
+        assert_eq!(t.oldest(Held::Handshake, None), Some(1));
+        assert_eq!(t.oldest(Held::Handshake, Some(ip(2))), Some(4));
+        t.add(Held::Handshake, ip(2), 10 << 24 | 7, 7);
+        assert_eq!(t.oldest(Held::Handshake, None), Some(1));
+        assert_eq!(t.oldest(Held::Handshake, Some(ip(2))), Some(4));
         // An answered HTTP request is never the one evicted.
         t.add(Held::Http, ip(4), 8 << 24 | 2, 2);
-        t.settle(Held::Http, 4 << 24 | 9);
-        assert_eq!(t.oldest(Held::Http), Some(2));
+        t.settle(Held::Http, ip(2), 4 << 24 | 9);
+        assert_eq!(t.oldest(Held::Http, None), Some(2));
+        assert_eq!(t.oldest(Held::Http, Some(ip(2))), None);
+        assert_eq!(t.from_ip(ip(2), Held::Http), 1);
     }
 
     #[test]

@@ -150,9 +150,9 @@ impl Conns {
             self.note_full(full);
         }
         match decision {
-            Admission::EvictForHandshake | Admission::Handshake => {
-                if decision == Admission::EvictForHandshake {
-                    self.evict_oldest(Held::Handshake, now.ms);
+            Admission::EvictForHandshake(_) | Admission::Handshake => {
+                if let Admission::EvictForHandshake(scope) = decision {
+                    self.evict_oldest(Held::Handshake, scope, ip, now.ms);
                 }
                 let stage = Stage::Handshake {
                     deadline_ms: now.ms + self.cfg.handshake_timeout_ms,
@@ -164,25 +164,13 @@ impl Conns {
                     self.schedule(key, app);
                 }
             }
-            Admission::EvictForHttp(serves) => {
-                self.evict_oldest(Held::Http, now.ms);
+            Admission::EvictForHttp(serves, scope) => {
+                self.evict_oldest(Held::Http, scope, ip, now.ms);
                 self.accept_http(sock, ip, serves, app, now);
             }
             Admission::Http(serves) => self.accept_http(sock, ip, serves, app, now),
             Admission::HttpBusy => self.note_http_busy(ip, now.ms),
-            Admission::HttpAddressBusy => self.note_address_busy(ip, Held::Http, now.ms),
-            Admission::HandshakesFromAddress => {
-                self.metrics.refused(RefusalReason::PerIpLimit);
-                self.note_address_busy(ip, Held::Handshake, now.ms);
-                self.refuse_new(
-                    sock,
-                    ip,
-                    Refusal::TooManyRequests,
-                    "too many handshakes in progress from this address",
-                    app,
-                    now,
-                );
-            }
+            Admission::HttpAddressBusy => self.note_http_address_busy(ip, now.ms),
             Admission::NotAllowed => {
                 self.metrics.refused(RefusalReason::IpNotAllowed);
                 if self.tls.is_some() {
