@@ -18,6 +18,29 @@ use tether::proto::envelope::MAX_REQUEST_ID_BYTES;
 use tether::proto::host_link::{pending_bytes_bound, MAX_PENDING_PER_CLIENT};
 use tungstenite::Message;
 
+/// `max_message_bytes` of the crowded tests.
+const MAX_MESSAGE: usize = 16_384;
+/// A `requestId` as long as such a message allows.
+const LONG_ID: usize = 16_000;
+
+/// Settings for `max_connections` from one address, each sending as fast
+/// as it likes messages of up to 16 KiB to hosts that never answer, with
+/// 64 KiB outbound queues; partial frames and heads may wait 30 s.
+fn crowded(max_connections: usize) -> Value {
+    json!({
+        "limits": {
+            "max_connections": max_connections,
+            "max_connections_per_ip": 1000,
+            "max_connects_per_ip_per_hour": 100_000,
+            "max_messages_per_minute": 10_000,
+            "max_message_bytes": MAX_MESSAGE,
+            "max_outbound_bytes": 65_536
+        },
+        "host": {"request_timeout_ms": 60_000},
+        "server": {"websocket": {"auth": {"auth_timeout_ms": 30_000}}}
+    })
+}
+
 /// A `requestId` of exactly `len` bytes of JSON (quotes included).
 fn request_id(tag: usize, len: usize) -> Value {
     let head = format!("{tag}-");
@@ -127,17 +150,7 @@ fn a_request_id_over_the_cap_is_refused_and_not_forwarded() {
 #[test]
 fn pending_requests_with_maximal_ids_stay_under_the_logged_worst_case() {
     const CLIENTS: usize = 98;
-    const LONG_ID: usize = 16_000;
-    let server = Server::start(json!({
-        "limits": {
-            "max_connections": 100,
-            "max_connections_per_ip": 200,
-            "max_messages_per_minute": 10_000,
-            "max_message_bytes": 16_384,
-            "max_outbound_bytes": 65_536
-        },
-        "host": {"request_timeout_ms": 60_000}
-    }));
+    let server = Server::start(crowded(100));
     let port = server.port();
     let worst_mib = logged_worst_case_mib(&server);
     let stop = Arc::new(AtomicBool::new(false));
@@ -338,25 +351,12 @@ fn partial_head(port: u16) -> TcpStream {
 /// peak RSS compared with the worst case logged at start.
 #[test]
 fn every_bound_filled_at_once_stays_under_the_logged_worst_case() {
-    const MAX_MESSAGE: usize = 16_384;
     const PENDING_CLIENTS: usize = 10;
     const PARTIAL_FRAMES: usize = 15;
     const SLOW_READERS: usize = 15;
     const HANDSHAKES: usize = 15;
     const HTTP: usize = 32;
-    let server = Server::start(json!({
-        "limits": {
-            "max_connections": 60,
-            "max_connections_per_ip": 1000,
-            "max_connects_per_ip_per_hour": 100_000,
-            "max_messages_per_minute": 10_000,
-            "max_message_bytes": MAX_MESSAGE,
-            "max_outbound_bytes": 65_536
-        },
-        "host": {"request_timeout_ms": 60_000},
-        // Partial frames and heads stay until the test is done.
-        "server": {"websocket": {"auth": {"auth_timeout_ms": 30_000}}}
-    }));
+    let server = Server::start(crowded(60));
     let port = server.port();
     let health = health_port(&server);
     let worst_mib = logged_worst_case_mib(&server);
@@ -370,7 +370,7 @@ fn every_bound_filled_at_once_stays_under_the_logged_worst_case() {
     for ws in &mut pending {
         // However the gateway answers (refused ids, or a full queue), as many.
         assert_eq!(
-            fill_pending(ws, "slow", MAX_PENDING_PER_CLIENT, 16_000).len(),
+            fill_pending(ws, "slow", MAX_PENDING_PER_CLIENT, LONG_ID).len(),
             64
         );
     }

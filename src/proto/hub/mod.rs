@@ -13,6 +13,8 @@ mod client_events;
 mod client_tests;
 mod host_events;
 #[cfg(test)]
+mod host_limits_tests;
+#[cfg(test)]
 mod host_tests;
 #[cfg(test)]
 mod testing;
