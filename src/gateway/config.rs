@@ -43,17 +43,14 @@ pub struct ShellConfig {
 
 impl ShellConfig {
     /// Worst-case bytes one connection may hold: its state, its session in
-    /// the core (identity, rooms, pending host requests), a partial frame
-    /// plus one read, a reassembled message, and a full outbound queue.
+    /// the core, a partial frame plus one read, a reassembled message, and a
+    /// full outbound queue.
     pub fn per_connection_ceiling(&self) -> usize {
         std::mem::size_of::<Conn>()
-            + bounds::session_bytes_bound()
+            + bounds::session_bytes_bound() // session, identity, rooms, pending requests
+            + self.max_message_bytes + MAX_HEADER + READ_CHUNK
             + self.max_message_bytes
-            + MAX_HEADER
-            + READ_CHUNK
-            + self.max_message_bytes
-            + self.max_outbound_bytes
-            + BUF_SIZE
+            + self.max_outbound_bytes + BUF_SIZE
     }
 
     /// `max_connections` connections of `ceiling` bytes each, plus what is
