@@ -233,13 +233,7 @@ fn small_server() -> (Server, u16) {
         "limits": { "max_connections": 20 },
         "log": { "level": "info" }
     }));
-    let marker = "health endpoints on http://127.0.0.1:";
-    assert!(server.wait_log(marker, Duration::from_secs(5)));
-    let health = server
-        .logs()
-        .iter()
-        .find_map(|l| port_after(l, marker))
-        .expect("the health port");
+    let health = health_port(&server);
     (server, health)
 }
 
@@ -256,60 +250,76 @@ fn logged(server: &Server, needle: &str) -> usize {
     server.logs().iter().filter(|l| l.contains(needle)).count()
 }
 
+/// The port attacked and served.
+#[derive(Clone, Copy)]
+enum Target {
+    WebSocket,
+    Health,
+}
+
+/// Attacks `target` from `sources` (`per_source` connections each) while
+/// the legitimate client is served; then checks that the server counted
+/// evictions and logged `once` exactly once.
+fn attack_while_serving(target: Target, sources: Vec<Ipv4Addr>, per_source: usize, once: &str) {
+    let (mut server, health) = small_server();
+    let (port, head, kind) = match target {
+        Target::WebSocket => (server.port(), WS_HEAD, "handshake"),
+        Target::Health => (health, HTTP_HEAD, "http"),
+    };
+    let expected = sources.len() * per_source;
+    let attack = Attack::start(port, sources, per_source, head);
+    let_it_settle();
+    match target {
+        Target::WebSocket => assert_served_throughout("ws", || served_from(CLIENT, port)),
+        Target::Health => assert_served_throughout("health", || health_from(CLIENT, port)),
+    }
+    let opened = attack.stop();
+    assert!(opened >= expected, "the attack opened {opened} connections");
+    assert!(server.is_running());
+    let evicted = format!("tether_evictions_total{{kind=\"{kind}\"}}");
+    assert!(metric(health, &evicted) > 0, "{evicted}");
+    assert_eq!(logged(&server, once), 1, "logged once per episode: {once}");
+}
+
 #[test]
 fn slow_handshakes_from_one_address_do_not_keep_others_out() {
-    let (mut server, health) = small_server();
-    let port = server.port();
-    let attack = Attack::start(port, vec![Ipv4Addr::new(127, 0, 0, 2)], 320, WS_HEAD);
-    let_it_settle();
-    assert_served_throughout("ws", || served_from(CLIENT, port));
-    let opened = attack.stop();
-    assert!(opened >= 320, "the attack opened {opened} connections");
-    assert!(server.is_running());
-    // The address's own oldest handshakes made room for its new ones.
-    assert!(metric(health, "tether_evictions_total{kind=\"handshake\"}") > 0);
-    let needle = "127.0.0.2 has 8 handshakes in progress: dropping its oldest";
-    assert_eq!(logged(&server, needle), 1, "logged once per episode");
+    // The address's own oldest handshakes make room for its new ones.
+    attack_while_serving(
+        Target::WebSocket,
+        vec![Ipv4Addr::new(127, 0, 0, 2)],
+        320,
+        "127.0.0.2 has 8 handshakes in progress: dropping its oldest",
+    );
 }
 
 #[test]
 fn slow_handshakes_from_many_addresses_are_evicted_oldest_first() {
-    let (mut server, health) = small_server();
-    let port = server.port();
     // 40 addresses x 8: within each address's bound, 16 times max_connections.
-    let attack = Attack::start(port, many_addresses(40), 8, WS_HEAD);
-    let_it_settle();
-    assert_served_throughout("ws", || served_from(CLIENT, port));
-    attack.stop();
-    assert!(server.is_running());
-    assert!(metric(health, "tether_evictions_total{kind=\"handshake\"}") > 0);
-    let needle = "handshakes in progress fill limits.max_connections (20)";
-    assert_eq!(logged(&server, needle), 1, "logged once per episode");
+    attack_while_serving(
+        Target::WebSocket,
+        many_addresses(40),
+        8,
+        "handshakes in progress fill limits.max_connections (20)",
+    );
 }
 
 #[test]
 fn health_answers_while_one_address_trickles_requests() {
-    let (mut server, health) = small_server();
-    let attack = Attack::start(health, vec![Ipv4Addr::new(127, 0, 0, 2)], 320, HTTP_HEAD);
-    let_it_settle();
-    assert_served_throughout("health", || health_from(CLIENT, health));
-    attack.stop();
-    assert!(server.is_running());
-    assert!(metric(health, "tether_evictions_total{kind=\"http\"}") > 0);
-    let needle = "127.0.0.2 has 8 HTTP requests in progress: dropping its oldest";
-    assert_eq!(logged(&server, needle), 1, "logged once per episode");
+    attack_while_serving(
+        Target::Health,
+        vec![Ipv4Addr::new(127, 0, 0, 2)],
+        320,
+        "127.0.0.2 has 8 HTTP requests in progress: dropping its oldest",
+    );
 }
 
 #[test]
 fn health_answers_while_many_addresses_trickle_requests() {
-    let (mut server, health) = small_server();
     // 40 addresses x 8: within each address's bound, 10 times the 32 slots.
-    let attack = Attack::start(health, many_addresses(40), 8, HTTP_HEAD);
-    let_it_settle();
-    assert_served_throughout("health", || health_from(CLIENT, health));
-    attack.stop();
-    assert!(server.is_running());
-    assert!(metric(health, "tether_evictions_total{kind=\"http\"}") > 0);
-    let needle = "the HTTP endpoints' 32 connections are busy";
-    assert_eq!(logged(&server, needle), 1, "logged once per episode");
+    attack_while_serving(
+        Target::Health,
+        many_addresses(40),
+        8,
+        "the HTTP endpoints' 32 connections are busy",
+    );
 }
