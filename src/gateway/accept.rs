@@ -4,6 +4,7 @@
 use super::config::{ShellConfig, ACCEPTS_PER_PASS, MAX_HTTP_CONNS};
 use super::conn::Serves;
 use super::endpoint::LISTENER_BASE;
+use super::fd_limit::{is_fd_limit, Spare};
 use super::nonblocking::retry;
 use log::warn;
 use mio::net::{TcpListener, TcpStream};
@@ -50,29 +51,90 @@ impl Listeners {
         self.sockets.clear();
     }
 
-    /// Accepts up to `ACCEPTS_PER_PASS` clients of listener `index`; true
-    /// when the cap (or a transient error) left some for the next pass.
+    /// How many listeners are open.
+    pub fn count(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// Accepts up to `ACCEPTS_PER_PASS` clients of listener `index`.
     pub fn accept(
         &mut self,
         index: usize,
         mut on_accept: impl FnMut(TcpStream, SocketAddr, Serves),
-    ) -> bool {
+    ) -> Pass {
+        let Some(listener) = self.sockets.get(index) else {
+            return Pass::Drained;
+        };
+        let serves = self.serves[index];
         for _ in 0..ACCEPTS_PER_PASS {
-            let Some(listener) = self.sockets.get(index) else {
-                return false;
-            };
-            let serves = self.serves[index];
-            match retry(|| listener.accept()) {
+            match accept_one(listener) {
                 Ok(Some((sock, addr))) => on_accept(sock, addr, serves),
-                Ok(None) => return false,
-                Err(e) => {
-                    // Out of file descriptors and the like: try again next pass.
-                    warn!("accept failed: {e}");
-                    break;
-                }
+                Ok(None) => return Pass::Drained,
+                Err(end) => return end,
             }
         }
-        true
+        Pass::Capped
+    }
+
+    /// At the descriptor limit: accepts up to `ACCEPTS_PER_PASS` waiting
+    /// clients of listener `index` on the spare descriptor, each handed to
+    /// `on_refused` (which answers and closes it before the spare is taken
+    /// back). `Drained` when none is left waiting.
+    pub fn refuse_on_spare(
+        &mut self,
+        index: usize,
+        spare: &mut Spare,
+        mut on_refused: impl FnMut(TcpStream, SocketAddr, Serves),
+    ) -> Pass {
+        let Some(listener) = self.sockets.get(index) else {
+            return Pass::Drained;
+        };
+        let serves = self.serves[index];
+        for _ in 0..ACCEPTS_PER_PASS {
+            let lent = spare.lend(|| match accept_one(listener) {
+                Ok(Some((sock, addr))) => {
+                    on_refused(sock, addr, serves);
+                    None
+                }
+                Ok(None) => Some(Pass::Drained),
+                Err(end) => Some(end),
+            });
+            match lent {
+                Some(None) => {}
+                Some(Some(end)) => return end,
+                None => return Pass::OutOfDescriptors,
+            }
+        }
+        Pass::Capped
+    }
+}
+
+/// How a pass over one listener ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Nothing more waits: the next event says when a client comes.
+    Drained,
+    /// `ACCEPTS_PER_PASS` reached: clients may still wait.
+    Capped,
+    /// `accept` failed for want of a file descriptor.
+    OutOfDescriptors,
+    /// `accept` failed otherwise (logged).
+    Failed,
+}
+
+/// One `accept`: a client, `None` when none waits, or why the pass ends.
+fn accept_one(listener: &TcpListener) -> Result<Option<(TcpStream, SocketAddr)>, Pass> {
+    loop {
+        match retry(|| listener.accept()) {
+            Ok(accepted) => return Ok(accepted),
+            // A client gone before it was accepted: take the next.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+            Err(e) if is_fd_limit(&e) => return Err(Pass::OutOfDescriptors),
+            Err(e) => {
+                warn!("accept failed: {e}");
+                return Err(Pass::Failed);
+            }
+        }
     }
 }
 
