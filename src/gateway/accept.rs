@@ -62,18 +62,9 @@ impl Listeners {
         index: usize,
         mut on_accept: impl FnMut(TcpStream, SocketAddr, Serves),
     ) -> Pass {
-        let Some(listener) = self.sockets.get(index) else {
-            return Pass::Drained;
-        };
-        let serves = self.serves[index];
-        for _ in 0..ACCEPTS_PER_PASS {
-            match accept_one(listener) {
-                Ok(Some((sock, addr))) => on_accept(sock, addr, serves),
-                Ok(None) => return Pass::Drained,
-                Err(end) => return end,
-            }
-        }
-        Pass::Capped
+        self.pass(index, |listener, serves| {
+            take_one(listener, serves, &mut on_accept)
+        })
     }
 
     /// At the descriptor limit: accepts up to `ACCEPTS_PER_PASS` waiting
@@ -86,23 +77,27 @@ impl Listeners {
         spare: &mut Spare,
         mut on_refused: impl FnMut(TcpStream, SocketAddr, Serves),
     ) -> Pass {
+        self.pass(index, |listener, serves| {
+            spare
+                .lend(|| take_one(listener, serves, &mut on_refused))
+                .unwrap_or(Some(Pass::OutOfDescriptors))
+        })
+    }
+
+    /// Runs `step` on listener `index` up to `ACCEPTS_PER_PASS` times, until
+    /// it says how the pass ends.
+    fn pass(
+        &self,
+        index: usize,
+        mut step: impl FnMut(&TcpListener, Serves) -> Option<Pass>,
+    ) -> Pass {
         let Some(listener) = self.sockets.get(index) else {
             return Pass::Drained;
         };
         let serves = self.serves[index];
         for _ in 0..ACCEPTS_PER_PASS {
-            let lent = spare.lend(|| match accept_one(listener) {
-                Ok(Some((sock, addr))) => {
-                    on_refused(sock, addr, serves);
-                    None
-                }
-                Ok(None) => Some(Pass::Drained),
-                Err(end) => Some(end),
-            });
-            match lent {
-                Some(None) => {}
-                Some(Some(end)) => return end,
-                None => return Pass::OutOfDescriptors,
+            if let Some(end) = step(listener, serves) {
+                return end;
             }
         }
         Pass::Capped
@@ -122,17 +117,26 @@ pub enum Pass {
     Failed,
 }
 
-/// One `accept`: a client, `None` when none waits, or why the pass ends.
-fn accept_one(listener: &TcpListener) -> Result<Option<(TcpStream, SocketAddr)>, Pass> {
+/// One `accept`, its client handed to `on_accept`; `Some` when the pass
+/// ends (no client waits, or `accept` failed).
+fn take_one(
+    listener: &TcpListener,
+    serves: Serves,
+    on_accept: &mut impl FnMut(TcpStream, SocketAddr, Serves),
+) -> Option<Pass> {
     loop {
         match retry(|| listener.accept()) {
-            Ok(accepted) => return Ok(accepted),
+            Ok(Some((sock, addr))) => {
+                on_accept(sock, addr, serves);
+                return None;
+            }
+            Ok(None) => return Some(Pass::Drained),
             // A client gone before it was accepted: take the next.
             Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
-            Err(e) if is_fd_limit(&e) => return Err(Pass::OutOfDescriptors),
+            Err(e) if is_fd_limit(&e) => return Some(Pass::OutOfDescriptors),
             Err(e) => {
                 warn!("accept failed: {e}");
-                return Err(Pass::Failed);
+                return Some(Pass::Failed);
             }
         }
     }
