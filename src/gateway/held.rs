@@ -17,6 +17,14 @@ pub enum Held {
 }
 
 impl Held {
+    /// Its `kind` label in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Held::Handshake => "handshake",
+            Held::Http => "http",
+        }
+    }
+
     /// Its index in per-kind arrays.
     pub fn index(self) -> usize {
         match self {
