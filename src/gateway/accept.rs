@@ -231,7 +231,7 @@ pub fn handshakes_per_ip(cfg: &ShellConfig) -> usize {
 /// still answers health checks). When an address's incomplete connections
 /// reach its bound, or all of them fill their slots, the oldest incomplete
 /// one makes room rather than the new client being refused (slowloris):
-/// a client that completes its request in time is never the oldest.
+/// a client that sends its request at once is done before it is the oldest.
 pub fn admission(ip: IpAddr, serves: Serves, cfg: &ShellConfig, counts: Counts) -> Admission {
     let http_room = counts.http_conns < MAX_HTTP_CONNS;
     let http_address_room = counts.http_from_ip < MAX_HTTP_CONNS_PER_IP;
