@@ -120,6 +120,7 @@ impl Server {
     /// Serves TLS (wss) with this certificate; `None` keeps plain ws.
     pub fn with_tls(mut self, tls: Option<TlsState>) -> Server {
         if let Some(state) = &tls {
+            tls::keep_freed_heap();
             let extra = tls::per_connection_ceiling();
             let cfg = self.conns.cfg();
             let ceiling = cfg.per_connection_ceiling() + extra;

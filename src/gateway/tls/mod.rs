@@ -25,7 +25,7 @@ pub use config::{
 pub use error::TlsError;
 pub use io::{close_notify, feed, flush, write_records, Input, TlsRead};
 pub use seal::{BUFFER_LIMIT, SEALED_LIMIT};
-pub use session::{TlsSession, HELD_LIMIT};
+pub use session::{keep_freed_heap, TlsSession, HELD_LIMIT};
 
 /// Certificates for the tests of both halves, written to a fresh directory.
 #[cfg(test)]

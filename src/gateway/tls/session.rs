@@ -17,6 +17,20 @@ pub const MAX_HANDSHAKE_MESSAGE: usize = 0xffff;
 /// handshake is done, at most one partial record is held.
 pub const HELD_LIMIT: usize = MAX_HANDSHAKE_MESSAGE + MAX_RECORD;
 
+/// Lets glibc keep up to 1 MiB of freed heap (its default is 128 KiB).
+/// Sessions hold no buffer between reads, so the records of busy
+/// connections come and go as short-lived allocations (rustls' own among
+/// them), and with the default the heap was trimmed and grown again
+/// thousands of times a second, a page fault per 4 KiB each time (16 KiB
+/// echo over wss: 40 % more CPU).
+pub fn keep_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets one of the allocator's tunables.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
+    }
+}
+
 /// What a session holds, and the flags the caller needs about it.
 pub struct TlsSession {
     pub(super) conn: UnbufferedServerConnection,
