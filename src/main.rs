@@ -1,6 +1,6 @@
 //! The `tether` command line: parse arguments, load settings, run.
 
-use log::info;
+use log::{info, warn};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -228,6 +228,9 @@ fn scheme(tls: &Option<TlsState>) -> &'static str {
 fn cmd_serve(args: &Args) -> Result<(), String> {
     let (s, source) = load(args)?;
     init_logging(s.level_filter());
+    for key in &s.ignored_keys {
+        warn!("settings: {}", settings::ignored_key_warning(key));
+    }
     let (secret, secret_source) = s
         .resolve_jwt_secret(env, &settings::state_dir())
         .map_err(|e| e.to_string())?;
@@ -371,6 +374,9 @@ fn cmd_check_config(args: &Args) -> Result<(), String> {
     }
     if let Some(note) = tls_note {
         eprintln!("tether: tls: {note}");
+    }
+    for key in &s.ignored_keys {
+        eprintln!("tether: warning: {}", settings::ignored_key_warning(key));
     }
     eprintln!("tether: settings from {source} are valid");
     println!("{}", s.redacted_pretty());

@@ -27,6 +27,7 @@ pub fn authenticator(s: &Settings, secret: &[u8]) -> Authenticator {
         &auth.password_permissions,
         s.rooms.by_role.clone(),
     )
+    .with_claim_names(s.claim_names())
 }
 
 pub fn hub_config(s: &Settings, secret: &[u8]) -> HubConfig {
@@ -36,6 +37,7 @@ pub fn hub_config(s: &Settings, secret: &[u8]) -> HubConfig {
         max_messages_per_minute: s.limits.max_messages_per_minute,
         request_timeout_ms: s.host.request_timeout_ms,
         server_name: crate::server_name(),
+        compat: s.compat(),
     }
 }
 

@@ -1,9 +1,12 @@
 //! The sans-IO core: protocol, sessions, auth, rooms and limits.
 //! Nothing here touches a socket or reads the clock: time is passed in.
 
+pub mod action;
 pub mod auth;
+pub mod claims;
 pub mod client_id;
 pub mod envelope;
+pub mod forwarded;
 pub mod frame;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
@@ -12,7 +15,9 @@ pub mod handshake;
 pub mod host_link;
 pub mod hub;
 pub mod limits;
+pub mod origin;
 pub mod outbox;
+pub mod path_rooms;
 pub mod rooms;
 
 /// The path the shell imports `KEY_BITS` by (from before the re-cut).

@@ -60,6 +60,27 @@ pub fn parse_allowed_ips(s: &str) -> Result<IpAllowList, String> {
     Ok(list)
 }
 
+/// A list of addresses and CIDR blocks, one an entry (`trusted_proxies`); the
+/// error names the index of the first bad entry. `*` is not an address here.
+pub(super) fn parse_network_list(entries: &[String]) -> Result<IpAllowList, (usize, String)> {
+    let mut list = IpAllowList {
+        all: false,
+        entries: Vec::with_capacity(entries.len()),
+    };
+    for (i, entry) in entries.iter().enumerate() {
+        let network = parse_network(entry.trim()).ok_or_else(|| {
+            (
+                i,
+                format!(
+                    "invalid entry {entry:?}; expected an IPv4/IPv6 address or a CIDR block                      such as 10.0.0.0/8"
+                ),
+            )
+        })?;
+        list.entries.push(network);
+    }
+    Ok(list)
+}
+
 /// `ADDR` or `ADDR/PREFIX` -> masked (network, prefix); IPv4-mapped IPv6 blocks
 /// become IPv4 ones so they match the way clients are matched.
 fn parse_network(entry: &str) -> Option<(IpAddr, u8)> {

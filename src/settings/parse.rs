@@ -1,6 +1,7 @@
 //! Parsing a settings document, and reporting every unknown key and wrong
 //! type at once with its dotted key path.
 
+use super::compat::{ignored_as_problem, outside_keys};
 use super::errors::{SettingError, SettingsErrors};
 use super::schema::Settings;
 
@@ -14,17 +15,27 @@ impl Settings {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| describe_parse_error(".", &e, origin))?;
         reject_arrays_as_objects(&value, origin)?;
+        // Keys outside tether's objects are a bot's own settings (SPEC §13).
+        let (ignored, not_yet) = outside_keys(&value);
+        let refuse = |mut errors: Vec<SettingError>| {
+            errors.extend(ignored.iter().map(|key| ignored_as_problem(key)));
+            Err(SettingsErrors(errors))
+        };
         // Then the schema, on the text rather than the tree: only the text still
         // shows a key given twice, which serde then reports as a duplicate field.
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let first = match serde_path_to_error::deserialize(&mut deserializer) {
-            Ok(settings) => return Ok(settings),
+        let first = match serde_path_to_error::deserialize::<_, Settings>(&mut deserializer) {
+            Ok(_) if !not_yet.is_empty() => return refuse(not_yet),
+            Ok(mut settings) => {
+                settings.ignored_keys = ignored;
+                return Ok(settings);
+            }
             Err(e) => e,
         };
         // One line per problem: drop each offending key from the tree and parse
         // again, so that every unknown key and wrong type is named, not only the
         // first. Value problems of the keys left are reported along with them.
-        let mut errors = Vec::new();
+        let mut errors = not_yet;
         let mut tree = value;
         let mut next = Some(first);
         while let Some(e) = next.take() {
@@ -34,7 +45,7 @@ impl Settings {
                 origin,
             ));
             if errors.len() >= MAX_REPORTED_PROBLEMS || !remove_at(&mut tree, e.path()) {
-                return Err(SettingsErrors(errors));
+                return refuse(errors);
             }
             match serde_path_to_error::deserialize::<_, Settings>(&tree) {
                 Ok(rest) => {
@@ -45,7 +56,7 @@ impl Settings {
                 Err(e) => next = Some(e),
             }
         }
-        Err(SettingsErrors(errors))
+        refuse(errors)
     }
 }
 
@@ -200,8 +211,9 @@ mod tests {
         let errors = parse(r#"{"server":{"websocket":{"auth":{"pasword":"x"}}}}"#).unwrap_err();
         assert_eq!(errors.0[0].key, "server.websocket.auth.pasword");
 
-        let errors = parse(r#"{"nope":1}"#).unwrap_err();
-        assert_eq!(errors.0[0].key, "nope");
+        // SPEC §13: a key outside tether's objects is a bot's own: ignored.
+        let settings = parse(r#"{"nope":1}"#).unwrap();
+        assert_eq!(settings.ignored_keys, ["nope"]);
     }
 
     #[test]

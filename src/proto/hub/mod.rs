@@ -11,6 +11,8 @@ mod audience;
 mod client_events;
 #[cfg(test)]
 mod client_tests;
+#[cfg(test)]
+mod compat_tests;
 mod host_events;
 #[cfg(test)]
 mod host_tests;
@@ -21,10 +23,12 @@ pub use crate::proto::client_id::client_id_str;
 pub use crate::proto::outbox::{Action, Body, Outbox};
 pub use audience::{Audience, PublishData};
 
+use crate::proto::action::{self, Dialect, Incoming};
 use crate::proto::auth::{Authenticator, Identity};
 use crate::proto::envelope::{self, ErrorCode};
 use crate::proto::host_link::HostLink;
 use crate::proto::limits::{MessageLimiter, Verdict};
+use crate::proto::path_rooms::PathRooms;
 use crate::proto::rooms::{ConnKey, Rooms};
 use crate::proto::Now;
 use log::{debug, warn};
@@ -46,6 +50,16 @@ pub struct HubConfig {
     pub request_timeout_ms: u64,
     /// Sent in `connected` as `server`.
     pub server_name: String,
+    pub compat: Compat,
+}
+
+/// What makes the gateway a drop-in for other servers' clients (SPEC §13).
+#[derive(Debug, Clone, Default)]
+pub struct Compat {
+    /// The dialect of the listener's clients; hosts always speak section 6.
+    pub dialect: Dialect,
+    /// `rooms.by_path`.
+    pub path_rooms: PathRooms,
 }
 
 /// Counters for /health and /metrics.
@@ -73,6 +87,8 @@ pub struct Session {
     /// A client (not a host) as far as hosts know: `host.client_joined` was
     /// due when it authenticated, so `host.client_left` is due when it goes.
     announced: bool,
+    /// The `rooms.by_path` rooms of the path it connected on (`{sub}` unfilled).
+    path_rooms: Vec<Box<str>>,
 }
 
 pub struct Hub {
@@ -84,6 +100,12 @@ pub struct Hub {
     /// What the shell must do: drain it after every call (see [`Outbox`]).
     pub out: Outbox,
     pub stats: Stats,
+}
+
+/// A token made for a host names `host` itself (`admin` alone does not count):
+/// such a session is not announced as a client and speaks section 6.
+fn names_host(identity: &Identity) -> bool {
+    identity.permissions.iter().any(|p| &**p == "host")
 }
 
 /// Reads `data` as `T`, or `None` when absent or of the wrong shape.
@@ -139,6 +161,28 @@ impl Hub {
         now: Now,
         identity: Option<Identity>,
     ) {
+        self.open_on_path(key, id, ip, now, identity, "");
+    }
+
+    /// Whether a handshake token may open a session on `path`: the rooms
+    /// `rooms.by_path` gives that path must be ones it may join (else 403).
+    pub fn path_allows(&self, identity: &Identity, path: &str) -> bool {
+        let rooms = self.cfg.compat.path_rooms.rooms_for(path);
+        client_events::may_join_all(identity, &rooms)
+    }
+
+    /// [`Hub::open`] for a client that connected on the request `path`
+    /// (without its query); a handshake `identity` must have passed
+    /// [`Hub::path_allows`].
+    pub fn open_on_path(
+        &mut self,
+        key: ConnKey,
+        id: u64,
+        ip: IpAddr,
+        now: Now,
+        identity: Option<Identity>,
+        path: &str,
+    ) {
         if self.sessions.len() <= key {
             self.sessions.resize_with(key + 1, || None);
         }
@@ -156,15 +200,27 @@ impl Hub {
             rooms: Vec::new(),
             limiter: MessageLimiter::new(self.cfg.max_messages_per_minute, now.ms),
             announced: false,
+            path_rooms: self.cfg.compat.path_rooms.rooms_for(path),
         });
         self.active += 1;
         self.stats.total_connections += 1;
         let server = &self.cfg.server_name;
-        self.out.reply(key, "connected", None, |data| {
-            data.str("clientId", &client_id_str(id))
-                .bool("authenticated", identity.is_some())
-                .str("server", server);
-        });
+        let dialect = match &identity {
+            Some(identity) if names_host(identity) => Dialect::Event,
+            _ => self.cfg.compat.dialect,
+        };
+        self.out.set_dialect(key, dialect);
+        match dialect {
+            Dialect::Event => self.out.reply(key, "connected", None, |data| {
+                data.str("clientId", &client_id_str(id))
+                    .bool("authenticated", identity.is_some())
+                    .str("server", server);
+            }),
+            Dialect::Action => self.out.reply(key, "welcome", None, |data| {
+                data.str("clientId", &client_id_str(id))
+                    .str("server", server);
+            }),
+        }
         if let Some(identity) = identity {
             self.establish(key, identity, now, "authenticated", None);
         }
@@ -178,6 +234,7 @@ impl Hub {
             return;
         };
         self.active -= 1;
+        self.out.set_dialect(key, Dialect::Event);
         for room in &session.rooms {
             self.rooms.leave(room, key);
         }
@@ -247,7 +304,19 @@ impl Hub {
 
     /// One text message from a client.
     pub fn on_text(&mut self, key: ConnKey, now: Now, text: &str) {
-        let parsed = envelope::parse(text);
+        let translated;
+        let parsed = match self.out.dialect(key) {
+            Dialect::Event => envelope::parse(text),
+            Dialect::Action => match action::parse(text) {
+                Incoming::Action(message) => {
+                    translated = message;
+                    Ok(translated.envelope())
+                }
+                // A host (or its library) authenticating by message.
+                Incoming::Event => envelope::parse(text),
+                Incoming::Bad(bad) => Err(bad),
+            },
+        };
         let request_id = match &parsed {
             Ok(env) => env.request_id,
             Err(bad) => bad.request_id,

@@ -14,6 +14,7 @@ pub(super) fn hub_with(auth: Authenticator, per_minute: u32, request_timeout_ms:
         max_messages_per_minute: per_minute,
         request_timeout_ms,
         server_name: "tether/test".into(),
+        compat: Default::default(),
     })
 }
 
