@@ -19,7 +19,9 @@
 //! random seed, default from the clock).
 //!
 //! Plain blocking code: one socket, a short read timeout, and the simulation
-//! ticking whenever a read times out.
+//! ticking whenever a read times out. When the gateway goes away (a restart,
+//! a network failure) it reconnects after a jittered, growing pause and
+//! registers again; it exits only when the gateway refuses its token.
 
 use serde_json::{json, Value};
 use std::net::TcpStream;
@@ -350,17 +352,35 @@ fn expect(ws: &mut Ws, event: &str) -> Result<Value, String> {
     Err(format!("no {event} from the gateway within 10 s"))
 }
 
-fn connect(options: &Options) -> Result<Ws, String> {
+/// Why a connection ended or could not be made.
+enum Lost {
+    /// The gateway refused the token (401/403): another try cannot help.
+    Refused(String),
+    /// Anything else (the gateway restarting, a network failure): try again.
+    Retry(String),
+}
+
+impl From<String> for Lost {
+    fn from(problem: String) -> Lost {
+        Lost::Retry(problem)
+    }
+}
+
+fn connect(options: &Options) -> Result<Ws, Lost> {
     let mut request = options
         .url
         .as_str()
         .into_client_request()
-        .map_err(|e| format!("bad URL {:?}: {e}", options.url))?;
+        .map_err(|e| Lost::Refused(format!("bad URL {:?}: {e}", options.url)))?;
     let bearer = HeaderValue::from_str(&format!("Bearer {}", options.token))
-        .map_err(|_| "the token is not a valid header value".to_string())?;
+        .map_err(|_| Lost::Refused("the token is not a valid header value".into()))?;
     request.headers_mut().insert("Authorization", bearer);
-    let (mut ws, _) = tungstenite::connect(request)
-        .map_err(|e| format!("cannot connect to {}: {e}", options.url))?;
+    let (mut ws, _) = tungstenite::connect(request).map_err(|e| match &e {
+        tungstenite::Error::Http(response) if matches!(response.status().as_u16(), 401 | 403) => {
+            Lost::Refused(format!("{} refused the token: {e}", options.url))
+        }
+        _ => Lost::Retry(format!("cannot connect to {}: {e}", options.url)),
+    })?;
     if let MaybeTlsStream::Plain(stream) = ws.get_mut() {
         stream
             .set_read_timeout(Some(Duration::from_millis(100)))
@@ -383,8 +403,29 @@ fn connect(options: &Options) -> Result<Ws, String> {
     Ok(ws)
 }
 
+/// Full-jitter exponential backoff: a random pause up to a bound that
+/// doubles from `BASE` to `CEILING`, so that hosts do not return in step.
+struct Backoff {
+    attempt: u32,
+    rng: Rng,
+}
+
+impl Backoff {
+    const BASE: Duration = Duration::from_millis(250);
+    const CEILING: Duration = Duration::from_secs(30);
+
+    fn next_pause(&mut self) -> Duration {
+        let bound = Self::BASE
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(Self::CEILING);
+        self.attempt += 1;
+        Duration::from_millis(self.rng.below(bound.as_millis() as usize + 1) as u64)
+    }
+}
+
+/// Connects, registers and serves until the connection ends; then again,
+/// after a pause, for as long as the gateway accepts the token.
 fn run(options: Options) -> Result<(), String> {
-    let mut ws = connect(&options)?;
     let mut game = Game {
         players: Vec::new(),
         next_source: 0,
@@ -392,61 +433,94 @@ fn run(options: Options) -> Result<(), String> {
         started: Instant::now(),
         rng: Rng::new(options.seed),
     };
+    let mut backoff = Backoff {
+        attempt: 0,
+        rng: Rng::new(options.seed ^ 0x5eed),
+    };
+    loop {
+        let lost = match connect(&options) {
+            Ok(mut ws) => {
+                backoff.attempt = 0;
+                serve(&mut ws, &mut game, &options)
+            }
+            Err(lost) => lost,
+        };
+        match lost {
+            Lost::Refused(problem) => return Err(problem),
+            Lost::Retry(problem) => {
+                let pause = backoff.next_pause();
+                eprintln!("game_host: {problem}; reconnecting in {pause:?}");
+                std::thread::sleep(pause);
+            }
+        }
+    }
+}
+
+/// Answers requests and broadcasts the simulation's events on one connection.
+fn serve(ws: &mut Ws, game: &mut Game, options: &Options) -> Lost {
     let mut next_tick = Instant::now() + options.interval;
     loop {
-        if Instant::now() >= next_tick {
-            next_tick += options.interval;
-            if let Some((event, data)) = game.tick() {
+        if let Err(problem) = serve_once(ws, game, options, &mut next_tick) {
+            return Lost::Retry(problem);
+        }
+    }
+}
+
+fn serve_once(
+    ws: &mut Ws,
+    game: &mut Game,
+    options: &Options,
+    next_tick: &mut Instant,
+) -> Result<(), String> {
+    if Instant::now() >= *next_tick {
+        *next_tick += options.interval;
+        if let Some((event, data)) = game.tick() {
+            send(
+                ws,
+                json!({"event": "host.broadcast", "data": {"event": event, "data": data}}),
+            )?;
+        }
+    }
+    let Some(message) = read(ws)? else {
+        return Ok(());
+    };
+    let data = &message["data"];
+    match message["event"].as_str() {
+        Some("host.request") => {
+            let mut broadcasts = Vec::new();
+            let event = data["event"].as_str().unwrap_or("");
+            let reply = match game.handle(event, &data["data"], &mut broadcasts) {
+                Ok((event, answer)) => {
+                    json!({"id": data["id"], "event": event, "data": answer})
+                }
+                Err((code, text)) => {
+                    json!({"id": data["id"], "error": {"code": code, "message": text}})
+                }
+            };
+            send(ws, json!({"event": "host.reply", "data": reply}))?;
+            for (event, data) in broadcasts {
                 send(
-                    &mut ws,
+                    ws,
                     json!({"event": "host.broadcast", "data": {"event": event, "data": data}}),
                 )?;
             }
         }
-        let Some(message) = read(&mut ws)? else {
-            continue;
-        };
-        let data = &message["data"];
-        match message["event"].as_str() {
-            Some("host.request") => {
-                let mut broadcasts = Vec::new();
-                let event = data["event"].as_str().unwrap_or("");
-                let reply = match game.handle(event, &data["data"], &mut broadcasts) {
-                    Ok((event, answer)) => {
-                        json!({"id": data["id"], "event": event, "data": answer})
-                    }
-                    Err((code, text)) => {
-                        json!({"id": data["id"], "error": {"code": code, "message": text}})
-                    }
-                };
-                send(&mut ws, json!({"event": "host.reply", "data": reply}))?;
-                for (event, data) in broadcasts {
-                    send(
-                        &mut ws,
-                        json!({"event": "host.broadcast", "data": {"event": event, "data": data}}),
-                    )?;
-                }
-            }
-            Some("host.client_joined") => {
-                let (client, sub) = (&data["client"], &data["sub"]);
-                println!(
-                    "client {} ({}) connected",
-                    client.as_str().unwrap_or("?"),
-                    sub.as_str().unwrap_or("?")
-                )
-            }
-            Some("host.client_left") => {
-                let (client, sub) = (&data["client"], &data["sub"]);
-                println!(
-                    "client {} ({}) left",
-                    client.as_str().unwrap_or("?"),
-                    sub.as_str().unwrap_or("?")
-                )
-            }
-            Some("error") => eprintln!("the gateway reports: {data}"),
-            _ => {}
+        Some(notice @ ("host.client_joined" | "host.client_left")) => {
+            let what = if notice == "host.client_joined" {
+                "connected"
+            } else {
+                "left"
+            };
+            println!(
+                "client {} ({}) {what}",
+                data["client"].as_str().unwrap_or("?"),
+                data["sub"].as_str().unwrap_or("?")
+            )
         }
+        Some("error") => eprintln!("the gateway reports: {data}"),
+        _ => {}
     }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""A sound bot as a tether host, in Python with the `websockets` package.
+"""A sound bot as a tether host, in Python on the tether library (clients/python).
 
 It serves the client events of a Discord sound bot's WebSocket API -- `list`,
 `play`, `random`, `stop`, `status` -- with that API's error codes
 (`missing_filename`, `sound_not_found`, `no_voice_channel`, `no_sounds`,
 `list_error`, `play_error`, `random_error`, `stop_error`, `status_error`).
 The gateway does the rest: sockets, JWT checks, rate limits; the bot only
-answers `host.request`s.
+answers `host.request`s, and the library reconnects (with jittered backoff)
+and registers again when the gateway restarts.
 
 Playback is simulated: a sound "plays" for a few seconds in the bot's voice
 channel. The sounds are the audio files in `--sounds DIR`, or a built-in
@@ -27,16 +28,18 @@ Options (or environment): --url URL (TETHER_URL, default ws://localhost:8080),
 import argparse
 import asyncio
 import hashlib
-import json
+import logging
 import os
 import random
 import sys
 import time
 
-from websockets.asyncio.client import connect
-from websockets.exceptions import WebSocketException
+# The library from this checkout (or `pip install clients/python`).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clients", "python"))
+import tether  # noqa: E402
 
-EVENTS = ("list", "play", "random", "stop", "status")
+# Client event -> the event of its answer, as the seed's API names them.
+EVENTS = {"list": "list", "play": "playing", "random": "playing", "stop": "stopped", "status": "status"}
 AUDIO = (".mp3", ".wav", ".ogg", ".opus", ".flac", ".m4a")
 BUILT_IN = (
     "airhorn.mp3",
@@ -50,13 +53,7 @@ BUILT_IN = (
 )
 
 
-class BotError(Exception):
-    """An answer the client gets as an error with `code`."""
-
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
-        self.message = message
+BotError = tether.HostError  # the client gets an error with its code
 
 
 class SoundBot:
@@ -100,11 +97,11 @@ class SoundBot:
         self.channel = channel
         return {"filename": filename, "title": filename, "channel": channel}
 
-    # One method per client event: (sub, data) -> (reply event, reply data).
+    # One method per client event: (sub, data) -> the answer's data.
 
     def on_list(self, sub, data):
         sounds = self.sounds()
-        return "list", {"sounds": sounds, "count": len(sounds)}
+        return {"sounds": sounds, "count": len(sounds)}
 
     def on_play(self, sub, data):
         filename = data.get("filename") if isinstance(data, dict) else None
@@ -112,7 +109,7 @@ class SoundBot:
             raise BotError("missing_filename", "Filename required for play action")
         if filename not in {s["name"] for s in self.sounds()}:
             raise BotError("sound_not_found", 'Sound "%s" not found' % filename)
-        return "playing", self.start(filename, sub)
+        return self.start(filename, sub)
 
     def on_random(self, sub, data):
         sounds = self.sounds()
@@ -120,15 +117,15 @@ class SoundBot:
             raise BotError("no_sounds", "No sound files available")
         answer = self.start(random.choice(sounds)["name"], sub)
         answer["random"] = True
-        return "playing", answer
+        return answer
 
     def on_stop(self, sub, data):
         self.now_playing = None
-        return "stopped", {"message": "Audio playback stopped"}
+        return {"message": "Audio playback stopped"}
 
     def on_status(self, sub, data):
         playing = self.playing()
-        return "status", {
+        return {
             "connected": True,
             "playing": playing is not None,
             "now_playing": playing[0] if playing else None,
@@ -137,52 +134,41 @@ class SoundBot:
             "channel": self.channel,
         }
 
-    def answer(self, request):
-        """The `host.reply` data for one `host.request`."""
-        event = request.get("event")
-        reply = {"id": request.get("id")}
-        handler = getattr(self, "on_" + event, None) if event in EVENTS else None
+
+
+def handler(bot, event):
+    """The library handler of `event`: the seed's per-action error codes
+    (list_error, play_error, ...) for anything unexpected."""
+    method = getattr(bot, "on_" + event)
+
+    def handle(data, request):
         try:
-            if handler is None:
-                raise BotError("unknown_action", "Unknown action %r" % event)
-            reply["event"], reply["data"] = handler(request.get("sub"), request.get("data"))
-        except BotError as e:
-            reply["error"] = {"code": e.code, "message": e.message}
-        except Exception as e:  # the seed's per-action codes: list_error, play_error, ...
+            return method(request.get("sub"), data)
+        except tether.HostError:
+            raise
+        except Exception as e:
             print("sound_bot: %s failed: %r" % (event, e), file=sys.stderr)
-            reply["error"] = {"code": "%s_error" % event, "message": "Error executing %s" % event}
-        return reply
+            raise tether.HostError("%s_error" % event, "Error executing %s" % event)
+
+    return handle
 
 
 async def serve(args, bot):
-    headers = {"Authorization": "Bearer " + args.token}
-    async with connect(args.url, additional_headers=headers) as ws:
+    # Reconnects with jittered backoff and registers again by itself.
+    host = await tether.host(args.url, token=args.token)
+    for event, reply_event in EVENTS.items():
+        host.handle(event, permission=args.permission, reply_event=reply_event)(handler(bot, event))
+    await host.registered()
 
-        async def send(event, data, request_id=None):
-            message = {"event": event, "data": data}
-            if request_id is not None:
-                message["requestId"] = request_id
-            await ws.send(json.dumps(message, separators=(",", ":")))
+    @host.on("host.client_joined")
+    def joined(data, message):
+        print("client %s (%s) connected" % (data["client"], data["sub"]), flush=True)
 
-        events = {name: args.permission for name in EVENTS}
-        await send("host.register", {"events": events}, "register")
-        async for text in ws:
-            message = json.loads(text)
-            event, data = message.get("event"), message.get("data")
-            if event == "host.request":
-                await send("host.reply", bot.answer(data))
-            elif event == "host.registered":
-                print("registered as a host on %s: %s" % (args.url, ", ".join(data["events"])), flush=True)
-            elif event == "host.client_joined":
-                print("client %s (%s) connected" % (data["client"], data["sub"]), flush=True)
-            elif event == "host.client_left":
-                print("client %s (%s) left" % (data["client"], data["sub"]), flush=True)
-            elif event == "error":
-                print("sound_bot: the gateway refused: %s" % data, file=sys.stderr, flush=True)
-                if message.get("requestId") == "register":
-                    return 1
-    print("sound_bot: the gateway closed the connection", file=sys.stderr)
-    return 1
+    @host.on("host.client_left")
+    def left(data, message):
+        print("client %s (%s) left" % (data["client"], data["sub"]), flush=True)
+
+    await asyncio.Event().wait()  # serve until interrupted
 
 
 def main():
@@ -208,9 +194,10 @@ def main():
                 parser.error("--voice takes SUB=CHANNEL, got %r" % item)
             voice[sub] = channel
     bot = SoundBot(args.sounds, args.channel, voice)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return asyncio.run(serve(args, bot))
-    except (OSError, WebSocketException) as e:
+    except tether.TetherError as e:
         print("sound_bot: %s" % e, file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 //! The `tether` command line: parse arguments, load settings, run.
 
 use log::{info, warn};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,7 +11,7 @@ use tether::gateway::setup::{authenticator, hub_config, shell_config, Reloader};
 use tether::gateway::tls::{self, TlsState};
 use tether::proto::auth::{parse_ttl, MintRequest};
 use tether::proto::hub::Hub;
-use tether::settings::{self, ConfigSource, Settings};
+use tether::settings::{self, ConfigSource, IpAllowList, SettingError, Settings};
 
 const USAGE: &str = "\
 tether - a small WebSocket gateway
@@ -27,7 +28,9 @@ usage:
 
 Settings: --config PATH, else $TETHER_CONFIG, else ./settings.json, else built-in defaults.
 State (generated JWT secret, self-signed TLS certificate): $STATE_DIRECTORY, else ./tether-data.
-SIGHUP reloads the TLS certificate and key.
+SIGHUP re-reads the settings file (secrets and password, allowed_ip, allowed_origins,
+limits, rooms.by_role, host.request_timeout_ms, log.level; listen addresses and TLS paths
+need a restart) and the TLS certificate and key files.
 ";
 
 /// Echo mode accepts messages this large (the conformance suite sends 16 MiB).
@@ -245,6 +248,9 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
         "tether {} starting with {source}; jwt secret from {secret_source}",
         env!("CARGO_PKG_VERSION")
     );
+    for warning in refused_listen_addrs(&allow, &addrs) {
+        warn!("{warning}");
+    }
     // Signals are handled once the server exists, so "listening" is said after.
     let mut server = Server::new(
         listeners,
@@ -316,10 +322,19 @@ fn cmd_token(args: &Args) -> Result<(), String> {
         .clone()
         .filter(|s| !s.is_empty())
         .ok_or("token: --sub ID is required")?;
-    let (s, _) = load(args)?;
+    let (s, source) = load(args)?;
+    // A secret generated here would not be the gateway's (SPEC §13): only sign
+    // with one that exists.
+    let state_dir = settings::state_dir();
     let (secret, _) = s
-        .resolve_jwt_secret(env, &settings::state_dir())
-        .map_err(|e| e.to_string())?;
+        .existing_jwt_secret(env, &state_dir)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "token: {}",
+                settings::no_jwt_secret_report(&source, &state_dir)
+            )
+        })?;
     let request = MintRequest {
         sub,
         permissions: args.permissions.clone(),
@@ -332,53 +347,102 @@ fn cmd_token(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Warnings for websocket listen addresses whose clients `allowed_ip` refuses
+/// (`localhost` binds ::1 too, which seed 000's `127.0.0.1` does not allow).
+fn refused_listen_addrs(allow: &IpAllowList, addrs: &[SocketAddr]) -> Vec<String> {
+    addrs
+        .iter()
+        .filter_map(|&addr| allow.refuses_clients_at(addr))
+        .map(|warning| format!("server.websocket.host: {warning}"))
+        .collect()
+}
+
+/// Whether a problem was already reported under `key`, a key inside it or one
+/// around it (so a check of the same value does not report it twice).
+fn reported(problems: &[SettingError], key: &str) -> bool {
+    problems.iter().any(|p| {
+        let (a, b) = (p.key.as_str(), key);
+        a == b || a.starts_with(&format!("{b}.")) || b.starts_with(&format!("{a}."))
+    })
+}
+
 fn cmd_check_config(args: &Args) -> Result<(), String> {
-    let (s, source) = load(args)?;
-    let mut problems = Vec::new();
-    // The secret file is read (not generated) so that checking has no side effects.
-    let auth = &s.server.websocket.auth;
-    if env("JWT_SECRET").is_none() && auth.jwt_secret.is_none() {
-        if let Some(path) = &auth.jwt_secret_file {
-            if let Err(e) = settings::check_secret_file(path) {
-                problems.push(e.to_string());
-            }
+    let source = settings::locate(args.config.as_deref());
+    // Every problem in one run: the checks below run on the settings as far
+    // as they could be read, skipping values already reported.
+    let (loaded, mut problems) = settings::load_lenient(&source);
+    let Some(s) = loaded else {
+        return Err(join(&problems));
+    };
+    let mut notes = Vec::new();
+    let mut warnings = Vec::new();
+    // The secret is read (never generated) so that checking has no side effects.
+    let secret_keys = [
+        "JWT_SECRET",
+        "server.websocket.auth.jwt_secret",
+        "server.websocket.auth.jwt_secret_file",
+    ];
+    if !secret_keys.iter().any(|key| reported(&problems, key)) {
+        let state_dir = settings::state_dir();
+        match s.existing_jwt_secret(env, &state_dir) {
+            Ok(Some((_, from))) => notes.push(format!("jwt secret from {from}")),
+            Ok(None) => notes.push(format!(
+                "jwt secret: none configured; the first start generates {}",
+                state_dir.join(settings::JWT_KEY_FILE).display()
+            )),
+            Err(e) => problems.push(e),
         }
     }
     // The listen addresses must resolve (binding is left to `serve`).
+    let ws = &s.server.websocket;
+    let health = &s.server.health;
     for (key, host, port) in [
-        (
-            "server.websocket.host",
-            &s.server.websocket.host,
-            s.server.websocket.port,
-        ),
-        (
-            "server.health.host",
-            &s.server.health.host,
-            s.server.health.port,
-        ),
+        ("server.websocket.host", &ws.host, ws.port),
+        ("server.health.host", &health.host, health.port),
     ] {
-        if let Err(e) = resolve(host, port) {
-            problems.push(format!("{key}: {e}"));
+        if reported(&problems, key) {
+            continue;
+        }
+        match resolve(host, port) {
+            Ok(addrs) if key == "server.websocket.host" => {
+                if let Ok(allow) = s.allowed_ips() {
+                    warnings.extend(refused_listen_addrs(&allow, &addrs));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(SettingError::new(key, e.to_string())),
         }
     }
     // The TLS files are read and matched (a self-signed pair is not generated).
-    let tls_note = match tls::check(&s.server.websocket.tls, &settings::state_dir()) {
-        Ok(note) => note,
-        Err(e) => {
-            problems.push(format!("server.websocket.tls: {e}"));
-            None
+    if !reported(&problems, "server.websocket.tls") {
+        match tls::check(&ws.tls, &settings::state_dir()) {
+            Ok(note) => notes.extend(note.map(|note| format!("tls: {note}"))),
+            Err(e) => problems.push(SettingError::new("server.websocket.tls", e.to_string())),
         }
-    };
+    }
+    warnings.extend(
+        s.ignored_keys
+            .iter()
+            .map(|k| settings::ignored_key_warning(k)),
+    );
+    for warning in &warnings {
+        eprintln!("tether: warning: {warning}");
+    }
     if !problems.is_empty() {
-        return Err(problems.join("\n"));
+        return Err(join(&problems));
     }
-    if let Some(note) = tls_note {
-        eprintln!("tether: tls: {note}");
-    }
-    for key in &s.ignored_keys {
-        eprintln!("tether: warning: {}", settings::ignored_key_warning(key));
+    for note in notes {
+        eprintln!("tether: {note}");
     }
     eprintln!("tether: settings from {source} are valid");
     println!("{}", s.redacted_pretty());
     Ok(())
+}
+
+fn join(problems: &[SettingError]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -1191,8 +1191,8 @@ fn sound_bot_example_in_python() {
     let token = server.token("soundbot", &["host"], &[], None, "1h");
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sound_bot_host.py");
-    let _bot = Child(
-        std::process::Command::new("python3")
+    let mut bot = Child(
+        python3()
             .arg(&script)
             .args(["--url", &format!("ws://127.0.0.1:{port}")])
             .args(["--voice", "dj=Music"])
@@ -1200,7 +1200,7 @@ fn sound_bot_example_in_python() {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .spawn()
-            .expect("python3 runs examples/sound_bot_host.py (pip install websockets)"),
+            .expect("python3 runs examples/sound_bot_host.py"),
     );
     let (mut dj, _) = client(port, "dj", &[], &[]);
     let mut ignore = |m: &Value| panic!("the sound bot broadcasts nothing: {m}");
@@ -1211,6 +1211,7 @@ fn sound_bot_example_in_python() {
             break answer;
         }
         assert!(Instant::now() < deadline, "the sound bot never registered");
+        assert_running(&mut bot.0, "the sound bot");
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(list["event"], "list", "{list}");

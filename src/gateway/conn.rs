@@ -8,19 +8,49 @@ use mio::Interest;
 use rustls::ServerConnection;
 use std::net::IpAddr;
 
-/// Where a connection is in its life. Each stage says what its bytes mean.
+/// Where a connection is in its life. Each stage says what its bytes mean
+/// and owns the deadline that ends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// Reading the HTTP request head (until `deadline_ms`).
-    Handshake,
-    /// A WebSocket in use.
-    Open,
+    Handshake { deadline_ms: u64 },
+    /// A WebSocket in use; a ping is due at `next_ping_ms`.
+    Open { next_ping_ms: u64 },
     /// We sent a close frame, or answered the peer's: waiting for the peer's
     /// close frame (at most until `deadline_ms`), then dropping the socket.
-    Closing { peer_closed: bool },
+    Closing { peer_closed: bool, deadline_ms: u64 },
     /// An HTTP answer (refusal) is queued; once written, the write side is
     /// shut and reads are drained until EOF or `deadline_ms`.
-    Refusing { shut: bool },
+    Refusing { shut: bool, deadline_ms: u64 },
+}
+
+impl Stage {
+    pub fn is_open(&self) -> bool {
+        matches!(self, Stage::Open { .. })
+    }
+
+    /// The fixed end of a stage that has one (`None`: an open WebSocket,
+    /// whose wake-up follows its traffic).
+    pub fn deadline_ms(&self) -> Option<u64> {
+        match *self {
+            Stage::Handshake { deadline_ms }
+            | Stage::Closing { deadline_ms, .. }
+            | Stage::Refusing { deadline_ms, .. } => Some(deadline_ms),
+            Stage::Open { .. } => None,
+        }
+    }
+
+    /// A closing connection whose peer is done (closed, or failed): what
+    /// follows is no longer read as frames. Other stages stay as they are.
+    pub fn peer_done(self) -> Stage {
+        match self {
+            Stage::Closing { deadline_ms, .. } => Stage::Closing {
+                peer_closed: true,
+                deadline_ms,
+            },
+            other => other,
+        }
+    }
 }
 
 /// What a connection may ask for, from the listener that accepted it.
@@ -54,10 +84,7 @@ pub struct Conn {
     pub inbuf: Option<Vec<u8>>,
     pub decoder: Decoder,
     pub out: OutQueue,
-    /// Deadline of the current stage (handshake, close linger, refusal drain).
-    pub deadline_ms: u64,
     pub last_rx_ms: u64,
-    pub next_ping_ms: u64,
     /// The tick of this connection's authoritative timer entry (`u64::MAX`: none).
     pub timer_tick: u64,
     /// Interest registered with the poller.
@@ -73,14 +100,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(
-        sock: TcpStream,
-        id: u64,
-        ip: IpAddr,
-        stage: Stage,
-        now_ms: u64,
-        deadline_ms: u64,
-    ) -> Conn {
+    pub fn new(sock: TcpStream, id: u64, ip: IpAddr, stage: Stage, now_ms: u64) -> Conn {
         Conn {
             sock,
             id,
@@ -90,14 +110,12 @@ impl Conn {
             inbuf: None,
             decoder: Decoder::default(),
             out: OutQueue::default(),
-            deadline_ms,
             last_rx_ms: now_ms,
-            next_ping_ms: u64::MAX,
             timer_tick: u64::MAX,
             interest: Interest::READABLE,
             counted_ip: false,
             dirty: false,
-            admitted: matches!(stage, Stage::Handshake),
+            admitted: matches!(stage, Stage::Handshake { .. }),
             tls: None,
         }
     }
@@ -127,5 +145,30 @@ impl Conn {
             pool.checkin(buf);
         }
         self.out.clear(pool);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_peer_keeps_the_closing_deadline_and_nothing_else_changes() {
+        let closing = Stage::Closing {
+            peer_closed: false,
+            deadline_ms: 2_000,
+        };
+        assert_eq!(
+            closing.peer_done(),
+            Stage::Closing {
+                peer_closed: true,
+                deadline_ms: 2_000
+            }
+        );
+        let open = Stage::Open { next_ping_ms: 9 };
+        assert_eq!(open.peer_done(), open);
+        assert!(open.is_open() && open.deadline_ms().is_none());
+        assert_eq!(closing.deadline_ms(), Some(2_000));
+        assert_eq!(Stage::Handshake { deadline_ms: 5 }.deadline_ms(), Some(5));
     }
 }

@@ -1,14 +1,34 @@
 //! The mio shell: sockets, the poll loop, timers and signals. It moves bytes
 //! and time into the core (`proto`) and carries the core's actions out.
+//!
+//! `server` runs the loop; `accept` admits clients; `conns` is the set of
+//! client connections (with `conn`, `outqueue`, `pool`, `timer` below it);
+//! `endpoint` is where other endpoint kinds join the same poll and wheel.
 
+pub mod accept;
+pub mod app;
+pub mod config;
 pub mod conn;
-pub mod event_loop;
+pub mod conns;
+pub mod endpoint;
 pub mod http_api;
 pub mod listen;
 pub mod metrics;
+pub mod nonblocking;
 pub mod notify;
 pub mod outqueue;
 pub mod pool;
+pub mod server;
 pub mod setup;
 pub mod timer;
 pub mod tls;
+
+pub use app::App;
+pub use server::Server;
+
+/// The loop's former module path, kept for `main.rs` and older callers.
+pub mod event_loop {
+    pub use super::app::App;
+    pub use super::config::{ReloadFn, Reloaded, ShellConfig};
+    pub use super::server::Server;
+}

@@ -2,6 +2,7 @@
 //! pooled buffers, messages to many (broadcasts) framed once and shared by
 //! reference; written with one vectored write per pass.
 
+use super::nonblocking::retry;
 use super::pool::BufPool;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -98,12 +99,10 @@ impl OutQueue {
                     Some(chunk) => &chunk.bytes()[self.front_written..],
                     None => break,
                 };
-                let written = match sink.write(bytes) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
+                let written = match retry(|| sink.write(bytes))? {
+                    Some(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Some(n) => n,
+                    None => return Ok(false),
                 };
                 self.advance(written, pool);
                 continue;
@@ -119,12 +118,10 @@ impl OutQueue {
                 });
                 count += 1;
             }
-            let written = match sink.write_vectored(&slices[..count]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            let written = match retry(|| sink.write_vectored(&slices[..count]))? {
+                Some(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Some(n) => n,
+                None => return Ok(false),
             };
             self.advance(written, pool);
         }

@@ -1,7 +1,7 @@
 //! From settings to the running gateway: the shell's and the core's
 //! configurations, and what a SIGHUP reload may change.
 
-use super::event_loop::{Reloaded, ShellConfig};
+use super::config::{ReloadError, Reloaded, ShellConfig};
 use crate::proto::auth::Authenticator;
 use crate::proto::hub::HubConfig;
 use crate::settings::{self, ConfigSource, IpAllowList, Settings};
@@ -110,10 +110,11 @@ impl Reloader {
         Reloader { source, current }
     }
 
-    pub fn reload(&mut self) -> Result<Reloaded, String> {
-        let mut next = settings::load(&self.source).map_err(|e| e.to_string())?;
-        let old = serde_json::to_value(&self.current).map_err(|e| e.to_string())?;
-        let new = serde_json::to_value(&next).map_err(|e| e.to_string())?;
+    pub fn reload(&mut self) -> Result<Reloaded, ReloadError> {
+        let mut next =
+            settings::load(&self.source).map_err(|e| ReloadError::Settings(e.to_string()))?;
+        let old = serde_json::to_value(&self.current).map_err(ReloadError::Compare)?;
+        let new = serde_json::to_value(&next).map_err(ReloadError::Compare)?;
         let mut paths = Vec::new();
         changed_paths(&old, &new, &mut String::new(), &mut paths);
         // Listening sockets stay as they are until a restart.
@@ -123,8 +124,10 @@ impl Reloader {
         next.server.health = self.current.server.health.clone();
         let (secret, secret_source) = next
             .resolve_jwt_secret(|k| std::env::var(k).ok(), &settings::state_dir())
-            .map_err(|e| e.to_string())?;
-        let allow = next.allowed_ips().map_err(|e| e.to_string())?;
+            .map_err(|e| ReloadError::Secret(e.to_string()))?;
+        let allow = next
+            .allowed_ips()
+            .map_err(|e| ReloadError::AllowList(e.to_string()))?;
         let (old_shown, new_shown) = (self.current.redacted(), next.redacted());
         let mut applied = Vec::new();
         for path in &paths {

@@ -114,4 +114,34 @@ mod tests {
         w.expire(10_060, &mut due);
         assert_eq!(due.len(), 1);
     }
+
+    #[test]
+    fn a_long_stall_fires_everything_due_in_one_pass() {
+        let mut w = TimerWheel::default();
+        let ticks: Vec<u64> = [100, 51_300, 2_000_000]
+            .iter()
+            .map(|&at| w.tick_for(at))
+            .collect();
+        for (key, &tick) in ticks.iter().enumerate() {
+            w.insert(Entry { key, id: 0, tick });
+        }
+        let mut due = Vec::new();
+        // More than a lap of the wheel (1024 ticks of 50 ms) later.
+        w.expire(3_000_000, &mut due);
+        let mut keys: Vec<usize> = due.iter().map(|e| e.key).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, [0, 1, 2]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn the_poll_timeout_reaches_the_next_tick_boundary() {
+        let mut w = TimerWheel::default();
+        let mut due = Vec::new();
+        w.expire(1_020, &mut due);
+        // Tick 20 (1000-1049 ms) is done; the next boundary is 1050 ms.
+        assert_eq!(w.until_next_tick(1_020), 30);
+        assert_eq!(w.until_next_tick(1_050), 1, "never zero: no busy loop");
+        assert_eq!(w.tick_for(0), 21, "a past deadline fires on the next tick");
+    }
 }

@@ -20,11 +20,6 @@ pub mod outbox;
 pub mod path_rooms;
 pub mod rooms;
 
-/// The path the shell imports `KEY_BITS` by (from before the re-cut).
-pub mod host {
-    pub use super::client_id::KEY_BITS;
-}
-
 /// The current time, as the shell read it once per loop pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Now {

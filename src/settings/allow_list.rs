@@ -1,6 +1,6 @@
 //! The IP allow-list (`server.websocket.auth.allowed_ip`): parsing and matching.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::errors::SettingError;
 use super::schema::Settings;
@@ -30,7 +30,42 @@ impl IpAllowList {
     pub fn allows_all(&self) -> bool {
         self.all
     }
+
+    /// Why clients reaching a listener bound to `bound` would all or partly be
+    /// refused, or `None`. A loopback client's address is the loopback it
+    /// connects to, so that one must be allowed; other clients come from
+    /// elsewhere, so the list must hold at least one entry of the address's
+    /// family (`::` also takes IPv4 clients, but its IPv6 ones need an entry).
+    pub fn refuses_clients_at(&self, bound: SocketAddr) -> Option<String> {
+        let ip = canonical(bound.ip());
+        if self.all {
+            return None;
+        }
+        if ip.is_loopback() {
+            return (!self.allows(ip)).then(|| {
+                format!(
+                    "clients connecting to {bound} come from {ip}, which {KEY_ALLOWED_IP} does \
+                     not allow: they are refused (add {ip} to it, or listen on an address it \
+                     allows)"
+                )
+            });
+        }
+        let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+        let has_family = self
+            .entries
+            .iter()
+            .any(|(net, _)| net.is_ipv4() == ip.is_ipv4());
+        (!has_family).then(|| {
+            format!(
+                "clients connecting to {bound} over {family} are refused: {KEY_ALLOWED_IP} \
+                 allows no {family} address (add their addresses or blocks to it, or *)"
+            )
+        })
+    }
 }
+
+/// The settings key of the allow-list, for messages.
+pub const KEY_ALLOWED_IP: &str = "server.websocket.auth.allowed_ip";
 
 /// Parses a comma-separated list of IPv4/IPv6 addresses, CIDR blocks
 /// (`192.168.1.0/24`, `fd00::/8`) and `*`. Whitespace around entries and empty
@@ -164,7 +199,7 @@ impl Settings {
     /// The parsed `allowed_ip` list. Cannot fail once [`Settings::validate`] passed.
     pub fn allowed_ips(&self) -> Result<IpAllowList, SettingError> {
         parse_allowed_ips(&self.server.websocket.auth.allowed_ip)
-            .map_err(|reason| SettingError::new("server.websocket.auth.allowed_ip", reason))
+            .map_err(|reason| SettingError::new(KEY_ALLOWED_IP, reason))
     }
 }
 
@@ -224,6 +259,36 @@ mod tests {
         assert!(parse_allowed_ips("")
             .unwrap_err()
             .contains("use * to allow all"));
+    }
+
+    #[test]
+    fn listen_addresses_whose_clients_are_refused() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        // Seed 000: localhost binds ::1 too, which 127.0.0.1 does not allow.
+        let list = parse_allowed_ips("127.0.0.1").unwrap();
+        assert_eq!(list.refuses_clients_at(at("127.0.0.1:8080")), None);
+        let warning = list.refuses_clients_at(at("[::1]:8080")).unwrap();
+        assert!(warning.contains("[::1]:8080"), "{warning}");
+        assert!(warning.contains(KEY_ALLOWED_IP), "{warning}");
+        assert!(list
+            .refuses_clients_at(at("[::]:8080"))
+            .unwrap()
+            .contains("IPv6"));
+        assert_eq!(list.refuses_clients_at(at("0.0.0.0:8080")), None);
+
+        let list = parse_allowed_ips("::1").unwrap();
+        assert!(list.refuses_clients_at(at("127.0.0.1:1")).is_some());
+        assert!(list
+            .refuses_clients_at(at("192.168.1.5:1"))
+            .unwrap()
+            .contains("IPv4"));
+        assert_eq!(list.refuses_clients_at(at("[fd00::5]:1")), None);
+
+        let list = parse_allowed_ips("127.0.0.1,::1").unwrap();
+        assert_eq!(list.refuses_clients_at(at("[::1]:1")), None);
+        let list = parse_allowed_ips("*").unwrap();
+        assert_eq!(list.refuses_clients_at(at("[::1]:1")), None);
+        assert_eq!(list.refuses_clients_at(at("[::]:1")), None);
     }
 
     #[test]

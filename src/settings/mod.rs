@@ -25,8 +25,6 @@ use std::path::{Path, PathBuf};
 
 use env::{env_var, non_empty};
 
-// The gateway's own copy (event_loop.rs) switches to this one after its re-cut merges.
-#[allow(unused_imports)]
 pub(crate) use allow_list::canonical;
 pub use allow_list::{parse_allowed_ips, IpAllowList};
 pub use compat::ignored_key_warning;
@@ -37,7 +35,7 @@ pub use schema::{
     RoomsSettings, ServerSettings, Settings, TlsSettings, WebSocketSettings, MIN_JWT_SECRET_BYTES,
     REDACTED,
 };
-pub use secrets::{check_secret_file, SecretSource, JWT_KEY_FILE};
+pub use secrets::{check_secret_file, no_jwt_secret_report, SecretSource, JWT_KEY_FILE};
 pub use validate::MIN_PASSWORD_CHARS;
 
 /// Name of the config file looked up in the working directory.
@@ -90,30 +88,49 @@ pub fn load_with(
     source: &ConfigSource,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Settings, SettingsErrors> {
-    let mut settings = match source {
-        ConfigSource::Defaults => Settings::default(),
+    match load_lenient_with(source, env) {
+        (Some(settings), errors) if errors.is_empty() => Ok(settings),
+        (_, errors) => Err(SettingsErrors(errors)),
+    }
+}
+
+/// Every problem [`load`] finds, and the settings as far as they could be
+/// read (offending keys at their defaults; `None` when the file cannot be read
+/// or is not a settings object), so that `check-config` can check the rest in
+/// the same run.
+pub fn load_lenient(source: &ConfigSource) -> (Option<Settings>, Vec<SettingError>) {
+    load_lenient_with(source, env_var)
+}
+
+fn load_lenient_with(
+    source: &ConfigSource,
+    env: impl Fn(&str) -> Option<String>,
+) -> (Option<Settings>, Vec<SettingError>) {
+    let (settings, mut errors) = match source {
+        ConfigSource::Defaults => (Some(Settings::default()), Vec::new()),
         ConfigSource::File(path) => {
             let origin = path.display().to_string();
-            let text = fs::read_to_string(path).map_err(|e| {
-                SettingError::new(origin.as_str(), format!("cannot read config file: {e}"))
-            })?;
-            Settings::from_json_str(&text, &origin)?
+            match fs::read_to_string(path) {
+                Ok(text) => parse::parse_lenient(&text, &origin),
+                Err(e) => {
+                    let error = SettingError::new(origin, format!("cannot read config file: {e}"));
+                    return (None, vec![error]);
+                }
+            }
         }
     };
-    // Report env and value problems together; env values that failed to parse
-    // are not applied, so they are not reported twice.
-    let mut errors = match settings.apply_env(env) {
-        Ok(()) => Vec::new(),
-        Err(SettingsErrors(errors)) => errors,
+    let Some(mut settings) = settings else {
+        return (None, errors);
     };
+    // Env values that failed to parse are not applied, so they are not
+    // reported twice.
+    if let Err(SettingsErrors(more)) = settings.apply_env(env) {
+        errors.extend(more);
+    }
     if let Err(SettingsErrors(more)) = settings.validate() {
         errors.extend(more);
     }
-    if errors.is_empty() {
-        Ok(settings)
-    } else {
-        Err(SettingsErrors(errors))
-    }
+    (Some(settings), errors)
 }
 
 #[cfg(test)]
@@ -150,6 +167,31 @@ mod tests {
             load_with(&ConfigSource::Defaults, no_env).unwrap(),
             Settings::default()
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn lenient_load_reports_parse_env_and_value_problems_together() {
+        let dir = temp_dir("lenient");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("settings.json");
+        fs::write(
+            &path,
+            r#"{"server":{"websocket":{"hots":"x","port":1234,"auth":{"password":"short"}}}}"#,
+        )
+        .unwrap();
+        let source = ConfigSource::File(path);
+        let (settings, errors) = load_lenient_with(&source, fake_env(&[("WEBSOCKET_PORT", "x")]));
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "server.websocket.hots",
+                "WEBSOCKET_PORT",
+                "server.websocket.auth.password"
+            ]
+        );
+        assert_eq!(settings.map(|s| s.server.websocket.port), Some(1234));
         fs::remove_dir_all(&dir).unwrap();
     }
 

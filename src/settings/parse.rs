@@ -10,53 +10,68 @@ impl Settings {
     /// problem when the text is not JSON at all; otherwise the dotted key path does.
     /// Does not apply the environment nor validate.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Settings, SettingsErrors> {
-        // Syntax first, so that malformed JSON is reported with line and column
-        // rather than under whatever key the parser had reached.
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| describe_parse_error(".", &e, origin))?;
-        reject_arrays_as_objects(&value, origin)?;
-        // Keys outside tether's objects are a bot's own settings (SPEC §13).
-        let (ignored, not_yet) = outside_keys(&value);
-        let refuse = |mut errors: Vec<SettingError>| {
-            errors.extend(ignored.iter().map(|key| ignored_as_problem(key)));
-            Err(SettingsErrors(errors))
-        };
-        // Then the schema, on the text rather than the tree: only the text still
-        // shows a key given twice, which serde then reports as a duplicate field.
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        let first = match serde_path_to_error::deserialize::<_, Settings>(&mut deserializer) {
-            Ok(_) if !not_yet.is_empty() => return refuse(not_yet),
-            Ok(mut settings) => {
-                settings.ignored_keys = ignored;
-                return Ok(settings);
-            }
-            Err(e) => e,
-        };
-        // One line per problem: drop each offending key from the tree and parse
-        // again, so that every unknown key and wrong type is named, not only the
-        // first. Value problems of the keys left are reported along with them.
-        let mut errors = not_yet;
-        let mut tree = value;
-        let mut next = Some(first);
-        while let Some(e) = next.take() {
-            errors.push(describe_parse_error(
-                &e.path().to_string(),
-                e.inner(),
-                origin,
-            ));
-            if errors.len() >= MAX_REPORTED_PROBLEMS || !remove_at(&mut tree, e.path()) {
-                return refuse(errors);
-            }
-            match serde_path_to_error::deserialize::<_, Settings>(&tree) {
-                Ok(rest) => {
-                    if let Err(SettingsErrors(more)) = rest.validate() {
-                        errors.extend(more);
-                    }
+        let (settings, mut errors) = parse_lenient(text, origin);
+        match settings {
+            Some(settings) if errors.is_empty() => Ok(settings),
+            // Value problems of the keys left are reported along with the others.
+            Some(rest) => {
+                if let Err(SettingsErrors(more)) = rest.validate() {
+                    errors.extend(more);
                 }
-                Err(e) => next = Some(e),
+                // A refused file still lists what it ignores, so one round fixes it.
+                errors.extend(rest.ignored_keys.iter().map(|key| ignored_as_problem(key)));
+                Err(SettingsErrors(errors))
             }
+            None => Err(SettingsErrors(errors)),
         }
-        refuse(errors)
+    }
+}
+
+/// Parses a settings document, reporting every unknown key and wrong type, and
+/// returns the settings read without the offending keys (their defaults in
+/// their place), so that the other checks can still run on them; `None` when
+/// the text is not a settings object at all.
+pub(super) fn parse_lenient(text: &str, origin: &str) -> (Option<Settings>, Vec<SettingError>) {
+    // Syntax first, so that malformed JSON is reported with line and column
+    // rather than under whatever key the parser had reached.
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(e) => return (None, vec![describe_parse_error(".", &e, origin)]),
+    };
+    if let Err(error) = reject_arrays_as_objects(&value, origin) {
+        return (None, vec![error]);
+    }
+    // Keys outside tether's objects are another program's settings (SPEC §13).
+    let (ignored, not_yet) = outside_keys(&value);
+    let with_ignored = |mut settings: Settings| {
+        settings.ignored_keys = ignored.clone();
+        Some(settings)
+    };
+    // Then the schema, on the text rather than the tree: only the text still
+    // shows a key given twice, which serde then reports as a duplicate field.
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let first = match serde_path_to_error::deserialize(&mut deserializer) {
+        Ok(settings) => return (with_ignored(settings), not_yet),
+        Err(e) => e,
+    };
+    // One line per problem: drop each offending key from the tree and parse
+    // again, so that every unknown key and wrong type is named, not only the first.
+    let mut errors = not_yet;
+    let mut tree = value;
+    let mut next = first;
+    loop {
+        errors.push(describe_parse_error(
+            &next.path().to_string(),
+            next.inner(),
+            origin,
+        ));
+        if errors.len() >= MAX_REPORTED_PROBLEMS || !remove_at(&mut tree, next.path()) {
+            return (None, errors);
+        }
+        match serde_path_to_error::deserialize::<_, Settings>(&tree) {
+            Ok(rest) => return (with_ignored(rest), errors),
+            Err(e) => next = e,
+        }
     }
 }
 

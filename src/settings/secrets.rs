@@ -28,25 +28,68 @@ impl Settings {
         env: impl Fn(&str) -> Option<String>,
         state_dir: &Path,
     ) -> Result<(Vec<u8>, SecretSource), SettingError> {
+        match self.existing_jwt_secret(env, state_dir)? {
+            Some(found) => Ok(found),
+            None => generate_or_adopt_state_key(state_dir),
+        }
+    }
+
+    /// The JWT secret in the order of [`Settings::resolve_jwt_secret`], but
+    /// never generated: `None` when no place holds one. `tether token` signs
+    /// only with a secret a gateway uses; `check-config` has no side effects.
+    pub fn existing_jwt_secret(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+        state_dir: &Path,
+    ) -> Result<Option<(Vec<u8>, SecretSource)>, SettingError> {
         if let Some(secret) = non_empty(env("JWT_SECRET")) {
             if secret.len() < MIN_JWT_SECRET_BYTES {
                 return Err(short_jwt_secret("JWT_SECRET"));
             }
-            return Ok((secret.into_bytes(), SecretSource::Env));
+            return Ok(Some((secret.into_bytes(), SecretSource::Env)));
         }
         let auth = &self.server.websocket.auth;
         if let Some(secret) = &auth.jwt_secret {
             if secret.len() < MIN_JWT_SECRET_BYTES {
                 return Err(short_jwt_secret(KEY_JWT_SECRET));
             }
-            return Ok((secret.clone().into_bytes(), SecretSource::Settings));
+            return Ok(Some((secret.clone().into_bytes(), SecretSource::Settings)));
         }
         if let Some(path) = &auth.jwt_secret_file {
             let secret = check_secret_file(path)?;
-            return Ok((secret, SecretSource::File(path.clone())));
+            return Ok(Some((secret, SecretSource::File(path.clone()))));
         }
-        state_key(state_dir)
+        let path = state_dir.join(JWT_KEY_FILE);
+        match read_state_key(&path) {
+            Ok(secret) => Ok(Some((secret, SecretSource::Loaded(path)))),
+            Err(StateKeyError::Missing) => Ok(None),
+            Err(StateKeyError::Bad(error)) => Err(error),
+        }
     }
+}
+
+/// Why `tether token` found no secret: every place it looked (the settings
+/// keys as read from `settings_origin`), one per line, and how to get a secret
+/// the gateway also uses.
+pub fn no_jwt_secret_report(settings_origin: &dyn fmt::Display, state_dir: &Path) -> String {
+    let key_path = state_dir.join(JWT_KEY_FILE);
+    let key_path = std::path::absolute(&key_path).unwrap_or(key_path);
+    [
+        "no JWT secret to sign with (a newly generated one would not be the gateway's); \
+         looked at:"
+            .to_string(),
+        "  the JWT_SECRET environment variable: not set".to_string(),
+        format!("  {KEY_JWT_SECRET} in {settings_origin}: not set"),
+        format!("  {KEY_JWT_SECRET_FILE} in {settings_origin}: not set"),
+        format!(
+            "  {}: no such file (the state directory is $STATE_DIRECTORY, else ./tether-data)",
+            key_path.display()
+        ),
+        "run `tether token` with the gateway's --config and state directory (or in the \
+         directory the gateway runs in), or start the gateway once so that it generates the key"
+            .to_string(),
+    ]
+    .join("\n")
 }
 
 /// Reads `jwt_secret_file` and checks it holds a usable secret (trailing
@@ -100,18 +143,13 @@ impl fmt::Display for SecretSource {
     }
 }
 
-/// Reads `STATE/jwt.key`, or generates it when it does not exist.
-fn state_key(state_dir: &Path) -> Result<(Vec<u8>, SecretSource), SettingError> {
+/// Generates `STATE/jwt.key`, or uses the one another process created first.
+fn generate_or_adopt_state_key(state_dir: &Path) -> Result<(Vec<u8>, SecretSource), SettingError> {
     let path = state_dir.join(JWT_KEY_FILE);
-    match read_state_key(&path) {
-        Ok(secret) => return Ok((secret, SecretSource::Loaded(path))),
-        Err(StateKeyError::Missing) => {}
-        Err(StateKeyError::Bad(error)) => return Err(error),
-    }
     match generate_state_key(state_dir, &path) {
         Ok(secret) => Ok((secret, SecretSource::Generated(path))),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            // Another process (e.g. `tether token` next to the server) created it
+            // Another process (e.g. a second gateway started at once) created it
             // first; use its key. It may still be writing, so retry briefly.
             let mut last = StateKeyError::Missing;
             for _ in 0..10 {
@@ -259,6 +297,31 @@ mod tests {
         let error = settings.resolve_jwt_secret(no_env, &state).unwrap_err();
         assert_eq!(error.key, key_path.display().to_string());
         fs::remove_dir_all(state.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn existing_secret_is_never_generated() {
+        let state = temp_dir("existing");
+        let settings = Settings::default();
+        assert_eq!(settings.existing_jwt_secret(no_env, &state), Ok(None));
+        assert!(!state.exists(), "looking generated nothing");
+        let (generated, _) = settings.resolve_jwt_secret(no_env, &state).unwrap();
+        let key_path = state.join(JWT_KEY_FILE);
+        assert_eq!(
+            settings.existing_jwt_secret(no_env, &state),
+            Ok(Some((generated, SecretSource::Loaded(key_path.clone()))))
+        );
+
+        let report = no_jwt_secret_report(&"built-in defaults", &state);
+        for place in [
+            "JWT_SECRET",
+            "server.websocket.auth.jwt_secret in built-in defaults",
+            "server.websocket.auth.jwt_secret_file in built-in defaults",
+            &key_path.display().to_string(),
+        ] {
+            assert!(report.contains(place), "{report}");
+        }
+        fs::remove_dir_all(&state).unwrap();
     }
 
     #[test]

@@ -1070,3 +1070,135 @@ pub fn example_bin(name: &str) -> PathBuf {
     assert!(path.exists(), "{} missing after the build", path.display());
     path
 }
+
+// ---------------------------------------------------------------------------
+// Restarts and Python
+// ---------------------------------------------------------------------------
+
+impl Server {
+    /// SIGTERM, then the same settings, directory and environment again on
+    /// the same WebSocket port (as a supervisor restarting the gateway).
+    pub fn restart(&mut self) {
+        let port = self.port;
+        self.stop();
+        let text = std::fs::read_to_string(&self.config).expect("read the test settings");
+        let mut settings: Value = serde_json::from_str(&text).expect("the test settings");
+        settings["server"]["websocket"]["port"] = json!(port);
+        let envs: Vec<(&str, &str)> = self
+            .envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut next = Server::start_in(&self.dir.clone(), settings, &envs);
+        assert_eq!(next.port, port, "restarted on another port");
+        self.child = next.child.take();
+        self.logs = Arc::clone(&next.logs);
+    }
+}
+
+/// The minimum `websockets` the Python client library and examples need.
+const WEBSOCKETS_REQUIREMENT: &str = "websockets>=14";
+
+/// `python3` able to import `tether` (clients/python) and `websockets`.
+/// Without `websockets` on the machine, it is installed once (per test
+/// process; across processes through an atomic rename) with pip into
+/// `target/tmp/pydeps-pyX.Y`; if that is impossible every caller panics at
+/// once with one line saying what is missing and how to install it.
+pub fn python3() -> Command {
+    static DEPS: std::sync::OnceLock<Result<Option<PathBuf>, String>> = std::sync::OnceLock::new();
+    let deps = match DEPS.get_or_init(python_deps) {
+        Ok(deps) => deps.clone(),
+        Err(problem) => panic!("{problem}"),
+    };
+    let library = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python");
+    let mut cmd = Command::new("python3");
+    cmd.env("PYTHONPATH", python_path(&library, deps.as_deref()));
+    cmd
+}
+
+fn python_path(library: &Path, deps: Option<&Path>) -> std::ffi::OsString {
+    let paths = std::iter::once(library).chain(deps);
+    std::env::join_paths(paths).expect("paths without ':'")
+}
+
+/// Where `websockets` comes from: the machine's Python (`None`) or a
+/// directory installed here.
+fn python_deps() -> Result<Option<PathBuf>, String> {
+    let install = format!("python3 -m pip install '{WEBSOCKETS_REQUIREMENT}'");
+    let version = Command::new("python3")
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .map_err(|e| {
+            format!("python3 not found ({e}): the Python tests need python3 and `{install}`")
+        })?;
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    let check = |deps: Option<&Path>| {
+        let probe = "import sys, websockets; \
+                     sys.exit(int(websockets.__version__.split('.')[0]) < 14)";
+        Command::new("python3")
+            .args(["-c", probe])
+            .env("PYTHONPATH", deps.map(Path::as_os_str).unwrap_or_default())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if check(None) {
+        return Ok(None);
+    }
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tmp.join(format!("pydeps-py{version}"));
+    if check(Some(&dir)) {
+        return Ok(Some(dir));
+    }
+    // A copy that does not import (a broken or older install) is replaced.
+    let _ = std::fs::remove_dir_all(&dir);
+    let staging = tmp.join(format!("pydeps-py{version}.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    eprintln!(
+        "python3 lacks `{WEBSOCKETS_REQUIREMENT}`; installing it into {}",
+        dir.display()
+    );
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(["--timeout", "15", "--retries", "1", "--target"])
+        .arg(&staging)
+        .arg(WEBSOCKETS_REQUIREMENT)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("python3 -m pip: {e}"))?;
+    let why = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if out.status.success() {
+        // Another test process may have won the race: either copy works.
+        if std::fs::rename(&staging, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        if check(Some(&dir)) {
+            return Ok(Some(dir));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    Err(format!(
+        "python3 has no `{WEBSOCKETS_REQUIREMENT}` and pip could not install it ({why}): run `{install}`"
+    ))
+}
+
+/// Panics at once when `child` (an example host) has exited: waiting for it
+/// to register would only end in a misleading timeout or `rate_limited`.
+pub fn assert_running(child: &mut Child, what: &str) {
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("{what} exited ({status}); its stderr is above");
+    }
+}

@@ -1,4 +1,4 @@
-//! Fuzzes the hub's message dispatcher and host link (src/proto/hub.rs, host.rs).
+//! Fuzzes the hub's message dispatcher and host link (src/proto/hub/, host_link.rs).
 //! The harness lives in the library (`tether::proto::fuzzing::dispatch`) so that
 //! `proto::fuzzing::regressions` replays saved inputs through the same code.
 #![no_main]

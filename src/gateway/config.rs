@@ -1,0 +1,117 @@
+//! The shell's settings and bounds: what each connection may cost, how many
+//! sockets are held, and the fixed timings of SPEC §3-§4.
+
+use super::conn::Conn;
+use super::pool::BUF_SIZE;
+use crate::proto::frame::MAX_HEADER;
+use crate::proto::hub::HubConfig;
+use crate::settings::IpAllowList;
+use std::fmt;
+
+/// Bytes read per `read` call (one buffer shared by all connections).
+pub const READ_CHUNK: usize = 64 * 1024;
+/// Reads per connection per pass, so one busy client cannot starve the others.
+pub const READS_PER_PASS: usize = 4;
+/// Accepts per listener per pass.
+pub const ACCEPTS_PER_PASS: usize = 128;
+/// How long a peer has to answer our close frame (SPEC §4).
+pub const CLOSE_LINGER_MS: u64 = 2_000;
+/// How long a refused client has to read its HTTP answer.
+pub const REFUSAL_LINGER_MS: u64 = 1_000;
+/// Slots beyond `max_connections` for answering refusals politely.
+pub const REFUSAL_RESERVE: usize = 64;
+/// Connections served by the HTTP endpoints at once (beside `max_connections`,
+/// so that health checks answer while the WebSocket side is full).
+pub const MAX_HTTP_CONNS: usize = 32;
+
+/// The shell's settings (from `settings::Limits` and the auth block).
+pub struct ShellConfig {
+    pub max_connections: usize,
+    pub max_connections_per_ip: u32,
+    pub max_connects_per_ip_per_hour: u32,
+    pub max_message_bytes: usize,
+    pub max_outbound_bytes: usize,
+    pub idle_timeout_ms: u64,
+    pub ping_interval_ms: u64,
+    pub handshake_timeout_ms: u64,
+    pub allow: IpAllowList,
+    pub allowed_origins: Vec<String>,
+}
+
+impl ShellConfig {
+    /// Worst-case bytes one connection may hold: its state, a partial frame
+    /// plus one read, a reassembled message, and a full outbound queue.
+    pub fn per_connection_ceiling(&self) -> usize {
+        std::mem::size_of::<Conn>()
+            + 512 // session, identity and room list
+            + self.max_message_bytes + MAX_HEADER + READ_CHUNK
+            + self.max_message_bytes
+            + self.max_outbound_bytes + BUF_SIZE
+    }
+
+    /// `max_connections` connections of `ceiling` bytes each, in MiB.
+    pub fn worst_case_mib(&self, ceiling: usize) -> u64 {
+        (ceiling as u64 * self.max_connections as u64) >> 20
+    }
+
+    /// Sockets held at most: `max_connections`, the slots for answering
+    /// refusals, and the HTTP endpoints' own.
+    pub fn socket_capacity(&self) -> usize {
+        self.max_connections + REFUSAL_RESERVE + MAX_HTTP_CONNS
+    }
+
+    /// Small limits for unit tests: 10 connections, any address.
+    #[cfg(test)]
+    pub fn for_tests() -> ShellConfig {
+        ShellConfig {
+            max_connections: 10,
+            max_connections_per_ip: 10,
+            max_connects_per_ip_per_hour: 100,
+            max_message_bytes: 1024,
+            max_outbound_bytes: 4096,
+            idle_timeout_ms: 60_000,
+            ping_interval_ms: 20_000,
+            handshake_timeout_ms: 5_000,
+            allow: crate::settings::parse_allowed_ips("*").expect("a valid list"),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// What a SIGHUP reload applies: the shell's limits and lists, the core's
+/// secrets and limits, and the log level.
+pub struct Reloaded {
+    pub shell: ShellConfig,
+    pub hub: HubConfig,
+    pub level: log::LevelFilter,
+}
+
+/// Re-reads the settings; an error keeps the running ones.
+pub type ReloadFn = Box<dyn FnMut() -> Result<Reloaded, ReloadError>>;
+
+/// Why a reload was refused (the running settings stay). Each shows the
+/// message of what failed, as logged.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The file does not load or validate.
+    Settings(String),
+    /// The settings could not be compared (serialising them failed).
+    Compare(serde_json::Error),
+    /// The JWT secret cannot be resolved.
+    Secret(String),
+    /// `allowed_ip` does not parse.
+    AllowList(String),
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::Settings(e) | ReloadError::Secret(e) | ReloadError::AllowList(e) => {
+                f.write_str(e)
+            }
+            ReloadError::Compare(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}

@@ -1,0 +1,300 @@
+//! The request-head stage: the HTTP request a connection opens with, the
+//! answers of the HTTP endpoints, and the checks before an upgrade.
+
+use super::Conns;
+use crate::gateway::app::App;
+use crate::gateway::config::REFUSAL_LINGER_MS;
+use crate::gateway::conn::{Serves, Stage};
+use crate::gateway::http_api::{self, HttpAnswer, HttpRequest};
+use crate::gateway::metrics::{RefusalReason, ShellGauges};
+use crate::proto::auth::Identity;
+use crate::proto::client_id::client_id_str;
+use crate::proto::handshake::{self, BodyLength, Parsed, Refusal, Request, Upgrade};
+use crate::proto::Now;
+use log::{debug, warn};
+
+impl Conns {
+    pub(super) fn on_request_bytes(&mut self, key: usize, data: &[u8], app: &mut App, now: Now) {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        let mut held = conn.inbuf.take();
+        let bytes: &[u8] = match held.as_mut() {
+            Some(buf) => {
+                buf.extend_from_slice(data);
+                buf
+            }
+            None => data,
+        };
+        match handshake::parse(bytes) {
+            Parsed::Partial => {
+                let buf = held.unwrap_or_else(|| {
+                    let mut buf = self.pool.checkout(data.len());
+                    buf.extend_from_slice(data);
+                    buf
+                });
+                conn.inbuf = Some(buf);
+            }
+            Parsed::Invalid(refusal) => {
+                if let Some(buf) = held {
+                    self.pool.checkin(buf);
+                }
+                let reason = match refusal {
+                    Refusal::HeadersTooLarge => "request head too large",
+                    Refusal::UpgradeRequired => "only WebSocket version 13 is supported",
+                    _ => "malformed WebSocket upgrade request",
+                };
+                self.refuse(key, refusal, reason, app, now);
+            }
+            Parsed::Complete(request, head_len) => {
+                let body_len = match &request {
+                    Request::Plain {
+                        body: BodyLength::Bytes(n),
+                        ..
+                    } if conn.serves != Serves::WebSocket => *n,
+                    _ => 0,
+                };
+                let received = bytes.len() - head_len;
+                if body_len > http_api::MAX_BODY_BYTES {
+                    if let Some(buf) = held {
+                        self.pool.checkin(buf);
+                    }
+                    let too_large = HttpAnswer::error(413, "request body too large");
+                    return self.answer_http(key, &too_large, app, now);
+                }
+                if received < body_len {
+                    // Wait for the whole body (bounded above).
+                    let buf = held.unwrap_or_else(|| {
+                        let mut buf = self.pool.checkout(head_len + body_len);
+                        buf.extend_from_slice(data);
+                        buf
+                    });
+                    conn.inbuf = Some(buf);
+                    return;
+                }
+                if body_len > 0 {
+                    let body = bytes[head_len..head_len + body_len].to_vec();
+                    if let Some(buf) = held {
+                        self.pool.checkin(buf);
+                    }
+                    return self.on_plain_request(key, request, &body, app, now);
+                }
+                let mut rest = bytes[head_len..].to_vec();
+                if let Some(buf) = held {
+                    self.pool.checkin(buf);
+                }
+                self.on_request(key, request, app, now);
+                if !rest.is_empty() && self.slab.get(key).is_some_and(|c| c.stage.is_open()) {
+                    self.on_frame_bytes(key, &mut rest, app, now);
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, key: usize, request: Request, app: &mut App, now: Now) {
+        let serves = self.slab[key].serves;
+        match request {
+            Request::Plain { .. } => self.on_plain_request(key, request, &[], app, now),
+            Request::Upgrade(_) if serves == Serves::Http => self.refuse(
+                key,
+                Refusal::BadRequest,
+                "this is the health listener: WebSockets are on server.websocket",
+                app,
+                now,
+            ),
+            Request::Upgrade(_) if serves == Serves::HttpWhenFull => self.refuse(
+                key,
+                Refusal::Unavailable,
+                "server is full (limits.max_connections)",
+                app,
+                now,
+            ),
+            Request::Upgrade(upgrade) => match self.admit_upgrade(key, &upgrade, app, now) {
+                Ok(identity) => self.upgrade(key, &upgrade, identity, app, now),
+                Err((refusal, reason)) => self.refuse(key, refusal, &reason, app, now),
+            },
+        }
+    }
+
+    /// A request that is not an upgrade: an HTTP endpoint, or 426.
+    fn on_plain_request(
+        &mut self,
+        key: usize,
+        request: Request,
+        body: &[u8],
+        app: &mut App,
+        now: Now,
+    ) {
+        let Request::Plain {
+            method,
+            path,
+            bearer,
+            body: length,
+        } = request
+        else {
+            return;
+        };
+        let serves = self.slab[key].serves;
+        let endpoint = match serves {
+            Serves::WebSocket => false,
+            Serves::Both | Serves::HttpWhenFull => http_api::is_endpoint(&path),
+            Serves::Http => true,
+        };
+        if !endpoint {
+            return self.refuse(
+                key,
+                Refusal::UpgradeRequired,
+                "this is a WebSocket endpoint: send an Upgrade request",
+                app,
+                now,
+            );
+        }
+        let App::Gateway(hub) = &mut *app else {
+            return self.refuse(
+                key,
+                Refusal::NotFound,
+                "no HTTP endpoints in this mode",
+                app,
+                now,
+            );
+        };
+        self.metrics.http_requests += 1;
+        let answer = if length == BodyLength::Unsupported {
+            HttpAnswer::error(400, "only bodies with one Content-Length are accepted")
+        } else {
+            let gauges = ShellGauges {
+                open_sockets: self.slab.len(),
+                max_connections: self.cfg.max_connections,
+                pool_lent: self.pool.lent,
+                pool_free: self.pool.free_count(),
+                uptime_s: self.start.elapsed().as_secs(),
+            };
+            let req = HttpRequest {
+                method: &method,
+                path: &path,
+                bearer: bearer.as_deref(),
+                body,
+            };
+            http_api::answer(&req, hub, &self.metrics, &gauges, now)
+        };
+        debug!(
+            "http {method} {path} from {}: {}",
+            self.slab[key].ip, answer.status
+        );
+        self.answer_http(key, &answer, app, now);
+        self.apply_outbox(app, now);
+    }
+
+    /// Queues an HTTP answer, then closes like a refusal does.
+    fn answer_http(&mut self, key: usize, answer: &HttpAnswer, app: &mut App, now: Now) {
+        self.answer_and_close(key, &answer.to_bytes(), app, now);
+    }
+
+    /// Replaces anything queued with one HTTP answer; once it is written the
+    /// write side is shut and the connection drained until EOF or a deadline.
+    fn answer_and_close(&mut self, key: usize, response: &[u8], app: &mut App, now: Now) {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        conn.out.clear(&mut self.pool);
+        conn.out.push_copy(&mut self.pool, &[response]);
+        conn.stage = Stage::Refusing {
+            shut: false,
+            deadline_ms: now.ms + REFUSAL_LINGER_MS,
+        };
+        if conn.admitted {
+            conn.admitted = false;
+            self.admitted -= 1;
+        }
+        self.mark_dirty(key);
+        self.schedule(key, app);
+    }
+
+    /// SPEC §3 checks, in order: origin (403), token (401), per-address limits (429).
+    fn admit_upgrade(
+        &mut self,
+        key: usize,
+        upgrade: &Upgrade,
+        app: &App,
+        now: Now,
+    ) -> Result<Option<Identity>, (Refusal, String)> {
+        let App::Gateway(hub) = app else {
+            return Ok(None);
+        };
+        let ip = self.slab[key].ip;
+        // Every upgrade request counts against the hourly budget, refused ones too.
+        let per_ip = self.ip_table.on_upgrade(
+            ip,
+            now.ms,
+            self.cfg.max_connects_per_ip_per_hour,
+            self.cfg.max_connections_per_ip,
+        );
+        if let Some(origin) = &upgrade.origin {
+            let origins = &self.cfg.allowed_origins;
+            if !origins.is_empty() && !origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+                return Err((Refusal::Forbidden, "origin not allowed".into()));
+            }
+        }
+        let identity = match &upgrade.token {
+            Some(token) => match hub.config().auth.verify(token, now.unix) {
+                Ok(identity) => Some(identity),
+                Err(reason) => {
+                    return Err((Refusal::Unauthorized, format!("invalid token: {reason}")))
+                }
+            },
+            None => None,
+        };
+        per_ip.map_err(|r| (Refusal::TooManyRequests, r.reason().to_string()))?;
+        Ok(identity)
+    }
+
+    fn upgrade(
+        &mut self,
+        key: usize,
+        upgrade: &Upgrade,
+        identity: Option<Identity>,
+        app: &mut App,
+        now: Now,
+    ) {
+        let response = handshake::switching_protocols(upgrade);
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        conn.out.push_copy(&mut self.pool, &[response.as_bytes()]);
+        conn.stage = Stage::Open {
+            next_ping_ms: now.ms + self.cfg.ping_interval_ms,
+        };
+        conn.last_rx_ms = now.ms;
+        let (id, ip) = (conn.id, conn.ip);
+        debug!(
+            "client {} from {ip} connected to {}",
+            client_id_str(id),
+            upgrade.path
+        );
+        if let App::Gateway(hub) = &mut *app {
+            self.ip_table
+                .opened(ip, now.ms, self.cfg.max_connects_per_ip_per_hour);
+            conn.counted_ip = true;
+            hub.open(key, id, ip, now, identity);
+        }
+        self.mark_dirty(key);
+        self.apply_outbox(app, now);
+        self.schedule(key, app);
+    }
+
+    /// Answers an HTTP refusal after reading the request, then closes.
+    fn refuse(&mut self, key: usize, refusal: Refusal, reason: &str, app: &mut App, now: Now) {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        warn!("refused {}: {} {reason}", conn.ip, refusal.status());
+        // Addresses not allowed are refused on accept, without reading a
+        // request: a 403 here is the origin check.
+        self.metrics.refused(match refusal {
+            Refusal::Forbidden => RefusalReason::OriginNotAllowed,
+            other => RefusalReason::of(other),
+        });
+        let response = handshake::refusal_response(refusal, reason);
+        self.answer_and_close(key, response.as_bytes(), app, now);
+    }
+}

@@ -1,0 +1,334 @@
+//! One thread, one `mio::Poll`: the loop that waits for events and routes
+//! them (to the listeners, the connection set, other endpoints), the
+//! signals (stop, reload), the SIGHUP reload and the systemd watchdog.
+//! Decisions are the core's (`proto`); the shell moves bytes.
+
+use super::accept::Listeners;
+use super::app::App;
+use super::config::{ReloadFn, ShellConfig, CLOSE_LINGER_MS};
+use super::conn::Serves;
+use super::conns::Conns;
+use super::endpoint::{Endpoint, Endpoints, Source, ENDPOINT_BASE, SIGNAL};
+use super::notify::{monotonic_usec, Notifier};
+use super::timer::Entry;
+use super::tls::{self, TlsState};
+use crate::proto::Now;
+use log::{info, warn};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use std::io;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A source that hit its per-pass cap and must be served again.
+#[derive(Debug, Clone, Copy)]
+enum Ready {
+    Conn(usize),
+    Listener(usize),
+}
+
+pub struct Server {
+    poll: Poll,
+    listeners: Listeners,
+    signals: Signals,
+    conns: Conns,
+    app: App,
+    /// Endpoints other than client connections (see `endpoint`).
+    endpoints: Endpoints,
+    endpoints_due: Vec<Entry>,
+    ready_again: Vec<Ready>,
+    start: Instant,
+    now: Now,
+    shutdown_deadline: Option<u64>,
+    reloader: Option<ReloadFn>,
+    notifier: Notifier,
+    next_watchdog_ms: Option<u64>,
+}
+
+fn clock(start: Instant) -> Now {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Now {
+        ms: start.elapsed().as_millis() as u64,
+        unix,
+    }
+}
+
+impl Server {
+    pub fn new(listeners: Vec<TcpListener>, app: App, cfg: ShellConfig) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listening = Listeners::default();
+        for listener in listeners {
+            listening.add(poll.registry(), listener, Serves::WebSocket)?;
+        }
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        poll.registry()
+            .register(&mut signals, SIGNAL, Interest::READABLE)?;
+        let ceiling = cfg.per_connection_ceiling();
+        info!(
+            "memory ceiling: {} connections x {} bytes = {} MiB worst case; an idle connection holds no buffer",
+            cfg.max_connections,
+            ceiling,
+            cfg.worst_case_mib(ceiling)
+        );
+        let start = Instant::now();
+        let registry = poll.registry().try_clone()?;
+        Ok(Server {
+            poll,
+            listeners: listening,
+            signals,
+            conns: Conns::new(registry, cfg, start),
+            app,
+            endpoints: Endpoints::default(),
+            endpoints_due: Vec::new(),
+            ready_again: Vec::new(),
+            start,
+            now: clock(start),
+            shutdown_deadline: None,
+            reloader: None,
+            notifier: Notifier::from_env(),
+            next_watchdog_ms: None,
+        })
+    }
+
+    /// Serves TLS (wss) with this certificate; `None` keeps plain ws.
+    pub fn with_tls(mut self, tls: Option<TlsState>) -> Server {
+        if let Some(state) = &tls {
+            let extra = tls::per_connection_ceiling();
+            let cfg = self.conns.cfg();
+            let ceiling = cfg.per_connection_ceiling() + extra;
+            info!(
+                "tls: certificate {} sha256 fingerprint {}",
+                state.cert_path().display(),
+                state.fingerprint()
+            );
+            info!(
+                "tls memory ceiling: {} bytes of TLS state and buffers per connection; {} connections x {} bytes = {} MiB worst case",
+                extra,
+                cfg.max_connections,
+                ceiling,
+                cfg.worst_case_mib(ceiling)
+            );
+        }
+        self.conns.set_tls(tls);
+        self
+    }
+
+    /// SIGHUP: new handshakes get the certificate now on disk; open sessions
+    /// keep theirs. A pair that does not load leaves the old one in use.
+    fn reload_tls(&mut self) {
+        let Some(state) = self.conns.tls_mut() else {
+            return;
+        };
+        match state.reload() {
+            Ok(()) => info!(
+                "tls: reloaded {}: sha256 fingerprint {}",
+                state.cert_path().display(),
+                state.fingerprint()
+            ),
+            Err(e) => warn!("tls: reload failed, keeping the current certificate: {e}"),
+        }
+    }
+
+    /// Adds the health listener(s) of SPEC §7 to the same poll.
+    pub fn add_http_listeners(&mut self, listeners: Vec<TcpListener>) -> io::Result<()> {
+        for listener in listeners {
+            self.listeners
+                .add(self.poll.registry(), listener, Serves::Http)?;
+        }
+        Ok(())
+    }
+
+    /// The WebSocket listeners also answer the HTTP endpoints (the health
+    /// listener is configured on the same address and port).
+    pub fn share_http_with_websocket(&mut self) {
+        self.listeners.share_http_with_websocket();
+    }
+
+    /// What SIGHUP calls to re-read the settings (without one, SIGHUP is ignored).
+    pub fn set_reloader(&mut self, reloader: ReloadFn) {
+        self.reloader = Some(reloader);
+    }
+
+    /// Adds an endpoint other than a client connection to this loop's poll
+    /// and timer wheel (see `endpoint`); `make` registers its sources under
+    /// the token it is given.
+    pub fn add_endpoint(
+        &mut self,
+        make: impl FnOnce(&mio::Registry, mio::Token) -> io::Result<Box<dyn Endpoint>>,
+    ) -> io::Result<usize> {
+        self.endpoints.insert(self.poll.registry(), make)
+    }
+
+    /// Runs until SIGTERM/SIGINT and every connection has been closed.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        self.notifier.ready();
+        self.next_watchdog_ms = self.notifier.watchdog_interval_ms().map(|_| self.now.ms);
+        loop {
+            self.pet_watchdog();
+            let again = std::mem::take(&mut self.ready_again);
+            let timeout = self.poll_timeout(!again.is_empty());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            self.now = clock(self.start);
+            for event in events.iter() {
+                match Source::of(event.token()) {
+                    Source::Signal => self.on_signal(),
+                    Source::Listener(i) => self.accept(i),
+                    Source::Endpoint(i) => {
+                        let wake = self.endpoints.on_event(i, event, &mut self.app, self.now);
+                        self.schedule_endpoint(i, wake);
+                    }
+                    Source::Conn(key) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(key);
+                        }
+                        if event.is_writable() {
+                            self.conns.mark_dirty(key);
+                        }
+                    }
+                }
+            }
+            for ready in again {
+                match ready {
+                    Ready::Conn(key) => self.read(key),
+                    Ready::Listener(i) => self.accept(i),
+                }
+            }
+            self.run_timers();
+            self.conns.flush_dirty(&mut self.app, self.now);
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() || self.now.ms >= deadline {
+                    info!("stopped");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Zero when sources wait for another pass; none when nothing is due;
+    /// else until the next tick, the watchdog, or 100 ms at most.
+    fn poll_timeout(&self, again: bool) -> Option<Duration> {
+        if again {
+            return Some(Duration::ZERO);
+        }
+        if !self.conns.has_timers()
+            && self.shutdown_deadline.is_none()
+            && self.next_watchdog_ms.is_none()
+        {
+            return None;
+        }
+        let watchdog = self
+            .next_watchdog_ms
+            .map_or(u64::MAX, |at| at.saturating_sub(self.now.ms));
+        Some(Duration::from_millis(
+            self.conns
+                .until_next_tick(self.now.ms)
+                .min(100)
+                .min(watchdog),
+        ))
+    }
+
+    fn accept(&mut self, index: usize) {
+        let (conns, app, now) = (&mut self.conns, &self.app, self.now);
+        let again = self.listeners.accept(index, |sock, addr, serves| {
+            conns.on_accept(sock, addr, serves, app, now)
+        });
+        if again {
+            self.ready_again.push(Ready::Listener(index));
+        }
+    }
+
+    fn read(&mut self, key: usize) {
+        if self.conns.on_readable(key, &mut self.app, self.now) {
+            self.ready_again.push(Ready::Conn(key));
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let mut due = std::mem::take(&mut self.endpoints_due);
+        self.conns.run_timers(&mut self.app, self.now, &mut due);
+        for entry in due.drain(..) {
+            let index = entry.key - ENDPOINT_BASE;
+            let wake = self.endpoints.on_timer(index, &mut self.app, self.now);
+            self.schedule_endpoint(index, wake);
+        }
+        self.endpoints_due = due;
+    }
+
+    fn schedule_endpoint(&mut self, index: usize, wake: Option<u64>) {
+        if let Some(at_ms) = wake {
+            self.conns.schedule_endpoint(index, at_ms);
+        }
+    }
+
+    /// `WATCHDOG=1` at half of systemd's `WATCHDOG_USEC`: the loop is alive.
+    fn pet_watchdog(&mut self) {
+        let (Some(at), Some(every)) = (self.next_watchdog_ms, self.notifier.watchdog_interval_ms())
+        else {
+            return;
+        };
+        if self.now.ms >= at {
+            self.notifier.watchdog();
+            self.next_watchdog_ms = Some(self.now.ms + every);
+        }
+    }
+
+    fn on_signal(&mut self) {
+        let (mut stop, mut reload) = (false, false);
+        for signal in self.signals.pending() {
+            match signal {
+                SIGHUP => reload = true,
+                _ => stop = true,
+            }
+        }
+        if reload && self.shutdown_deadline.is_none() {
+            self.reload();
+        }
+        if stop && self.shutdown_deadline.is_none() {
+            info!("stopping: closing {} connections", self.conns.len());
+            self.notifier.stopping();
+            self.listeners.close_all(self.poll.registry());
+            self.shutdown_deadline = Some(self.now.ms + CLOSE_LINGER_MS + 500);
+            self.conns.close_all(&mut self.app, self.now);
+        }
+    }
+
+    /// SIGHUP: re-read the settings and apply what can change while running.
+    fn reload(&mut self) {
+        // The certificate and key files are read again in every mode.
+        self.reload_tls();
+        let Some(reloader) = self.reloader.as_mut() else {
+            if self.conns.tls().is_none() {
+                info!("SIGHUP ignored: nothing to reload in this mode");
+            }
+            return;
+        };
+        self.notifier.reloading(monotonic_usec());
+        match reloader() {
+            Ok(reloaded) => {
+                log::set_max_level(reloaded.level);
+                if let App::Gateway(hub) = &mut self.app {
+                    hub.reconfigure(reloaded.hub);
+                }
+                self.conns.reconfigure(reloaded.shell);
+                let cfg = self.conns.cfg();
+                let ceiling = cfg.per_connection_ceiling();
+                info!(
+                    "memory ceiling now: {} connections x {} bytes = {} MiB worst case",
+                    cfg.max_connections,
+                    ceiling,
+                    cfg.worst_case_mib(ceiling)
+                );
+            }
+            Err(e) => warn!("reload failed, keeping the running settings: {e}"),
+        }
+        self.notifier.ready();
+    }
+}
