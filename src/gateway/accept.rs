@@ -113,7 +113,7 @@ impl Admission {
 }
 
 /// The checks of SPEC §2-§3 at accept, in order: the health listener's own
-/// bound, the allow list, then `max_connections` (503 exactly while that
+/// bound, the allow list (or `trusted_proxies`), then `max_connections` (503 exactly while that
 /// many are in use, while a shared listener still answers health checks).
 pub fn admission(ip: IpAddr, serves: Serves, cfg: &ShellConfig, counts: Counts) -> Admission {
     let http_room = counts.http_conns < MAX_HTTP_CONNS;
@@ -124,7 +124,9 @@ pub fn admission(ip: IpAddr, serves: Serves, cfg: &ShellConfig, counts: Counts) 
             Admission::HttpBusy
         };
     }
-    if !cfg.allow.allows(ip) {
+    // A trusted proxy speaks for others: their address is checked once its
+    // request names them.
+    if !cfg.allow.allows(ip) && !cfg.trusted_proxies.allows(ip) {
         return Admission::NotAllowed;
     }
     let full = counts.admitted >= cfg.max_connections;

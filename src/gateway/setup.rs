@@ -55,7 +55,9 @@ pub fn shell_config(s: &Settings, allow: IpAllowList) -> ShellConfig {
         // A client gets as long to send its request head as to authenticate.
         handshake_timeout_ms: auth.auth_timeout_ms,
         allow,
-        allowed_origins: auth.allowed_origins.clone(),
+        origins: s.origin_policy(),
+        // Validated with the other settings: a list that does not parse trusts no one.
+        trusted_proxies: s.trusted_proxies().unwrap_or_default(),
     }
 }
 

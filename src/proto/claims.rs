@@ -44,38 +44,43 @@ pub struct Mapped {
 
 impl ClaimNames {
     /// Reads tether's claims: `subject` is the registered `sub` (jwt-simple
-    /// takes it out of `custom`, which holds every other claim).
+    /// takes it out of `custom`, which holds every other claim). A claim the
+    /// token lacks under its mapped name is read under tether's own, so that
+    /// tokens tether mints (`tether token`, `host.token`) still verify.
     pub fn read(
         &self,
         subject: Option<String>,
         custom: &Map<String, Value>,
     ) -> Result<Mapped, ClaimError> {
-        let claim = |name: &str| custom.get(name).filter(|v| !v.is_null());
-        let sub = if self.sub == "sub" {
-            subject
-        } else {
-            match claim(&self.sub) {
-                Some(Value::String(s)) => Some(s.clone()),
-                // A number is its decimal string (`user_id: 42` is "42").
-                Some(Value::Number(n)) if !n.is_f64() => Some(n.to_string()),
-                Some(_) => return Err(ClaimError::MissingSub),
-                None => None,
-            }
+        let defaults = ClaimNames::default();
+        let claim = |name: &str, own: &str| {
+            let named = |n: &str| custom.get(n).filter(|v| !v.is_null());
+            named(name).or_else(|| named(own))
+        };
+        let sub = match (self.sub != defaults.sub)
+            .then(|| custom.get(&self.sub))
+            .flatten()
+        {
+            None | Some(Value::Null) => subject,
+            Some(Value::String(s)) => Some(s.clone()),
+            // A number is its decimal string (`user_id: 42` is "42").
+            Some(Value::Number(n)) if !n.is_f64() => Some(n.to_string()),
+            Some(_) => return Err(ClaimError::MissingSub),
         };
         let sub = sub
             .filter(|s| !s.is_empty())
             .ok_or(ClaimError::MissingSub)?;
-        let permissions = match claim(&self.permissions) {
+        let permissions = match claim(&self.permissions, &defaults.permissions) {
             None => Vec::new(),
             // OAuth-style `scope`: one space-separated string.
             Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
             Some(other) => strings(other)?,
         };
-        let rooms = claim(&self.rooms)
+        let rooms = claim(&self.rooms, &defaults.rooms)
             .map(strings)
             .transpose()?
             .unwrap_or_default();
-        let role = match claim(&self.role) {
+        let role = match claim(&self.role, &defaults.role) {
             None => None,
             Some(Value::String(s)) => Some(s.clone()),
             Some(_) => return Err(ClaimError::Malformed),
@@ -160,10 +165,17 @@ mod tests {
             Err(ClaimError::Malformed)
         );
         assert_eq!(read(json!({"user_id": -3})).unwrap().sub, "-3");
-        // The default names read the registered `sub`.
+        // The default names read the registered `sub`; so do mapped names
+        // for a token without the mapped claims (one tether minted).
         let mapped = ClaimNames::default()
             .read(Some("alice".into()), &Map::new())
             .unwrap();
         assert_eq!(mapped.sub, "alice");
+        let own = custom(json!({"permissions": ["host"]}));
+        let mapped = names().read(Some("bot".into()), &own).unwrap();
+        assert_eq!(
+            (mapped.sub.as_str(), &mapped.permissions[..]),
+            ("bot", &["host".to_string()][..])
+        );
     }
 }

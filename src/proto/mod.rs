@@ -2,6 +2,7 @@
 //! Nothing here touches a socket or reads the clock: time is passed in.
 
 pub mod action;
+pub mod activity;
 pub mod auth;
 pub mod claims;
 pub mod client_id;

@@ -6,8 +6,8 @@ use super::errors::SettingError;
 use super::schema::Settings;
 
 /// The parsed `allowed_ip`: networks as (address, prefix length) pairs, kept
-/// masked so matching is a mask and a compare.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// masked so matching is a mask and a compare. The default allows nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IpAllowList {
     all: bool,
     entries: Vec<(IpAddr, u8)>,

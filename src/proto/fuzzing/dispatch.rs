@@ -225,7 +225,7 @@ impl World {
                     "::1".parse()
                 };
                 let Ok(ip) = ip else { return };
-                self.hub.open(key, id, ip, self.now, identity);
+                self.hub.open(key, id, ip, self.now, identity, "");
                 self.ids[key] = Some(id);
                 self.check_outbox(Some(key), None, 0);
             }

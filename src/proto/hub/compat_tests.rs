@@ -51,7 +51,7 @@ fn action_client_beside_a_section_6_host() {
     // The host: its token names `host`, so it speaks section 6 from the start.
     let host_token = mint(&h, "soundbot", &["host"], &[], 600, T0.unix);
     let host_identity = h.config().auth.verify(&host_token, T0.unix).unwrap();
-    h.open(1, 1, ip(), T0, Some(host_identity));
+    h.open(1, 1, ip(), T0, Some(host_identity), "");
     let out = drain(&mut h);
     assert_eq!(out[0].1["event"], "connected");
     assert_eq!(out[1].1["event"], "authenticated");
@@ -63,7 +63,7 @@ fn action_client_beside_a_section_6_host() {
     assert_eq!(out[0].1["event"], "host.registered");
 
     // The client: welcome, authenticate, auth_success.
-    h.open(2, 2, ip(), T0, None);
+    h.open(2, 2, ip(), T0, None, "");
     let out = drain(&mut h);
     assert_eq!(
         out[0].1,
@@ -140,7 +140,7 @@ fn action_client_beside_a_section_6_host() {
 #[test]
 fn a_host_authenticating_by_message_speaks_section_6() {
     let mut h = hub(Dialect::Action, &[]);
-    h.open(1, 1, ip(), T0, None);
+    h.open(1, 1, ip(), T0, None, "");
     assert_eq!(drain(&mut h)[0].1["action"], "welcome");
     let token = mint(&h, "bot", &["host"], &[], 600, T0.unix);
     let out = send(
@@ -169,7 +169,7 @@ fn path_rooms_join_when_allowed_and_refuse_otherwise() {
     let identity = h.config().auth.verify(&allowed, T0.unix).unwrap();
     assert!(h.path_allows(&identity, "/ws/projects/7/"));
     assert!(h.path_allows(&identity, "/elsewhere"));
-    h.open_on_path(1, 1, ip(), T0, Some(identity), "/ws/projects/7/");
+    h.open(1, 1, ip(), T0, Some(identity), "/ws/projects/7/");
     let out = drain(&mut h);
     assert_eq!(out[1].1["data"]["rooms"], json!(["project_7", "user_42"]));
 
@@ -177,7 +177,7 @@ fn path_rooms_join_when_allowed_and_refuse_otherwise() {
     let identity = h.config().auth.verify(&outsider, T0.unix).unwrap();
     assert!(!h.path_allows(&identity, "/ws/projects/7/"));
     // By message: room_not_allowed, then close 4001.
-    h.open_on_path(2, 2, ip(), T0, None, "/ws/projects/7/");
+    h.open(2, 2, ip(), T0, None, "/ws/projects/7/");
     drain(&mut h);
     let out = send(
         &mut h,
@@ -188,7 +188,7 @@ fn path_rooms_join_when_allowed_and_refuse_otherwise() {
     assert_eq!(out[1].1["close"], 4001);
     assert!(h.session(2).is_none());
     // Its own rooms on any other path.
-    h.open_on_path(3, 3, ip(), T0, None, "/ws/notifications/");
+    h.open(3, 3, ip(), T0, None, "/ws/notifications/");
     drain(&mut h);
     let out = send(
         &mut h,

@@ -24,6 +24,7 @@ pub use crate::proto::outbox::{Action, Body, Outbox};
 pub use audience::{Audience, PublishData};
 
 use crate::proto::action::{self, Dialect, Incoming};
+use crate::proto::activity::Activity;
 use crate::proto::auth::{Authenticator, Identity};
 use crate::proto::envelope::{self, ErrorCode};
 use crate::proto::host_link::HostLink;
@@ -100,6 +101,8 @@ pub struct Hub {
     /// What the shell must do: drain it after every call (see [`Outbox`]).
     pub out: Outbox,
     pub stats: Stats,
+    /// Rolling figures: sessions in the last 24 h, messages per minute, durations.
+    pub activity: Activity,
 }
 
 /// A token made for a host names `host` itself (`admin` alone does not count):
@@ -123,6 +126,7 @@ impl Hub {
             hosts: HostLink::default(),
             out: Outbox::default(),
             stats: Stats::default(),
+            activity: Activity::default(),
         }
     }
 
@@ -152,18 +156,6 @@ impl Hub {
         self.sessions.get(key).and_then(Option::as_ref)
     }
 
-    /// A WebSocket was established. `identity` is set when the handshake carried a valid token.
-    pub fn open(
-        &mut self,
-        key: ConnKey,
-        id: u64,
-        ip: IpAddr,
-        now: Now,
-        identity: Option<Identity>,
-    ) {
-        self.open_on_path(key, id, ip, now, identity, "");
-    }
-
     /// Whether a handshake token may open a session on `path`: the rooms
     /// `rooms.by_path` gives that path must be ones it may join (else 403).
     pub fn path_allows(&self, identity: &Identity, path: &str) -> bool {
@@ -171,10 +163,10 @@ impl Hub {
         client_events::may_join_all(identity, &rooms)
     }
 
-    /// [`Hub::open`] for a client that connected on the request `path`
-    /// (without its query); a handshake `identity` must have passed
-    /// [`Hub::path_allows`].
-    pub fn open_on_path(
+    /// A WebSocket was established on the request `path` (without its
+    /// query). `identity` is set when the handshake carried a valid token; it
+    /// must have passed [`Hub::path_allows`].
+    pub fn open(
         &mut self,
         key: ConnKey,
         id: u64,
@@ -204,6 +196,7 @@ impl Hub {
         });
         self.active += 1;
         self.stats.total_connections += 1;
+        self.activity.opened.add(now.unix);
         let server = &self.cfg.server_name;
         let dialect = match &identity {
             Some(identity) if names_host(identity) => Dialect::Event,
@@ -235,6 +228,8 @@ impl Hub {
         };
         self.active -= 1;
         self.out.set_dialect(key, Dialect::Event);
+        let lasted = now.unix.saturating_sub(session.connected_at);
+        self.activity.session_ended(lasted);
         for room in &session.rooms {
             self.rooms.leave(room, key);
         }
@@ -366,6 +361,7 @@ impl Hub {
             return false;
         };
         self.stats.total_messages += 1;
+        self.activity.messages.add(now.unix);
         if self.hosts.is_host(key) {
             // A registered host answers for every client: its volume is theirs,
             // and they are rate limited. Its bounds are its pending requests.
