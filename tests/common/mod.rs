@@ -1202,3 +1202,40 @@ pub fn assert_running(child: &mut Child, what: &str) {
         panic!("{what} exited ({status}); its stderr is above");
     }
 }
+
+/// The port of the `health endpoints on http://127.0.0.1:PORT` log line.
+pub fn health_port(server: &Server) -> u16 {
+    let marker = "health endpoints on http://127.0.0.1:";
+    assert!(server.wait_log(marker, Duration::from_secs(5)));
+    server
+        .logs()
+        .iter()
+        .find_map(|l| port_after(l, marker))
+        .expect("a port in the health listening line")
+}
+
+/// A child process killed (by its own pid) when the test ends.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// examples/sound_bot_host.py as a host of the gateway on `port`, with `args`.
+pub fn sound_bot(port: u16, host_token: &str, args: &[&str]) -> KillOnDrop {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sound_bot_host.py");
+    KillOnDrop(
+        python3()
+            .arg(&script)
+            .args(["--url", &format!("ws://127.0.0.1:{port}")])
+            .args(args)
+            .env("TETHER_HOST_TOKEN", host_token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 runs examples/sound_bot_host.py"),
+    )
+}
