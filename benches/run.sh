@@ -56,10 +56,11 @@ log() { printf '== %s\n' "$*" >&2; }
 
 # ---------------------------------------------------------------- build
 log "building tether, the load tool and the Rust peers"
-cargo build --release --quiet
+# tether's figures are those of the shipped binary: the dist profile (fat LTO).
+cargo build --profile dist --quiet
 cargo build --release --quiet --manifest-path benches/load/Cargo.toml
 cargo build --release --quiet --manifest-path benches/peers/Cargo.toml
-TETHER=$ROOT/target/release/tether
+TETHER=$ROOT/target/dist/tether
 LOAD=$ROOT/benches/load/target/release/tether-load
 PEERS=$ROOT/benches/peers/target/release
 if [[ ! -d benches/peers/node/node_modules/uwebsockets || ! -d benches/peers/node/node_modules/ws ]]; then

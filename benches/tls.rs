@@ -3,7 +3,8 @@
 //! processes (one with `--tls-self-signed`). Prints each figure and the
 //! wss/ws ratio.
 //!
-//! Run: `cargo bench --bench tls` (release build; everything on loopback,
+//! Run: `cargo bench --bench tls` (the bench profile, with the dist profile's
+//! fat LTO: the figures are the shipped binary's; everything on loopback,
 //! every loop bounded in count and time). The client runs on the same
 //! machine and does its own TLS work, so both sides share the cores.
 

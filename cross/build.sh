@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build stripped release binaries of tether for Raspberry Pi boards.
+# Build the shipped binaries of tether for Raspberry Pi boards: the `dist`
+# profile (fat LTO, one codegen unit, stripped, panic=abort; see Cargo.toml).
 #
 #   cross/build.sh [--setup] [--all] [TARGET...]
 #
@@ -10,7 +11,7 @@
 # --all adds the static musl builds of the other two:
 #   aarch64-unknown-linux-musl, armv7-unknown-linux-musleabihf
 #
-# Results: target/<TARGET>/release/tether, copied to target/dist/tether-<TARGET>.
+# Results: target/<TARGET>/dist/tether, copied to target/dist/tether-<TARGET>.
 #
 # How each piece is found:
 #   * the target's std: the toolchain's own (`rustup target add TARGET`) when
@@ -39,7 +40,7 @@ for arg in "$@"; do
   case $arg in
     --setup) SETUP=1 ;;
     --all) TARGETS="$TARGETS $DEFAULT_TARGETS $EXTRA_TARGETS" ;;
-    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "cross/build.sh: unknown option $arg" >&2; exit 2 ;;
     *) TARGETS="$TARGETS $arg" ;;
   esac
@@ -173,8 +174,8 @@ for t in $TARGETS; do
     fi
   fi
   log "building $t (${flags[*]:-prebuilt std})"
-  nice cargo "${build[@]}" --release --locked --target "$t" --bin tether "${flags[@]}"
-  bin=target/$t/release/tether
+  nice cargo "${build[@]}" --profile dist --locked --target "$t" --bin tether "${flags[@]}"
+  bin=target/$t/dist/tether
   cp "$bin" "$DIST/tether-$t"
   log "built $t in $((SECONDS - s))s: $(stat -c %s "$bin") bytes; $(file -b "$bin" | cut -d, -f1-2,5-)"
 done

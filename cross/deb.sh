@@ -4,7 +4,8 @@
 #   cross/deb.sh TARGET [BINARY]
 #
 # TARGET is a Rust target triple; BINARY defaults to target/dist/tether-TARGET
-# (from cross/build.sh), or target/release/tether for the host's own triple.
+# (from cross/build.sh), or target/dist/tether (`cargo build --profile dist`)
+# for the host's own triple.
 #   aarch64-*                      -> arm64   (Raspberry Pi OS 64-bit)
 #   armv7-*, arm-*                 -> armhf   (Raspberry Pi OS 32-bit; the ARMv6
 #                                              musl build also runs on Pi Zero / Pi 1)
@@ -23,11 +24,11 @@ HOST=$(rustc -vV | sed -n 's/^host: //p')
 if [ -n "${2:-}" ]; then
   BIN=$2
 elif [ "$TARGET" = "$HOST" ]; then
-  BIN=$ROOT/target/release/tether
+  BIN=$ROOT/target/dist/tether
 else
   BIN=$ROOT/target/dist/tether-$TARGET
 fi
-[ -f "$BIN" ] || { echo "cross/deb.sh: no binary at $BIN (build it first)" >&2; exit 1; }
+[ -f "$BIN" ] || { echo "cross/deb.sh: no binary at $BIN (build it first: cross/build.sh TARGET, or cargo build --profile dist)" >&2; exit 1; }
 
 case $TARGET in
   aarch64-*) ARCH=arm64 ;;

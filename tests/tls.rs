@@ -18,7 +18,6 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
@@ -82,32 +81,12 @@ impl KeyFormat {
     }
 }
 
-/// Runs the openssl command line (SEC1 and PKCS#1 files, RSA keys: ring
-/// cannot make those), feeding `input`.
-fn openssl(args: &[&str], input: &str) -> String {
-    let mut child = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect(
-            "the openssl command (apt-get install openssl) makes the SEC1 and PKCS#1 test keys",
-        );
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+/// Fixed SEC1 and PKCS#1 keys (ring writes only PKCS#8), each beside the same
+/// key in PKCS#8 for rcgen; made once with openssl (tests/fixtures/README.md).
+const EC_P384_SEC1: &str = include_str!("fixtures/ec-p384-sec1.pem");
+const EC_P384_PKCS8: &str = include_str!("fixtures/ec-p384-pkcs8.pem");
+const RSA_2048_PKCS1: &str = include_str!("fixtures/rsa-2048-pkcs1.pem");
+const RSA_2048_PKCS8: &str = include_str!("fixtures/rsa-2048-pkcs8.pem");
 
 /// A key in `format`: the PEM the server reads, and the same key for rcgen.
 fn make_key(format: KeyFormat) -> (String, rcgen::KeyPair) {
@@ -121,16 +100,18 @@ fn make_key(format: KeyFormat) -> (String, rcgen::KeyPair) {
             (key.serialize_pem(), key)
         }
         KeyFormat::EcdsaSec1 => {
-            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
-            let sec1 = openssl(&["ec"], &key.serialize_pem());
-            (sec1, key)
+            let key = rcgen::KeyPair::from_pem_and_sign_algo(
+                EC_P384_PKCS8,
+                &rcgen::PKCS_ECDSA_P384_SHA384,
+            )
+            .unwrap();
+            (EC_P384_SEC1.to_string(), key)
         }
         KeyFormat::RsaPkcs1 => {
-            let pkcs1 = openssl(&["genrsa", "-traditional", "2048"], "");
-            let pkcs8 = openssl(&["pkcs8", "-topk8", "-nocrypt"], &pkcs1);
             let key =
-                rcgen::KeyPair::from_pem_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256).unwrap();
-            (pkcs1, key)
+                rcgen::KeyPair::from_pem_and_sign_algo(RSA_2048_PKCS8, &rcgen::PKCS_RSA_SHA256)
+                    .unwrap();
+            (RSA_2048_PKCS1.to_string(), key)
         }
     };
     assert!(

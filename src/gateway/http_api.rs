@@ -238,6 +238,7 @@ mod tests {
             request_timeout_ms: 5_000,
             server_name: "tether/test".into(),
             compat: Default::default(),
+            max_reply_bytes: 1 << 20,
         })
     }
 

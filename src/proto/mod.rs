@@ -4,6 +4,7 @@
 pub mod action;
 pub mod activity;
 pub mod auth;
+pub mod bounds;
 pub mod claims;
 pub mod client_id;
 pub mod envelope;

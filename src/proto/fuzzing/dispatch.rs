@@ -170,6 +170,7 @@ pub fn dispatch(data: &[u8]) {
         request_timeout_ms: [100, 1_000, 5_000, 60_000][usize::from(config >> 2) & 3],
         server_name: "tether/fuzz".into(),
         compat: Default::default(),
+        max_reply_bytes: 1 << 20,
     });
     let mut world = World {
         hub,

@@ -149,8 +149,12 @@ impl Hub {
             self.out.set_dialect(key, Dialect::Event);
         }
         let (id, ip) = (s.id, s.ip);
+        let demoted = self.hosts.is_host(key) && !identity.has("host");
         s.identity = Some(identity);
         self.reply_identity(key, event, rid);
+        if demoted {
+            self.end_host_role(key, now);
+        }
         if joined {
             self.notify_hosts_joined(key, id, ip);
         }

@@ -24,6 +24,7 @@ fn hub_over(auth: Authenticator, dialect: Dialect, by_path: &[(&str, &[&str])]) 
         max_messages_per_minute: 60,
         request_timeout_ms: 5_000,
         server_name: "tether/test".into(),
+        max_reply_bytes: 1 << 20,
         compat: Compat {
             dialect,
             path_rooms: PathRooms::new(&map).unwrap(),

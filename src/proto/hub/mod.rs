@@ -15,6 +15,8 @@ mod client_tests;
 mod compat_tests;
 mod host_events;
 #[cfg(test)]
+mod host_limits_tests;
+#[cfg(test)]
 mod host_tests;
 #[cfg(test)]
 mod testing;
@@ -30,6 +32,7 @@ use crate::proto::envelope::{self, ErrorCode};
 use crate::proto::host_link::HostLink;
 use crate::proto::limits::{MessageLimiter, Verdict};
 use crate::proto::path_rooms::PathRooms;
+pub use crate::proto::rooms::MAX_ROOM_NAME;
 use crate::proto::rooms::{ConnKey, Rooms};
 use crate::proto::Now;
 use log::{debug, warn};
@@ -38,8 +41,6 @@ use serde_json::value::RawValue;
 use std::net::IpAddr;
 use std::rc::Rc;
 
-/// Longest room name accepted.
-pub const MAX_ROOM_NAME: usize = 256;
 /// Rooms one client may be in at once; keeps a client's memory bounded.
 pub const MAX_ROOMS_PER_CLIENT: usize = 256;
 
@@ -52,6 +53,15 @@ pub struct HubConfig {
     /// Sent in `connected` as `server`.
     pub server_name: String,
     pub compat: Compat,
+    /// Largest page of `host.clients`, in bytes: it must fit the host's
+    /// outbound queue beside what else is queued for it (see [`reply_budget`]).
+    pub max_reply_bytes: usize,
+}
+
+/// The page size for `host.clients`: half a connection's outbound queue
+/// (`max_outbound_bytes`), leaving the other half for what else is queued.
+pub const fn reply_budget(max_outbound_bytes: usize) -> usize {
+    max_outbound_bytes / 2
 }
 
 /// What makes the gateway a drop-in for other servers' clients (SPEC §13).
