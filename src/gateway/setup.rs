@@ -116,6 +116,9 @@ impl Reloader {
     pub fn reload(&mut self) -> Result<Reloaded, ReloadError> {
         let mut next =
             settings::load(&self.source).map_err(|e| ReloadError::Settings(e.to_string()))?;
+        for key in &next.ignored_keys {
+            warn!("reload: settings: {}", settings::ignored_key_warning(key));
+        }
         let old = serde_json::to_value(&self.current).map_err(ReloadError::Compare)?;
         let new = serde_json::to_value(&next).map_err(ReloadError::Compare)?;
         let mut paths = Vec::new();
