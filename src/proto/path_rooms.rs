@@ -2,6 +2,7 @@
 //! `/ws/projects/{id}/` and the rooms a client connected on a matching path
 //! joins when it authenticates (`project_{id}`, and `{sub}` as in `by_role`).
 
+use crate::proto::rooms::MAX_ROOM_NAME;
 use std::collections::BTreeMap;
 
 /// Marker left in a room name until the session's `sub` is known.
@@ -110,7 +111,8 @@ impl PathRooms {
     }
 
     /// The rooms of every template `path` (without its query) matches, with
-    /// the path's values filled in and `{sub}` left for [`with_sub`].
+    /// the path's values filled in and `{sub}` left for [`with_sub`]. A name
+    /// the path makes longer than a room name may be is left out.
     pub fn rooms_for(&self, path: &str) -> Vec<Box<str>> {
         let mut rooms: Vec<Box<str>> = Vec::new();
         for template in &self.templates {
@@ -122,7 +124,7 @@ impl PathRooms {
                 for (var, value) in &values {
                     name = name.replace(&format!("{{{var}}}"), value);
                 }
-                if !rooms.iter().any(|r| **r == *name) {
+                if name.len() <= MAX_ROOM_NAME && !rooms.iter().any(|r| **r == *name) {
                     rooms.push(name.into());
                 }
             }
@@ -192,6 +194,11 @@ mod tests {
             vec!["collab_design".into()] as Vec<Box<str>>
         );
         assert_eq!(with_sub("user_{sub}", "7"), "user_7");
+        let long = format!("/ws/projects/{}/", "9".repeat(300));
+        assert_eq!(
+            by_path.rooms_for(&long),
+            vec!["user_{sub}".into()] as Vec<Box<str>>
+        );
     }
 
     #[test]
