@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
 
@@ -269,36 +268,6 @@ fn seed_003_paths_and_simplejwt_tokens() {
 // Seed 001 (Easy!Appointments behind nginx): trusted proxies
 // ---------------------------------------------------------------------------
 
-/// A TCP connection from `local` (a loopback address) to the server.
-fn tcp_from(local: std::net::Ipv4Addr, port: u16) -> TcpStream {
-    use std::os::fd::FromRawFd;
-    // SAFETY: a new socket whose fd the TcpStream owns from here on; bind
-    // and connect get pointers to live values of the right size.
-    let stream = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket()");
-        let stream = TcpStream::from_raw_fd(fd);
-        let addr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(ip).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let size = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let from = addr(local, 0);
-        let rc = libc::bind(fd, (&from as *const libc::sockaddr_in).cast(), size);
-        assert_eq!(rc, 0, "bind({local})");
-        let to = addr(std::net::Ipv4Addr::LOCALHOST, port);
-        let rc = libc::connect(fd, (&to as *const libc::sockaddr_in).cast(), size);
-        assert_eq!(rc, 0, "connect()");
-        stream
-    };
-    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    stream
-}
-
 /// An upgrade from `local` with these headers: the socket, or the HTTP status.
 fn upgrade_from(
     local: std::net::Ipv4Addr,
@@ -314,7 +283,8 @@ fn upgrade_from(
             .headers_mut()
             .append(name, value.parse().expect("header value"));
     }
-    match tungstenite::client::client(request, tcp_from(local, port)) {
+    let stream = tcp_from(local, port).expect("connect from a loopback address");
+    match tungstenite::client::client(request, stream) {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::HandshakeError::Failure(e)) => Err(http_status(&e).expect("a status")),
         Err(tungstenite::HandshakeError::Interrupted(_)) => panic!("interrupted"),
