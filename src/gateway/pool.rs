@@ -12,13 +12,15 @@ pub const BUF_SIZE: usize = 4096;
 /// too, so that the bytes in flight of busy TLS connections do not make
 /// the allocator grow and trim the heap over and over.
 pub const LARGE_BUF_SIZE: usize = 36 * 1024;
+/// Free large buffers kept for reuse (fewer if `max_free` is smaller).
+pub const MAX_FREE_LARGE: usize = 16;
 
 #[derive(Debug)]
 pub struct BufPool {
     free: Vec<Vec<u8>>,
     /// Free buffers kept for reuse; beyond this they go back to the allocator.
     max_free: usize,
-    /// Free large buffers (at most `max_free / 16`).
+    /// Free large buffers (at most `MAX_FREE_LARGE`).
     free_large: Vec<Vec<u8>>,
     /// Buffers currently lent out (of any size), for metrics.
     pub lent: usize,
@@ -102,7 +104,7 @@ impl BufPool {
         self.lent = self.lent.saturating_sub(1);
         let (free, max) = match buf.capacity() {
             BUF_SIZE => (&mut self.free, self.max_free),
-            LARGE_BUF_SIZE => (&mut self.free_large, self.max_free / 16),
+            LARGE_BUF_SIZE => (&mut self.free_large, MAX_FREE_LARGE.min(self.max_free)),
             _ => return,
         };
         if free.len() < max {
@@ -137,7 +139,8 @@ mod tests {
 
     #[test]
     fn large_buffers_are_reused_within_their_own_bound() {
-        let mut pool = BufPool::new(16);
+        // One kept: `max_free` bounds the large ones too.
+        let mut pool = BufPool::new(1);
         let a = pool.checkout_large(BUF_SIZE + 1);
         let b = pool.checkout_large(LARGE_BUF_SIZE);
         assert_eq!(a.capacity(), LARGE_BUF_SIZE);

@@ -134,7 +134,7 @@ impl Server {
                 extra,
                 cfg.max_connections,
                 ceiling,
-                cfg.worst_case_mib(ceiling)
+                cfg.worst_case_mib(ceiling) + (tls::shared_bytes() as u64).div_ceil(1 << 20)
             );
         }
         self.conns.set_tls(tls);

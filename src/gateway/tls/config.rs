@@ -4,6 +4,7 @@
 use super::error::TlsError;
 use super::seal::SEALED_LIMIT;
 use super::session::{TlsSession, HELD_LIMIT};
+use crate::gateway::pool::{LARGE_BUF_SIZE, MAX_FREE_LARGE};
 use crate::settings::TlsSettings;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -31,6 +32,13 @@ const RECEIVED_PLAINTEXT: usize = 16 * 1024;
 /// sealed records waiting for the socket.
 pub fn per_connection_ceiling() -> usize {
     std::mem::size_of::<TlsSession>() + HELD_LIMIT + RECEIVED_PLAINTEXT + SEALED_LIMIT
+}
+
+/// Bytes TLS adds once, whatever the number of connections: the read
+/// buffer's room for held bytes, the large pooled buffers kept free, and
+/// the freed heap glibc keeps (`keep_freed_heap`).
+pub fn shared_bytes() -> usize {
+    HELD_LIMIT + MAX_FREE_LARGE * LARGE_BUF_SIZE + (1 << 20)
 }
 
 /// The certificate and key in use, and where they came from.

@@ -20,7 +20,8 @@ mod session;
 
 pub use config::{
     check, ensure_self_signed, per_connection_ceiling, read_pair, self_signed_names,
-    self_signed_paths, sha256_fingerprint, TlsState, SELF_SIGNED_CERT, SELF_SIGNED_KEY,
+    self_signed_paths, sha256_fingerprint, shared_bytes, TlsState, SELF_SIGNED_CERT,
+    SELF_SIGNED_KEY,
 };
 pub use error::TlsError;
 pub use io::{close_notify, feed, flush, write_records, Input, TlsRead};
