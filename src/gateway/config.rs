@@ -36,6 +36,10 @@ pub struct ShellConfig {
     pub handshake_timeout_ms: u64,
     pub allow: IpAllowList,
     pub allowed_origins: Vec<String>,
+    /// permessage-deflate is offered to new connections (SPEC §12).
+    pub compression: bool,
+    /// Messages shorter than this go uncompressed.
+    pub compression_min_bytes: usize,
 }
 
 impl ShellConfig {
@@ -74,6 +78,8 @@ impl ShellConfig {
             handshake_timeout_ms: 5_000,
             allow: crate::settings::parse_allowed_ips("*").expect("a valid list"),
             allowed_origins: Vec::new(),
+            compression: false,
+            compression_min_bytes: 256,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use super::outqueue::OutQueue;
 use super::pool::BufPool;
+use crate::proto::deflate::Agreed;
 use crate::proto::frame::Decoder;
 use mio::net::TcpStream;
 use mio::Interest;
@@ -97,6 +98,8 @@ pub struct Conn {
     pub admitted: bool,
     /// The TLS session of a `wss` connection (`None`: plain ws, zero-copy path).
     pub tls: Option<Box<ServerConnection>>,
+    /// permessage-deflate as negotiated (`None`: messages go uncompressed).
+    pub deflate: Option<Agreed>,
 }
 
 impl Conn {
@@ -117,6 +120,7 @@ impl Conn {
             dirty: false,
             admitted: matches!(stage, Stage::Handshake { .. }),
             tls: None,
+            deflate: None,
         }
     }
 

@@ -54,6 +54,8 @@ pub fn shell_config(s: &Settings, allow: IpAllowList) -> ShellConfig {
         handshake_timeout_ms: auth.auth_timeout_ms,
         allow,
         allowed_origins: auth.allowed_origins.clone(),
+        compression: s.server.websocket.compression.enabled,
+        compression_min_bytes: s.server.websocket.compression.min_bytes,
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client_id;
+pub mod deflate;
 pub mod envelope;
 pub mod frame;
 #[cfg(any(test, fuzzing))]

@@ -7,6 +7,7 @@
 //! `on_readable` for ready sources, `mark_dirty` for writable ones, then
 //! `run_timers`, then `flush_dirty` (which writes everything queued).
 
+mod compress;
 mod deadlines;
 mod ingress;
 mod read;
@@ -58,6 +59,7 @@ pub struct Conns {
     /// The listener's TLS certificate (`None`: plain ws).
     tls: Option<TlsState>,
     metrics: ShellMetrics,
+    compression: compress::Compression,
     start: Instant,
 }
 
@@ -80,6 +82,7 @@ impl Conns {
             http_conns: 0,
             tls: None,
             metrics: ShellMetrics::default(),
+            compression: Default::default(),
             start,
         }
     }
