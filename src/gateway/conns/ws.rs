@@ -150,7 +150,7 @@ impl Conns {
                 }
             },
             WsEvent::Ping(payload) if open => {
-                self.queue_frame(key, OutKind::Pong, payload, None, app, now)
+                self.queue_control(key, OutKind::Pong, payload, app, now)
             }
             WsEvent::Close(status) => {
                 match conn.stage {
@@ -160,7 +160,7 @@ impl Conns {
                             Some((code, _)) => close_payload(code, ""),
                             None => ([0; 125], 0),
                         };
-                        self.queue_frame(key, OutKind::Close, &payload[..len], None, app, now);
+                        self.queue_control(key, OutKind::Close, &payload[..len], app, now);
                         self.end_session(key, status.map_or(1005, |(code, _)| code), app, now);
                         let conn = &mut self.slab[key];
                         conn.stage = Stage::Closing {
@@ -215,21 +215,21 @@ impl Conns {
         self.queue_with_header(key, kind, header, payload, shared, app, now);
     }
 
-    /// Queues one frame; a data frame that would overflow `max_outbound_bytes`
-    /// marks a slow reader, which is closed 4009.
-    pub(super) fn queue_frame(
+    /// Queues one control frame (ping, pong, close).
+    pub(super) fn queue_control(
         &mut self,
         key: usize,
         kind: OutKind,
         payload: &[u8],
-        shared: Option<&Rc<[u8]>>,
         app: &mut App,
         now: Now,
     ) {
         let header = OutHeader::new(kind, payload.len());
-        self.queue_with_header(key, kind, header, payload, shared, app, now);
+        self.queue_with_header(key, kind, header, payload, None, app, now);
     }
 
+    /// Queues one frame; a data frame that would overflow `max_outbound_bytes`
+    /// marks a slow reader, which is closed 4009.
     #[allow(clippy::too_many_arguments)]
     fn queue_with_header(
         &mut self,
@@ -320,7 +320,7 @@ impl Conns {
             return;
         }
         let (payload, len) = close_payload(code, reason);
-        self.queue_frame(key, OutKind::Close, &payload[..len], None, app, now);
+        self.queue_control(key, OutKind::Close, &payload[..len], app, now);
         self.end_session(key, code, app, now);
         let conn = &mut self.slab[key];
         conn.stage = Stage::Closing {
