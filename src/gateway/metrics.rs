@@ -1,6 +1,7 @@
 //! The shell's counters, and `/metrics` in the Prometheus text format
 //! (with the core's counters beside them).
 
+use super::held::Held;
 use crate::proto::handshake::Refusal;
 use crate::proto::hub::Hub;
 use std::fmt::Write;
@@ -16,10 +17,12 @@ pub enum RefusalReason {
     NotWebSocket,
     BadRequest,
     HeadTooLarge,
+    /// Accepted on the spare descriptor at the descriptor limit: 503.
+    FdLimit,
 }
 
 impl RefusalReason {
-    const ALL: [RefusalReason; 8] = [
+    const ALL: [RefusalReason; 9] = [
         RefusalReason::IpNotAllowed,
         RefusalReason::OriginNotAllowed,
         RefusalReason::InvalidToken,
@@ -28,6 +31,7 @@ impl RefusalReason {
         RefusalReason::NotWebSocket,
         RefusalReason::BadRequest,
         RefusalReason::HeadTooLarge,
+        RefusalReason::FdLimit,
     ];
 
     pub fn label(self) -> &'static str {
@@ -40,6 +44,7 @@ impl RefusalReason {
             RefusalReason::NotWebSocket => "not_websocket",
             RefusalReason::BadRequest => "bad_request",
             RefusalReason::HeadTooLarge => "head_too_large",
+            RefusalReason::FdLimit => "fd_limit",
         }
     }
 
@@ -58,12 +63,36 @@ impl RefusalReason {
     }
 }
 
+/// Why `accept` failed (a `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    /// EMFILE / ENFILE: out of file descriptors.
+    FdLimit,
+    Other,
+}
+
+impl AcceptError {
+    const ALL: [AcceptError; 2] = [AcceptError::FdLimit, AcceptError::Other];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AcceptError::FdLimit => "fd_limit",
+            AcceptError::Other => "other",
+        }
+    }
+}
+
 /// Counters kept by the shell.
 #[derive(Debug, Default, Clone)]
 pub struct ShellMetrics {
     pub tcp_accepted: u64,
+    /// Failed `accept` calls, indexed by `AcceptError as usize`.
+    pub accept_errors: [u64; AcceptError::ALL.len()],
     /// Indexed by `RefusalReason as usize`.
     pub refusals: [u64; RefusalReason::ALL.len()],
+    /// Incomplete connections dropped to make room for a new client:
+    /// handshakes, then HTTP requests.
+    pub evictions: [u64; 2],
     pub messages_in: u64,
     pub messages_out: u64,
     /// Every byte read from client sockets.
@@ -81,6 +110,10 @@ impl ShellMetrics {
     pub fn refused(&mut self, reason: RefusalReason) {
         self.refusals[reason as usize] += 1;
     }
+
+    pub fn evicted(&mut self, kind: Held) {
+        self.evictions[kind.index()] += 1;
+    }
 }
 
 /// A point-in-time view of the shell for `/metrics`.
@@ -97,6 +130,23 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
         out,
         "# HELP tether_{name} {help}\n# TYPE tether_{name} {kind}\ntether_{name} {value}"
     );
+}
+
+/// A counter with one line per `reason` label.
+fn counter_by(
+    out: &mut String,
+    name: &str,
+    label: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (&'static str, u64)>,
+) {
+    let _ = writeln!(
+        out,
+        "# HELP tether_{name} {help}\n# TYPE tether_{name} counter"
+    );
+    for (value_of_label, value) in rows {
+        let _ = writeln!(out, "tether_{name}{{{label}=\"{value_of_label}\"}} {value}");
+    }
 }
 
 /// The Prometheus text exposition (version 0.0.4).
@@ -145,19 +195,27 @@ pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub) -> String {
         "TCP connections accepted.",
         shell.tcp_accepted,
     );
-    let _ = writeln!(
+    counter_by(
         o,
-        "# HELP tether_refusals_total Clients refused before a WebSocket opened, by reason.\n\
-         # TYPE tether_refusals_total counter"
+        "accept_errors_total",
+        "reason",
+        "Failed accept() calls, by reason (after each the listener backs off).",
+        AcceptError::ALL.map(|r| (r.label(), shell.accept_errors[r as usize])),
     );
-    for reason in RefusalReason::ALL {
-        let _ = writeln!(
-            o,
-            "tether_refusals_total{{reason=\"{}\"}} {}",
-            reason.label(),
-            shell.refusals[reason as usize]
-        );
-    }
+    counter_by(
+        o,
+        "refusals_total",
+        "reason",
+        "Clients refused before a WebSocket opened, by reason.",
+        RefusalReason::ALL.map(|r| (r.label(), shell.refusals[r as usize])),
+    );
+    counter_by(
+        o,
+        "evictions_total",
+        "kind",
+        "Incomplete connections dropped to make room for a new client, by kind.",
+        [Held::Handshake, Held::Http].map(|k| (k.label(), shell.evictions[k.index()])),
+    );
     metric(
         o,
         "messages_received_total",

@@ -194,15 +194,13 @@ impl Conns {
     /// Replaces anything queued with one HTTP answer; once it is written the
     /// write side is shut and the connection drained until EOF or a deadline.
     fn answer_and_close(&mut self, key: usize, response: &[u8], app: &mut App, now: Now) {
+        self.request_done(key);
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };
         conn.out.clear(&mut self.pool);
         conn.out.push_copy(&mut self.pool, &[response]);
-        conn.stage = Stage::Refusing {
-            shut: false,
-            deadline_ms: now.ms + REFUSAL_LINGER_MS,
-        };
+        conn.stage = Stage::refusing(now.ms + REFUSAL_LINGER_MS);
         if conn.admitted {
             conn.admitted = false;
             self.admitted -= 1;
@@ -263,6 +261,7 @@ impl Conns {
             upgrade.deflate = None;
         }
         let response = handshake::switching_protocols(upgrade);
+        self.request_done(key);
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };

@@ -7,6 +7,7 @@
 //! `on_readable` for ready sources, `mark_dirty` for writable ones, then
 //! `run_timers`, then `flush_dirty` (which writes everything queued).
 
+mod admit;
 mod compress;
 mod deadlines;
 mod ingress;
@@ -15,11 +16,12 @@ mod ws;
 
 pub use deadlines::{open_timer, wake_at, OpenTimer};
 
-use super::accept::{admission, Admission, Counts};
+use super::accept::{admission, Admission};
 use super::app::App;
-use super::config::{ShellConfig, MAX_HTTP_CONNS, READ_CHUNK, REFUSAL_LINGER_MS};
+use super::config::{ShellConfig, READ_CHUNK, REFUSAL_LINGER_MS, REFUSAL_RESERVE};
 use super::conn::{Conn, Serves, Stage};
-use super::metrics::{RefusalReason, ShellMetrics};
+use super::held::{Held, HeldTable};
+use super::metrics::{AcceptError, RefusalReason, ShellMetrics};
 use super::pool::BufPool;
 use super::timer::{Entry, TimerWheel};
 use super::tls::{self, TlsState};
@@ -31,7 +33,7 @@ use crate::settings::canonical;
 use log::{debug, info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::Instant;
 
@@ -56,10 +58,16 @@ pub struct Conns {
     refusing: bool,
     /// Open connections that only reach the HTTP endpoints.
     http_conns: usize,
+    /// Handshakes and HTTP connections by address and age, for admission.
+    held: HeldTable,
+    troubles: admit::Troubles,
     /// The listener's TLS certificate (`None`: plain ws).
     tls: Option<TlsState>,
     metrics: ShellMetrics,
     compression: compress::Compression,
+    /// Sockets closed since start: a change tells a listener paused at the
+    /// descriptor limit that one was freed.
+    closed: u64,
     start: Instant,
 }
 
@@ -80,9 +88,12 @@ impl Conns {
             admitted: 0,
             refusing: false,
             http_conns: 0,
+            held: HeldTable::default(),
+            troubles: admit::Troubles::default(),
             tls: None,
             metrics: ShellMetrics::default(),
             compression: Default::default(),
+            closed: 0,
             start,
         }
     }
@@ -116,6 +127,39 @@ impl Conns {
         self.slab.is_empty()
     }
 
+    /// Sockets closed since start (see `fd_limit::Pause`).
+    pub fn closed(&self) -> u64 {
+        self.closed
+    }
+
+    /// Counts a failed `accept` for `/metrics`.
+    pub fn note_accept_error(&mut self, error: AcceptError) {
+        self.metrics.accept_errors[error as usize] += 1;
+    }
+
+    /// A client accepted on the spare descriptor at the descriptor limit:
+    /// 503 at once (TLS: closed), so that the descriptor is spare again.
+    pub fn refuse_at_fd_limit(&mut self, sock: TcpStream, addr: SocketAddr, serves: Serves) {
+        self.metrics.tcp_accepted += 1;
+        self.metrics.refused(RefusalReason::FdLimit);
+        debug!("refused {}: out of file descriptors", addr.ip());
+        if self.tls.is_some() && serves != Serves::Http {
+            return;
+        }
+        let response = handshake::refusal_response(Refusal::Unavailable, "out of file descriptors");
+        self.answer_and_drop(sock, response.as_bytes());
+    }
+
+    /// Answers a socket that gets no slot, best effort: the answer, the write
+    /// side shut, and what it already sent read and discarded (closing with
+    /// unread input would reset the answer away), then closed.
+    fn answer_and_drop(&mut self, mut sock: TcpStream, response: &[u8]) {
+        let _ = sock.write(response);
+        let _ = sock.shutdown(Shutdown::Write);
+        let _ = sock.read(&mut self.scratch);
+        self.closed += 1;
+    }
+
     /// Shutdown: open WebSockets get a 1001 close, handshakes are dropped,
     /// closing and refused connections finish as they are.
     pub fn close_all(&mut self, app: &mut App, now: Now) {
@@ -141,29 +185,32 @@ impl Conns {
         let ip = canonical(addr.ip());
         let _ = sock.set_nodelay(true);
         self.metrics.tcp_accepted += 1;
-        let counts = Counts {
-            admitted: self.admitted,
-            http_conns: self.http_conns,
-        };
-        let decision = admission(ip, serves, &self.cfg, counts);
+        let decision = admission(ip, serves, &self.cfg, self.counts_for(ip));
         if let Some(full) = decision.found_full() {
             self.note_full(full);
         }
         match decision {
-            Admission::Handshake => {
+            Admission::EvictForHandshake(_) | Admission::Handshake => {
+                if let Admission::EvictForHandshake(scope) = decision {
+                    self.evict_oldest(Held::Handshake, scope, ip, now.ms);
+                }
                 let stage = Stage::Handshake {
                     deadline_ms: now.ms + self.cfg.handshake_timeout_ms,
                 };
                 if let Some(key) = self.insert(sock, ip, stage, true, now) {
                     self.admitted += 1;
                     self.slab[key].serves = serves;
+                    self.hold(key, Held::Handshake);
                     self.schedule(key, app);
                 }
             }
-            Admission::Http(serves) => self.accept_http(sock, ip, serves, app, now),
-            Admission::HttpBusy => {
-                warn!("refused {ip}: {MAX_HTTP_CONNS} HTTP requests already in progress");
+            Admission::EvictForHttp(serves, scope) => {
+                self.evict_oldest(Held::Http, scope, ip, now.ms);
+                self.accept_http(sock, ip, serves, app, now);
             }
+            Admission::Http(serves) => self.accept_http(sock, ip, serves, app, now),
+            Admission::HttpBusy => self.note_http_busy(ip, now.ms),
+            Admission::HttpAddressBusy => self.note_http_address_busy(ip, now.ms),
             Admission::NotAllowed => {
                 self.metrics.refused(RefusalReason::IpNotAllowed);
                 if self.tls.is_some() {
@@ -214,10 +261,11 @@ impl Conns {
         }
     }
 
-    /// A connection for the HTTP endpoints only, within its own bound.
+    /// A connection for the HTTP endpoints only, within its own bounds
+    /// (and with a short deadline for its request).
     fn accept_http(&mut self, sock: TcpStream, ip: IpAddr, serves: Serves, app: &App, now: Now) {
         let stage = Stage::Handshake {
-            deadline_ms: now.ms + self.cfg.handshake_timeout_ms,
+            deadline_ms: now.ms + self.cfg.http_head_timeout_ms(),
         };
         // A dedicated health listener is plain HTTP; the WebSocket one, TLS if set.
         let tls = serves != Serves::Http;
@@ -226,6 +274,7 @@ impl Conns {
             conn.serves = serves;
             conn.admitted = false;
             self.http_conns += 1;
+            self.hold(key, Held::Http);
             self.schedule(key, app);
         }
     }
@@ -269,7 +318,7 @@ impl Conns {
     /// Answers a client refused before reading its request (403, 503).
     fn refuse_new(
         &mut self,
-        mut sock: TcpStream,
+        sock: TcpStream,
         ip: IpAddr,
         refusal: Refusal,
         reason: &str,
@@ -277,14 +326,17 @@ impl Conns {
         now: Now,
     ) {
         let response = handshake::refusal_response(refusal, reason);
-        let stage = Stage::Refusing {
-            shut: false,
-            deadline_ms: now.ms + REFUSAL_LINGER_MS,
-        };
-        if self.slab.len() >= self.cfg.socket_capacity() {
+        let stage = Stage::refusing(now.ms + REFUSAL_LINGER_MS);
+        // Refusals linger in their own slots (not admitted, not HTTP), so
+        // that a burst of them never takes an admitted client's socket.
+        let refusing = self
+            .slab
+            .len()
+            .saturating_sub(self.admitted + self.http_conns);
+        if refusing >= REFUSAL_RESERVE || self.slab.len() >= self.cfg.socket_capacity() {
             // No slot left even for a polite answer: best effort, then drop.
             if self.tls.is_none() {
-                let _ = sock.write(response.as_bytes());
+                self.answer_and_drop(sock, response.as_bytes());
             }
             return;
         }
@@ -339,6 +391,7 @@ impl Conns {
                 Stage::Refusing {
                     shut: false,
                     deadline_ms,
+                    drained,
                 } => {
                     // TLS: close_notify first (sent once), then shut.
                     let closed = match conn.tls.as_deref_mut() {
@@ -354,6 +407,7 @@ impl Conns {
                             conn.stage = Stage::Refusing {
                                 shut: true,
                                 deadline_ms,
+                                drained,
                             };
                         }
                         Ok(false) => {}
@@ -382,12 +436,24 @@ impl Conns {
     }
 
     fn remove(&mut self, key: usize, app: &mut App, now: Now) {
-        let Some(mut conn) = self.slab.try_remove(key) else {
+        if !self.forget(key) {
             return;
-        };
+        }
         if let App::Gateway(hub) = app {
             // Gone without a close handshake (a session already ended is a no-op).
             hub.disconnect(key, 1006, now);
+        }
+        self.apply_outbox(app, now);
+    }
+
+    /// Closes `key`'s socket and stops counting it anywhere in the shell;
+    /// false when there was no such connection.
+    fn forget(&mut self, key: usize) -> bool {
+        let Some(mut conn) = self.slab.try_remove(key) else {
+            return false;
+        };
+        if let Some(kind) = conn.held.take() {
+            self.held.remove(kind, conn.ip, conn.id);
         }
         if conn.counted_ip {
             self.ip_table.closed(conn.ip);
@@ -399,7 +465,8 @@ impl Conns {
             self.http_conns -= 1;
         }
         let _ = self.registry.deregister(&mut conn.sock);
+        self.closed += 1;
         conn.release_all(&mut self.pool);
-        self.apply_outbox(app, now);
+        true
     }
 }
