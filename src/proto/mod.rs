@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bounds;
 pub mod claims;
 pub mod client_id;
+pub mod deflate;
 pub mod envelope;
 pub mod forwarded;
 pub mod frame;
