@@ -39,27 +39,32 @@ pub struct ShellConfig {
     pub handshake_timeout_ms: u64,
     pub allow: IpAllowList,
     pub allowed_origins: Vec<String>,
+    /// What the room histories may hold, all rooms together (not per connection).
+    pub history_bytes: usize,
 }
 
 impl ShellConfig {
     /// Worst-case bytes one connection may hold: its state, its session in
     /// the core, a partial frame plus one read, a reassembled message, and a
-    /// full outbound queue.
+    /// full outbound queue; with history on, its rooms' empty rings.
     pub fn per_connection_ceiling(&self) -> usize {
         std::mem::size_of::<Conn>()
             + bounds::session_bytes_bound() // session, identity, rooms, pending requests
             + self.max_message_bytes + MAX_HEADER + READ_CHUNK
             + self.max_message_bytes
             + self.max_outbound_bytes + BUF_SIZE
+            + if self.history_bytes > 0 { bounds::rings_bytes_bound() } else { 0 }
     }
 
     /// `max_connections` connections of `ceiling` bytes each, plus what is
-    /// not per connection (host roles; HTTP requests and refusals, each with
-    /// a request head and body), in MiB.
+    /// not per connection (host roles; room histories; HTTP requests and
+    /// refusals, each with a request head and body), in MiB.
     pub fn worst_case_mib(&self, ceiling: usize) -> u64 {
         let side_conn =
             std::mem::size_of::<Conn>() + 2 * (MAX_REQUEST_BYTES + MAX_BODY_BYTES) + BUF_SIZE;
-        let shared = bounds::shared_bytes_bound() + (MAX_HTTP_CONNS + REFUSAL_RESERVE) * side_conn;
+        let shared = bounds::shared_bytes_bound()
+            + self.history_bytes
+            + (MAX_HTTP_CONNS + REFUSAL_RESERVE) * side_conn;
         (ceiling as u64 * self.max_connections as u64 + shared as u64) >> 20
     }
 
@@ -83,6 +88,7 @@ impl ShellConfig {
             handshake_timeout_ms: 5_000,
             allow: crate::settings::parse_allowed_ips("*").expect("a valid list"),
             allowed_origins: Vec::new(),
+            history_bytes: 0,
         }
     }
 }

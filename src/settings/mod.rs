@@ -28,8 +28,9 @@ pub use allow_list::{parse_allowed_ips, IpAllowList};
 pub use env::{state_dir, state_dir_with};
 pub use errors::{SettingError, SettingsErrors};
 pub use schema::{
-    AuthSettings, HealthSettings, HostSettings, Limits, LogSettings, RoomsSettings, ServerSettings,
-    Settings, TlsSettings, WebSocketSettings, MIN_JWT_SECRET_BYTES, REDACTED,
+    AuthSettings, HealthSettings, HistorySettings, HostSettings, Limits, LogSettings,
+    PresenceSettings, RoomsSettings, ServerSettings, Settings, TlsSettings, WebSocketSettings,
+    MIN_JWT_SECRET_BYTES, REDACTED,
 };
 pub use secrets::{check_secret_file, no_jwt_secret_report, SecretSource, JWT_KEY_FILE};
 pub use validate::MIN_PASSWORD_CHARS;

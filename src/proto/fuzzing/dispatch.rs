@@ -3,8 +3,11 @@
 use super::{authenticator, PASSWORD, T0_UNIX};
 use crate::proto::auth::MintRequest;
 use crate::proto::client_id::ClientId;
+use crate::proto::history::HistoryConfig;
 use crate::proto::host_link::MAX_PENDING_PER_CLIENT;
-use crate::proto::hub::{Action, Hub, HubConfig, MAX_ROOMS_PER_CLIENT};
+use crate::proto::hub::{
+    Action, Hub, HubConfig, PresenceConfig, RoomFeatures, MAX_ROOMS_PER_CLIENT,
+};
 use crate::proto::Now;
 use serde_json::{json, Map, Value};
 
@@ -170,6 +173,7 @@ pub fn dispatch(data: &[u8]) {
         request_timeout_ms: [100, 1_000, 5_000, 60_000][usize::from(config >> 2) & 3],
         server_name: "tether/fuzz".into(),
         max_reply_bytes: 1 << 20,
+        features: fuzzed_features(config),
     });
     let mut world = World {
         hub,
@@ -526,5 +530,23 @@ impl World {
             Some(None) => ClientId::new(self.serial, usize::from(choice % 8)).to_string(),
             None => input.text(20),
         }
+    }
+}
+
+/// History and presence on for half the configurations, with small rings
+/// so that eviction happens.
+fn fuzzed_features(config: u8) -> RoomFeatures {
+    let on = config & 16 != 0;
+    RoomFeatures {
+        history: HistoryConfig {
+            size: if on { 4 } else { 0 },
+            ttl_ms: 1_000,
+            max_bytes: 2_048,
+            epoch_tag: 1,
+        },
+        presence: PresenceConfig {
+            enabled: on,
+            notify_max_members: 3,
+        },
     }
 }

@@ -1,10 +1,11 @@
 //! The built-in client events of SPEC §5: `auth`, `whoami`, `subscribe`,
 //! `unsubscribe` and `publish`.
 
+use super::recovery::Since;
 use super::{data_as, Hub, MAX_ROOMS_PER_CLIENT, MAX_ROOM_NAME};
 use crate::proto::auth::{AuthError, Identity};
 use crate::proto::client_id::client_id_str;
-use crate::proto::envelope::{ErrorCode, JsonWriter};
+use crate::proto::envelope::ErrorCode;
 use crate::proto::outbox::{Action, Body};
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
@@ -26,6 +27,13 @@ struct AuthData<'a> {
 struct RoomData<'a> {
     #[serde(borrow)]
     room: Cow<'a, str>,
+}
+
+/// The `since` of a `subscribe`, when given.
+#[derive(Deserialize)]
+struct SubscribeSince<'a> {
+    #[serde(default, borrow)]
+    since: Option<Since<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -89,24 +97,35 @@ impl Hub {
             return;
         };
         let first = s.identity.is_none();
+        let id = s.id;
         // A fresh token replaces the old identity: keep only rooms it may still join.
-        let rooms = &mut self.rooms;
-        s.rooms.retain(|room| {
-            let keep = identity.may_join(room);
-            if !keep {
-                rooms.leave(room, key);
-            }
-            keep
-        });
+        let old_sub = s
+            .identity
+            .as_ref()
+            .map_or_else(String::new, |i| i.sub.to_string());
+        let (kept, dropped): (Vec<_>, Vec<_>) = std::mem::take(&mut s.rooms)
+            .into_iter()
+            .partition(|room| identity.may_join(room));
+        s.rooms = kept;
+        for room in &dropped {
+            self.exit_room(room, key, id, &old_sub);
+        }
         for room in &identity.rooms {
-            if s.rooms.len() >= MAX_ROOMS_PER_CLIENT {
+            let full = self
+                .session(key)
+                .is_none_or(|s| s.rooms.len() >= MAX_ROOMS_PER_CLIENT);
+            if full {
                 break;
             }
-            let (name, added) = self.rooms.join(room, key);
-            if added {
-                s.rooms.push(name);
+            if let Some(name) = self.enter_room(room, key, id, &identity.sub) {
+                if let Some(s) = self.sessions.get_mut(key).and_then(Option::as_mut) {
+                    s.rooms.push(name);
+                }
             }
         }
+        let Some(s) = self.sessions.get_mut(key).and_then(Option::as_mut) else {
+            return;
+        };
         s.expiry_ms = identity.expires_at.map(|exp| now.ms_at_unix(exp));
         if first {
             info!(
@@ -152,7 +171,7 @@ impl Hub {
     }
 
     /// Reads `{"room": NAME}`, answering `invalid_data` when it is not one.
-    fn room_arg<'a>(
+    pub(super) fn room_arg<'a>(
         &mut self,
         key: ConnKey,
         now: Now,
@@ -180,11 +199,18 @@ impl Hub {
         let Some(room) = self.room_arg(key, now, data, rid) else {
             return;
         };
+        let since = match data_as::<SubscribeSince>(data) {
+            Some(SubscribeSince { since }) => since,
+            None => {
+                let msg = "since must be {\"offset\": N, \"epoch\": STRING}";
+                self.error(key, ErrorCode::InvalidData, msg, now, rid);
+                return;
+            }
+        };
         let Some(s) = self.sessions.get_mut(key).and_then(Option::as_mut) else {
             return;
         };
-        let allowed = s.identity.as_ref().is_some_and(|i| i.may_join(&room));
-        if !allowed {
+        let Some(identity) = s.identity.as_ref().filter(|i| i.may_join(&room)) else {
             self.error(
                 key,
                 ErrorCode::RoomNotAllowed,
@@ -193,17 +219,21 @@ impl Hub {
                 rid,
             );
             return;
-        }
+        };
         if !s.rooms.iter().any(|r| **r == *room) {
             if s.rooms.len() >= MAX_ROOMS_PER_CLIENT {
                 let msg = "a client may be in at most 256 rooms";
                 self.error(key, ErrorCode::InvalidData, msg, now, rid);
                 return;
             }
-            let (name, _) = self.rooms.join(&room, key);
-            s.rooms.push(name);
+            let (id, sub) = (s.id, identity.sub.clone());
+            if let Some(name) = self.enter_room(&room, key, id, &sub) {
+                if let Some(s) = self.sessions.get_mut(key).and_then(Option::as_mut) {
+                    s.rooms.push(name);
+                }
+            }
         }
-        self.reply_room(key, "subscribed", &room, None, rid);
+        self.reply_subscribed(key, &room, since, now, rid);
     }
 
     pub(super) fn on_unsubscribe(
@@ -221,7 +251,11 @@ impl Hub {
         };
         if let Some(pos) = s.rooms.iter().position(|r| **r == *room) {
             s.rooms.swap_remove(pos);
-            self.rooms.leave(&room, key);
+            let (id, sub) = (
+                s.id,
+                s.identity.as_ref().map_or("".into(), |i| i.sub.clone()),
+            );
+            self.exit_room(&room, key, id, &sub);
         }
         self.reply_room(key, "unsubscribed", &room, None, rid);
     }
@@ -263,14 +297,16 @@ impl Hub {
             );
             return;
         }
-        let mut message = Vec::with_capacity(64 + publish.data.map_or(4, |d| d.get().len()));
-        let mut msg = JsonWriter::object(&mut message);
-        msg.str("event", &publish.event)
-            .raw("data", publish.data.map_or("null", |d| d.get()))
-            .str("room", &publish.room)
-            .str("from", &identity.sub);
-        msg.end();
-        let delivered = self.deliver(&publish.room, message.into(), Some(key));
+        let data = publish.data.map_or("null", |d| d.get());
+        let capacity = 64 + data.len() + publish.room.len() + identity.sub.len();
+        let sub = identity.sub.clone();
+        let message = self.room_message(&publish.room, now, capacity, |msg| {
+            msg.str("event", &publish.event)
+                .raw("data", data)
+                .str("room", &publish.room)
+                .str("from", &sub);
+        });
+        let delivered = self.deliver(&publish.room, message, Some(key));
         self.reply_room(key, "published", &publish.room, Some(delivered), rid);
     }
 
