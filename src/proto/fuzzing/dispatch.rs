@@ -421,8 +421,23 @@ impl World {
             }
             2 => ("ping", input.value(0)),
             3 => ("whoami", Value::Null),
-            4 => ("subscribe", json!({ "room": input.name(&ROOMS) })),
-            5 => ("unsubscribe", json!({ "room": input.name(&ROOMS) })),
+            4 => {
+                let mut data = json!({ "room": input.name(&ROOMS) });
+                if input.byte() & 1 == 0 {
+                    // The first rings' epochs with `fuzzed_features`' tag.
+                    let epoch = input.name(&["0000000000000001-0", "0000000000000001-1", "x"]);
+                    data["since"] = json!({ "offset": input.byte() % 8, "epoch": epoch });
+                }
+                ("subscribe", data)
+            }
+            5 => {
+                let event = match input.byte() % 3 {
+                    0 => "unsubscribe",
+                    1 => "history",
+                    _ => "presence",
+                };
+                (event, json!({ "room": input.name(&ROOMS) }))
+            }
             6 => (
                 "publish",
                 json!({
