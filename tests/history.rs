@@ -26,6 +26,18 @@ fn member(server: &Server, sub: &str) -> Ws {
     open_authed(server.port(), &token).0
 }
 
+/// A publisher, and the epoch of room `r` that member `m` saw before it went.
+fn member_gone(server: &Server) -> (Ws, String) {
+    let p = publisher(server);
+    let mut m = member(server, "m");
+    let epoch = subscribe(&mut m, None)["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(m);
+    (p, epoch)
+}
+
 fn publish(ws: &mut Ws, data: Value) {
     let message = json!({"event":"publish","data":{"room":"r","event":"tick","data":data}});
     let reply = request(ws, &message);
@@ -108,13 +120,7 @@ fn a_client_that_reconnects_recovers_what_it_missed_in_order() {
 #[test]
 fn evicted_messages_and_a_restart_mean_recovered_false() {
     let mut server = Server::start(history(2));
-    let mut p = publisher(&server);
-    let mut m = member(&server, "m");
-    let epoch = subscribe(&mut m, None)["epoch"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    drop(m);
+    let (mut p, epoch) = member_gone(&server);
     for n in 1..=5 {
         publish(&mut p, json!(n));
     }
@@ -144,13 +150,7 @@ fn a_recovery_larger_than_the_outbound_queue_is_a_slow_reader() {
         json!({"limits": {"max_message_bytes": 4096, "max_outbound_bytes": 16384}}),
     );
     let server = Server::start(settings);
-    let mut p = publisher(&server);
-    let mut m = member(&server, "m");
-    let epoch = subscribe(&mut m, None)["epoch"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    drop(m);
+    let (mut p, epoch) = member_gone(&server);
     let filler = "x".repeat(1000);
     for _ in 0..100 {
         publish(&mut p, json!(filler));
