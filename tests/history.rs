@@ -255,3 +255,26 @@ fn check_config_prints_and_checks_history_and_presence() {
     let errors = String::from_utf8_lossy(&out.stderr);
     assert!(errors.contains("rooms.history.colour"), "{errors}");
 }
+
+#[test]
+fn sighup_applies_presence_and_keeps_history_until_a_restart() {
+    let server = Server::start(history(10));
+    let mut next = base_settings();
+    merge(&mut next, history(20));
+    merge(&mut next, json!({"rooms": {"presence": {"enabled": true}}}));
+    std::fs::write(server.config_path(), next.to_string()).unwrap();
+    server.signal(libc::SIGHUP);
+    let kept = "reload: rooms.history.size changes only at restart";
+    assert!(
+        server.wait_log(kept, std::time::Duration::from_secs(5)),
+        "{:?}",
+        server.logs()
+    );
+    assert!(server.wait_log(
+        "rooms.presence.enabled: false -> true",
+        std::time::Duration::from_secs(5)
+    ));
+    let mut a = member(&server, "a");
+    let _b = member(&server, "b");
+    assert_eq!(recv_json(&mut a)["event"], "presence.join");
+}

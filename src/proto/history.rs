@@ -238,9 +238,10 @@ impl RingStore {
         body
     }
 
+    /// For a member of `room`: its ring, made if needed, without what expired.
     fn position(&mut self, room: &str, now_ms: u64) -> Position {
-        self.expire(now_ms, &|_: &str| true);
         self.ring(room);
+        self.expire_room(room, now_ms);
         self.logs
             .get(room)
             .map_or_else(Position::none, Self::position_of)
@@ -322,16 +323,24 @@ impl RingStore {
     fn expire(&mut self, now_ms: u64, occupied: &impl Fn(&str) -> bool) {
         while let Some((_, room)) = self.oldest.first_key_value() {
             let room = room.clone();
-            let due = self
-                .logs
-                .get(&room)
-                .and_then(|log| log.entries.front())
-                .is_some_and(|e| e.at_ms.saturating_add(self.cfg.ttl_ms) <= now_ms);
-            if !due {
+            if !self.oldest_expired(&room, now_ms) {
                 break;
             }
             self.evict_oldest_of(&room, occupied);
         }
+    }
+
+    /// Evicts the expired entries of `room`, which has members (the other
+    /// rooms' expire on the next `append`).
+    fn expire_room(&mut self, room: &str, now_ms: u64) {
+        while self.oldest_expired(room, now_ms) {
+            self.evict_oldest_of(room, &|_: &str| true);
+        }
+    }
+
+    fn oldest_expired(&self, room: &str, now_ms: u64) -> bool {
+        let front = self.logs.get(room).and_then(|log| log.entries.front());
+        front.is_some_and(|e| e.at_ms.saturating_add(self.cfg.ttl_ms) <= now_ms)
     }
 
     /// Drops the oldest entry of `room`; a ring left empty goes unless

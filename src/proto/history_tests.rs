@@ -114,6 +114,12 @@ fn ttl_evicts_old_messages_across_rooms() {
     assert_eq!(texts(&h.recent("a", 10, 1_000).unwrap().1), ["a#2"]);
     assert_eq!(texts(&h.recent("b", 10, 1_500).unwrap().1), ["b#2"]);
     assert!(h.recent("a", 10, 5_000).unwrap().1.is_empty());
+    assert_eq!(
+        h.bytes(),
+        ROOM_OVERHEAD + 1 + 3 + ENTRY_OVERHEAD,
+        "b's expire later"
+    );
+    assert!(h.recent("b", 10, 5_000).unwrap().1.is_empty());
     // Members keep their room's offsets through an empty ring.
     assert_eq!(h.position("a", 5_000).unwrap().offset, 2);
     assert_eq!(h.bytes(), 0);
