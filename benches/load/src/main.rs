@@ -60,6 +60,7 @@ scenarios: echo | idle | broadcast | rpc | handshakes
   --path P           request path for clients and subscribers [/]
   --pub-path P       request path of the publisher or host [/pub]
   --tether           broadcast/rpc through tether's host link (--pub-path carries the host token)
+  --room R           with --tether: host.broadcast to room R (history numbers room messages)
   --src-ips K        spread connections over source addresses 127.0.0.2..(2+K) [8]
   --max-pending N    connection attempts in progress at once [256]
 ";
@@ -81,6 +82,8 @@ struct Opts {
     path: String,
     pub_path: String,
     tether: bool,
+    /// With `--tether`: broadcast to this room (its subscribers' tokens list it).
+    room: Option<String>,
     src_ips: u32,
     max_pending: usize,
     tls: bool,
@@ -111,6 +114,7 @@ fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
         path: "/".into(),
         pub_path: "/pub".into(),
         tether: false,
+        room: None,
         src_ips: 8,
         max_pending: 256,
         tls: false,
@@ -151,6 +155,7 @@ fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--path" => o.path = args.next().ok_or("--path: missing")?,
             "--pub-path" => o.pub_path = args.next().ok_or("--pub-path: missing")?,
             "--tether" => o.tether = true,
+            "--room" => o.room = Some(args.next().ok_or("--room: missing")?),
             "--src-ips" => o.src_ips = num("--src-ips", args.next())?,
             "--max-pending" => o.max_pending = num("--max-pending", args.next())?,
             "--ca" => o.ca = Some(args.next().ok_or("--ca: missing")?),
@@ -1406,7 +1411,11 @@ fn run_broadcast(o: &Opts) -> Result<String, String> {
     let msg: Vec<u8> = if o.tether {
         let mut m = b"{\"event\":\"host.broadcast\",\"data\":{\"event\":\"b\",\"data\":\"".to_vec();
         m.extend_from_slice(&data);
-        m.extend_from_slice(b"\"}}");
+        m.push(b'"');
+        if let Some(room) = &o.room {
+            m.extend_from_slice(format!(",\"room\":{room:?}").as_bytes());
+        }
+        m.extend_from_slice(b"}}");
         m
     } else {
         data
