@@ -216,6 +216,7 @@ impl Settings {
             );
         }
 
+        errors.extend(self.compat_problems());
         if errors.is_empty() {
             Ok(())
         } else {

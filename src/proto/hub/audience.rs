@@ -6,7 +6,7 @@ use super::{Hub, Session};
 use crate::proto::client_id::{client_id_str, key_of};
 use crate::proto::envelope::JsonWriter;
 use crate::proto::host_link::HostLink;
-use crate::proto::outbox::{Action, Body};
+use crate::proto::outbox::Broadcast;
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
 use serde::Deserialize;
@@ -85,9 +85,9 @@ impl Hub {
                 .into_iter()
                 .collect(),
         };
+        let mut message = Broadcast::shared(shared);
         for &to in &targets {
-            let body = Body::Shared(shared.clone());
-            self.out.actions.push(Action::Send { to, body });
+            self.out.send_shared(to, &mut message);
         }
         targets.len() as u64
     }

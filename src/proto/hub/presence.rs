@@ -6,7 +6,7 @@
 use super::Hub;
 use crate::proto::client_id::client_id_str;
 use crate::proto::envelope::{ErrorCode, JsonWriter};
-use crate::proto::outbox::{Action, Body};
+use crate::proto::outbox::Broadcast;
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
 use serde_json::value::RawValue;
@@ -81,10 +81,9 @@ impl Hub {
             .str("sub", sub);
         data.end();
         msg.end();
-        let shared: Rc<[u8]> = message.into();
+        let mut message = Broadcast::shared(message.into());
         for &to in members.iter().filter(|&&m| m != key) {
-            let body = Body::Shared(shared.clone());
-            self.out.actions.push(Action::Send { to, body });
+            self.out.send_shared(to, &mut message);
         }
     }
 

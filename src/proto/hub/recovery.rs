@@ -5,7 +5,7 @@
 use super::Hub;
 use crate::proto::envelope::JsonWriter;
 use crate::proto::history::{Position, Recovery};
-use crate::proto::outbox::{Action, Body};
+use crate::proto::outbox::Broadcast;
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
 use serde::Deserialize;
@@ -83,8 +83,7 @@ impl Hub {
             }
         });
         for body in recovery.into_iter().flat_map(|(_, messages)| messages) {
-            let body = Body::Shared(body);
-            self.out.actions.push(Action::Send { to: key, body });
+            self.out.send_shared(key, &mut Broadcast::shared(body));
         }
     }
 
