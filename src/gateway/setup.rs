@@ -15,6 +15,8 @@ const RESTART_ONLY: &[&str] = &[
     "server.websocket.port",
     "server.websocket.tls",
     "server.health",
+    // Bridged programs and backends are started once (SPEC §11).
+    "hosts",
 ];
 
 pub fn authenticator(s: &Settings, secret: &[u8]) -> Authenticator {

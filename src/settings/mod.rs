@@ -10,6 +10,7 @@
 mod allow_list;
 mod env;
 mod errors;
+mod hosts;
 mod parse;
 mod schema;
 mod secrets;
@@ -27,6 +28,7 @@ pub(crate) use allow_list::canonical;
 pub use allow_list::{parse_allowed_ips, IpAllowList};
 pub use env::{state_dir, state_dir_with};
 pub use errors::{SettingError, SettingsErrors};
+pub use hosts::{valid_host_name, BridgedHost, MAX_HOST_NAME};
 pub use schema::{
     AuthSettings, HealthSettings, HostSettings, Limits, LogSettings, RoomsSettings, ServerSettings,
     Settings, TlsSettings, WebSocketSettings, MIN_JWT_SECRET_BYTES, REDACTED,

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::hosts::BridgedHost;
+
 /// Text shown instead of a secret value.
 pub const REDACTED: &str = "<redacted>";
 
@@ -26,6 +28,9 @@ pub struct Settings {
     pub rooms: RoomsSettings,
     pub host: HostSettings,
     pub log: LogSettings,
+    /// Bridged hosts (SPEC §11); not shown when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<BridgedHost>,
 }
 
 /// `server`: the two listeners.

@@ -191,6 +191,8 @@ impl Settings {
             );
         }
 
+        super::hosts::check_hosts(&self.hosts, &mut errors);
+
         if errors.is_empty() {
             Ok(())
         } else {
