@@ -7,6 +7,7 @@
 
 pub mod accept;
 pub mod app;
+pub mod bridges;
 pub mod config;
 pub mod conn;
 pub mod conns;
@@ -18,6 +19,7 @@ pub mod nonblocking;
 pub mod notify;
 pub mod outqueue;
 pub mod pool;
+pub mod program;
 pub mod server;
 pub mod setup;
 pub mod timer;

@@ -14,6 +14,7 @@ pub mod host_link;
 pub mod hub;
 pub mod limits;
 pub mod outbox;
+pub mod program_host;
 pub mod rooms;
 
 /// The current time, as the shell read it once per loop pass.

@@ -18,6 +18,7 @@ use super::accept::{admission, Admission, Counts};
 use super::app::App;
 use super::config::{ShellConfig, MAX_HTTP_CONNS, READ_CHUNK, REFUSAL_LINGER_MS};
 use super::conn::{Conn, Serves, Stage};
+use super::endpoint::Mail;
 use super::metrics::{RefusalReason, ShellMetrics};
 use super::pool::BufPool;
 use super::timer::{Entry, TimerWheel};
@@ -59,6 +60,8 @@ pub struct Conns {
     tls: Option<TlsState>,
     metrics: ShellMetrics,
     start: Instant,
+    /// What the core sent bridged hosts, for the loop to hand on.
+    mail: Mail,
 }
 
 impl Conns {
@@ -81,6 +84,7 @@ impl Conns {
             tls: None,
             metrics: ShellMetrics::default(),
             start,
+            mail: Mail::default(),
         }
     }
 
@@ -103,6 +107,16 @@ impl Conns {
 
     pub fn set_tls(&mut self, tls: Option<TlsState>) {
         self.tls = tls;
+    }
+
+    /// Applies the core's queued actions (after an endpoint called it).
+    pub fn apply_core(&mut self, app: &mut App, now: Now) {
+        self.apply_outbox(app, now);
+    }
+
+    /// Takes what the core sent bridged hosts since the last call.
+    pub fn take_mail(&mut self) -> Mail {
+        std::mem::take(&mut self.mail)
     }
 
     pub fn len(&self) -> usize {

@@ -16,12 +16,15 @@ mod host_events;
 mod host_limits_tests;
 #[cfg(test)]
 mod host_tests;
+mod sessions;
 #[cfg(test)]
 mod testing;
 
 pub use crate::proto::client_id::client_id_str;
 pub use crate::proto::outbox::{Action, Body, Outbox};
 pub use audience::{Audience, PublishData};
+use sessions::Sessions;
+pub use sessions::{is_bridged, BRIDGED_KEY_BASE, MAX_BRIDGED};
 
 use crate::proto::auth::{Authenticator, Identity};
 use crate::proto::envelope::{self, ErrorCode};
@@ -87,7 +90,7 @@ pub struct Session {
 
 pub struct Hub {
     cfg: HubConfig,
-    sessions: Vec<Option<Session>>,
+    sessions: Sessions,
     active: usize,
     rooms: Rooms,
     hosts: HostLink,
@@ -105,7 +108,7 @@ impl Hub {
     pub fn new(cfg: HubConfig) -> Hub {
         Hub {
             cfg,
-            sessions: Vec::new(),
+            sessions: Sessions::default(),
             active: 0,
             rooms: Rooms::default(),
             hosts: HostLink::default(),
@@ -132,6 +135,12 @@ impl Hub {
         &self.hosts
     }
 
+    /// A bridged host's output is unread beyond its bound (or read again):
+    /// while congested, requests routed to it fail with `host_unavailable`.
+    pub fn set_host_congested(&mut self, key: ConnKey, congested: bool) {
+        self.hosts.set_congested(key, congested);
+    }
+
     pub fn active_rooms(&self) -> usize {
         self.rooms.len()
     }
@@ -149,14 +158,11 @@ impl Hub {
         now: Now,
         identity: Option<Identity>,
     ) {
-        if self.sessions.len() <= key {
-            self.sessions.resize_with(key + 1, || None);
-        }
-        if self.sessions[key].is_some() {
+        if self.session(key).is_some() {
             // The shell reuses a key only after disconnect; never leave a ghost behind.
             self.disconnect(key, 1006, now);
         }
-        self.sessions[key] = Some(Session {
+        *self.sessions.slot(key) = Some(Session {
             id,
             ip,
             connected_at: now.unix,

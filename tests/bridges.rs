@@ -1,0 +1,271 @@
+//! Bridged hosts (SPEC §11) end to end: real child programs (small Python
+//! scripts written by each test) as hosts on stdin/stdout of the real binary.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A program host: registers its events, answers `host.request` by event,
+/// writes its pid to `pid.N` (N counting its starts) and a stderr line.
+const PROGRAM: &str = r#"
+import json, os, sys, time
+n = 0
+while os.path.exists("pid.%d" % n):
+    n += 1
+open("pid.%d" % n, "w").write(str(os.getpid()))
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n")
+    sys.stdout.flush()
+sys.stderr.write("ready as %s\n" % os.environ.get("TETHER_HOST_NAME"))
+sys.stderr.flush()
+events = {e: None for e in ["echo.me", "who.name", "fail.it", "crash.now", "big.line", "stall"]}
+send({"event": "host.register", "data": {"events": events}, "requestId": 1})
+for line in sys.stdin:
+    m = json.loads(line)
+    if m["event"] != "host.request":
+        continue
+    d = m["data"]
+    ev = d["event"]
+    if ev == "echo.me":
+        send({"event": "host.reply", "data": {"id": d["id"], "event": "echoed", "data": d["data"]}})
+    elif ev == "who.name":
+        send({"event": "host.reply", "data": {"id": d["id"], "event": "name",
+              "data": {"name": os.environ["TETHER_HOST_NAME"], "cwd": os.getcwd(), "sub": d["sub"]}}})
+    elif ev == "fail.it":
+        send({"event": "host.reply", "data": {"id": d["id"], "error": {"code": "nope", "message": "refused"}}})
+    elif ev == "crash.now":
+        sys.stderr.write("crashing now\n")
+        sys.stderr.flush()
+        sys.exit(3)
+    elif ev == "big.line":
+        sys.stdout.write("x" * 100000 + "\n")
+        sys.stdout.flush()
+    elif ev == "stall":
+        # Stops reading its stdin (and ignores SIGTERM) for good.
+        import signal
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(120)
+"#;
+
+fn program_settings(extra: Value) -> Value {
+    let mut settings = json!({
+        "limits": {"max_connections_per_ip": 50, "max_messages_per_minute": 600},
+        "hosts": [{"name": "bot", "command": ["python3", "host.py"]}]
+    });
+    merge(&mut settings, extra);
+    settings
+}
+
+/// A server with the program host in its directory, once the host registered.
+fn start_with_program(dir: &TempDir, extra: Value) -> Server {
+    std::fs::write(dir.path().join("host.py"), PROGRAM).unwrap();
+    let server = Server::start_in(
+        dir.path(),
+        program_settings(extra),
+        &[("JWT_SECRET", SECRET)],
+    );
+    assert!(
+        server.wait_log("host bot: ready as bot", Duration::from_secs(10)),
+        "{:?}",
+        server.logs()
+    );
+    server
+}
+
+fn client(server: &Server) -> Ws {
+    let token = mint_valid("alice", &[], &[], 3600);
+    open_authed(server.port(), &token).0
+}
+
+/// Requests `event` until the host serves it (it registers right after starting).
+fn ask(ws: &mut Ws, event: &str, data: Value, rid: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = request(ws, &json!({"event": event, "data": data, "requestId": rid}));
+        let unknown = answer["data"]["code"] == "unknown_event";
+        if !unknown || Instant::now() > deadline {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pid_file(dir: &Path, n: usize) -> Option<i32> {
+    std::fs::read_to_string(dir.join(format!("pid.{n}")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether `pid` is gone: neither running nor a zombie (no /proc entry).
+fn gone(pid: i32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_program_answers_fails_and_knows_its_name_and_directory() {
+    let dir = TempDir::new("prog-answers");
+    let server = start_with_program(&dir, json!({}));
+    let mut ws = client(&server);
+    let echoed = ask(&mut ws, "echo.me", json!({"n": [1, 2]}), 7);
+    assert_eq!(
+        echoed,
+        json!({"event": "echoed", "data": {"n": [1, 2]}, "requestId": 7})
+    );
+    let failed = ask(&mut ws, "fail.it", json!(null), 8);
+    assert_error(&failed, "nope");
+    assert_eq!(failed["requestId"], 8);
+    let name = ask(&mut ws, "who.name", json!(null), 9);
+    assert_eq!(name["data"]["name"], "bot", "{name}");
+    assert_eq!(name["data"]["sub"], "alice", "{name}");
+    let cwd = std::fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(name["data"]["cwd"], cwd.to_str().unwrap(), "{name}");
+}
+
+#[test]
+fn a_crashing_program_restarts_with_growing_pauses_and_is_reaped() {
+    let dir = TempDir::new("prog-crash");
+    let server = start_with_program(&dir, json!({}));
+    let mut ws = client(&server);
+    let crashed = ask(&mut ws, "crash.now", json!(null), 1);
+    assert_error(&crashed, "host_unavailable");
+    assert!(server.wait_log("host bot: crashing now", Duration::from_secs(5)));
+    assert!(server.wait_log("starting it again in 1000 ms", Duration::from_secs(5)));
+    let first = pid_file(dir.path(), 0).unwrap();
+    wait_until("the first program reaped", Duration::from_secs(5), || {
+        gone(first)
+    });
+    // Its events went with it until it is back.
+    let meanwhile = request(&mut ws, &json!({"event": "echo.me", "requestId": 2}));
+    assert_error(&meanwhile, "unknown_event");
+    let started = Instant::now();
+    let back = ask(&mut ws, "echo.me", json!(1), 3);
+    assert_eq!(back["event"], "echoed", "{back}");
+    assert!(started.elapsed() >= Duration::from_millis(500), "paused");
+    let crashed = ask(&mut ws, "crash.now", json!(null), 4);
+    assert_error(&crashed, "host_unavailable");
+    assert!(server.wait_log("starting it again in 2000 ms", Duration::from_secs(5)));
+    let second = pid_file(dir.path(), 1).unwrap();
+    wait_until("the second program reaped", Duration::from_secs(5), || {
+        gone(second)
+    });
+    let again = ask(&mut ws, "echo.me", json!(2), 5);
+    assert_eq!(again["event"], "echoed", "{again}");
+}
+
+#[test]
+fn an_overlong_line_restarts_the_program() {
+    let dir = TempDir::new("prog-overlong");
+    let server = start_with_program(&dir, json!({"limits": {"max_message_bytes": 16384}}));
+    let mut ws = client(&server);
+    let answer = ask(&mut ws, "big.line", json!(null), 1);
+    assert_error(&answer, "host_unavailable");
+    assert!(server.wait_log(
+        "a line over limits.max_message_bytes; restarting it",
+        Duration::from_secs(5)
+    ));
+    let back = ask(&mut ws, "echo.me", json!("ok"), 2);
+    assert_eq!(back["event"], "echoed", "{back}");
+}
+
+#[test]
+fn a_program_that_stops_reading_gets_no_more_requests_and_sigterm_ends_it() {
+    let dir = TempDir::new("prog-stall");
+    let mut server = start_with_program(
+        &dir,
+        json!({"limits": {"max_message_bytes": 16384, "max_outbound_bytes": 20000}}),
+    );
+    let mut ws = client(&server);
+    let echoed = ask(&mut ws, "echo.me", json!(0), 1);
+    assert_eq!(echoed["event"], "echoed", "{echoed}");
+    send_json(&mut ws, &json!({"event": "stall", "requestId": 2}));
+    let big = "y".repeat(15000);
+    let mut refused = None;
+    for rid in 3..40u64 {
+        send_json(
+            &mut ws,
+            &json!({"event": "echo.me", "data": big, "requestId": rid}),
+        );
+        ws.get_mut()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        if let Ok(tungstenite::Message::Text(text)) = ws.read() {
+            refused = Some(serde_json::from_str::<Value>(text.as_str()).unwrap());
+            break;
+        }
+    }
+    ws.get_mut().set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let refused = refused.expect("requests to a host that stopped reading fail");
+    assert_error(&refused, "host_unavailable");
+    assert!(server.wait_log("reads too slowly", Duration::from_secs(2)));
+    // It ignores SIGTERM and never reads stdin: tether ends it with SIGKILL.
+    let pid = pid_file(dir.path(), 0).unwrap();
+    let status = server.stop();
+    assert!(status.success(), "{status:?}");
+    wait_until("the stalled program gone", Duration::from_secs(2), || {
+        gone(pid)
+    });
+    assert!(
+        server.logs().iter().any(|l| l.contains("SIGKILL")),
+        "{:?}",
+        server.logs()
+    );
+}
+
+#[test]
+fn sigterm_closes_stdin_and_the_program_exits() {
+    let dir = TempDir::new("prog-sigterm");
+    let mut server = start_with_program(&dir, json!({}));
+    let pid = pid_file(dir.path(), 0).unwrap();
+    let started = Instant::now();
+    let status = server.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no SIGTERM grace needed"
+    );
+    wait_until("the program gone", Duration::from_secs(2), || gone(pid));
+    assert!(!server.logs().iter().any(|l| l.contains("SIGKILL")));
+}
+
+#[test]
+fn when_tether_is_killed_the_program_sees_eof_and_exits() {
+    let dir = TempDir::new("prog-sigkill");
+    let mut server = start_with_program(&dir, json!({}));
+    let pid = pid_file(dir.path(), 0).unwrap();
+    server.signal(libc::SIGKILL);
+    assert!(server.wait_exit(Duration::from_secs(2)).is_some());
+    wait_until("the orphaned program gone", Duration::from_secs(5), || {
+        gone(pid)
+    });
+}
+
+#[test]
+fn check_config_names_bad_hosts() {
+    let dir = TempDir::new("hosts-check");
+    let config = dir.write_json(
+        "settings.json",
+        &json!({"hosts": [{"name": "a", "command": ["x"]}, {"name": "a", "url": "ftp://x"}]}),
+    );
+    let out = run(
+        dir.path(),
+        &[("JWT_SECRET", SECRET)],
+        &["check-config", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("hosts[1].name"), "{stderr}");
+    assert!(stderr.contains("hosts[1].url"), "{stderr}");
+}
