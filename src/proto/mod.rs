@@ -11,6 +11,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod handshake;
 pub mod host_link;
+pub mod http_response;
 pub mod hub;
 pub mod limits;
 pub mod outbox;

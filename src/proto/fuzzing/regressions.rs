@@ -51,3 +51,8 @@ fn frame_inputs() {
 fn dispatch_inputs() {
     replay("dispatch", fuzzing::dispatch);
 }
+
+#[test]
+fn response_inputs() {
+    replay("responses", fuzzing::responses);
+}
