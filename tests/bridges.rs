@@ -269,3 +269,257 @@ fn check_config_names_bad_hosts() {
     assert!(stderr.contains("hosts[1].name"), "{stderr}");
     assert!(stderr.contains("hosts[1].url"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------
+// `url` hosts: a real HTTP backend (Python's http.server) on loopback
+// ---------------------------------------------------------------------------
+
+/// A backend: verifies the caller's JWT (HS256 with `SECRET`), logs every
+/// POST to `posts.log`, and answers by event.
+const BACKEND: &str = r#"
+import base64, hashlib, hmac, json, os, sys, threading, time
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+SECRET = os.environ["SECRET"].encode()
+lock = threading.Lock()
+active = [0, 0]
+def verify(auth):
+    if not auth.startswith("Bearer "):
+        return None
+    h, p, sig = auth[7:].split(".")
+    good = base64.urlsafe_b64encode(hmac.new(SECRET, (h + "." + p).encode(), hashlib.sha256).digest()).rstrip(b"=").decode()
+    if not hmac.compare_digest(good, sig):
+        return None
+    return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        claims = verify(self.headers.get("Authorization", ""))
+        with lock:
+            with open("posts.log", "a") as f:
+                f.write(json.dumps({"body": body, "claims": claims, "port": self.client_address[1]}) + "\n")
+            active[0] += 1
+            active[1] = max(active[0], active[1])
+        try:
+            self.serve(body, claims)
+        finally:
+            with lock:
+                active[0] -= 1
+    def serve(self, body, claims):
+        ev = body.get("event")
+        if ev in ("host.client_joined", "host.client_left"):
+            return self.answer(200, {})
+        if ev == "slow":
+            time.sleep(body["data"])
+        if ev == "boom":
+            return self.answer(500, {"error": "x"})
+        if ev == "notjson":
+            return self.raw(200, b"hello")
+        if ev == "refuse":
+            return self.answer(200, {"error": {"code": "not_found", "message": "no such thing"}})
+        if ev == "big":
+            return self.answer(200, {"event": "big", "data": "x" * 100000})
+        self.answer(200, {"event": ev + ".ok", "data": {"got": body["data"], "claims": claims,
+            "client": body["client"], "sub": body["sub"], "max_active": active[1]}})
+    def answer(self, code, obj):
+        self.raw(code, json.dumps(obj).encode())
+    def raw(self, code, data):
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+srv.handle_error = lambda *a: None  # tether closing a kept-alive connection
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+/// The backend process, killed on drop.
+struct Backend {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Backend {
+    fn start(dir: &Path) -> Backend {
+        use std::io::BufRead;
+        std::fs::write(dir.join("backend.py"), BACKEND).unwrap();
+        let mut child = std::process::Command::new("python3")
+            .arg("backend.py")
+            .current_dir(dir)
+            .env("SECRET", SECRET)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the backend");
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("the backend's port");
+        Backend { child, port }
+    }
+
+    fn posts(dir: &Path) -> Vec<Value> {
+        std::fs::read_to_string(dir.join("posts.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn url_settings(port: u16, extra: Value) -> Value {
+    let mut settings = json!({
+        "limits": {"max_connections_per_ip": 50, "max_messages_per_minute": 600, "max_message_bytes": 16384},
+        "hosts": [{"name": "web", "url": format!("http://127.0.0.1:{port}/tether/"),
+            "events": {"echo": null, "slow": null, "boom": null, "notjson": null, "refuse": null,
+                       "big": null, "appointments.view": "appointments.view"},
+            "notify": ["client_joined", "client_left"], "max_in_flight": 2}]
+    });
+    merge(&mut settings, extra);
+    settings
+}
+
+fn start_with_backend(dir: &TempDir, extra: Value) -> (Backend, Server) {
+    let backend = Backend::start(dir.path());
+    let settings = url_settings(backend.port, extra);
+    let server = Server::start_in(dir.path(), settings, &[("JWT_SECRET", SECRET)]);
+    (backend, server)
+}
+
+#[test]
+fn a_backend_answers_refuses_and_verifies_the_gateway() {
+    let dir = TempDir::new("url-answers");
+    let (_backend, server) = start_with_backend(&dir, json!({}));
+    let mut ws = client(&server);
+    let answer = ask(&mut ws, "echo", json!({"a": 1}), 1);
+    assert_eq!(answer["event"], "echo.ok", "{answer}");
+    assert_eq!(answer["requestId"], 1);
+    let data = &answer["data"];
+    assert_eq!(data["got"], json!({"a": 1}));
+    assert_eq!(data["sub"], "alice");
+    assert!(data["client"].is_string());
+    let claims = &data["claims"];
+    assert_eq!(
+        claims["sub"], "tether",
+        "the JWT verifies with the secret: {answer}"
+    );
+    assert_eq!(claims["permissions"], json!(["host"]));
+    let exp = claims["exp"].as_u64().unwrap();
+    assert!(exp <= unix_now() + 61 && exp > unix_now(), "{claims}");
+    let refused = ask(&mut ws, "refuse", json!(null), 2);
+    assert_error(&refused, "not_found");
+    for (rid, event) in [(3, "boom"), (4, "notjson"), (5, "big")] {
+        let failed = ask(&mut ws, event, json!(null), rid);
+        assert_error(&failed, "host_unavailable");
+        assert_eq!(failed["requestId"], rid);
+    }
+    let forbidden = ask(&mut ws, "appointments.view", json!(null), 6);
+    assert_error(&forbidden, "forbidden");
+    // Kept alive: one connection carried the requests that came one by one.
+    let again = ask(&mut ws, "echo", json!(2), 7);
+    assert_eq!(again["event"], "echo.ok");
+    let posts = Backend::posts(dir.path());
+    let port_of = |event: &str| {
+        let post = posts.iter().find(|p| p["body"]["event"] == event);
+        post.map(|p| p["port"].clone())
+    };
+    assert_eq!(port_of("refuse"), port_of("notjson"), "{posts:?}");
+    // A failed answer is not sent twice.
+    assert_eq!(
+        posts.iter().filter(|p| p["body"]["event"] == "big").count(),
+        1
+    );
+}
+
+#[test]
+fn a_slow_backend_times_out_and_a_missing_one_is_unavailable() {
+    let dir = TempDir::new("url-slow");
+    let (_backend, server) = start_with_backend(&dir, json!({"host": {"request_timeout_ms": 500}}));
+    let mut ws = client(&server);
+    let late = ask(&mut ws, "slow", json!(1.5), 1);
+    assert_error(&late, "host_timeout");
+    let fine = ask(&mut ws, "echo", json!(1), 2);
+    assert_eq!(fine["event"], "echo.ok", "{fine}");
+    drop(server);
+
+    let dir = TempDir::new("url-refused");
+    let port = free_port();
+    let server = Server::start_in(
+        dir.path(),
+        url_settings(port, json!({})),
+        &[("JWT_SECRET", SECRET)],
+    );
+    let mut ws = client(&server);
+    let refused = ask(&mut ws, "echo", json!(1), 1);
+    assert_error(&refused, "host_unavailable");
+}
+
+#[test]
+fn at_most_max_in_flight_requests_reach_the_backend_at_once() {
+    let dir = TempDir::new("url-inflight");
+    let (_backend, server) = start_with_backend(&dir, json!({}));
+    let mut ws = client(&server);
+    assert_eq!(ask(&mut ws, "echo", json!(0), 100)["event"], "echo.ok");
+    let started = Instant::now();
+    for rid in 1..=4 {
+        send_json(
+            &mut ws,
+            &json!({"event": "slow", "data": 0.4, "requestId": rid}),
+        );
+    }
+    let mut answered = Vec::new();
+    while answered.len() < 4 {
+        let answer = match ws.read() {
+            Ok(tungstenite::Message::Text(text)) => serde_json::from_str::<Value>(&text).unwrap(),
+            Ok(_) => continue,
+            // The test process's own children end meanwhile (SIGCHLD).
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                continue
+            }
+            Err(e) => panic!("read failed: {e}"),
+        };
+        assert_eq!(answer["event"], "slow.ok", "{answer}");
+        answered.push(answer["requestId"].as_u64().unwrap());
+        assert!(
+            answer["data"]["max_active"].as_u64().unwrap() <= 2,
+            "{answer}"
+        );
+    }
+    answered.sort();
+    assert_eq!(answered, [1, 2, 3, 4]);
+    assert!(
+        started.elapsed() >= Duration::from_millis(750),
+        "two waves of two"
+    );
+    let last = ask(&mut ws, "echo", json!(0), 5);
+    assert_eq!(last["data"]["max_active"], 2, "{last}");
+}
+
+#[test]
+fn a_backend_hears_the_notices_it_asked_for() {
+    let dir = TempDir::new("url-notify");
+    let (_backend, server) = start_with_backend(&dir, json!({}));
+    let ws = client(&server);
+    drop(ws);
+    let mut seen = Vec::new();
+    wait_until("both notices posted", Duration::from_secs(5), || {
+        seen = Backend::posts(dir.path())
+            .into_iter()
+            .map(|p| p["body"]["event"].as_str().unwrap_or("").to_string())
+            .collect();
+        seen.iter().any(|e| e == "host.client_left")
+    });
+    assert_eq!(seen, ["host.client_joined", "host.client_left"]);
+}

@@ -1,11 +1,15 @@
 //! Settings `hosts` (SPEC §11) -> endpoints on the loop: each bridged host is
 //! endpoint `i` of the server and session `BRIDGED_KEY_BASE + i` of the hub.
 
-use super::endpoint::ENDPOINT_BASE;
+use super::backend::{split_url, BackendConfig, BackendHost};
+use super::endpoint::{Endpoint, ENDPOINT_BASE};
 use super::program::{ProgramConfig, ProgramHost};
 use super::server::Server;
 use crate::proto::hub::{BRIDGED_KEY_BASE, MAX_BRIDGED};
+use crate::proto::rooms::ConnKey;
 use crate::settings::{ConfigSource, Settings};
+use mio::Token;
+use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 
 /// Where programs run: the settings file's directory.
@@ -30,29 +34,68 @@ pub fn add_bridged_hosts(
     }
     let cwd = settings_dir(source);
     for (i, host) in s.hosts.iter().enumerate() {
-        let Some(command) = &host.command else {
-            return Err(format!(
-                "hosts[{i}].url: HTTP backends as hosts are not supported by this build yet"
-            ));
-        };
-        let cfg = ProgramConfig {
-            name: host.name.clone(),
-            command: command.clone(),
-            cwd: cwd.clone(),
-            permissions: host.permissions.clone(),
-            max_message_bytes: s.limits.max_message_bytes,
-            max_outbound_bytes: s.limits.max_outbound_bytes,
-        };
         let registry = server
             .registry()
             .try_clone()
             .map_err(|e| format!("hosts[{i}]: {e}"))?;
+        let endpoint: Box<dyn FnOnce(ConnKey, Token) -> Box<dyn Endpoint>> = match &host.command {
+            Some(command) => {
+                let cfg = ProgramConfig {
+                    name: host.name.clone(),
+                    command: command.clone(),
+                    cwd: cwd.clone(),
+                    permissions: host.permissions.clone(),
+                    max_message_bytes: s.limits.max_message_bytes,
+                    max_outbound_bytes: s.limits.max_outbound_bytes,
+                };
+                Box::new(move |key, token| Box::new(ProgramHost::new(cfg, key, registry, token)))
+            }
+            None => {
+                let cfg = backend_config(s, i)?;
+                Box::new(move |key, token| Box::new(BackendHost::new(cfg, key, registry, token)))
+            }
+        };
         server
             .add_endpoint(|_, token| {
                 let key = BRIDGED_KEY_BASE + (token.0 - ENDPOINT_BASE);
-                Ok(Box::new(ProgramHost::new(cfg, key, registry, token)))
+                Ok(endpoint(key, token))
             })
             .map_err(|e| format!("hosts[{i}]: {e}"))?;
     }
     Ok(())
+}
+
+/// The running form of `url` host `i`: its address resolved once, now.
+fn backend_config(s: &Settings, i: usize) -> Result<BackendConfig, String> {
+    let host = &s.hosts[i];
+    let url = host.url.as_deref().unwrap_or("");
+    if url.starts_with("https://") {
+        return Err(format!(
+            "hosts[{i}].url: https:// backends are not supported by this build yet"
+        ));
+    }
+    let (authority, name, port, path) = split_url(url)
+        .ok_or_else(|| format!("hosts[{i}].url: expected http://HOST[:PORT]/PATH"))?;
+    let addr = (name.as_str(), port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("hosts[{i}].url: cannot resolve {name}"))?;
+    let events: serde_json::Map<String, serde_json::Value> = host
+        .events
+        .iter()
+        .map(|(event, permission)| (event.clone(), permission.clone().into()))
+        .collect();
+    Ok(BackendConfig {
+        name: host.name.clone(),
+        addr,
+        authority,
+        path,
+        events: events.into(),
+        notify: host.notify.clone(),
+        max_in_flight: host.max_in_flight,
+        permissions: host.permissions.clone(),
+        max_message_bytes: s.limits.max_message_bytes,
+        request_timeout_ms: s.host.request_timeout_ms,
+    })
 }

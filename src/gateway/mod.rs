@@ -7,6 +7,7 @@
 
 pub mod accept;
 pub mod app;
+pub mod backend;
 pub mod bridges;
 pub mod config;
 pub mod conn;

@@ -9,9 +9,6 @@
 
 use super::app::App;
 use super::endpoint::Endpoint;
-use crate::proto::auth::Identity;
-use crate::proto::client_id::ClientId;
-use crate::proto::hub::Hub;
 use crate::proto::program_host::{Backoff, LineSplitter};
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
@@ -20,7 +17,6 @@ use mio::event::Event;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
@@ -102,13 +98,6 @@ fn register(registry: &Registry, fd: RawFd, token: Token, interest: Interest) ->
 fn deregister(registry: &Registry, fd: Option<RawFd>) {
     if let Some(fd) = fd {
         let _ = registry.deregister(&mut SourceFd(&fd));
-    }
-}
-
-fn hub(app: &mut App) -> Option<&mut Hub> {
-    match app {
-        App::Gateway(hub) => Some(hub),
-        App::Echo => None,
     }
 }
 
@@ -200,22 +189,9 @@ impl ProgramHost {
                 );
                 self.running = Some(running);
                 self.serial += 1;
-                let identity = Identity {
-                    sub: self.cfg.name.as_str().into(),
-                    permissions: self
-                        .cfg
-                        .permissions
-                        .iter()
-                        .map(|p| p.as_str().into())
-                        .collect(),
-                    role: None,
-                    rooms: Vec::new(),
-                    expires_at: None,
-                };
-                let id = ClientId::new(self.serial, self.key).0;
-                let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-                if let Some(hub) = hub(app) {
-                    hub.open(self.key, id, ip, now, Some(identity));
+                if let Some(hub) = app.hub_mut() {
+                    let (name, permissions) = (&self.cfg.name, &self.cfg.permissions);
+                    hub.open_bridged(self.key, self.serial, name, permissions, now);
                 }
                 None
             }
@@ -269,7 +245,7 @@ impl ProgramHost {
         }
         let mut lines = Vec::new();
         let stdout = self.stdout_lines.lines(|line| lines.push(line.to_vec()));
-        if let Some(hub) = hub(app) {
+        if let Some(hub) = app.hub_mut() {
             for line in &lines {
                 match std::str::from_utf8(line) {
                     Ok(text) => hub.on_text(key, now, text),
@@ -332,7 +308,7 @@ impl ProgramHost {
             } else {
                 info!("host {}: reading again; requests flow", self.cfg.name);
             }
-            if let Some(hub) = hub(app) {
+            if let Some(hub) = app.hub_mut() {
                 hub.set_host_congested(self.key, congested);
             }
         }
@@ -368,7 +344,7 @@ impl ProgramHost {
         self.stdout_lines.clear();
         self.stderr_lines.clear();
         self.congested = false;
-        if let Some(hub) = hub(app) {
+        if let Some(hub) = app.hub_mut() {
             hub.disconnect(self.key, 1006, now);
         }
         if self.stopping != Stopping::No {

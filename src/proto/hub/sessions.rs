@@ -2,9 +2,12 @@
 //! (SPEC §11) from [`BRIDGED_KEY_BASE`] up, each kind in its own dense list,
 //! so the hub does not care how a session's bytes reach it.
 
-use super::Session;
-use crate::proto::client_id::KEY_BITS;
+use super::{Hub, Session};
+use crate::proto::auth::Identity;
+use crate::proto::client_id::{ClientId, KEY_BITS};
 use crate::proto::rooms::ConnKey;
+use crate::proto::Now;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Most bridged hosts at once.
 pub const MAX_BRIDGED: usize = 1024;
@@ -64,5 +67,29 @@ impl Sessions {
             .iter()
             .enumerate()
             .chain(bridged.map(|(i, s)| (BRIDGED_KEY_BASE + i, s)))
+    }
+}
+
+impl Hub {
+    /// Opens the session of a bridged host (its `serial`-th start): `sub` is
+    /// its name, its permissions exactly those configured, no expiry.
+    pub fn open_bridged(
+        &mut self,
+        key: ConnKey,
+        serial: u64,
+        name: &str,
+        permissions: &[String],
+        now: Now,
+    ) {
+        let identity = Identity {
+            sub: name.into(),
+            permissions: permissions.iter().map(|p| p.as_str().into()).collect(),
+            role: None,
+            rooms: Vec::new(),
+            expires_at: None,
+        };
+        let id = ClientId::new(serial, key).0;
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        self.open(key, id, ip, now, Some(identity));
     }
 }
