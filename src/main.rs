@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tether::gateway::event_loop::{App, Server};
 use tether::gateway::listen::{bind_all, local_addrs, resolve};
+use tether::gateway::nofile;
 use tether::gateway::setup::{authenticator, hub_config, shell_config, Reloader};
 use tether::gateway::tls::{self, TlsState};
 use tether::proto::auth::{parse_ttl, MintRequest};
@@ -410,6 +411,11 @@ fn cmd_check_config(args: &Args) -> Result<(), String> {
             Ok(_) => {}
             Err(e) => problems.push(SettingError::new(key, e.to_string())),
         }
+    }
+    // The same check as at start, against the limit `serve` would raise to.
+    if let (Ok(allow), Ok(limit)) = (s.allowed_ips(), nofile::current()) {
+        let cfg = shell_config(&s, allow);
+        warnings.extend(nofile::fit_warning(&cfg, nofile::reachable(limit)));
     }
     // The TLS files are read and matched (a self-signed pair is not generated).
     if !reported(&problems, "server.websocket.tls") {
