@@ -523,3 +523,88 @@ fn a_backend_hears_the_notices_it_asked_for() {
     });
     assert_eq!(seen, ["host.client_joined", "host.client_left"]);
 }
+
+// ---------------------------------------------------------------------------
+// The examples
+// ---------------------------------------------------------------------------
+
+fn example(name: &str) -> String {
+    format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_program_host_example_rolls_dice() {
+    let dir = TempDir::new("example-dice");
+    let settings =
+        json!({"hosts": [{"name": "dice", "command": ["python3", example("program_host.py")]}]});
+    let server = Server::start_in(dir.path(), settings, &[("JWT_SECRET", SECRET)]);
+    let mut ws = client(&server);
+    let rolled = ask(&mut ws, "dice.roll", json!({"sides": 20}), 1);
+    assert_eq!(rolled["event"], "dice.rolled", "{rolled}");
+    let value = rolled["data"]["value"].as_u64().unwrap();
+    assert!((1..=20).contains(&value), "{rolled}");
+    assert!(server.wait_log("host dice: dice host ready", Duration::from_secs(2)));
+}
+
+#[test]
+fn the_appointments_backend_example_serves_seed_001s_flow() {
+    let dir = TempDir::new("example-appointments");
+    let (backend_port, health_port) = (free_port(), free_port());
+    let mut backend = std::process::Command::new("python3")
+        .args([example("appointments_backend.py"), backend_port.to_string()])
+        .env("JWT_SECRET", SECRET)
+        .env(
+            "TETHER_HEALTH_URL",
+            format!("http://127.0.0.1:{health_port}"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let events = json!({"appointment.list": "appointments.view", "appointment.create": "appointments.edit",
+                        "appointment.update": "appointments.edit", "appointment.cancel": "appointments.edit"});
+    let settings = json!({
+        "server": {"health": {"host": "127.0.0.1", "port": health_port}},
+        "hosts": [{"name": "appointments", "url": format!("http://127.0.0.1:{backend_port}/tether/"), "events": events}]
+    });
+    let server = Server::start_in(dir.path(), settings, &[("JWT_SECRET", SECRET)]);
+    let token = mint_valid(
+        "7",
+        &["appointments.view", "appointments.edit"],
+        &["calendar"],
+        3600,
+    );
+    let (mut ws, _) = open_authed(server.port(), &token);
+    // The backend may still be starting: retry while it refuses.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let created = loop {
+        let answer = ask(
+            &mut ws,
+            "appointment.create",
+            json!({"start": "2026-12-01T10:00", "provider": 3}),
+            1,
+        );
+        if answer["data"]["code"] != "host_unavailable" || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The reply, and the broadcast to `calendar` through /api/publish, in either order.
+    let other = recv_json(&mut ws);
+    let (reply, broadcast) = if created["requestId"] == 1 {
+        (created, other)
+    } else {
+        (other, created)
+    };
+    assert_eq!(reply["event"], "appointment.created", "{reply}");
+    assert_eq!(reply["data"]["customer"], "7", "{reply}");
+    assert_eq!(broadcast["event"], "appointment.created", "{broadcast}");
+    assert_eq!(broadcast["room"], "calendar", "{broadcast}");
+    let id = reply["data"]["id"].clone();
+    let listed = ask(&mut ws, "appointment.list", json!(null), 2);
+    assert_eq!(listed["data"]["appointments"][0]["id"], id, "{listed}");
+    let missing = ask(&mut ws, "appointment.cancel", json!({"id": 999}), 3);
+    assert_error(&missing, "not_found");
+    let _ = backend.kill();
+    let _ = backend.wait();
+}
