@@ -82,6 +82,8 @@ pub struct BackendHost {
     conns: Vec<Option<Conn>>,
     queue: VecDeque<(Job, bool)>,
     started: bool,
+    /// When to open the session (again).
+    start_at_ms: u64,
     bearer: Option<(String, u64)>,
 }
 
@@ -96,6 +98,7 @@ impl BackendHost {
             conns: (0..slots).map(|_| None).collect(),
             queue: VecDeque::new(),
             started: false,
+            start_at_ms: 0,
             bearer: None,
         }
     }
@@ -353,7 +356,7 @@ impl Endpoint for BackendHost {
     }
 
     fn on_timer(&mut self, app: &mut App, now: Now) -> Option<u64> {
-        if !self.started {
+        if !self.started && now.ms >= self.start_at_ms {
             self.start(app, now);
         }
         for slot in 0..self.conns.len() {
@@ -414,12 +417,14 @@ impl Endpoint for BackendHost {
         self.deadline()
     }
 
-    fn on_close(&mut self, code: u16, _app: &mut App, _now: Now) -> Option<u64> {
+    fn on_close(&mut self, code: u16, _app: &mut App, now: Now) -> Option<u64> {
         warn!(
-            "host {}: the gateway ended its session ({code})",
+            "host {}: the gateway ended its session ({code}); registering again in 1 s",
             self.cfg.name
         );
-        self.deadline()
+        self.started = false;
+        self.start_at_ms = now.ms + 1_000;
+        Some(self.start_at_ms)
     }
 }
 
