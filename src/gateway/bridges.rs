@@ -1,15 +1,15 @@
 //! Settings `hosts` (SPEC §11) -> endpoints on the loop: each bridged host is
 //! endpoint `i` of the server and session `BRIDGED_KEY_BASE + i` of the hub.
 
-use super::backend::{split_url, BackendConfig, BackendHost};
+use super::backend::{BackendConfig, BackendHost};
 use super::endpoint::{Endpoint, ENDPOINT_BASE};
+use super::http_pool::HttpTarget;
 use super::program::{ProgramConfig, ProgramHost};
 use super::server::Server;
 use crate::proto::hub::{BRIDGED_KEY_BASE, MAX_BRIDGED};
 use crate::proto::rooms::ConnKey;
 use crate::settings::{ConfigSource, Settings};
 use mio::Token;
-use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 
 /// Where programs run: the settings file's directory.
@@ -69,18 +69,7 @@ pub fn add_bridged_hosts(
 fn backend_config(s: &Settings, i: usize) -> Result<BackendConfig, String> {
     let host = &s.hosts[i];
     let url = host.url.as_deref().unwrap_or("");
-    if url.starts_with("https://") {
-        return Err(format!(
-            "hosts[{i}].url: https:// backends are not supported by this build yet"
-        ));
-    }
-    let (authority, name, port, path) = split_url(url)
-        .ok_or_else(|| format!("hosts[{i}].url: expected http://HOST[:PORT]/PATH"))?;
-    let addr = (name.as_str(), port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| format!("hosts[{i}].url: cannot resolve {name}"))?;
+    let target = HttpTarget::from_url(url).map_err(|e| format!("hosts[{i}].url: {e}"))?;
     let events: serde_json::Map<String, serde_json::Value> = host
         .events
         .iter()
@@ -88,9 +77,7 @@ fn backend_config(s: &Settings, i: usize) -> Result<BackendConfig, String> {
         .collect();
     Ok(BackendConfig {
         name: host.name.clone(),
-        addr,
-        authority,
-        path,
+        target,
         events: events.into(),
         notify: host.notify.clone(),
         max_in_flight: host.max_in_flight,

@@ -16,6 +16,7 @@ pub mod conns;
 pub mod endpoint;
 pub mod fd_limit;
 pub mod http_api;
+pub mod http_pool;
 pub mod listen;
 pub mod metrics;
 pub mod nofile;
