@@ -345,10 +345,15 @@ struct Backend {
 
 impl Backend {
     fn start(dir: &Path) -> Backend {
-        use std::io::BufRead;
         std::fs::write(dir.join("backend.py"), BACKEND).unwrap();
+        Backend::start_script(dir, "backend.py")
+    }
+
+    /// Runs `script` (in `dir`), which prints its port first.
+    fn start_script(dir: &Path, script: &str) -> Backend {
+        use std::io::BufRead;
         let mut child = std::process::Command::new("python3")
-            .arg("backend.py")
+            .arg(script)
             .current_dir(dir)
             .env("SECRET", SECRET)
             .stdout(std::process::Stdio::piped())
@@ -363,12 +368,17 @@ impl Backend {
         Backend { child, port }
     }
 
-    fn posts(dir: &Path) -> Vec<Value> {
-        std::fs::read_to_string(dir.join("posts.log"))
+    /// The JSON lines a script logged to `dir/log`.
+    fn logged(dir: &Path, log: &str) -> Vec<Value> {
+        std::fs::read_to_string(dir.join(log))
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    fn posts(dir: &Path) -> Vec<Value> {
+        Backend::logged(dir, "posts.log")
     }
 }
 
@@ -607,4 +617,110 @@ fn the_appointments_backend_example_serves_seed_001s_flow() {
     assert_error(&missing, "not_found");
     let _ = backend.kill();
     let _ = backend.wait();
+}
+
+// ---------------------------------------------------------------------------
+// The connect proxy (`auth.proxy_url`)
+// ---------------------------------------------------------------------------
+
+/// A session-cookie web app: `session=good` is user u1, `session=slow`
+/// answers after 3 s, anything else is 401. Every POST goes to `proxy.log`.
+const PROXY: &str = r#"
+import json, time
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+class P(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with open("proxy.log", "a") as f:
+            f.write(json.dumps(body) + "\n")
+        cookie = body["headers"].get("cookie", "")
+        if "session=slow" in cookie:
+            time.sleep(3)
+        if "session=good" in cookie or "session=slow" in cookie:
+            self.answer(200, {"sub": "u1", "permissions": ["publish"], "rooms": ["lobby"]})
+        else:
+            self.answer(401, {})
+    def answer(self, code, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+srv = ThreadingHTTPServer(("127.0.0.1", 0), P)
+srv.handle_error = lambda *a: None
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+fn start_with_proxy(dir: &TempDir, auth_timeout_ms: u64) -> (Backend, Server) {
+    std::fs::write(dir.path().join("proxy.py"), PROXY).unwrap();
+    let backend = Backend::start_script(dir.path(), "proxy.py");
+    let url = format!("http://127.0.0.1:{}/auth", backend.port);
+    let settings = json!({"server": {"websocket": {"auth": {"proxy_url": url, "auth_timeout_ms": auth_timeout_ms}}}});
+    let server = Server::start_in(dir.path(), settings, &[("JWT_SECRET", SECRET)]);
+    (backend, server)
+}
+
+fn proxy_posts(dir: &Path) -> Vec<Value> {
+    Backend::logged(dir, "proxy.log")
+}
+
+#[test]
+fn the_connect_proxy_accepts_a_session_cookie() {
+    let dir = TempDir::new("proxy-accept");
+    let (_proxy, server) = start_with_proxy(&dir, 5000);
+    let headers = [
+        ("Cookie", "session=good"),
+        ("User-Agent", "e2e/1"),
+        ("X-Other", "no"),
+    ];
+    let mut ws = connect(server.port(), "/chat?x=1", &headers).expect("accepted");
+    let connected = recv_json(&mut ws);
+    assert_eq!(connected["data"]["authenticated"], true, "{connected}");
+    let authenticated = recv_json(&mut ws);
+    assert_eq!(authenticated["event"], "authenticated", "{authenticated}");
+    assert_eq!(authenticated["data"]["sub"], "u1");
+    assert_eq!(authenticated["data"]["rooms"], json!(["lobby"]));
+    let posts = proxy_posts(dir.path());
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(posts[0]["ip"], "127.0.0.1");
+    assert_eq!(posts[0]["path"], "/chat");
+    assert_eq!(
+        posts[0]["headers"],
+        json!({"cookie": "session=good", "user-agent": "e2e/1"}),
+        "only the listed headers"
+    );
+    // A handshake with a token is not the proxy's business.
+    let token = mint_valid("t", &[], &[], 3600);
+    let (_ws, authed) = open_authed(server.port(), &token);
+    assert_eq!(authed["data"]["sub"], "t");
+    assert_eq!(proxy_posts(dir.path()).len(), 1);
+}
+
+#[test]
+fn the_connect_proxy_refuses_and_times_out() {
+    let dir = TempDir::new("proxy-refuse");
+    let (_proxy, server) = start_with_proxy(&dir, 500);
+    assert_eq!(
+        refused(server.port(), "/", &[("Cookie", "session=bad")]),
+        401
+    );
+    assert_eq!(refused(server.port(), "/", &[]), 401);
+    let started = Instant::now();
+    assert_eq!(
+        refused(server.port(), "/", &[("Cookie", "session=slow")]),
+        503
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "within auth_timeout_ms"
+    );
+    // The gateway is still fine.
+    assert_eq!(
+        refused(server.port(), "/", &[("Cookie", "session=nope")]),
+        401
+    );
 }

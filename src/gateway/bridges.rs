@@ -23,7 +23,7 @@ fn settings_dir(source: &ConfigSource) -> PathBuf {
     }
 }
 
-/// Adds every configured bridged host to `server`.
+/// Adds every configured bridged host, and the connect proxy, to `server`.
 pub fn add_bridged_hosts(
     server: &mut Server,
     s: &Settings,
@@ -61,6 +61,13 @@ pub fn add_bridged_hosts(
                 Ok(endpoint(key, token))
             })
             .map_err(|e| format!("hosts[{i}]: {e}"))?;
+    }
+    if let Some(url) = &s.server.websocket.auth.proxy_url {
+        let target = HttpTarget::from_url(url)
+            .map_err(|e| format!("server.websocket.auth.proxy_url: {e}"))?;
+        server
+            .set_auth_proxy(target, s.server.websocket.auth.auth_timeout_ms)
+            .map_err(|e| format!("server.websocket.auth.proxy_url: {e}"))?;
     }
     Ok(())
 }

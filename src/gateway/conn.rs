@@ -3,6 +3,7 @@
 use super::outqueue::OutQueue;
 use super::pool::BufPool;
 use crate::proto::frame::Decoder;
+use crate::proto::handshake::Upgrade;
 use mio::net::TcpStream;
 use mio::Interest;
 use rustls::ServerConnection;
@@ -137,6 +138,8 @@ pub struct Conn {
     pub admitted: bool,
     /// The TLS session of a `wss` connection (`None`: plain ws, zero-copy path).
     pub tls: Option<Box<ServerConnection>>,
+    /// An upgrade held for the connect proxy's verdict.
+    pub proxied: Option<Box<Upgrade>>,
 }
 
 impl Conn {
@@ -157,6 +160,7 @@ impl Conn {
             dirty: false,
             admitted: matches!(stage, Stage::Handshake { .. }),
             tls: None,
+            proxied: None,
         }
     }
 

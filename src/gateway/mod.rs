@@ -8,6 +8,7 @@
 
 pub mod accept;
 pub mod app;
+pub mod auth_proxy;
 pub mod backend;
 pub mod bridges;
 pub mod config;

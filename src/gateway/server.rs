@@ -5,11 +5,13 @@
 
 use super::accept::{Listeners, Pass};
 use super::app::App;
+use super::auth_proxy::{AuthProxy, SharedProxyLink};
 use super::config::{ReloadFn, ShellConfig, CLOSE_LINGER_MS};
 use super::conn::Serves;
 use super::conns::Conns;
 use super::endpoint::{Endpoint, Endpoints, Source, ENDPOINT_BASE, SIGNAL};
 use super::fd_limit::{Episodes, Note, Pause, Spare};
+use super::http_pool::HttpTarget;
 use super::metrics::AcceptError;
 use super::nofile;
 use super::notify::{monotonic_usec, Notifier};
@@ -44,6 +46,8 @@ pub struct Server {
     /// Endpoints other than client connections (see `endpoint`).
     endpoints: Endpoints,
     endpoints_due: Vec<Entry>,
+    /// The connect proxy's endpoint, if configured.
+    auth_proxy: Option<usize>,
     ready_again: Vec<Ready>,
     start: Instant,
     now: Now,
@@ -105,6 +109,7 @@ impl Server {
             app,
             endpoints: Endpoints::default(),
             endpoints_due: Vec::new(),
+            auth_proxy: None,
             ready_again: Vec::new(),
             start,
             now: clock(start),
@@ -190,6 +195,21 @@ impl Server {
         Ok(index)
     }
 
+    /// Handshakes without a token are checked by the connect proxy at
+    /// `target` (SPEC §11), which has `timeout_ms` to answer.
+    pub fn set_auth_proxy(&mut self, target: HttpTarget, timeout_ms: u64) -> io::Result<()> {
+        let link = SharedProxyLink::default();
+        self.conns.set_proxy(link.clone());
+        let registry = self.poll.registry().try_clone()?;
+        let index = self.add_endpoint(|_, token| {
+            Ok(Box::new(AuthProxy::new(
+                target, timeout_ms, link, registry, token,
+            )))
+        })?;
+        self.auth_proxy = Some(index);
+        Ok(())
+    }
+
     /// The poll's registry, for endpoints that register sources later.
     pub fn registry(&self) -> &mio::Registry {
         self.poll.registry()
@@ -237,6 +257,7 @@ impl Server {
             }
             self.run_timers();
             self.deliver_mail();
+            self.kick_auth_proxy();
             self.conns.flush_dirty(&mut self.app, self.now);
             self.resume_accepting();
             if let Some(deadline) = self.shutdown_deadline {
@@ -358,6 +379,16 @@ impl Server {
         }
         self.endpoints_due = due;
         self.conns.apply_core(&mut self.app, self.now);
+    }
+
+    /// Handshakes the connection set held for the connect proxy go out now.
+    fn kick_auth_proxy(&mut self) {
+        let Some(index) = self.auth_proxy else { return };
+        if self.conns.proxy_has_jobs() {
+            let wake = self.endpoints.on_timer(index, &mut self.app, self.now);
+            self.schedule_endpoint(index, wake);
+            self.conns.apply_core(&mut self.app, self.now);
+        }
     }
 
     /// Hands what the core sent bridged hosts to their endpoints, and what

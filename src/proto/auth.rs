@@ -185,6 +185,34 @@ impl Authenticator {
         ))
     }
 
+    /// The identity a connect proxy's 200 answer names (SPEC §11):
+    /// `{"sub","permissions"?,"rooms"?,"role"?,"expiresAt"?}`; `None` when it
+    /// is not that, or already expired.
+    pub fn proxied_identity(&self, body: &[u8], now_unix: u64) -> Option<Identity> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Proxied {
+            sub: String,
+            #[serde(default)]
+            permissions: Vec<String>,
+            #[serde(default)]
+            rooms: Vec<String>,
+            role: Option<String>,
+            expires_at: Option<u64>,
+        }
+        let answer: Proxied = serde_json::from_slice(body).ok()?;
+        if answer.sub.is_empty() || answer.expires_at.is_some_and(|exp| exp <= now_unix) {
+            return None;
+        }
+        Some(self.identity(
+            answer.sub,
+            answer.permissions,
+            answer.rooms,
+            answer.role,
+            answer.expires_at,
+        ))
+    }
+
     /// Compares in time that depends only on the configured password's length.
     pub fn check_password(&self, given: &str) -> Result<Identity, AuthError> {
         let expected = self.password.as_ref().ok_or(AuthError::PasswordDisabled)?;
@@ -528,5 +556,25 @@ mod tests {
         assert!(parse_ttl("1w").is_err() && parse_ttl("").is_err() && parse_ttl("0").is_err());
         assert!(parse_ttl("99999999999999999999d").is_err());
         assert!(parse_ttl("3651d").is_err() && parse_ttl("3650d").is_ok());
+    }
+
+    #[test]
+    fn a_connect_proxy_answer_is_an_identity() {
+        let a = auth();
+        let answer =
+            br#"{"sub":"9","permissions":["publish"],"role":"provider","expiresAt":2000000000}"#;
+        let id = a.proxied_identity(answer, NOW).unwrap();
+        assert_eq!(&*id.sub, "9");
+        assert_eq!(id.rooms, vec!["provider_9".into(), "calendar".into()]);
+        assert_eq!(id.expires_at, Some(2_000_000_000));
+        assert!(a.proxied_identity(br#"{"sub":"9"}"#, NOW).is_some());
+        for bad in [
+            &br#"{"sub":""}"#[..],
+            br#"{}"#,
+            b"nope",
+            br#"{"sub":"9","expiresAt":1}"#,
+        ] {
+            assert!(a.proxied_identity(bad, NOW).is_none());
+        }
     }
 }

@@ -78,6 +78,9 @@ pub struct AuthSettings {
     pub auth_timeout_ms: u64,
     /// Empty means any origin.
     pub allowed_origins: Vec<String>,
+    /// The connect proxy (SPEC §11): handshakes without a token are POSTed here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_url: Option<String>,
 }
 
 impl Default for AuthSettings {
@@ -92,6 +95,7 @@ impl Default for AuthSettings {
             jwt_audience: None,
             auth_timeout_ms: 10_000,
             allowed_origins: Vec::new(),
+            proxy_url: None,
         }
     }
 }
@@ -108,6 +112,7 @@ impl fmt::Debug for AuthSettings {
             .field("jwt_audience", &self.jwt_audience)
             .field("auth_timeout_ms", &self.auth_timeout_ms)
             .field("allowed_origins", &self.allowed_origins)
+            .field("proxy_url", &self.proxy_url)
             .finish()
     }
 }

@@ -93,6 +93,14 @@ impl Settings {
                 );
             }
         }
+        if let Some(url) = &auth.proxy_url {
+            if !url.starts_with("http://") {
+                fail(
+                    "server.websocket.auth.proxy_url",
+                    "expected an http:// URL (https:// is not supported yet), or null".into(),
+                );
+            }
+        }
         if ws.tls.cert.is_some() != ws.tls.key.is_some() {
             fail(
                 "server.websocket.tls",

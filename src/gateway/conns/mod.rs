@@ -16,6 +16,7 @@ pub use deadlines::{open_timer, wake_at, OpenTimer};
 
 use super::accept::{admission, Admission, Counts};
 use super::app::App;
+use super::auth_proxy::SharedProxyLink;
 use super::config::{ShellConfig, MAX_HTTP_CONNS, READ_CHUNK, REFUSAL_LINGER_MS};
 use super::conn::{Conn, Serves, Stage};
 use super::endpoint::Mail;
@@ -65,6 +66,8 @@ pub struct Conns {
     start: Instant,
     /// What the core sent bridged hosts, for the loop to hand on.
     mail: Mail,
+    /// The connect proxy's jobs and verdicts (`None`: no proxy configured).
+    proxy: Option<SharedProxyLink>,
 }
 
 impl Conns {
@@ -89,6 +92,7 @@ impl Conns {
             closed: 0,
             start,
             mail: Mail::default(),
+            proxy: None,
         }
     }
 
@@ -116,6 +120,12 @@ impl Conns {
     /// Applies the core's queued actions (after an endpoint called it).
     pub fn apply_core(&mut self, app: &mut App, now: Now) {
         self.apply_outbox(app, now);
+        self.apply_proxy_verdicts(app, now);
+    }
+
+    /// Handshakes without a token go to the connect proxy through `link`.
+    pub fn set_proxy(&mut self, link: SharedProxyLink) {
+        self.proxy = Some(link);
     }
 
     /// Takes what the core sent bridged hosts since the last call.
