@@ -49,6 +49,8 @@ pub struct Server {
     /// The connect proxy's endpoint, if configured.
     auth_proxy: Option<usize>,
     ready_again: Vec<Ready>,
+    /// Listeners ready in this pass, served after the connections.
+    accepting: Vec<usize>,
     start: Instant,
     now: Now,
     shutdown_deadline: Option<u64>,
@@ -111,6 +113,7 @@ impl Server {
             endpoints_due: Vec::new(),
             auth_proxy: None,
             ready_again: Vec::new(),
+            accepting: Vec::new(),
             start,
             now: clock(start),
             shutdown_deadline: None,
@@ -230,10 +233,11 @@ impl Server {
                 }
             }
             self.now = clock(self.start);
+            let mut accepting = std::mem::take(&mut self.accepting);
             for event in events.iter() {
                 match Source::of(event.token()) {
                     Source::Signal => self.on_signal(),
-                    Source::Listener(i) => self.accept(i),
+                    Source::Listener(i) => accepting.push(i),
                     Source::Endpoint(i) => {
                         let wake = self.endpoints.on_event(i, event, &mut self.app, self.now);
                         self.schedule_endpoint(i, wake);
@@ -252,9 +256,16 @@ impl Server {
             for ready in again {
                 match ready {
                     Ready::Conn(key) => self.read(key),
-                    Ready::Listener(i) => self.accept(i),
+                    Ready::Listener(i) => accepting.push(i),
                 }
             }
+            // New clients last: what the connections sent is read first, so
+            // a request that has arrived completes before a newcomer may
+            // evict its connection as the oldest incomplete one.
+            for index in accepting.drain(..) {
+                self.accept(index);
+            }
+            self.accepting = accepting;
             self.run_timers();
             self.deliver_mail();
             self.kick_auth_proxy();
