@@ -333,6 +333,11 @@ class H(BaseHTTPRequestHandler):
         self.wfile.write(data)
 srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
 srv.handle_error = lambda *a: None  # tether closing a kept-alive connection
+if os.environ.get("TLS_CERT"):
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(os.environ["TLS_CERT"], os.environ["TLS_KEY"])
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
 print(srv.server_address[1], flush=True)
 srv.serve_forever()
 "#;
@@ -349,11 +354,49 @@ impl Backend {
         Backend::start_script(dir, "backend.py")
     }
 
+    /// The backend over https, with a certificate for 127.0.0.1 made now
+    /// (`cert.pem`, also the `ca` to trust).
+    fn start_tls(dir: &Path) -> Backend {
+        std::fs::write(dir.join("backend.py"), BACKEND).unwrap();
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            // A leaf, trusted directly: webpki refuses a CA as end entity.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-keyout", "key.pem", "-out", "cert.pem"])
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        Backend::start_script_with(
+            dir,
+            "backend.py",
+            &[("TLS_CERT", "cert.pem"), ("TLS_KEY", "key.pem")],
+        )
+    }
+
     /// Runs `script` (in `dir`), which prints its port first.
     fn start_script(dir: &Path, script: &str) -> Backend {
+        Backend::start_script_with(dir, script, &[])
+    }
+
+    fn start_script_with(dir: &Path, script: &str, envs: &[(&str, &str)]) -> Backend {
         use std::io::BufRead;
         let mut child = std::process::Command::new("python3")
             .arg(script)
+            .envs(envs.iter().copied())
             .current_dir(dir)
             .env("SECRET", SECRET)
             .stdout(std::process::Stdio::piped())
@@ -531,6 +574,8 @@ fn a_backend_hears_the_notices_it_asked_for() {
             .collect();
         seen.iter().any(|e| e == "host.client_left")
     });
+    // Two connections may carry them at once: their order is the backend's.
+    seen.sort();
     assert_eq!(seen, ["host.client_joined", "host.client_left"]);
 }
 
@@ -723,4 +768,31 @@ fn the_connect_proxy_refuses_and_times_out() {
         refused(server.port(), "/", &[("Cookie", "session=nope")]),
         401
     );
+}
+
+#[test]
+fn an_https_backend_is_verified_against_its_ca() {
+    let dir = TempDir::new("url-https");
+    let backend = Backend::start_tls(dir.path());
+    let mut settings = url_settings(backend.port, json!({}));
+    let host = &mut settings["hosts"][0];
+    host["url"] = json!(format!("https://127.0.0.1:{}/tether/", backend.port));
+    host["ca"] = json!(dir.path().join("cert.pem"));
+    let server = Server::start_in(dir.path(), settings, &[("JWT_SECRET", SECRET)]);
+    let mut ws = client(&server);
+    let answer = ask(&mut ws, "echo", json!({"over": "tls"}), 1);
+    assert_eq!(answer["event"], "echo.ok", "{answer} {:?}", server.logs());
+    assert_eq!(answer["data"]["got"], json!({"over": "tls"}));
+    let again = ask(&mut ws, "echo", json!(2), 2);
+    assert_eq!(again["event"], "echo.ok", "{again}");
+    drop(server);
+
+    // Without the CA, the system's store does not know this certificate.
+    let dir2 = TempDir::new("url-https-untrusted");
+    let mut settings = url_settings(backend.port, json!({}));
+    settings["hosts"][0]["url"] = json!(format!("https://127.0.0.1:{}/tether/", backend.port));
+    let server = Server::start_in(dir2.path(), settings, &[("JWT_SECRET", SECRET)]);
+    let mut ws = client(&server);
+    let refused = ask(&mut ws, "echo", json!(1), 1);
+    assert_error(&refused, "host_unavailable");
 }

@@ -111,8 +111,13 @@ impl BackendHost {
         let register = json!({"event": "host.register", "data": {"events": self.events}});
         hub.on_text(self.key, now, &register.to_string());
         let target = self.pool.target();
+        let scheme = if target.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         info!(
-            "host {}: POSTing to http://{}{}",
+            "host {}: POSTing to {scheme}://{}{}",
             self.name, target.authority, target.path
         );
     }

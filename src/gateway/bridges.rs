@@ -63,7 +63,7 @@ pub fn add_bridged_hosts(
             .map_err(|e| format!("hosts[{i}]: {e}"))?;
     }
     if let Some(url) = &s.server.websocket.auth.proxy_url {
-        let target = HttpTarget::from_url(url)
+        let target = HttpTarget::from_url(url, None)
             .map_err(|e| format!("server.websocket.auth.proxy_url: {e}"))?;
         server
             .set_auth_proxy(target, s.server.websocket.auth.auth_timeout_ms)
@@ -76,7 +76,8 @@ pub fn add_bridged_hosts(
 fn backend_config(s: &Settings, i: usize) -> Result<BackendConfig, String> {
     let host = &s.hosts[i];
     let url = host.url.as_deref().unwrap_or("");
-    let target = HttpTarget::from_url(url).map_err(|e| format!("hosts[{i}].url: {e}"))?;
+    let target = HttpTarget::from_url(url, host.ca.as_deref())
+        .map_err(|e| format!("hosts[{i}].url: {e}"))?;
     let events: serde_json::Map<String, serde_json::Value> = host
         .events
         .iter()

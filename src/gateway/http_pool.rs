@@ -3,14 +3,17 @@
 //! deadline per request. Used by `url` hosts and the connect proxy (SPEC §11);
 //! each request carries a tag its user gets back with the outcome.
 
+use super::http_tls::{self, TlsTarget};
 use super::nonblocking::retry;
 use crate::proto::http_response::{write_post, Parsed, Response, ResponseParser};
 use log::debug;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use rustls::ClientConnection;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 
 /// Where requests go.
 #[derive(Debug, Clone)]
@@ -19,16 +22,21 @@ pub struct HttpTarget {
     /// The `Host` header: the URL's authority.
     pub authority: String,
     pub path: String,
+    /// `https://`: how to speak TLS to it.
+    pub tls: Option<TlsTarget>,
 }
 
 impl HttpTarget {
-    /// `http://HOST[:PORT]/PATH`, the name resolved now (once).
-    pub fn from_url(url: &str) -> Result<HttpTarget, String> {
-        if url.starts_with("https://") {
-            return Err("https:// is not supported by this build yet".into());
-        }
+    /// `http(s)://HOST[:PORT]/PATH`, the name resolved now (once); `ca`:
+    /// the CAs an `https://` server is checked against (else the system's).
+    pub fn from_url(url: &str, ca: Option<&Path>) -> Result<HttpTarget, String> {
         let (authority, host, port, path) =
-            split_url(url).ok_or("expected http://HOST[:PORT]/PATH")?;
+            split_url(url).ok_or("expected http(s)://HOST[:PORT]/PATH")?;
+        let tls = if url.starts_with("https://") {
+            Some(TlsTarget::new(&host, ca)?)
+        } else {
+            None
+        };
         let addr = (host.as_str(), port)
             .to_socket_addrs()
             .ok()
@@ -38,20 +46,24 @@ impl HttpTarget {
             addr,
             authority,
             path,
+            tls,
         })
     }
 }
 
-/// Splits `http://HOST[:PORT]/PATH` into authority, host, port and path.
+/// Splits `http(s)://HOST[:PORT]/PATH` into authority, host, port and path.
 pub fn split_url(url: &str) -> Option<(String, String, u16, String)> {
-    let rest = url.strip_prefix("http://")?;
+    let (rest, default_port) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, 443),
+        None => (url.strip_prefix("http://")?, 80),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse().ok()?),
-        _ => (authority, 80),
+        _ => (authority, default_port),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
@@ -77,6 +89,7 @@ struct Waiting<T> {
 
 struct PoolConn<T> {
     sock: TcpStream,
+    tls: Option<Box<ClientConnection>>,
     out: Vec<u8>,
     parser: ResponseParser,
     job: Option<(Waiting<T>, u64)>,
@@ -219,8 +232,13 @@ impl<T> HttpPool<T> {
             .register(&mut sock, self.token, interest)
             .map_err(|e| format!("cannot register: {e}"))?;
         let _ = sock.set_nodelay(true);
+        let tls = match &self.target.tls {
+            Some(target) => Some(Box::new(target.connect()?)),
+            None => None,
+        };
         Ok(PoolConn {
             sock,
+            tls,
             out: Vec::new(),
             parser: ResponseParser::new(self.max_body),
             job: None,
@@ -233,33 +251,17 @@ impl<T> HttpPool<T> {
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
-        let mut failure = None;
-        while !conn.out.is_empty() {
-            match retry(|| conn.sock.write(&conn.out)) {
-                Ok(Some(0)) => failure = Some("connection closed".to_string()),
-                Ok(Some(n)) => {
-                    conn.out.drain(..n);
-                    continue;
+        let (failure, eof) = match conn.tls.as_deref_mut() {
+            None => plain_io(&mut conn.sock, &mut conn.out, &mut conn.parser),
+            Some(tls) => {
+                let parser = &mut conn.parser;
+                let wrote = http_tls::write(tls, &mut conn.sock, &mut conn.out);
+                match wrote.and_then(|_| http_tls::read(tls, &mut conn.sock, |b| parser.feed(b))) {
+                    Ok(eof) => (None, eof),
+                    Err(e) => (Some(e.to_string()), false),
                 }
-                Ok(None) => {}
-                Err(e) => failure = Some(e.to_string()),
             }
-            break;
-        }
-        let mut eof = false;
-        let mut chunk = [0u8; 16 * 1024];
-        while failure.is_none() {
-            match retry(|| conn.sock.read(&mut chunk)) {
-                Ok(Some(0)) => eof = true,
-                Ok(Some(n)) => {
-                    conn.parser.feed(&chunk[..n]);
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => failure = Some(e.to_string()),
-            }
-            break;
-        }
+        };
         if conn.job.is_none() {
             // An idle connection that closes or talks out of turn is dropped.
             if eof || failure.is_some() || !conn.parser.is_empty() {
@@ -310,6 +312,34 @@ impl<T> HttpPool<T> {
     }
 }
 
+/// Writes what is queued and reads what arrived on a plain socket:
+/// (a failure, end of file).
+fn plain_io(
+    sock: &mut TcpStream,
+    out: &mut Vec<u8>,
+    parser: &mut ResponseParser,
+) -> (Option<String>, bool) {
+    while !out.is_empty() {
+        match retry(|| sock.write(out)) {
+            Ok(Some(0)) => return (Some("connection closed".into()), false),
+            Ok(Some(n)) => {
+                out.drain(..n);
+            }
+            Ok(None) => break,
+            Err(e) => return (Some(e.to_string()), false),
+        }
+    }
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match retry(|| sock.read(&mut chunk)) {
+            Ok(Some(0)) => return (None, true),
+            Ok(Some(n)) => parser.feed(&chunk[..n]),
+            Ok(None) => return (None, false),
+            Err(e) => return (Some(e.to_string()), false),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::split_url;
@@ -333,7 +363,11 @@ mod tests {
             split_url("http://[::1]:81/x?y"),
             Some(("[::1]:81".into(), "::1".into(), 81, "/x?y".into()))
         );
-        assert_eq!(split_url("https://x/"), None);
+        assert_eq!(
+            split_url("https://x/"),
+            Some(("x".into(), "x".into(), 443, "/".into()))
+        );
+        assert_eq!(split_url("ftp://x/"), None);
         assert_eq!(split_url("http:///x"), None);
     }
 }

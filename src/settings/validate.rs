@@ -94,10 +94,10 @@ impl Settings {
             }
         }
         if let Some(url) = &auth.proxy_url {
-            if !url.starts_with("http://") {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
                 fail(
                     "server.websocket.auth.proxy_url",
-                    "expected an http:// URL (https:// is not supported yet), or null".into(),
+                    "expected an http:// or https:// URL, or null".into(),
                 );
             }
         }
