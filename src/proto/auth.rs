@@ -2,6 +2,7 @@
 //!
 //! Time is passed in (`now_unix`), so verification is testable without a clock.
 
+use crate::proto::claims::{ClaimError, ClaimNames};
 use jwt_simple::prelude::*;
 use jwt_simple::JWTError;
 use std::collections::{BTreeMap, HashSet};
@@ -123,6 +124,8 @@ pub struct Authenticator {
     password: Option<Box<[u8]>>,
     password_permissions: Vec<Box<str>>,
     by_role: BTreeMap<String, Vec<String>>,
+    /// `auth.jwt_claims` when it is not the identity map.
+    claim_names: Option<ClaimNames>,
 }
 
 impl Authenticator {
@@ -144,7 +147,14 @@ impl Authenticator {
                 .map(|p| p.as_str().into())
                 .collect(),
             by_role,
+            claim_names: None,
         }
+    }
+
+    /// Reads tokens through `auth.jwt_claims` (SPEC §13).
+    pub fn with_claim_names(mut self, names: ClaimNames) -> Authenticator {
+        self.claim_names = (names != ClaimNames::default()).then_some(names);
+        self
     }
 
     /// Verifies an HS256 token at `now_unix`. Other algorithms (`none` included) fail.
@@ -160,6 +170,24 @@ impl Authenticator {
             max_token_length: Some(MAX_TOKEN_BYTES),
             ..VerificationOptions::default()
         };
+        if let Some(names) = &self.claim_names {
+            let claims = self
+                .key
+                .verify_token::<serde_json::Map<String, serde_json::Value>>(token, Some(options))
+                .map_err(classify)?;
+            let exp = claims.expires_at.ok_or(AuthError::MissingExp)?.as_secs();
+            let mapped = names
+                .read(claims.subject, &claims.custom)
+                .map_err(|e| match e {
+                    ClaimError::MissingSub => AuthError::MissingSub,
+                    ClaimError::Malformed => AuthError::Malformed,
+                })?;
+            if exp <= now_unix {
+                return Err(AuthError::Expired);
+            }
+            let (permissions, rooms) = (mapped.permissions, mapped.rooms);
+            return Ok(self.identity(mapped.sub, permissions, rooms, mapped.role, Some(exp)));
+        }
         let claims = self
             .key
             .verify_token::<TetherClaims>(token, Some(options))
@@ -182,34 +210,6 @@ impl Authenticator {
             custom.rooms.unwrap_or_default(),
             custom.role,
             Some(exp),
-        ))
-    }
-
-    /// The identity a connect proxy's 200 answer names (SPEC §11):
-    /// `{"sub","permissions"?,"rooms"?,"role"?,"expiresAt"?}`; `None` when it
-    /// is not that, or already expired.
-    pub fn proxied_identity(&self, body: &[u8], now_unix: u64) -> Option<Identity> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Proxied {
-            sub: String,
-            #[serde(default)]
-            permissions: Vec<String>,
-            #[serde(default)]
-            rooms: Vec<String>,
-            role: Option<String>,
-            expires_at: Option<u64>,
-        }
-        let answer: Proxied = serde_json::from_slice(body).ok()?;
-        if answer.sub.is_empty() || answer.expires_at.is_some_and(|exp| exp <= now_unix) {
-            return None;
-        }
-        Some(self.identity(
-            answer.sub,
-            answer.permissions,
-            answer.rooms,
-            answer.role,
-            answer.expires_at,
         ))
     }
 
@@ -269,7 +269,7 @@ impl Authenticator {
         Ok((token, exp))
     }
 
-    fn identity(
+    pub(crate) fn identity(
         &self,
         sub: String,
         permissions: Vec<String>,
@@ -556,25 +556,5 @@ mod tests {
         assert!(parse_ttl("1w").is_err() && parse_ttl("").is_err() && parse_ttl("0").is_err());
         assert!(parse_ttl("99999999999999999999d").is_err());
         assert!(parse_ttl("3651d").is_err() && parse_ttl("3650d").is_ok());
-    }
-
-    #[test]
-    fn a_connect_proxy_answer_is_an_identity() {
-        let a = auth();
-        let answer =
-            br#"{"sub":"9","permissions":["publish"],"role":"provider","expiresAt":2000000000}"#;
-        let id = a.proxied_identity(answer, NOW).unwrap();
-        assert_eq!(&*id.sub, "9");
-        assert_eq!(id.rooms, vec!["provider_9".into(), "calendar".into()]);
-        assert_eq!(id.expires_at, Some(2_000_000_000));
-        assert!(a.proxied_identity(br#"{"sub":"9"}"#, NOW).is_some());
-        for bad in [
-            &br#"{"sub":""}"#[..],
-            br#"{}"#,
-            b"nope",
-            br#"{"sub":"9","expiresAt":1}"#,
-        ] {
-            assert!(a.proxied_identity(bad, NOW).is_none());
-        }
     }
 }

@@ -50,6 +50,10 @@ pub struct Upgrade {
     pub offers_subprotocol: bool,
     /// The headers a connect proxy is shown (SPEC §11), those present.
     pub forwarded: Vec<(&'static str, String)>,
+    /// Every `X-Forwarded-For` header, joined by commas (read only from a
+    /// trusted proxy, see [`super::forwarded`]).
+    pub forwarded_for: Option<String>,
+    pub real_ip: Option<String>,
 }
 
 /// What a connect proxy sees of a handshake, in this order.
@@ -155,6 +159,16 @@ pub fn parse(buf: &[u8]) -> Parsed {
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
 
+    let joined = |name: &str| -> Option<String> {
+        let values: Vec<&str> = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    };
+
     let bearer = header("Authorization").and_then(|v| {
         let (scheme, rest) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
@@ -227,6 +241,8 @@ pub fn parse(buf: &[u8]) -> Parsed {
             .iter()
             .filter_map(|&name| header(name).map(|v| (name, v.to_string())))
             .collect(),
+        forwarded_for: joined("X-Forwarded-For"),
+        real_ip: header("X-Real-IP").map(str::to_string),
     };
     Parsed::Complete(Request::Upgrade(upgrade), head_len)
 }

@@ -1,10 +1,14 @@
 //! The sans-IO core: protocol, sessions, auth, rooms and limits.
 //! Nothing here touches a socket or reads the clock: time is passed in.
 
+pub mod action;
+pub mod activity;
 pub mod auth;
 pub mod bounds;
+pub mod claims;
 pub mod client_id;
 pub mod envelope;
+pub mod forwarded;
 pub mod frame;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
@@ -14,8 +18,11 @@ pub mod host_link;
 pub mod http_response;
 pub mod hub;
 pub mod limits;
+pub mod origin;
 pub mod outbox;
+pub mod path_rooms;
 pub mod program_host;
+pub mod proxied;
 pub mod rooms;
 
 /// The current time, as the shell read it once per loop pass.

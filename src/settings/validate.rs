@@ -201,6 +201,7 @@ impl Settings {
 
         super::hosts::check_hosts(&self.hosts, &mut errors);
 
+        errors.extend(self.compat_problems());
         if errors.is_empty() {
             Ok(())
         } else {

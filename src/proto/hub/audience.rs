@@ -6,12 +6,11 @@ use super::{Hub, Session};
 use crate::proto::client_id::{client_id_str, key_of};
 use crate::proto::envelope::JsonWriter;
 use crate::proto::host_link::HostLink;
-use crate::proto::outbox::{Action, Body};
+use crate::proto::outbox::Broadcast;
 use crate::proto::rooms::ConnKey;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::rc::Rc;
 
 /// An event published to an audience: the body of `POST /api/publish` and
 /// the data of `host.broadcast` (which takes no `client`). Unknown fields are
@@ -77,10 +76,9 @@ impl Hub {
                 .into_iter()
                 .collect(),
         };
-        let shared: Rc<[u8]> = message.into();
+        let mut message = Broadcast::new(message);
         for &to in &targets {
-            let body = Body::Shared(shared.clone());
-            self.out.actions.push(Action::Send { to, body });
+            self.out.send_shared(to, &mut message);
         }
         targets.len() as u64
     }

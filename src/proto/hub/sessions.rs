@@ -90,6 +90,6 @@ impl Hub {
         };
         let id = ClientId::new(serial, key).0;
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        self.open(key, id, ip, now, Some(identity));
+        self.open(key, id, ip, now, Some(identity), "");
     }
 }
