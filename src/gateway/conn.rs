@@ -3,6 +3,7 @@
 use super::held::Held;
 use super::outqueue::OutQueue;
 use super::pool::BufPool;
+use crate::proto::deflate::Agreed;
 use crate::proto::frame::Decoder;
 use crate::proto::handshake::Upgrade;
 use mio::net::TcpStream;
@@ -143,6 +144,8 @@ pub struct Conn {
     pub tls: Option<Box<ServerConnection>>,
     /// An upgrade held for the connect proxy's verdict.
     pub proxied: Option<Box<Upgrade>>,
+    /// permessage-deflate as negotiated (`None`: messages go uncompressed).
+    pub deflate: Option<Agreed>,
 }
 
 impl Conn {
@@ -165,6 +168,7 @@ impl Conn {
             held: None,
             tls: None,
             proxied: None,
+            deflate: None,
         }
     }
 

@@ -204,7 +204,7 @@ fn publish(req: &HttpRequest<'_>, hub: &mut Hub, now: Now) -> HttpAnswer {
         (None, None) => Audience::All,
     };
     let data = body.data.map_or("null", |d| d.get());
-    let delivered = hub.publish(&body.event, data, audience);
+    let delivered = hub.publish(&body.event, data, audience, now);
     let mut out = Vec::with_capacity(24);
     JsonWriter::object(&mut out)
         .u64("delivered", delivered)
@@ -216,7 +216,7 @@ fn publish(req: &HttpRequest<'_>, hub: &mut Hub, now: Now) -> HttpAnswer {
 mod tests {
     use super::*;
     use crate::proto::auth::{Authenticator, MintRequest};
-    use crate::proto::hub::{Action, HubConfig};
+    use crate::proto::hub::{Action, HubConfig, RoomFeatures};
     use serde_json::{json, Value};
     use std::collections::BTreeMap;
 
@@ -239,6 +239,7 @@ mod tests {
             server_name: "tether/test".into(),
             compat: Default::default(),
             max_reply_bytes: 1 << 20,
+            features: RoomFeatures::default(),
         })
     }
 

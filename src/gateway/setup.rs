@@ -3,7 +3,8 @@
 
 use super::config::{ReloadError, Reloaded, ShellConfig};
 use crate::proto::auth::Authenticator;
-use crate::proto::hub::HubConfig;
+use crate::proto::history::HistoryConfig;
+use crate::proto::hub::{HubConfig, PresenceConfig, RoomFeatures};
 use crate::settings::{self, ConfigSource, IpAllowList, Settings};
 use log::{info, warn};
 use serde_json::Value;
@@ -17,6 +18,8 @@ const RESTART_ONLY: &[&str] = &[
     "server.health",
     // Bridged programs and backends are started once (SPEC §11).
     "hosts",
+    // Rings, offsets and the history budget in the logged ceiling stay as started.
+    "rooms.history",
 ];
 
 pub fn authenticator(s: &Settings, secret: &[u8]) -> Authenticator {
@@ -41,7 +44,39 @@ pub fn hub_config(s: &Settings, secret: &[u8]) -> HubConfig {
         server_name: crate::server_name(),
         compat: s.compat(),
         max_reply_bytes: crate::proto::hub::reply_budget(s.limits.max_outbound_bytes),
+        features: room_features(s),
     }
+}
+
+/// `rooms.history` and `rooms.presence`, with this process's epoch tag.
+pub fn room_features(s: &Settings) -> RoomFeatures {
+    let (history, presence) = (&s.rooms.history, &s.rooms.presence);
+    RoomFeatures {
+        history: HistoryConfig {
+            size: history.size,
+            ttl_ms: history.ttl_s.saturating_mul(1000),
+            max_bytes: history.max_bytes,
+            epoch_tag: epoch_tag(),
+        },
+        presence: PresenceConfig {
+            enabled: presence.enabled,
+            notify_max_members: presence.notify_max_members,
+        },
+    }
+}
+
+/// A value that differs between process starts (a randomly keyed hash of
+/// the time and the process id): history is lost at a restart, so epochs
+/// must change.
+fn epoch_tag() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 pub fn shell_config(s: &Settings, allow: IpAllowList) -> ShellConfig {
@@ -61,7 +96,25 @@ pub fn shell_config(s: &Settings, allow: IpAllowList) -> ShellConfig {
         origins: s.origin_policy(),
         // Validated with the other settings: a list that does not parse trusts no one.
         trusted_proxies: s.trusted_proxies().unwrap_or_default(),
+        compression: s.server.websocket.compression.enabled,
+        compression_min_bytes: s.server.websocket.compression.min_bytes,
+        history_bytes: history_bytes_bound(s),
     }
+}
+
+/// What the room histories hold at most: nothing when off, else
+/// `max_bytes` (overheads counted) and one message over it while it is
+/// being added.
+fn history_bytes_bound(s: &Settings) -> usize {
+    let history = &s.rooms.history;
+    if history.size == 0 {
+        return 0;
+    }
+    let one = s.limits.max_message_bytes + crate::proto::history::ENTRY_OVERHEAD;
+    history.max_bytes
+        + one
+        + crate::proto::history::ROOM_OVERHEAD
+        + crate::proto::hub::MAX_ROOM_NAME
 }
 
 /// Leaf keys (dotted paths) whose values differ between two JSON documents.
@@ -191,5 +244,7 @@ mod tests {
         assert!(restart_only("server.websocket.tls.cert"));
         assert!(!restart_only("server.websocket.auth.allowed_ip"));
         assert!(!restart_only("server.websocket.hostname"));
+        assert!(restart_only("rooms.history.size"));
+        assert!(!restart_only("rooms.presence.enabled"));
     }
 }

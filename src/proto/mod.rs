@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bounds;
 pub mod claims;
 pub mod client_id;
+pub mod deflate;
 pub mod envelope;
 pub mod forwarded;
 pub mod frame;
@@ -14,6 +15,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod history;
 pub mod host_link;
 pub mod http_response;
 pub mod hub;

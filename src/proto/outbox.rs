@@ -50,9 +50,11 @@ pub(crate) struct Broadcast {
 }
 
 impl Broadcast {
-    pub(crate) fn new(event_form: Vec<u8>) -> Broadcast {
+    /// The section-4 form of a message for many recipients (a room's
+    /// history may keep the same bytes).
+    pub(crate) fn shared(event_form: Rc<[u8]>) -> Broadcast {
         Broadcast {
-            event_form: event_form.into(),
+            event_form,
             action_form: None,
         }
     }

@@ -8,9 +8,11 @@ use crate::proto::envelope::JsonWriter;
 use crate::proto::host_link::HostLink;
 use crate::proto::outbox::Broadcast;
 use crate::proto::rooms::ConnKey;
+use crate::proto::Now;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::rc::Rc;
 
 /// An event published to an audience: the body of `POST /api/publish` and
 /// the data of `host.broadcast` (which takes no `client`). Unknown fields are
@@ -47,14 +49,21 @@ fn is_client(hosts: &HostLink, key: ConnKey, session: &Session) -> bool {
 impl Hub {
     /// Queues `{"event","data","room"?}` for the audience; `data` is raw JSON.
     /// Returns how many clients it was queued for.
-    pub fn publish(&mut self, event: &str, data: &str, audience: Audience<'_>) -> u64 {
-        let mut message = Vec::with_capacity(32 + event.len() + data.len());
-        let mut msg = JsonWriter::object(&mut message);
-        msg.str("event", event).raw("data", data);
-        if let Audience::Room(room) = audience {
-            msg.str("room", room);
-        }
-        msg.end();
+    /// A room's message goes into its history (`now` ages it).
+    pub fn publish(&mut self, event: &str, data: &str, audience: Audience<'_>, now: Now) -> u64 {
+        let capacity = 32 + event.len() + data.len();
+        let shared: Rc<[u8]> = match audience {
+            Audience::Room(room) => self.room_message(room, now, capacity + room.len(), |msg| {
+                msg.str("event", event).raw("data", data).str("room", room);
+            }),
+            Audience::All | Audience::Client(_) => {
+                let mut message = Vec::with_capacity(capacity);
+                let mut msg = JsonWriter::object(&mut message);
+                msg.str("event", event).raw("data", data);
+                msg.end();
+                message.into()
+            }
+        };
         let targets: Vec<usize> = match audience {
             Audience::All => self.clients().map(|(key, _)| key).collect(),
             Audience::Room(room) => self
@@ -76,7 +85,7 @@ impl Hub {
                 .into_iter()
                 .collect(),
         };
-        let mut message = Broadcast::new(message);
+        let mut message = Broadcast::shared(shared);
         for &to in &targets {
             self.out.send_shared(to, &mut message);
         }

@@ -22,13 +22,15 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 /// Client events the gateway itself serves; no host may take them.
-const BUILT_IN: [&str; 6] = [
+const BUILT_IN: [&str; 8] = [
     "auth",
     "ping",
     "whoami",
     "subscribe",
     "unsubscribe",
     "publish",
+    "history",
+    "presence",
 ];
 
 #[derive(Deserialize)]
@@ -353,7 +355,7 @@ impl Hub {
             None => Audience::All,
         };
         let data = broadcast.data.map_or("null", |d| d.get());
-        let delivered = self.publish(&broadcast.event, data, audience);
+        let delivered = self.publish(&broadcast.event, data, audience, now);
         self.out.ack(key, rid, |w| {
             w.u64("delivered", delivered);
         });
