@@ -275,6 +275,7 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
             .map_err(|e| format!("server.health: {e}"))?;
         health_addrs
     };
+    tether::gateway::bridges::add_bridged_hosts(&mut server, &s, &source)?;
     let mut reloader = Reloader::new(source, s.clone());
     server.set_reloader(Box::new(move || reloader.reload()));
     for addr in health_addrs {

@@ -16,6 +16,8 @@ const RESTART_ONLY: &[&str] = &[
     "server.websocket.port",
     "server.websocket.tls",
     "server.health",
+    // Bridged programs and backends are started once (SPEC §11).
+    "hosts",
     // Rings, offsets and the history budget in the logged ceiling stay as started.
     "rooms.history",
 ];

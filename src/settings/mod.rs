@@ -12,6 +12,7 @@ mod allow_list;
 mod compat;
 mod env;
 mod errors;
+mod hosts;
 mod parse;
 mod schema;
 mod secrets;
@@ -30,6 +31,7 @@ pub use allow_list::{parse_allowed_ips, IpAllowList};
 pub use compat::ignored_key_warning;
 pub use env::{state_dir, state_dir_with};
 pub use errors::{SettingError, SettingsErrors};
+pub use hosts::{valid_host_name, BridgedHost, MAX_HOST_NAME};
 pub use schema::{
     AuthSettings, CompressionSettings, Envelope, HealthSettings, HistorySettings, HostSettings,
     JwtClaims, Limits, LogSettings, PresenceSettings, RoomsSettings, ServerSettings, Settings,

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::hosts::BridgedHost;
+
 /// Text shown instead of a secret value.
 pub const REDACTED: &str = "<redacted>";
 
@@ -28,6 +30,9 @@ pub struct Settings {
     pub rooms: RoomsSettings,
     pub host: HostSettings,
     pub log: LogSettings,
+    /// Bridged hosts (SPEC §11); not shown when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<BridgedHost>,
     /// Dotted paths of the unknown keys that were ignored (not settings).
     #[serde(skip)]
     pub ignored_keys: Vec<String>,
@@ -132,6 +137,9 @@ pub struct AuthSettings {
     pub auth_timeout_ms: u64,
     /// Empty means any origin.
     pub allowed_origins: Vec<String>,
+    /// The connect proxy (SPEC §11): handshakes without a token are POSTed here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_url: Option<String>,
     #[serde(skip_serializing_if = "JwtClaims::is_default")]
     pub jwt_claims: JwtClaims,
 }
@@ -148,6 +156,7 @@ impl Default for AuthSettings {
             jwt_audience: None,
             auth_timeout_ms: 10_000,
             allowed_origins: Vec::new(),
+            proxy_url: None,
             jwt_claims: JwtClaims::default(),
         }
     }
@@ -165,6 +174,7 @@ impl fmt::Debug for AuthSettings {
             .field("jwt_audience", &self.jwt_audience)
             .field("auth_timeout_ms", &self.auth_timeout_ms)
             .field("allowed_origins", &self.allowed_origins)
+            .field("proxy_url", &self.proxy_url)
             .field("jwt_claims", &self.jwt_claims)
             .finish()
     }

@@ -20,10 +20,12 @@ mod frames;
 mod handshake;
 #[cfg(test)]
 mod regressions;
+mod responses;
 
 pub use dispatch::dispatch;
 pub use frames::frames;
 pub use handshake::handshake;
+pub use responses::responses;
 
 const SECRET: &[u8] = b"tether-fuzzing-secret-0123456789";
 const PASSWORD: &str = "pw";

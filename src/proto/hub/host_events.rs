@@ -265,6 +265,10 @@ impl Hub {
                 return self.error(key, ErrorCode::Forbidden, &msg, now, rid);
             }
         }
+        if self.hosts.is_congested(host) {
+            let msg = "the host reads too slowly; retry later";
+            return self.error(key, ErrorCode::HostUnavailable, msg, now, rid);
+        }
         if !self.hosts.has_room(key, host) {
             let msg = "too many requests are waiting for the host; retry later";
             return self.error(key, ErrorCode::HostUnavailable, msg, now, rid);
