@@ -15,6 +15,8 @@ const RESTART_ONLY: &[&str] = &[
     "server.websocket.port",
     "server.websocket.tls",
     "server.health",
+    // The broker link, the node's identity and its heartbeat are set up once.
+    "cluster",
 ];
 
 pub fn authenticator(s: &Settings, secret: &[u8]) -> Authenticator {
@@ -111,8 +113,7 @@ impl Reloader {
     pub fn reload(&mut self) -> Result<Reloaded, ReloadError> {
         let mut next =
             settings::load(&self.source).map_err(|e| ReloadError::Settings(e.to_string()))?;
-        let old = serde_json::to_value(&self.current).map_err(ReloadError::Compare)?;
-        let new = serde_json::to_value(&next).map_err(ReloadError::Compare)?;
+        let (old, new) = (self.current.full_value(), next.full_value());
         let mut paths = Vec::new();
         changed_paths(&old, &new, &mut String::new(), &mut paths);
         // Listening sockets stay as they are until a restart.
@@ -120,6 +121,7 @@ impl Reloader {
         next.server.websocket.port = self.current.server.websocket.port;
         next.server.websocket.tls = self.current.server.websocket.tls.clone();
         next.server.health = self.current.server.health.clone();
+        next.cluster = self.current.cluster.clone();
         let (secret, secret_source) = next
             .resolve_jwt_secret(|k| std::env::var(k).ok(), &settings::state_dir())
             .map_err(|e| ReloadError::Secret(e.to_string()))?;
@@ -181,5 +183,7 @@ mod tests {
         assert!(restart_only("server.websocket.tls.cert"));
         assert!(!restart_only("server.websocket.auth.allowed_ip"));
         assert!(!restart_only("server.websocket.hostname"));
+        assert!(restart_only("cluster.redis"));
+        assert!(restart_only("cluster.heartbeat_ms"));
     }
 }
