@@ -13,6 +13,7 @@ pub mod host_link;
 pub mod hub;
 pub mod limits;
 pub mod outbox;
+pub mod redis;
 pub mod rooms;
 
 /// The current time, as the shell read it once per loop pass.

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::schema::REDACTED;
+use super::errors::REDACTED;
 
 /// Where the broker listens.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cluster::ClusterSettings;
 
-/// Text shown instead of a secret value.
-pub const REDACTED: &str = "<redacted>";
+pub use super::errors::REDACTED;
 
 /// Minimum length of a JWT HMAC secret, in bytes.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
