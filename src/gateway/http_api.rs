@@ -230,6 +230,7 @@ mod tests {
             max_messages_per_minute: 60,
             request_timeout_ms: 5_000,
             server_name: "tether/test".into(),
+            max_reply_bytes: 1 << 20,
         })
     }
 

@@ -38,6 +38,7 @@ pub fn hub_config(s: &Settings, secret: &[u8]) -> HubConfig {
         max_messages_per_minute: s.limits.max_messages_per_minute,
         request_timeout_ms: s.host.request_timeout_ms,
         server_name: crate::server_name(),
+        max_reply_bytes: crate::proto::hub::reply_budget(s.limits.max_outbound_bytes),
     }
 }
 

@@ -2,6 +2,7 @@
 //! Nothing here touches a socket or reads the clock: time is passed in.
 
 pub mod auth;
+pub mod bounds;
 pub mod client_id;
 pub mod envelope;
 pub mod frame;

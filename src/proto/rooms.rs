@@ -3,6 +3,9 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+/// Longest room name accepted (also the longest event name a host may serve).
+pub const MAX_ROOM_NAME: usize = 256;
+
 /// Index of a connection (its slot in the connection slab).
 pub type ConnKey = usize;
 

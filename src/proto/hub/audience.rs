@@ -57,13 +57,7 @@ impl Hub {
         }
         msg.end();
         let targets: Vec<usize> = match audience {
-            Audience::All => self
-                .sessions
-                .iter()
-                .enumerate()
-                .filter(|&(key, s)| s.as_ref().is_some_and(|s| is_client(&self.hosts, key, s)))
-                .map(|(key, _)| key)
-                .collect(),
+            Audience::All => self.clients().map(|(key, _)| key).collect(),
             Audience::Room(room) => self
                 .rooms
                 .members(room)
@@ -92,21 +86,59 @@ impl Hub {
     }
 
     /// `[{"id","sub","ip","rooms","permissions","connectedAt"}, ...]` of every
-    /// authenticated client (hosts excluded): `host.clients` and `/api/connections`.
+    /// authenticated client (hosts excluded): `/api/connections`.
     pub fn write_client_list(&self, buf: &mut Vec<u8>) {
+        self.write_client_page(buf, 0, usize::MAX, usize::MAX);
+    }
+
+    /// The clients (as [`Hub::write_client_list`]) from session key `from`
+    /// on: at most `limit` of them, and no more than `max_bytes` of JSON
+    /// (but always one, so that paging progresses). Returns the key to start
+    /// the next page from, when clients are left.
+    pub fn write_client_page(
+        &self,
+        buf: &mut Vec<u8>,
+        from: ConnKey,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Option<ConnKey> {
+        let start = buf.len();
         buf.push(b'[');
-        let clients = self
-            .sessions
-            .iter()
-            .enumerate()
-            .filter_map(|(key, s)| s.as_ref().filter(|s| is_client(&self.hosts, key, s)));
-        for (i, session) in clients.enumerate() {
-            if i > 0 {
+        let mut next = None;
+        let page = self.clients().skip_while(|&(key, _)| key < from);
+        for (written, (key, session)) in page.enumerate() {
+            if written == limit {
+                next = Some(key);
+                break;
+            }
+            let before = buf.len();
+            if written > 0 {
                 buf.push(b',');
             }
             write_client_info(buf, session);
+            // With the closing `]`.
+            if written > 0 && buf.len() + 1 - start > max_bytes {
+                buf.truncate(before);
+                next = Some(key);
+                break;
+            }
         }
         buf.push(b']');
+        next
+    }
+
+    /// Authenticated clients (hosts excluded): the `total` of `host.clients`.
+    pub fn client_count(&self) -> usize {
+        self.clients().count()
+    }
+
+    /// Every authenticated session that is not a host, by key.
+    fn clients(&self) -> impl Iterator<Item = (ConnKey, &Session)> + '_ {
+        self.sessions.iter().enumerate().filter_map(|(key, s)| {
+            s.as_ref()
+                .filter(|s| is_client(&self.hosts, key, s))
+                .map(|s| (key, s))
+        })
     }
 }
 

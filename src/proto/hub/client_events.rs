@@ -125,8 +125,12 @@ impl Hub {
             s.announced = true;
         }
         let (id, ip) = (s.id, s.ip);
+        let demoted = self.hosts.is_host(key) && !identity.has("host");
         s.identity = Some(identity);
         self.reply_identity(key, event, rid);
+        if demoted {
+            self.end_host_role(key, now);
+        }
         if joined {
             self.notify_hosts_joined(key, id, ip);
         }

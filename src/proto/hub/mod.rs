@@ -13,6 +13,8 @@ mod client_events;
 mod client_tests;
 mod host_events;
 #[cfg(test)]
+mod host_limits_tests;
+#[cfg(test)]
 mod host_tests;
 #[cfg(test)]
 mod testing;
@@ -25,6 +27,7 @@ use crate::proto::auth::{Authenticator, Identity};
 use crate::proto::envelope::{self, ErrorCode};
 use crate::proto::host_link::HostLink;
 use crate::proto::limits::{MessageLimiter, Verdict};
+pub use crate::proto::rooms::MAX_ROOM_NAME;
 use crate::proto::rooms::{ConnKey, Rooms};
 use crate::proto::Now;
 use log::{debug, warn};
@@ -33,8 +36,6 @@ use serde_json::value::RawValue;
 use std::net::IpAddr;
 use std::rc::Rc;
 
-/// Longest room name accepted.
-pub const MAX_ROOM_NAME: usize = 256;
 /// Rooms one client may be in at once; keeps a client's memory bounded.
 pub const MAX_ROOMS_PER_CLIENT: usize = 256;
 
@@ -46,6 +47,15 @@ pub struct HubConfig {
     pub request_timeout_ms: u64,
     /// Sent in `connected` as `server`.
     pub server_name: String,
+    /// Largest page of `host.clients`, in bytes: it must fit the host's
+    /// outbound queue beside what else is queued for it (see [`reply_budget`]).
+    pub max_reply_bytes: usize,
+}
+
+/// The page size for `host.clients`: half a connection's outbound queue
+/// (`max_outbound_bytes`), leaving the other half for what else is queued.
+pub const fn reply_budget(max_outbound_bytes: usize) -> usize {
+    max_outbound_bytes / 2
 }
 
 /// Counters for /health and /metrics.
