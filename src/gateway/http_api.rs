@@ -197,11 +197,15 @@ fn publish(req: &HttpRequest<'_>, hub: &mut Hub, now: Now) -> HttpAnswer {
         (None, None) => Audience::All,
     };
     let data = body.data.map_or("null", |d| d.get());
+    let to_room = matches!(audience, Audience::Room(_));
     let delivered = hub.publish(&body.event, data, audience);
-    let mut out = Vec::with_capacity(24);
-    JsonWriter::object(&mut out)
-        .u64("delivered", delivered)
-        .end();
+    let mut out = Vec::with_capacity(40);
+    let mut doc = JsonWriter::object(&mut out);
+    doc.u64("delivered", delivered);
+    if to_room && hub.is_clustered() {
+        doc.bool("cluster", true);
+    }
+    doc.end();
     HttpAnswer::json(200, out)
 }
 

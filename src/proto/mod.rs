@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod bounds;
 pub mod client_id;
+pub mod cluster;
 pub mod envelope;
 pub mod frame;
 #[cfg(any(test, fuzzing))]

@@ -4,6 +4,7 @@
 
 use super::{Hub, Session};
 use crate::proto::client_id::{client_id_str, key_of};
+use crate::proto::cluster::RoomKind;
 use crate::proto::envelope::JsonWriter;
 use crate::proto::host_link::HostLink;
 use crate::proto::outbox::{Action, Body};
@@ -56,6 +57,16 @@ impl Hub {
             msg.str("room", room);
         }
         msg.end();
+        let message: Rc<[u8]> = message.into();
+        if let Audience::Room(room) = audience {
+            self.forward_room(room, RoomKind::Broadcast, &message);
+        }
+        self.send_to_audience(message, audience)
+    }
+
+    /// Queues the JSON `message` for the audience on this node; returns how
+    /// many clients it was queued for.
+    pub(super) fn send_to_audience(&mut self, shared: Rc<[u8]>, audience: Audience<'_>) -> u64 {
         let targets: Vec<usize> = match audience {
             Audience::All => self.clients().map(|(key, _)| key).collect(),
             Audience::Room(room) => self
@@ -77,7 +88,6 @@ impl Hub {
                 .into_iter()
                 .collect(),
         };
-        let shared: Rc<[u8]> = message.into();
         for &to in &targets {
             let body = Body::Shared(shared.clone());
             self.out.actions.push(Action::Send { to, body });

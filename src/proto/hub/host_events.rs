@@ -347,8 +347,12 @@ impl Hub {
         };
         let data = broadcast.data.map_or("null", |d| d.get());
         let delivered = self.publish(&broadcast.event, data, audience);
+        let clustered = self.is_clustered() && broadcast.room.is_some();
         self.out.ack(key, rid, |w| {
             w.u64("delivered", delivered);
+            if clustered {
+                w.bool("cluster", true);
+            }
         });
     }
 

@@ -11,19 +11,21 @@ mod audience;
 mod client_events;
 #[cfg(test)]
 mod client_tests;
+mod cluster;
 mod host_events;
 #[cfg(test)]
 mod host_limits_tests;
 #[cfg(test)]
 mod host_tests;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use crate::proto::client_id::client_id_str;
 pub use crate::proto::outbox::{Action, Body, Outbox};
 pub use audience::{Audience, PublishData};
 
 use crate::proto::auth::{Authenticator, Identity};
+use crate::proto::cluster::ClusterTap;
 use crate::proto::envelope::{self, ErrorCode};
 use crate::proto::host_link::HostLink;
 use crate::proto::limits::{MessageLimiter, Verdict};
@@ -91,6 +93,8 @@ pub struct Hub {
     active: usize,
     rooms: Rooms,
     hosts: HostLink,
+    /// Set when this node is part of a cluster (SPEC §9).
+    cluster: Option<ClusterTap>,
     /// What the shell must do: drain it after every call (see [`Outbox`]).
     pub out: Outbox,
     pub stats: Stats,
@@ -109,6 +113,7 @@ impl Hub {
             active: 0,
             rooms: Rooms::default(),
             hosts: HostLink::default(),
+            cluster: None,
             out: Outbox::default(),
             stats: Stats::default(),
         }

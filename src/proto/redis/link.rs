@@ -171,7 +171,9 @@ impl Link {
         if self.is_down() {
             return;
         }
-        for expect in self.expect.drain(..).chain(self.queued_expect.drain(..)) {
+        // Commands still queued wait for the next connection (within the
+        // bound); those handed to the lost socket are gone.
+        for expect in self.expect.drain(..) {
             if let Expect::Tagged(tag) = expect {
                 self.events.push_back(LinkEvent::Reply {
                     tag,
@@ -180,7 +182,6 @@ impl Link {
             }
         }
         self.out.clear();
-        self.queued.clear();
         self.input.clear();
         self.probing = false;
         let delay = self.backoff.next_delay_ms();

@@ -139,9 +139,16 @@ fn bound_drops_and_lost_link_fails_outstanding_tags() {
     link.on_closed(0, "never connected");
     // Not connected yet: on_closed while down changes nothing.
     assert!(events(&mut link).is_empty());
+    // Lost during the handshake: the queued commands wait for the next one.
     connect(&mut link, 0);
     take_out(&mut link);
     link.on_closed(3, "reset");
+    assert_eq!(events(&mut link), vec![LinkEvent::Down("reset")]);
+    connect(&mut link, 200);
+    link.on_bytes(b"+OK\r\n", 201);
+    assert!(String::from_utf8_lossy(&take_out(&mut link)).contains("GET"));
+    // Lost with the GET in flight: its tag is answered with an error.
+    link.on_closed(202, "reset");
     let got = events(&mut link);
     assert!(got.contains(&LinkEvent::Reply {
         tag: 1,
