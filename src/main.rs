@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tether::gateway::broker::BrokerEndpoint;
 use tether::gateway::event_loop::{App, Server};
 use tether::gateway::listen::{bind_all, local_addrs, resolve};
-use tether::gateway::setup::{authenticator, hub_config, shell_config, Reloader};
+use tether::gateway::setup::{authenticator, cluster_node, hub_config, shell_config, Reloader};
 use tether::gateway::tls::{self, TlsState};
 use tether::proto::auth::{parse_ttl, MintRequest};
 use tether::proto::hub::Hub;
@@ -236,7 +237,8 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let allow = s.allowed_ips().map_err(|e| e.to_string())?;
     let ws = &s.server.websocket;
-    let hub = Hub::new(hub_config(&s, &secret));
+    let mut hub = Hub::new(hub_config(&s, &secret));
+    let cluster = cluster_node(&s, &secret, &mut hub)?;
     let tls = tls_state(&s, &ws.host)?;
     let scheme = scheme(&tls);
     let listeners = bind_all(&ws.host, ws.port).map_err(|e| format!("server.websocket: {e}"))?;
@@ -271,6 +273,15 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
             .map_err(|e| format!("server.health: {e}"))?;
         health_addrs
     };
+    if let Some((node, address)) = cluster {
+        server
+            .add_endpoint(|registry, token| {
+                Ok(Box::new(BrokerEndpoint::new(
+                    node, address, registry, token,
+                )?))
+            })
+            .map_err(|e| format!("cluster: {e}"))?;
+    }
     let mut reloader = Reloader::new(source, s.clone());
     server.set_reloader(Box::new(move || reloader.reload()));
     for addr in health_addrs {

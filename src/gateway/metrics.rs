@@ -1,6 +1,7 @@
 //! The shell's counters, and `/metrics` in the Prometheus text format
 //! (with the core's counters beside them).
 
+use crate::proto::cluster::ClusterStatus;
 use crate::proto::handshake::Refusal;
 use crate::proto::hub::Hub;
 use std::fmt::Write;
@@ -98,6 +99,51 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
 }
 
 /// The Prometheus text exposition (version 0.0.4).
+/// SPEC §9's cluster metrics.
+fn cluster_metrics(o: &mut String, c: &ClusterStatus) {
+    let rows: [(&str, &str, &str, u64); 6] = [
+        (
+            "cluster_broker_up",
+            "gauge",
+            "1 while the Redis broker is connected and this node joined.",
+            u64::from(c.broker_up),
+        ),
+        (
+            "cluster_nodes",
+            "gauge",
+            "Live nodes this node knows of, itself included.",
+            c.nodes,
+        ),
+        (
+            "cluster_forwarded_total",
+            "counter",
+            "Room messages handed to the broker for other nodes.",
+            c.forwarded,
+        ),
+        (
+            "cluster_received_total",
+            "counter",
+            "Room messages from other nodes delivered here.",
+            c.received,
+        ),
+        (
+            "cluster_dropped_total",
+            "counter",
+            "Room messages for other nodes dropped (max_forward_bytes reached, or not joined).",
+            c.dropped,
+        ),
+        (
+            "cluster_reconnects_total",
+            "counter",
+            "Broker connections re-established after a loss.",
+            c.reconnects,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        metric(o, name, kind, help, value);
+    }
+}
+
 pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub) -> String {
     let mut out = String::with_capacity(4096);
     let o = &mut out;
@@ -276,5 +322,8 @@ pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub) -> String {
         "Requests answered on the HTTP endpoints.",
         shell.http_requests,
     );
+    if let Some(tap) = hub.cluster() {
+        cluster_metrics(o, &tap.status);
+    }
     out
 }

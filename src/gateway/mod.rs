@@ -7,6 +7,7 @@
 
 pub mod accept;
 pub mod app;
+pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod conns;

@@ -154,12 +154,14 @@ impl Server {
 
     /// Adds an endpoint other than a client connection to this loop's poll
     /// and timer wheel (see `endpoint`); `make` registers its sources under
-    /// the token it is given.
+    /// the token it is given. Its first `on_timer` comes on the first pass.
     pub fn add_endpoint(
         &mut self,
         make: impl FnOnce(&mio::Registry, mio::Token) -> io::Result<Box<dyn Endpoint>>,
     ) -> io::Result<usize> {
-        self.endpoints.insert(self.poll.registry(), make)
+        let index = self.endpoints.insert(self.poll.registry(), make)?;
+        self.schedule_endpoint(index, Some(self.now.ms));
+        Ok(index)
     }
 
     /// Runs until SIGTERM/SIGINT and every connection has been closed.
@@ -184,6 +186,7 @@ impl Server {
                     Source::Endpoint(i) => {
                         let wake = self.endpoints.on_event(i, event, &mut self.app, self.now);
                         self.schedule_endpoint(i, wake);
+                        self.conns.apply_core_actions(&mut self.app, self.now);
                     }
                     Source::Conn(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -202,6 +205,7 @@ impl Server {
                 }
             }
             self.run_timers();
+            self.endpoints_pass();
             self.conns.flush_dirty(&mut self.app, self.now);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || self.now.ms >= deadline {
@@ -258,8 +262,23 @@ impl Server {
             let index = entry.key - ENDPOINT_BASE;
             let wake = self.endpoints.on_timer(index, &mut self.app, self.now);
             self.schedule_endpoint(index, wake);
+            self.conns.apply_core_actions(&mut self.app, self.now);
         }
         self.endpoints_due = due;
+    }
+
+    /// Endpoints take what the connections' pass queued for them.
+    fn endpoints_pass(&mut self) {
+        if self.endpoints.is_empty() {
+            return;
+        }
+        let mut wakes = Vec::new();
+        self.endpoints
+            .on_pass(&mut self.app, self.now, |index, at| wakes.push((index, at)));
+        for (index, at) in wakes {
+            self.schedule_endpoint(index, Some(at));
+        }
+        self.conns.apply_core_actions(&mut self.app, self.now);
     }
 
     fn schedule_endpoint(&mut self, index: usize, wake: Option<u64>) {

@@ -45,6 +45,10 @@ impl Rooms {
         self.changes.get_or_insert_with(Vec::new);
     }
 
+    pub fn has_changes(&self) -> bool {
+        self.changes.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
     /// Rooms opened (true) and emptied (false) since the last call.
     pub fn take_changes(&mut self) -> Vec<(Rc<str>, bool)> {
         self.changes

@@ -31,6 +31,11 @@ impl Hub {
         self.rooms.take_changes()
     }
 
+    /// Rooms opened or emptied since [`Hub::take_room_changes`] ran.
+    pub fn has_room_changes(&self) -> bool {
+        self.rooms.has_changes()
+    }
+
     pub(super) fn forward_room(&mut self, room: &str, kind: RoomKind, message: &Rc<[u8]>) {
         if let Some(tap) = &mut self.cluster {
             tap.forward(&room.into(), kind, message);
