@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tether::gateway::broker::BrokerEndpoint;
 use tether::gateway::event_loop::{App, Server};
 use tether::gateway::listen::{bind_all, local_addrs, resolve};
+use tether::gateway::nofile;
 use tether::gateway::setup::{authenticator, cluster_node, hub_config, shell_config, Reloader};
 use tether::gateway::tls::{self, TlsState};
 use tether::proto::auth::{parse_ttl, MintRequest};
@@ -30,8 +31,8 @@ usage:
 Settings: --config PATH, else $TETHER_CONFIG, else ./settings.json, else built-in defaults.
 State (generated JWT secret, self-signed TLS certificate): $STATE_DIRECTORY, else ./tether-data.
 SIGHUP re-reads the settings file (secrets and password, allowed_ip, allowed_origins,
-limits, rooms.by_role, host.request_timeout_ms, log.level; listen addresses and TLS paths
-need a restart) and the TLS certificate and key files.
+limits, rooms.by_role, host.request_timeout_ms, log.level; listen addresses, TLS paths
+and the cluster block need a restart) and the TLS certificate and key files.
 ";
 
 /// Echo mode accepts messages this large (the conformance suite sends 16 MiB).
@@ -420,6 +421,11 @@ fn cmd_check_config(args: &Args) -> Result<(), String> {
             Ok(_) => {}
             Err(e) => problems.push(SettingError::new(key, e.to_string())),
         }
+    }
+    // The same check as at start, against the limit `serve` would raise to.
+    if let (Ok(allow), Ok(limit)) = (s.allowed_ips(), nofile::current()) {
+        let cfg = shell_config(&s, allow);
+        warnings.extend(nofile::fit_warning(&cfg, nofile::reachable(limit)));
     }
     // The TLS files are read and matched (a self-signed pair is not generated).
     if !reported(&problems, "server.websocket.tls") {

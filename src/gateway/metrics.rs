@@ -17,10 +17,12 @@ pub enum RefusalReason {
     NotWebSocket,
     BadRequest,
     HeadTooLarge,
+    /// Accepted on the spare descriptor at the descriptor limit: 503.
+    FdLimit,
 }
 
 impl RefusalReason {
-    const ALL: [RefusalReason; 8] = [
+    const ALL: [RefusalReason; 9] = [
         RefusalReason::IpNotAllowed,
         RefusalReason::OriginNotAllowed,
         RefusalReason::InvalidToken,
@@ -29,6 +31,7 @@ impl RefusalReason {
         RefusalReason::NotWebSocket,
         RefusalReason::BadRequest,
         RefusalReason::HeadTooLarge,
+        RefusalReason::FdLimit,
     ];
 
     pub fn label(self) -> &'static str {
@@ -41,6 +44,7 @@ impl RefusalReason {
             RefusalReason::NotWebSocket => "not_websocket",
             RefusalReason::BadRequest => "bad_request",
             RefusalReason::HeadTooLarge => "head_too_large",
+            RefusalReason::FdLimit => "fd_limit",
         }
     }
 
@@ -59,10 +63,31 @@ impl RefusalReason {
     }
 }
 
+/// Why `accept` failed (a `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    /// EMFILE / ENFILE: out of file descriptors.
+    FdLimit,
+    Other,
+}
+
+impl AcceptError {
+    const ALL: [AcceptError; 2] = [AcceptError::FdLimit, AcceptError::Other];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AcceptError::FdLimit => "fd_limit",
+            AcceptError::Other => "other",
+        }
+    }
+}
+
 /// Counters kept by the shell.
 #[derive(Debug, Default, Clone)]
 pub struct ShellMetrics {
     pub tcp_accepted: u64,
+    /// Failed `accept` calls, indexed by `AcceptError as usize`.
+    pub accept_errors: [u64; AcceptError::ALL.len()],
     /// Indexed by `RefusalReason as usize`.
     pub refusals: [u64; RefusalReason::ALL.len()],
     pub messages_in: u64,
@@ -96,6 +121,22 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
         out,
         "# HELP tether_{name} {help}\n# TYPE tether_{name} {kind}\ntether_{name} {value}"
     );
+}
+
+/// A counter with one line per `reason` label.
+fn counter_by_reason(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (&'static str, u64)>,
+) {
+    let _ = writeln!(
+        out,
+        "# HELP tether_{name} {help}\n# TYPE tether_{name} counter"
+    );
+    for (reason, value) in rows {
+        let _ = writeln!(out, "tether_{name}{{reason=\"{reason}\"}} {value}");
+    }
 }
 
 /// The Prometheus text exposition (version 0.0.4).
@@ -189,19 +230,18 @@ pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub) -> String {
         "TCP connections accepted.",
         shell.tcp_accepted,
     );
-    let _ = writeln!(
+    counter_by_reason(
         o,
-        "# HELP tether_refusals_total Clients refused before a WebSocket opened, by reason.\n\
-         # TYPE tether_refusals_total counter"
+        "accept_errors_total",
+        "Failed accept() calls, by reason (after each the listener backs off).",
+        AcceptError::ALL.map(|r| (r.label(), shell.accept_errors[r as usize])),
     );
-    for reason in RefusalReason::ALL {
-        let _ = writeln!(
-            o,
-            "tether_refusals_total{{reason=\"{}\"}} {}",
-            reason.label(),
-            shell.refusals[reason as usize]
-        );
-    }
+    counter_by_reason(
+        o,
+        "refusals_total",
+        "Clients refused before a WebSocket opened, by reason.",
+        RefusalReason::ALL.map(|r| (r.label(), shell.refusals[r as usize])),
+    );
     metric(
         o,
         "messages_received_total",
