@@ -373,3 +373,22 @@ fn the_redis_password_is_in_no_log() {
     );
     c.assert_not_logged("wrong-password-xyz");
 }
+
+#[test]
+fn client_ids_are_unique_across_nodes_and_name_their_node() {
+    let redis = Redis::start(None);
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let token = a.token("alice", &[], &[], None, "1h");
+    let (_ws_a, on_a) = open_authed(a.port(), &token);
+    let (_ws_b, on_b) = open_authed(b.port(), &token);
+    let (id_a, id_b) = (
+        on_a["data"]["clientId"].as_str().unwrap(),
+        on_b["data"]["clientId"].as_str().unwrap(),
+    );
+    assert!(
+        id_a.starts_with("a.") && id_b.starts_with("b."),
+        "{id_a} {id_b}"
+    );
+    assert_ne!(id_a, id_b);
+}

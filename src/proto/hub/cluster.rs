@@ -2,6 +2,7 @@
 //! the other nodes, and theirs are delivered here to local members.
 
 use super::Hub;
+use crate::proto::client_id::IdFormat;
 use crate::proto::cluster::{ClusterTap, RoomKind};
 use crate::proto::hub::Audience;
 use std::rc::Rc;
@@ -10,6 +11,7 @@ impl Hub {
     /// Makes this hub one node of a cluster.
     pub fn enable_cluster(&mut self, tap: ClusterTap) {
         self.rooms.track_changes();
+        self.ids = IdFormat::clustered(&tap.status.node);
         self.cluster = Some(tap);
     }
 

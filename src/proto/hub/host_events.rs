@@ -6,7 +6,6 @@
 
 use super::{data_as, Audience, Hub, PublishData, MAX_ROOM_NAME};
 use crate::proto::auth::{parse_ttl, MintRequest, MAX_TTL_S};
-use crate::proto::client_id::{client_id_str, key_of};
 use crate::proto::envelope::{ErrorCode, JsonWriter};
 use crate::proto::host_link::{Pending, MAX_EVENTS_PER_HOST, MAX_HOSTS, MAX_PERMISSION_BYTES};
 use crate::proto::outbox::{Action, Body};
@@ -220,7 +219,7 @@ impl Hub {
             // Rooms are for clients: broadcasts and notices skip hosts.
             info!(
                 "client {} registered as a host: {}",
-                client_id_str(session.id),
+                self.ids.str(session.id),
                 served.join(", ")
             );
         }
@@ -270,7 +269,7 @@ impl Hub {
             .forward(key, host, rid.map(|r| r.to_owned()), deadline_ms);
         self.out.reply(host, "host.request", None, |body| {
             body.u64("id", id)
-                .str("client", &client_id_str(session.id))
+                .str("client", &self.ids.str(session.id))
                 .str("sub", &identity.sub)
                 .str_array("permissions", &identity.permissions)
                 .str("event", event)
@@ -358,7 +357,7 @@ impl Hub {
 
     /// The live session a `clientId` names.
     fn client_key(&self, client: &str) -> Option<ConnKey> {
-        let (key, id) = key_of(client)?;
+        let (key, id) = self.ids.local(client)?;
         self.session(key).filter(|s| s.id == id).map(|_| key)
     }
 
@@ -526,7 +525,7 @@ impl Hub {
         if let Some(s) = self.session(key) {
             info!(
                 "client {} lost the `host` permission: no longer a host",
-                client_id_str(s.id)
+                self.ids.str(s.id)
             );
         }
         self.report_orphans(orphans, now);
@@ -560,7 +559,7 @@ impl Hub {
         let mut msg = JsonWriter::object(&mut message);
         msg.str("event", "host.client_joined");
         msg.begin("data")
-            .str("client", &client_id_str(id))
+            .str("client", &self.ids.str(id))
             .str("sub", &identity.sub)
             .str("ip", &ip.to_string())
             .end();
@@ -576,7 +575,7 @@ impl Hub {
         let mut msg = JsonWriter::object(&mut message);
         msg.str("event", "host.client_left");
         msg.begin("data")
-            .str("client", &client_id_str(id))
+            .str("client", &self.ids.str(id))
             .str("sub", sub)
             .u64("code", u64::from(code))
             .end();
