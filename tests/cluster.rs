@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const HEARTBEAT_MS: u64 = 200;
+const REQUEST_TIMEOUT_MS: u64 = 800;
 const REDIS_PASSWORD: &str = "redis-pw-never-logged-7f3a";
 
 /// A redis-server of this test's own.
@@ -83,14 +84,19 @@ fn node(redis: &Redis, name: &str) -> Server {
 }
 
 fn node_with(redis: &Redis, name: &str, envs: &[(&str, &str)]) -> Server {
+    node_beating(redis, name, envs, HEARTBEAT_MS)
+}
+
+fn node_beating(redis: &Redis, name: &str, envs: &[(&str, &str)], heartbeat_ms: u64) -> Server {
     let tmp = TempDir::new(name);
     let dir = tmp.path().to_path_buf();
     std::mem::forget(tmp);
     Server::start_in(
         &dir,
         json!({
-            "cluster": {"redis": redis.url(), "node": name, "heartbeat_ms": HEARTBEAT_MS},
-            "limits": {"max_messages_per_minute": 10000}
+            "cluster": {"redis": redis.url(), "node": name, "heartbeat_ms": heartbeat_ms},
+            "limits": {"max_messages_per_minute": 10000},
+            "host": {"request_timeout_ms": REQUEST_TIMEOUT_MS}
         }),
         envs,
     )
@@ -135,14 +141,6 @@ fn wait_health(server: &Server, what: &str, check: impl Fn(&Value) -> bool) -> V
         assert!(Instant::now() < deadline, "{what}: {health}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-        .parse()
-        .unwrap()
 }
 
 fn member(server: &Server, sub: &str, room: &str) -> Ws {
@@ -296,9 +294,11 @@ fn redis_down_keeps_local_delivery_then_cross_node_resumes() {
 #[test]
 fn a_second_node_with_the_same_name_exits_1() {
     let redis = Redis::start(None);
-    let a = node(&redis, "twin");
+    // A slow heartbeat: a loaded test machine must not let a's claim lapse.
+    let envs = [("JWT_SECRET", SECRET)];
+    let a = node_beating(&redis, "twin", &envs, 2000);
     joined(&a, "twin");
-    let mut twin = node(&redis, "twin");
+    let mut twin = node_beating(&redis, "twin", &envs, 2000);
     let status = twin
         .wait_exit(Duration::from_secs(10))
         .expect("the twin exits");
@@ -391,4 +391,66 @@ fn client_ids_are_unique_across_nodes_and_name_their_node() {
         "{id_a} {id_b}"
     );
     assert_ne!(id_a, id_b);
+}
+
+#[test]
+fn host_send_and_kick_reach_clients_of_other_nodes() {
+    let redis = Redis::start(None);
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    joined(&a, "a");
+    joined(&b, "b");
+    let host_token = a.token("game", &["host"], &[], None, "1h");
+    let (mut host, _) = open_authed(a.port(), &host_token);
+    let client_token = b.token("bob", &[], &[], None, "1h");
+    let (mut client, authenticated) = open_authed(b.port(), &client_token);
+    let id = authenticated["data"]["clientId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let ok = request(
+        &mut host,
+        &json!({"event":"host.send","data":{"client":id,"event":"hello","data":{"x":1}},"requestId":1}),
+    );
+    assert_eq!(
+        ok,
+        json!({"event":"ok","data":{"delivered":1},"requestId":1})
+    );
+    assert_eq!(
+        recv_json(&mut client),
+        json!({"event":"hello","data":{"x":1}})
+    );
+
+    // A client that is not on b: b answers delivered 0.
+    let ok = request(
+        &mut host,
+        &json!({"event":"host.send","data":{"client":"b.ffffff","event":"e"},"requestId":2}),
+    );
+    assert_eq!(ok["data"]["delivered"], 0, "{ok}");
+    // A node nobody runs: delivered 0 after host.request_timeout_ms.
+    let asked = Instant::now();
+    let ok = request(
+        &mut host,
+        &json!({"event":"host.send","data":{"client":"zz.1000000","event":"e"},"requestId":3}),
+    );
+    assert_eq!(
+        ok,
+        json!({"event":"ok","data":{"delivered":0},"requestId":3})
+    );
+    assert!(asked.elapsed() >= Duration::from_millis(REQUEST_TIMEOUT_MS - 100));
+
+    let ok = request(
+        &mut host,
+        &json!({"event":"host.kick","data":{"client":id,"reason":"bye"},"requestId":4}),
+    );
+    assert_eq!(
+        ok,
+        json!({"event":"ok","data":{"delivered":1},"requestId":4})
+    );
+    assert_eq!(
+        recv_json(&mut client),
+        json!({"event":"kicked","data":{"reason":"bye"}})
+    );
+    assert_eq!(expect_close(&mut client), 4010);
 }

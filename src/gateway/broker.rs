@@ -138,6 +138,7 @@ impl BrokerEndpoint {
         let App::Gateway(hub) = app else {
             return None;
         };
+        hub.expire_directed(now);
         for i in 0..2 {
             self.service(i, now);
         }
@@ -154,7 +155,10 @@ impl BrokerEndpoint {
             error!("{why}");
             std::process::exit(1);
         }
-        self.node.poll_timeout()
+        match (self.node.poll_timeout(), hub.directed_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn service(&mut self, i: usize, now: Now) {

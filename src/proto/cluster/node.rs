@@ -157,15 +157,17 @@ impl Node {
                 &forward.message,
             );
             let channel = room_channel(&self.cfg.prefix, &forward.room);
-            let payload = std::mem::take(&mut self.scratch);
-            match self
-                .cmd
-                .command(&[b"PUBLISH", channel.as_bytes(), &payload], None)
-            {
-                Ok(()) => self.forwarded += 1,
-                Err(_) => self.dropped += 1,
+            if self.publish(&channel) {
+                self.forwarded += 1;
+            } else {
+                self.dropped += 1;
             }
-            self.scratch = payload;
+        }
+        while let Some(directed) = hub.cluster_mut().and_then(|tap| tap.directed.take()) {
+            self.scratch.clear();
+            envelope::encode_directed(&mut self.scratch, &self.cfg.name, &directed);
+            // Unsent (link full), the host's ok comes at its timeout.
+            self.publish(&node_channel(&self.cfg.prefix, &directed.node));
         }
         while let Some(event) = self.sub.poll_event() {
             self.on_sub_event(event, hub, now);
@@ -223,7 +225,33 @@ impl Node {
                 hub.deliver_from_cluster(env.room, kind, env.payload.into());
             }
             Kind::Publish | Kind::Broadcast => {}
+            Kind::Send | Kind::Kick => {
+                let Some((request, op)) = envelope::decode_directed(&env) else {
+                    return;
+                };
+                let delivered = hub.directed_from_cluster(env.room, &op, now);
+                self.scratch.clear();
+                envelope::encode_result(&mut self.scratch, &self.cfg.name, request, delivered);
+                let channel = node_channel(&self.cfg.prefix, env.origin);
+                self.publish(&channel);
+            }
+            Kind::Result => {
+                if let Some((request, delivered)) = envelope::decode_result(&env) {
+                    hub.complete_directed(request, delivered);
+                }
+            }
         }
+    }
+
+    /// PUBLISHes `self.scratch` on `channel`; false when the link is full.
+    fn publish(&mut self, channel: &str) -> bool {
+        let payload = std::mem::take(&mut self.scratch);
+        let sent = self
+            .cmd
+            .command(&[b"PUBLISH", channel.as_bytes(), &payload], None)
+            .is_ok();
+        self.scratch = payload;
+        sent
     }
 
     fn on_cmd_event(&mut self, event: LinkEvent, now: Now) {
@@ -348,12 +376,7 @@ impl Node {
             "",
             hb.as_bytes(),
         );
-        let payload = std::mem::take(&mut self.scratch);
-        let control = control_channel(&self.cfg.prefix);
-        let _ = self
-            .cmd
-            .command(&[b"PUBLISH", control.as_bytes(), &payload], None);
-        self.scratch = payload;
+        self.publish(&control_channel(&self.cfg.prefix));
         let ttl = self.ttl_ms().to_string();
         let key = node_key(&self.cfg.prefix, &self.cfg.name);
         let renew: [&[u8]; 5] = [

@@ -5,6 +5,8 @@
 //! per connection.
 
 use std::collections::VecDeque;
+
+use super::directed::DirectedQueue;
 use std::rc::Rc;
 
 /// How a forwarded room message is delivered on the other nodes.
@@ -45,6 +47,8 @@ pub struct ClusterTap {
     max_forward_bytes: usize,
     /// Forwards refused because the queue was full.
     pub dropped: u64,
+    /// `host.send` / `host.kick` for other nodes' clients.
+    pub directed: DirectedQueue,
     pub status: ClusterStatus,
 }
 
@@ -84,7 +88,11 @@ impl ClusterTap {
     }
 
     pub fn has_forwards(&self) -> bool {
-        !self.forwards.is_empty()
+        !self.forwards.is_empty() || self.directed.has_out()
+    }
+
+    pub fn max_forward_bytes(&self) -> usize {
+        self.max_forward_bytes
     }
 }
 

@@ -3,8 +3,11 @@
 
 use super::Hub;
 use crate::proto::client_id::IdFormat;
-use crate::proto::cluster::{ClusterTap, RoomKind};
+use crate::proto::cluster::{ClusterTap, DirectedOp, PendingAck, RoomKind};
 use crate::proto::hub::Audience;
+use crate::proto::rooms::ConnKey;
+use crate::proto::Now;
+use serde_json::value::RawValue;
 use std::rc::Rc;
 
 impl Hub {
@@ -51,6 +54,130 @@ impl Hub {
             RoomKind::Publish => self.deliver_local(room, message, None),
             RoomKind::Broadcast => self.send_to_audience(message, Audience::Room(room)),
         }
+    }
+}
+
+impl Hub {
+    /// `host.send` of `(event, data)` to a client of another node; false
+    /// when `client` is no other node's (see [`Hub::direct_remote`]).
+    pub(super) fn send_remote(
+        &mut self,
+        host: ConnKey,
+        rid: Option<&RawValue>,
+        client: &str,
+        (event, data): (&str, &str),
+        now: Now,
+    ) -> bool {
+        let op = || DirectedOp::Send {
+            event: event.to_string(),
+            data: data.to_string(),
+        };
+        self.direct_remote(host, rid, client, now, op)
+    }
+
+    /// `host.kick` of a client of another node, as [`Hub::send_remote`].
+    pub(super) fn kick_remote(
+        &mut self,
+        host: ConnKey,
+        rid: Option<&RawValue>,
+        client: &str,
+        reason: &str,
+        now: Now,
+    ) -> bool {
+        let op = || DirectedOp::Kick {
+            reason: reason.to_string(),
+        };
+        self.direct_remote(host, rid, client, now, op)
+    }
+
+    /// `host.send` / `host.kick` for a client of another node: queued for
+    /// that node; the host's `ok` waits for its answer, or for
+    /// `host.request_timeout_ms` (then `delivered: 0`). False when `client`
+    /// is no other node's (the caller handles it locally).
+    fn direct_remote(
+        &mut self,
+        host: ConnKey,
+        rid: Option<&RawValue>,
+        client: &str,
+        now: Now,
+        op: impl FnOnce() -> DirectedOp,
+    ) -> bool {
+        let Some(node) = self.ids.remote_node(client) else {
+            return false;
+        };
+        let Some(host_id) = self.session(host).map(|s| s.id) else {
+            return false;
+        };
+        let Some(tap) = self.cluster.as_mut() else {
+            return false;
+        };
+        let ack = PendingAck {
+            host,
+            host_id,
+            rid: rid.map(|r| r.to_owned()),
+            deadline_ms: now.ms.saturating_add(self.cfg.request_timeout_ms),
+        };
+        let max = tap.max_forward_bytes();
+        if !tap.directed.push(node, client, op(), ack, max) {
+            self.out.ack(host, rid, |w| {
+                w.u64("delivered", 0);
+            });
+        }
+        true
+    }
+
+    /// The other node answered request `request`.
+    pub fn complete_directed(&mut self, request: u64, delivered: bool) {
+        let ack = self
+            .cluster
+            .as_mut()
+            .and_then(|t| t.directed.complete(request));
+        if let Some(ack) = ack {
+            self.ack_directed(ack, delivered);
+        }
+    }
+
+    /// Acknowledges with `delivered: 0` what no node answered in time.
+    pub fn expire_directed(&mut self, now: Now) {
+        let due = match self.cluster.as_mut() {
+            Some(tap) => tap.directed.expired(now.ms),
+            None => return,
+        };
+        for ack in due {
+            self.ack_directed(ack, false);
+        }
+    }
+
+    /// When [`Hub::expire_directed`] is next due.
+    pub fn directed_deadline(&self) -> Option<u64> {
+        self.cluster.as_ref()?.directed.next_deadline()
+    }
+
+    fn ack_directed(&mut self, ack: PendingAck, delivered: bool) {
+        // The host may have gone (and its key been reused) meanwhile.
+        if self.session(ack.host).is_some_and(|s| s.id == ack.host_id) {
+            self.out.ack(ack.host, ack.rid.as_deref(), |w| {
+                w.u64("delivered", u64::from(delivered));
+            });
+        }
+    }
+
+    /// Another node's `host.send` / `host.kick` for a client of this node;
+    /// true when the client is here (and got it).
+    pub fn directed_from_cluster(&mut self, client: &str, op: &DirectedOp, now: Now) -> bool {
+        let Some(target) = self.client_key(client) else {
+            return false;
+        };
+        match op {
+            DirectedOp::Send { event, data } => self.out.reply_raw(target, event, None, data),
+            DirectedOp::Kick { reason } => {
+                self.out.reply(target, "kicked", None, |data| {
+                    data.str("reason", reason);
+                });
+                self.close(target, 4010, "kicked", now);
+            }
+        }
+        true
     }
 }
 

@@ -356,7 +356,7 @@ impl Hub {
     }
 
     /// The live session a `clientId` names.
-    fn client_key(&self, client: &str) -> Option<ConnKey> {
+    pub(super) fn client_key(&self, client: &str) -> Option<ConnKey> {
         let (key, id) = self.ids.local(client)?;
         self.session(key).filter(|s| s.id == id).map(|_| key)
     }
@@ -372,9 +372,12 @@ impl Hub {
             let msg = "data must be {\"client\", \"event\", \"data\"}";
             return self.error(key, ErrorCode::InvalidData, msg, now, rid);
         };
+        let data = send.data.map_or("null", |d| d.get());
+        if self.send_remote(key, rid, &send.client, (&send.event, data), now) {
+            return;
+        }
         let delivered = match self.client_key(&send.client) {
             Some(target) => {
-                let data = send.data.map_or("null", |d| d.get());
                 self.out.reply_raw(target, &send.event, None, data);
                 1
             }
@@ -428,6 +431,9 @@ impl Hub {
             return self.error(key, ErrorCode::InvalidData, msg, now, rid);
         };
         let reason = kick.reason.as_deref().unwrap_or("kicked by the host");
+        if self.kick_remote(key, rid, &kick.client, reason, now) {
+            return;
+        }
         let target = self.client_key(&kick.client);
         // The acknowledgement comes before the `host.client_left` the kick
         // causes, like the answer to any other host event; a host that kicks
