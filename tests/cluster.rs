@@ -102,6 +102,16 @@ fn node_beating(redis: &Redis, name: &str, envs: &[(&str, &str)], heartbeat_ms: 
     )
 }
 
+/// A Redis and two joined nodes, `a` and `b`.
+fn two_nodes() -> (Redis, Server, Server) {
+    let redis = Redis::start(None);
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    joined(&a, "a");
+    joined(&b, "b");
+    (redis, a, b)
+}
+
 fn joined(server: &Server, name: &str) {
     assert!(
         server.wait_log(
@@ -179,11 +189,7 @@ fn received(ws: &mut Ws, count: usize) -> Vec<u64> {
 
 #[test]
 fn room_messages_cross_nodes_in_order_exactly_once() {
-    let redis = Redis::start(None);
-    let a = node(&redis, "a");
-    let b = node(&redis, "b");
-    joined(&a, "a");
-    joined(&b, "b");
+    let (_redis, a, b) = two_nodes();
     let mut on_a = member(&a, "alice", "lobby");
     let mut on_b1 = member(&b, "bob", "lobby");
     let mut on_b2 = member(&b, "carol", "lobby");
@@ -221,11 +227,7 @@ fn room_messages_cross_nodes_in_order_exactly_once() {
 
 #[test]
 fn a_killed_node_is_gone_within_three_heartbeats() {
-    let redis = Redis::start(None);
-    let a = node(&redis, "a");
-    let b = node(&redis, "b");
-    joined(&a, "a");
-    joined(&b, "b");
+    let (_redis, a, b) = two_nodes();
     wait_health(&a, "two nodes", |h| h["cluster"]["nodes"] == 2);
     b.signal(libc::SIGKILL);
     let killed = Instant::now();
@@ -395,11 +397,7 @@ fn client_ids_are_unique_across_nodes_and_name_their_node() {
 
 #[test]
 fn host_send_and_kick_reach_clients_of_other_nodes() {
-    let redis = Redis::start(None);
-    let a = node(&redis, "a");
-    let b = node(&redis, "b");
-    joined(&a, "a");
-    joined(&b, "b");
+    let (_redis, a, b) = two_nodes();
     let host_token = a.token("game", &["host"], &[], None, "1h");
     let (mut host, _) = open_authed(a.port(), &host_token);
     let client_token = b.token("bob", &[], &[], None, "1h");
@@ -453,4 +451,36 @@ fn host_send_and_kick_reach_clients_of_other_nodes() {
         json!({"event":"kicked","data":{"reason":"bye"}})
     );
     assert_eq!(expect_close(&mut client), 4010);
+}
+
+#[test]
+fn host_clients_lists_every_nodes_clients() {
+    let (_redis, a, b) = two_nodes();
+    wait_health(&a, "two nodes", |h| h["cluster"]["nodes"] == 2);
+    let host_token = a.token("game", &["host"], &[], None, "1h");
+    let (mut host, _) = open_authed(a.port(), &host_token);
+    let registered = request(
+        &mut host,
+        &json!({"event":"host.register","data":{"events":{}}}),
+    );
+    assert_eq!(registered["event"], "host.registered", "{registered}");
+    let token = b.token("bob", &[], &[], None, "1h");
+    let (_on_a, _) = open_authed(a.port(), &token);
+    let (_on_b, _) = open_authed(b.port(), &token);
+    let joined_a = recv_json(&mut host);
+    assert_eq!(joined_a["event"], "host.client_joined", "{joined_a}");
+    let reply = request(&mut host, &json!({"event":"host.clients","requestId":1}));
+    assert_eq!(reply["event"], "host.clients", "{reply}");
+    let clients = reply["data"]["clients"].as_array().unwrap();
+    let mut nodes: Vec<&str> = clients
+        .iter()
+        .map(|c| c["node"].as_str().unwrap())
+        .collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, ["a", "b"], "{reply}");
+    assert_eq!(reply["data"]["total"], 2);
+    assert!(clients.iter().all(|c| c["id"]
+        .as_str()
+        .unwrap()
+        .starts_with(c["node"].as_str().unwrap())));
 }

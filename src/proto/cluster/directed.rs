@@ -103,18 +103,26 @@ impl DirectedQueue {
 
     /// Every acknowledgement due by `now_ms`.
     pub fn expired(&mut self, now_ms: u64) -> Vec<PendingAck> {
-        let due: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline_ms <= now_ms)
-            .map(|(&r, _)| r)
-            .collect();
-        due.iter().filter_map(|r| self.pending.remove(r)).collect()
+        take_due(&mut self.pending, now_ms, |p| p.deadline_ms)
     }
 
     pub fn next_deadline(&self) -> Option<u64> {
         self.pending.values().map(|p| p.deadline_ms).min()
     }
+}
+
+/// Removes and returns the entries of `pending` whose deadline is due.
+pub(super) fn take_due<T>(
+    pending: &mut BTreeMap<u64, T>,
+    now_ms: u64,
+    deadline: impl Fn(&T) -> u64,
+) -> Vec<T> {
+    let due: Vec<u64> = pending
+        .iter()
+        .filter(|(_, entry)| deadline(entry) <= now_ms)
+        .map(|(&request, _)| request)
+        .collect();
+    due.iter().filter_map(|r| pending.remove(r)).collect()
 }
 
 #[cfg(test)]

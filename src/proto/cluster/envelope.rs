@@ -23,6 +23,10 @@ pub enum Kind {
     Kick,
     /// The answer to a Send or Kick: request id, delivered (1 byte).
     Result,
+    /// `host.clients` of another node: request id.
+    Clients,
+    /// The answer to Clients: request id, the node's client list (JSON).
+    ClientList,
 }
 
 impl Kind {
@@ -35,6 +39,8 @@ impl Kind {
             Kind::Send => b's',
             Kind::Kick => b'k',
             Kind::Result => b'r',
+            Kind::Clients => b'c',
+            Kind::ClientList => b'l',
         }
     }
 
@@ -47,6 +53,8 @@ impl Kind {
             b's' => Kind::Send,
             b'k' => Kind::Kick,
             b'r' => Kind::Result,
+            b'c' => Kind::Clients,
+            b'l' => Kind::ClientList,
             _ => return None,
         })
     }
@@ -133,9 +141,7 @@ pub fn decode_directed(env: &Envelope<'_>) -> Option<(u64, DirectedOp)> {
 
 /// The answer to request `request`.
 pub fn encode_result(out: &mut Vec<u8>, origin: &str, request: u64, delivered: bool) {
-    let mut payload = request.to_be_bytes().to_vec();
-    payload.push(u8::from(delivered));
-    encode(out, origin, Kind::Result, "", &payload);
+    encode_request(out, origin, Kind::Result, request, &[u8::from(delivered)]);
 }
 
 pub fn decode_result(env: &Envelope<'_>) -> Option<(u64, bool)> {
@@ -143,7 +149,14 @@ pub fn decode_result(env: &Envelope<'_>) -> Option<(u64, bool)> {
     Some((request, *rest.first()? == 1))
 }
 
-fn request_of(payload: &[u8]) -> Option<(u64, &[u8])> {
+/// An envelope whose payload is a request id and then `rest`.
+pub fn encode_request(out: &mut Vec<u8>, origin: &str, kind: Kind, request: u64, rest: &[u8]) {
+    let mut payload = request.to_be_bytes().to_vec();
+    payload.extend_from_slice(rest);
+    encode(out, origin, kind, "", &payload);
+}
+
+pub fn request_of(payload: &[u8]) -> Option<(u64, &[u8])> {
     let (id, rest) = payload.split_at_checked(8)?;
     Some((u64::from_be_bytes(id.try_into().ok()?), rest))
 }

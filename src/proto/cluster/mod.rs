@@ -2,9 +2,11 @@
 
 pub mod directed;
 pub mod envelope;
+pub mod gather;
 pub mod node;
 pub mod tap;
 
 pub use directed::{Directed, DirectedOp, DirectedQueue, PendingAck};
+pub use gather::{Gather, Gathers};
 pub use node::{Node, NodeConfig};
 pub use tap::{ClusterStatus, ClusterTap, Forward, RoomKind};

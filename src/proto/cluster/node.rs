@@ -169,6 +169,18 @@ impl Node {
             // Unsent (link full), the host's ok comes at its timeout.
             self.publish(&node_channel(&self.cfg.prefix, &directed.node));
         }
+        while let Some((node, request)) = hub.cluster_mut().and_then(|t| t.gathers.take_question())
+        {
+            self.scratch.clear();
+            envelope::encode_request(
+                &mut self.scratch,
+                &self.cfg.name,
+                Kind::Clients,
+                request,
+                &[],
+            );
+            self.publish(&node_channel(&self.cfg.prefix, &node));
+        }
         while let Some(event) = self.sub.poll_event() {
             self.on_sub_event(event, hub, now);
         }
@@ -234,6 +246,27 @@ impl Node {
                 envelope::encode_result(&mut self.scratch, &self.cfg.name, request, delivered);
                 let channel = node_channel(&self.cfg.prefix, env.origin);
                 self.publish(&channel);
+            }
+            Kind::Clients => {
+                let Some((request, _)) = envelope::request_of(env.payload) else {
+                    return;
+                };
+                let mut list = Vec::with_capacity(256);
+                hub.write_client_list(&mut list);
+                self.scratch.clear();
+                envelope::encode_request(
+                    &mut self.scratch,
+                    &self.cfg.name,
+                    Kind::ClientList,
+                    request,
+                    &list,
+                );
+                self.publish(&node_channel(&self.cfg.prefix, env.origin));
+            }
+            Kind::ClientList => {
+                if let Some((request, list)) = envelope::request_of(env.payload) {
+                    hub.gathered(request, env.origin, list);
+                }
             }
             Kind::Result => {
                 if let Some((request, delivered)) = envelope::decode_result(&env) {
@@ -441,11 +474,6 @@ impl Node {
     fn update_status(&self, hub: &mut Hub, now: Now) {
         let ttl = self.ttl_ms();
         let broker_up = self.joined && self.sub.is_up() && self.cmd.is_up();
-        let peers = self
-            .peers
-            .values()
-            .filter(|&&seen| now.ms.saturating_sub(seen) <= ttl)
-            .count() as u64;
         let not_ready = if let Some(why) = &self.refused {
             Some(why.clone())
         } else if !broker_up {
@@ -453,12 +481,22 @@ impl Node {
         } else {
             None
         };
+        let live: Vec<String> = if broker_up {
+            self.peers
+                .iter()
+                .filter(|(_, &seen)| now.ms.saturating_sub(seen) <= ttl)
+                .map(|(name, _)| name.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (forwarded, received, dropped) = (self.forwarded, self.received, self.dropped);
         let reconnects = self.sub.reconnects() + self.cmd.reconnects();
         if let Some(tap) = hub.cluster_mut() {
             let status = &mut tap.status;
             status.broker_up = broker_up;
-            status.nodes = 1 + if broker_up { peers } else { 0 };
+            status.nodes = 1 + live.len() as u64;
+            status.peers = live;
             status.not_ready = not_ready;
             status.forwarded = forwarded;
             status.received = received;

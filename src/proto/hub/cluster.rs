@@ -3,7 +3,7 @@
 
 use super::Hub;
 use crate::proto::client_id::IdFormat;
-use crate::proto::cluster::{ClusterTap, DirectedOp, PendingAck, RoomKind};
+use crate::proto::cluster::{ClusterTap, DirectedOp, Gather, PendingAck, RoomKind};
 use crate::proto::hub::Audience;
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
@@ -137,29 +137,107 @@ impl Hub {
         }
     }
 
-    /// Acknowledges with `delivered: 0` what no node answered in time.
+    /// Acknowledges with `delivered: 0` what no node answered in time, and
+    /// answers `host.clients` with the nodes that did.
     pub fn expire_directed(&mut self, now: Now) {
-        let due = match self.cluster.as_mut() {
-            Some(tap) => tap.directed.expired(now.ms),
+        let (acks, gathers) = match self.cluster.as_mut() {
+            Some(tap) => (tap.directed.expired(now.ms), tap.gathers.expired(now.ms)),
             None => return,
         };
-        for ack in due {
+        for ack in acks {
             self.ack_directed(ack, false);
+        }
+        for gather in gathers {
+            self.reply_gathered(gather);
         }
     }
 
     /// When [`Hub::expire_directed`] is next due.
     pub fn directed_deadline(&self) -> Option<u64> {
-        self.cluster.as_ref()?.directed.next_deadline()
+        let tap = self.cluster.as_ref()?;
+        match (tap.directed.next_deadline(), tap.gathers.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn ack_directed(&mut self, ack: PendingAck, delivered: bool) {
         // The host may have gone (and its key been reused) meanwhile.
-        if self.session(ack.host).is_some_and(|s| s.id == ack.host_id) {
+        if self.is_session(ack.host, ack.host_id) {
             self.out.ack(ack.host, ack.rid.as_deref(), |w| {
                 w.u64("delivered", u64::from(delivered));
             });
         }
+    }
+
+    /// `host.clients` without paging in a cluster: this node's list now,
+    /// the other live nodes' when they answer (see [`Gathers`]). False on a
+    /// single node or when no other node is up.
+    pub(super) fn gather_clients(
+        &mut self,
+        host: ConnKey,
+        now: Now,
+        rid: Option<&RawValue>,
+    ) -> bool {
+        let Some(host_id) = self.session(host).map(|s| s.id) else {
+            return false;
+        };
+        if self
+            .cluster
+            .as_ref()
+            .is_none_or(|t| t.status.peers.is_empty())
+        {
+            return false;
+        }
+        let mut local = Vec::with_capacity(256);
+        self.write_client_list(&mut local);
+        let deadline_ms = now.ms.saturating_add(self.cfg.request_timeout_ms);
+        let max = self.cfg.max_reply_bytes;
+        let Some(tap) = self.cluster.as_mut() else {
+            return false;
+        };
+        let peers = tap.status.peers.clone();
+        let rid = rid.map(|r| r.to_owned());
+        tap.gathers
+            .start(host, host_id, rid, deadline_ms, &peers, &local, max)
+            .is_some()
+    }
+
+    /// Node `node` sent its client list for gather `request`.
+    pub fn gathered(&mut self, request: u64, node: &str, list: &[u8]) {
+        let done = self
+            .cluster
+            .as_mut()
+            .and_then(|t| t.gathers.answer(request, node, list));
+        if let Some(gather) = done {
+            self.reply_gathered(gather);
+        }
+    }
+
+    /// Session `key` is still the one with id `id` (keys are reused).
+    fn is_session(&self, key: ConnKey, id: u64) -> bool {
+        self.session(key).is_some_and(|s| s.id == id)
+    }
+
+    fn reply_gathered(&mut self, gather: Gather) {
+        if !self.is_session(gather.host, gather.host_id) {
+            return;
+        }
+        // Entries are objects; `"id":` begins each one exactly once.
+        let total = gather
+            .entries
+            .windows(6)
+            .filter(|w| w == b"\"id\":\"")
+            .count() as u64;
+        self.out
+            .reply(gather.host, "host.clients", gather.rid.as_deref(), |data| {
+                data.with_raw("clients", |buf| {
+                    buf.push(b'[');
+                    buf.extend_from_slice(&gather.entries);
+                    buf.push(b']');
+                })
+                .u64("total", total);
+            });
     }
 
     /// Another node's `host.send` / `host.kick` for a client of this node;

@@ -131,6 +131,7 @@ impl Hub {
             "host.reply" => self.host_reply(key, now, data, rid),
             "host.broadcast" => self.host_broadcast(key, now, data, rid),
             "host.send" => self.host_send(key, now, data, rid),
+            "host.clients" if data.is_none() && self.gather_clients(key, now, rid) => {}
             "host.clients" => self.host_clients(key, now, data, rid),
             "host.kick" => self.host_kick(key, now, data, rid),
             "host.token" => self.host_token(key, now, data, rid),
@@ -435,9 +436,8 @@ impl Hub {
             return;
         }
         let target = self.client_key(&kick.client);
-        // The acknowledgement comes before the `host.client_left` the kick
-        // causes, like the answer to any other host event; a host that kicks
-        // itself gets none (it is gone).
+        // The ack comes before the `host.client_left` the kick causes, like
+        // any host event's answer; a host that kicks itself gets none (gone).
         if target != Some(key) {
             self.out.ack(key, rid, |w| {
                 w.u64("delivered", u64::from(target.is_some()));
