@@ -6,8 +6,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::value::RawValue;
 
-use super::directed::{take_due, MAX_PENDING};
+use super::directed::take_due;
 use crate::proto::rooms::ConnKey;
+
+/// Gathers in progress at most (each holds up to `max_reply_bytes`); beyond,
+/// `host.clients` answers with this node's clients only.
+pub const MAX_GATHERS: usize = 16;
 
 /// One `host.clients` being gathered.
 #[derive(Debug)]
@@ -61,7 +65,7 @@ impl Gathers {
         local: &[u8],
         max_bytes: usize,
     ) -> Option<u64> {
-        if self.pending.len() >= MAX_PENDING {
+        if self.pending.len() >= MAX_GATHERS {
             return None;
         }
         self.next_request += 1;

@@ -8,5 +8,5 @@ pub mod tap;
 
 pub use directed::{Directed, DirectedOp, DirectedQueue, PendingAck};
 pub use gather::{Gather, Gathers};
-pub use node::{Node, NodeConfig};
+pub use node::{memory_ceiling, Node, NodeConfig};
 pub use tap::{ClusterStatus, ClusterTap, Forward, RoomKind};

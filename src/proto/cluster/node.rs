@@ -68,6 +68,9 @@ pub struct Node {
 
 impl Node {
     pub fn new(cfg: NodeConfig, seed: u64) -> Node {
+        // What other nodes may send us: generous, so that a node with a
+        // larger `max_message_bytes` cannot make this link reset, and bounded.
+        let max_in = receive_limit(&cfg);
         let link = |role| LinkConfig {
             role,
             user: cfg.user.clone(),
@@ -75,11 +78,11 @@ impl Node {
             db: cfg.db,
             max_out_bytes: cfg.max_forward_bytes,
             limits: Limits {
-                max_bulk: cfg.max_payload_bytes + 1024,
+                max_bulk: max_in,
                 max_elements: 8,
                 max_depth: 2,
             },
-            max_reply_bytes: cfg.max_payload_bytes + 2048,
+            max_reply_bytes: max_in + 1024,
             connect_timeout_ms: 2000,
             reply_timeout_ms: cfg.heartbeat_ms.max(1000) * MISSED_HEARTBEATS,
             probe_after_ms: cfg.heartbeat_ms.max(1000),
@@ -140,7 +143,9 @@ impl Node {
             }
         }
         while let Some(forward) = hub.cluster_mut().and_then(|tap| tap.take_forward()) {
-            if self.refused.is_some() {
+            // Too big for any node's link (or refused): dropped and counted.
+            let size = forward.room.len() + forward.message.len() + 64;
+            if self.refused.is_some() || size > self.cfg.max_payload_bytes {
                 self.dropped += 1;
                 continue;
             }
@@ -252,7 +257,7 @@ impl Node {
                     return;
                 };
                 let mut list = Vec::with_capacity(256);
-                hub.write_client_list(&mut list);
+                hub.write_client_page(&mut list, 0, usize::MAX, self.cfg.max_payload_bytes);
                 self.scratch.clear();
                 envelope::encode_request(
                     &mut self.scratch,
@@ -504,6 +509,17 @@ impl Node {
             status.reconnects = reconnects;
         }
     }
+}
+
+/// The largest message a node takes from the broker.
+fn receive_limit(cfg: &NodeConfig) -> usize {
+    cfg.max_payload_bytes.max(cfg.max_forward_bytes) + 1024
+}
+
+/// Bytes the node's broker links can hold at once: commands waiting
+/// (`max_forward_bytes`) and one reply being read on each link.
+pub fn memory_ceiling(cfg: &NodeConfig) -> usize {
+    cfg.max_forward_bytes + 2 * (receive_limit(cfg) + 1024)
 }
 
 fn room_channel(prefix: &str, room: &str) -> String {
