@@ -484,3 +484,21 @@ fn host_clients_lists_every_nodes_clients() {
         .unwrap()
         .starts_with(c["node"].as_str().unwrap())));
 }
+
+#[test]
+fn a_stopped_node_is_gone_at_once_and_its_name_free() {
+    let (redis, a, mut b) = two_nodes();
+    wait_health(&a, "two nodes", |h| h["cluster"]["nodes"] == 2);
+    let stopped = Instant::now();
+    assert_eq!(b.stop().code(), Some(0));
+    wait_health(&a, "b gone", |h| h["cluster"]["nodes"] == 1);
+    assert!(
+        stopped.elapsed() < Duration::from_millis(3 * HEARTBEAT_MS),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert!(a.wait_log("cluster: node b stopped", Duration::from_secs(2)));
+    // Restarted under the same name at once: the claim was freed.
+    let b = node(&redis, "b");
+    joined(&b, "b");
+}

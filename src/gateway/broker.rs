@@ -269,6 +269,13 @@ impl Endpoint for BrokerEndpoint {
         self.drive(app, now)
     }
 
+    fn on_stop(&mut self, _app: &mut App, now: Now) {
+        self.node.stop();
+        for i in 0..2 {
+            self.flush(i, now);
+        }
+    }
+
     fn on_pass(&mut self, app: &mut App, now: Now) -> Option<u64> {
         let App::Gateway(hub) = &*app else {
             return None;

@@ -406,6 +406,7 @@ impl Server {
         if stop && self.shutdown_deadline.is_none() {
             info!("stopping: closing {} connections", self.conns.len());
             self.notifier.stopping();
+            self.endpoints.on_stop(&mut self.app, self.now);
             self.listeners.close_all(self.poll.registry());
             self.shutdown_deadline = Some(self.now.ms + CLOSE_LINGER_MS + 500);
             self.conns.close_all(&mut self.app, self.now);
