@@ -19,6 +19,8 @@ const REDIS_PASSWORD: &str = "redis-pw-never-logged-7f3a";
 struct Redis {
     child: Option<Child>,
     port: u16,
+    /// Listen on this unix socket instead of TCP.
+    unix: bool,
     password: Option<&'static str>,
     tmp: TempDir,
 }
@@ -29,11 +31,28 @@ impl Redis {
         let mut redis = Redis {
             child: None,
             port: free_port(),
+            unix: false,
             password,
             tmp,
         };
         redis.spawn();
         redis
+    }
+
+    fn start_unix() -> Redis {
+        let mut redis = Redis {
+            child: None,
+            port: 0,
+            unix: true,
+            password: None,
+            tmp: TempDir::new("redis-unix"),
+        };
+        redis.spawn();
+        redis
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        self.tmp.path().join("redis.sock")
     }
 
     fn spawn(&mut self) {
@@ -47,18 +66,28 @@ impl Redis {
         if let Some(pw) = self.password {
             cmd.args(["--requirepass", pw]);
         }
+        if self.unix {
+            cmd.arg("--unixsocket").arg(self.socket());
+        }
         self.child = Some(
             cmd.spawn()
                 .expect("redis-server (apt-get install redis-server)"),
         );
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let up = |r: &Redis| match r.unix {
+            true => std::os::unix::net::UnixStream::connect(r.socket()).is_ok(),
+            false => TcpStream::connect(("127.0.0.1", r.port)).is_ok(),
+        };
+        while !up(self) {
             assert!(Instant::now() < deadline, "redis-server did not listen");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     fn url(&self) -> String {
+        if self.unix {
+            return format!("unix://{}", self.socket().display());
+        }
         match self.password {
             Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
             None => format!("redis://127.0.0.1:{}", self.port),
@@ -501,4 +530,17 @@ fn a_stopped_node_is_gone_at_once_and_its_name_free() {
     // Restarted under the same name at once: the claim was freed.
     let b = node(&redis, "b");
     joined(&b, "b");
+}
+
+#[test]
+fn nodes_over_a_unix_socket() {
+    let redis = Redis::start_unix();
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    joined(&a, "a");
+    joined(&b, "b");
+    let mut on_b = member(&b, "bob", "lobby");
+    let mut publisher = member(&a, "pub", "lobby");
+    publish(&mut publisher, "lobby", 5);
+    assert_eq!(received(&mut on_b, 1), vec![5]);
 }
