@@ -171,6 +171,16 @@ load tether-gateway $PORT echo --conns 100 --inflight 8 --warmup "$ECHO_WARM" --
 load tether-gateway $PORT rpc --tether --conns 100 --inflight 8 --warmup "$ECHO_WARM" --secs "$ECHO_SECS" --path "/?token=$SUB_TOKEN" --pub-path "/?token=$HOST_TOKEN"
 stop_server
 
+# The same two gateway scenarios with the flat "action" dialect of seed 004
+# (server.websocket.envelope; issue 17's bound: at most 1.2x the CPU per message).
+sed 's/"auth": {"allowed_ip"/"envelope": "action", "auth": {"allowed_ip"/' "$WORK/tether.json" >"$WORK/tether-action.json"
+log "tether serve with \"envelope\": \"action\""
+start_server $PORT "$TETHER" serve --config "$WORK/tether-action.json"
+load tether-gateway-action $PORT echo --conns 100 --inflight 8 --warmup "$ECHO_WARM" --secs "$ECHO_SECS" --path "/?token=$SUB_TOKEN" \
+    --text '{"action":"publish","room":"bench_x","event":"e","data":"xxxxxxxxxxxxxxxx","requestId":1}'
+load tether-gateway-action $PORT rpc --tether --envelope action --conns 100 --inflight 8 --warmup "$ECHO_WARM" --secs "$ECHO_SECS" --path "/?token=$SUB_TOKEN" --pub-path "/?token=$HOST_TOKEN"
+stop_server
+
 # ---------------------------------------------------------------- peers
 P=$((PORT + 1))
 log "uWebSockets (npm uwebsockets 3.0.6)"

@@ -233,6 +233,9 @@ fn scheme(tls: &Option<TlsState>) -> &'static str {
 fn cmd_serve(args: &Args) -> Result<(), String> {
     let (s, source) = load(args)?;
     init_logging(s.level_filter());
+    for key in &s.ignored_keys {
+        warn!("settings: {}", settings::ignored_key_warning(key));
+    }
     let (secret, secret_source) = s
         .resolve_jwt_secret(env, &settings::state_dir())
         .map_err(|e| e.to_string())?;
@@ -434,6 +437,11 @@ fn cmd_check_config(args: &Args) -> Result<(), String> {
             Err(e) => problems.push(SettingError::new("server.websocket.tls", e.to_string())),
         }
     }
+    warnings.extend(
+        s.ignored_keys
+            .iter()
+            .map(|k| settings::ignored_key_warning(k)),
+    );
     for warning in &warnings {
         eprintln!("tether: warning: {warning}");
     }

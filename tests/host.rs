@@ -972,16 +972,6 @@ fn a_broadcast_flood_with_a_client_that_never_reads() {
     );
 }
 
-/// A child process killed (by its own pid) when the test ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Sends `event` with `requestId` `rid` and returns its answer; messages
 /// without that requestId (broadcasts) that come first go to `other`.
 fn ask(ws: &mut Ws, event: &str, data: Value, rid: u64, other: &mut dyn FnMut(&Value)) -> Value {
@@ -1046,7 +1036,7 @@ fn game_host_example_serves_players_and_broadcasts() {
     let port = server.port();
     // Minted as the README says, with `tether token`.
     let token = server.token("game", &["host"], &[], None, "1h");
-    let _game = Child(
+    let _game = KillOnDrop(
         std::process::Command::new(example_bin("game_host"))
             .args(["--url", &format!("ws://127.0.0.1:{port}/")])
             .args(["--interval-ms", "50", "--seed", "7"])
@@ -1137,19 +1127,7 @@ fn sound_bot_example_in_python() {
     let server = Server::start(json!({}));
     let port = server.port();
     let token = server.token("soundbot", &["host"], &[], None, "1h");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sound_bot_host.py");
-    let mut bot = Child(
-        python3()
-            .arg(&script)
-            .args(["--url", &format!("ws://127.0.0.1:{port}")])
-            .args(["--voice", "dj=Music"])
-            .env("TETHER_HOST_TOKEN", &token)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 runs examples/sound_bot_host.py"),
-    );
+    let mut bot = sound_bot(port, &token, &["--voice", "dj=Music"]);
     let (mut dj, _) = client(port, "dj", &[], &[]);
     let mut ignore = |m: &Value| panic!("the sound bot broadcasts nothing: {m}");
     let deadline = Instant::now() + Duration::from_secs(30);

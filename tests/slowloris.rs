@@ -22,42 +22,6 @@ const SERVED_WITHIN: Duration = Duration::from_secs(1);
 /// How many times it is served while the attack goes on.
 const ROUNDS: usize = 8;
 
-/// A TCP connection from `source` to 127.0.0.1:`port`.
-fn tcp_from(source: Ipv4Addr, port: u16) -> io::Result<TcpStream> {
-    use std::os::fd::FromRawFd;
-    fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
-        libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(ip).to_be(),
-            },
-            sin_zero: [0; 8],
-        }
-    }
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: a fresh socket, owned by `stream` from here on; the address
-    // structures outlive the calls that read them.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        let local = sockaddr(source, 0);
-        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let remote = sockaddr(Ipv4Addr::LOCALHOST, port);
-        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        stream.set_read_timeout(Some(READ_TIMEOUT))?;
-        stream.set_write_timeout(Some(Duration::from_millis(200)))?;
-        Ok(stream)
-    }
-}
-
 /// One attacking connection.
 struct Slot {
     ip: Ipv4Addr,

@@ -225,8 +225,8 @@ pub fn handshakes_per_ip(cfg: &ShellConfig) -> usize {
 }
 
 /// The checks of SPEC §2-§3 at accept, in order: the health listener's own
-/// bounds (per address, then in all), the allow list, the handshakes in
-/// progress from the address, then `max_connections` (503 exactly while
+/// bounds (per address, then in all), the allow list (or `trusted_proxies`),
+/// the handshakes in progress from the address (not for a trusted proxy), then `max_connections` (503 exactly while
 /// that many are in use by other than handshakes, while a shared listener
 /// still answers health checks). When an address's incomplete connections
 /// reach its bound, or all of them fill their slots, the oldest incomplete
@@ -249,10 +249,15 @@ pub fn admission(ip: IpAddr, serves: Serves, cfg: &ShellConfig, counts: Counts) 
             (true, false) => Admission::HttpBusy,
         };
     }
-    if !cfg.allow.allows(ip) {
+    // A trusted proxy speaks for others: their address is checked once its
+    // request names them.
+    if !cfg.allow.allows(ip) && !cfg.trusted_proxies.allows(ip) {
         return Admission::NotAllowed;
     }
-    if counts.handshakes_from_ip >= handshakes_per_ip(cfg) {
+    // A trusted proxy carries many clients' handshakes (and buffers their
+    // requests itself): only the bound in all applies to it.
+    let proxy = cfg.trusted_proxies.allows(ip);
+    if counts.handshakes_from_ip >= handshakes_per_ip(cfg) && !proxy {
         return Admission::EvictForHandshake(Scope::Address);
     }
     let full = counts.admitted >= cfg.max_connections;

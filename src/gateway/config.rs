@@ -9,6 +9,7 @@ use crate::proto::bounds;
 use crate::proto::frame::MAX_HEADER;
 use crate::proto::handshake::MAX_REQUEST_BYTES;
 use crate::proto::hub::HubConfig;
+use crate::proto::origin::OriginPolicy;
 use crate::settings::IpAllowList;
 use std::fmt;
 
@@ -48,7 +49,9 @@ pub struct ShellConfig {
     pub ping_interval_ms: u64,
     pub handshake_timeout_ms: u64,
     pub allow: IpAllowList,
-    pub allowed_origins: Vec<String>,
+    pub origins: OriginPolicy,
+    /// Reverse proxies whose forwarding headers name the client (SPEC §13).
+    pub trusted_proxies: IpAllowList,
 }
 
 impl ShellConfig {
@@ -101,7 +104,8 @@ impl ShellConfig {
             ping_interval_ms: 20_000,
             handshake_timeout_ms: 5_000,
             allow: crate::settings::parse_allowed_ips("*").expect("a valid list"),
-            allowed_origins: Vec::new(),
+            origins: OriginPolicy::default(),
+            trusted_proxies: IpAllowList::default(),
         }
     }
 }

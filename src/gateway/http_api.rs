@@ -123,13 +123,13 @@ pub fn answer(
 ) -> HttpAnswer {
     let get = req.method == "GET";
     match req.path {
-        "/health" if get => health(hub, gauges),
+        "/health" if get => health(hub, gauges, now.unix),
         "/ready" if get => ready(hub),
         "/metrics" if get => HttpAnswer {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             headers: "",
-            body: metrics::render(shell, gauges, hub).into_bytes(),
+            body: metrics::render(shell, gauges, hub, now.unix).into_bytes(),
         },
         "/api/connections" if get => {
             match authorize(req, hub, now, Identity::is_admin, "the admin permission") {
@@ -152,8 +152,8 @@ pub fn answer(
     }
 }
 
-fn health(hub: &Hub, gauges: &ShellGauges) -> HttpAnswer {
-    let mut body = Vec::with_capacity(192);
+fn health(hub: &Hub, gauges: &ShellGauges, now_unix: u64) -> HttpAnswer {
+    let mut body = Vec::with_capacity(320);
     let mut doc = JsonWriter::object(&mut body);
     let cluster = hub.cluster().map(|tap| &tap.status);
     let degraded = cluster.is_some_and(|c| !c.broker_up);
@@ -164,7 +164,14 @@ fn health(hub: &Hub, gauges: &ShellGauges) -> HttpAnswer {
         .u64("active_rooms", hub.active_rooms() as u64)
         .u64("total_connections", hub.stats.total_connections)
         .u64("total_messages", hub.stats.total_messages)
-        .u64("uptime_seconds", gauges.uptime_s);
+        .u64("uptime_seconds", gauges.uptime_s)
+        // Seed 003's monitoring figures, beside the seed 001 ones above.
+        .u64("connections_last_24h", hub.activity.opened.sum(now_unix))
+        .raw(
+            "avg_connection_duration_seconds",
+            &format!("{:.1}", hub.activity.average_duration_s()),
+        )
+        .u64("messages_per_minute", hub.activity.messages.sum(now_unix));
     stats.end();
     if let Some(c) = cluster {
         doc.begin("cluster")
@@ -266,6 +273,7 @@ mod tests {
             max_messages_per_minute: 60,
             request_timeout_ms: 5_000,
             server_name: "tether/test".into(),
+            compat: Default::default(),
             max_reply_bytes: 1 << 20,
         })
     }
@@ -309,7 +317,14 @@ mod tests {
     fn open_client(hub: &mut Hub, key: usize, rooms: &[&str]) -> u64 {
         let id = (key as u64) | (7 << 24);
         let identity = auth().verify(&token(&[], rooms), NOW.unix).unwrap();
-        hub.open(key, id, "127.0.0.1".parse().unwrap(), NOW, Some(identity));
+        hub.open(
+            key,
+            id,
+            "127.0.0.1".parse().unwrap(),
+            NOW,
+            Some(identity),
+            "",
+        );
         hub.out.clear();
         id
     }
@@ -320,12 +335,24 @@ mod tests {
         open_client(&mut h, 0, &["a"]);
         let (status, body) = call(&mut h, "GET", "/health", None, "");
         assert_eq!(status, 200);
+        // Seed 001's fields as they were, then seed 003's figures (issue 17).
+        let mut seed_001 = body.clone();
+        let stats = seed_001["stats"].as_object_mut().unwrap();
+        for key in [
+            "connections_last_24h",
+            "avg_connection_duration_seconds",
+            "messages_per_minute",
+        ] {
+            assert!(stats.remove(key).is_some(), "{key} missing: {body}");
+        }
         assert_eq!(
-            body,
+            seed_001,
             json!({"status": "healthy", "stats": {
                 "active_connections": 1, "active_rooms": 1, "total_connections": 1,
                 "total_messages": 0, "uptime_seconds": 7}})
         );
+        assert_eq!(body["stats"]["connections_last_24h"], 1);
+        assert_eq!(body["stats"]["messages_per_minute"], 0);
     }
 
     #[test]

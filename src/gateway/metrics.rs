@@ -2,6 +2,7 @@
 //! (with the core's counters beside them).
 
 use super::held::Held;
+use crate::proto::activity::DURATION_BUCKETS_S;
 use crate::proto::cluster::ClusterStatus;
 use crate::proto::handshake::Refusal;
 use crate::proto::hub::Hub;
@@ -12,6 +13,8 @@ use std::fmt::Write;
 pub enum RefusalReason {
     IpNotAllowed,
     OriginNotAllowed,
+    /// A handshake token that may not join the rooms of its path (`rooms.by_path`).
+    RoomNotAllowed,
     InvalidToken,
     PerIpLimit,
     ServerFull,
@@ -23,9 +26,10 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
-    const ALL: [RefusalReason; 9] = [
+    const ALL: [RefusalReason; 10] = [
         RefusalReason::IpNotAllowed,
         RefusalReason::OriginNotAllowed,
+        RefusalReason::RoomNotAllowed,
         RefusalReason::InvalidToken,
         RefusalReason::PerIpLimit,
         RefusalReason::ServerFull,
@@ -39,6 +43,7 @@ impl RefusalReason {
         match self {
             RefusalReason::IpNotAllowed => "ip_not_allowed",
             RefusalReason::OriginNotAllowed => "origin_not_allowed",
+            RefusalReason::RoomNotAllowed => "room_not_allowed",
             RefusalReason::InvalidToken => "invalid_token",
             RefusalReason::PerIpLimit => "per_ip_limit",
             RefusalReason::ServerFull => "server_full",
@@ -49,8 +54,8 @@ impl RefusalReason {
         }
     }
 
-    /// The reason of a refusal status (403 from the origin check is told
-    /// apart by the caller).
+    /// The reason of a refusal status (the 403s of the origin and path checks
+    /// are told apart by the caller).
     pub fn of(refusal: Refusal) -> RefusalReason {
         match refusal {
             Refusal::Forbidden => RefusalReason::IpNotAllowed,
@@ -194,7 +199,7 @@ fn cluster_metrics(o: &mut String, c: &ClusterStatus) {
     }
 }
 
-pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub) -> String {
+pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub, now_unix: u64) -> String {
     let mut out = String::with_capacity(4096);
     let o = &mut out;
     metric(
@@ -380,8 +385,43 @@ pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub) -> String {
         "Requests answered on the HTTP endpoints.",
         shell.http_requests,
     );
+    render_activity(o, hub, now_unix);
     if let Some(tap) = hub.cluster() {
         cluster_metrics(o, &tap.status);
     }
     out
+}
+
+/// Seed 003's figures: sessions in the last 24 h, messages in the last
+/// minute, and a histogram of how long sessions lasted.
+fn render_activity(o: &mut String, hub: &Hub, now_unix: u64) {
+    let activity = &hub.activity;
+    metric(
+        o,
+        "connections_last_24h",
+        "gauge",
+        "WebSocket sessions opened in the last 24 hours (counted per hour).",
+        activity.opened.sum(now_unix),
+    );
+    metric(
+        o,
+        "messages_per_minute",
+        "gauge",
+        "Client messages received in the last 60 seconds.",
+        activity.messages.sum(now_unix),
+    );
+    let name = "tether_connection_duration_seconds";
+    let _ = writeln!(
+        o,
+        "# HELP {name} How long ended WebSocket sessions lasted.
+# TYPE {name} histogram"
+    );
+    let mut cumulative = 0;
+    for (bound, count) in DURATION_BUCKETS_S.iter().zip(&activity.durations) {
+        cumulative += count;
+        let _ = writeln!(o, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {}", activity.ended);
+    let _ = writeln!(o, "{name}_sum {}", activity.duration_sum_s);
+    let _ = writeln!(o, "{name}_count {}", activity.ended);
 }

@@ -105,6 +105,7 @@ pub fn authenticator(s: &Settings, secret: &[u8]) -> Authenticator {
         &auth.password_permissions,
         s.rooms.by_role.clone(),
     )
+    .with_claim_names(s.claim_names())
 }
 
 pub fn hub_config(s: &Settings, secret: &[u8]) -> HubConfig {
@@ -114,6 +115,7 @@ pub fn hub_config(s: &Settings, secret: &[u8]) -> HubConfig {
         max_messages_per_minute: s.limits.max_messages_per_minute,
         request_timeout_ms: s.host.request_timeout_ms,
         server_name: crate::server_name(),
+        compat: s.compat(),
         max_reply_bytes: crate::proto::hub::reply_budget(s.limits.max_outbound_bytes),
     }
 }
@@ -132,7 +134,9 @@ pub fn shell_config(s: &Settings, allow: IpAllowList) -> ShellConfig {
         // A client gets as long to send its request head as to authenticate.
         handshake_timeout_ms: auth.auth_timeout_ms,
         allow,
-        allowed_origins: auth.allowed_origins.clone(),
+        origins: s.origin_policy(),
+        // Validated with the other settings: a list that does not parse trusts no one.
+        trusted_proxies: s.trusted_proxies().unwrap_or_default(),
     }
 }
 
@@ -190,6 +194,9 @@ impl Reloader {
     pub fn reload(&mut self) -> Result<Reloaded, ReloadError> {
         let mut next =
             settings::load(&self.source).map_err(|e| ReloadError::Settings(e.to_string()))?;
+        for key in &next.ignored_keys {
+            warn!("reload: settings: {}", settings::ignored_key_warning(key));
+        }
         let (old, new) = (self.current.full_value(), next.full_value());
         let mut paths = Vec::new();
         changed_paths(&old, &new, &mut String::new(), &mut paths);

@@ -2,6 +2,7 @@
 //!
 //! Time is passed in (`now_unix`), so verification is testable without a clock.
 
+use crate::proto::claims::{ClaimError, ClaimNames};
 use jwt_simple::prelude::*;
 use jwt_simple::JWTError;
 use std::collections::{BTreeMap, HashSet};
@@ -123,6 +124,8 @@ pub struct Authenticator {
     password: Option<Box<[u8]>>,
     password_permissions: Vec<Box<str>>,
     by_role: BTreeMap<String, Vec<String>>,
+    /// `auth.jwt_claims` when it is not the identity map.
+    claim_names: Option<ClaimNames>,
 }
 
 impl Authenticator {
@@ -144,7 +147,14 @@ impl Authenticator {
                 .map(|p| p.as_str().into())
                 .collect(),
             by_role,
+            claim_names: None,
         }
+    }
+
+    /// Reads tokens through `auth.jwt_claims` (SPEC §13).
+    pub fn with_claim_names(mut self, names: ClaimNames) -> Authenticator {
+        self.claim_names = (names != ClaimNames::default()).then_some(names);
+        self
     }
 
     /// Verifies an HS256 token at `now_unix`. Other algorithms (`none` included) fail.
@@ -160,6 +170,24 @@ impl Authenticator {
             max_token_length: Some(MAX_TOKEN_BYTES),
             ..VerificationOptions::default()
         };
+        if let Some(names) = &self.claim_names {
+            let claims = self
+                .key
+                .verify_token::<serde_json::Map<String, serde_json::Value>>(token, Some(options))
+                .map_err(classify)?;
+            let exp = claims.expires_at.ok_or(AuthError::MissingExp)?.as_secs();
+            let mapped = names
+                .read(claims.subject, &claims.custom)
+                .map_err(|e| match e {
+                    ClaimError::MissingSub => AuthError::MissingSub,
+                    ClaimError::Malformed => AuthError::Malformed,
+                })?;
+            if exp <= now_unix {
+                return Err(AuthError::Expired);
+            }
+            let (permissions, rooms) = (mapped.permissions, mapped.rooms);
+            return Ok(self.identity(mapped.sub, permissions, rooms, mapped.role, Some(exp)));
+        }
         let claims = self
             .key
             .verify_token::<TetherClaims>(token, Some(options))

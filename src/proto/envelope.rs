@@ -242,6 +242,14 @@ impl<'b> JsonWriter<'b> {
         self
     }
 
+    /// `"requestId": ID` when the message answers one that carried it.
+    pub fn request_id(&mut self, id: Option<&RawValue>) -> &mut Self {
+        if let Some(id) = id {
+            self.raw("requestId", id.get());
+        }
+        self
+    }
+
     /// Opens a nested object under `key`; close it with `end`.
     pub fn begin(&mut self, key: &str) -> JsonWriter<'_> {
         self.key(key);
@@ -286,12 +294,11 @@ pub fn write_message(
     request_id: Option<&RawValue>,
     data: impl FnOnce(&mut Vec<u8>),
 ) {
-    let mut msg = JsonWriter::object(buf);
-    msg.str("event", event).with_raw("data", data);
-    if let Some(id) = request_id {
-        msg.raw("requestId", id.get());
-    }
-    msg.end();
+    JsonWriter::object(buf)
+        .str("event", event)
+        .with_raw("data", data)
+        .request_id(request_id)
+        .end();
 }
 
 /// Appends one error message; `code` is one of [`ErrorCode`] or a host's own.

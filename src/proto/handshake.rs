@@ -48,6 +48,10 @@ pub struct Upgrade {
     pub token: Option<String>,
     /// Whether the client offered `tether.v1`, which the answer then selects.
     pub offers_subprotocol: bool,
+    /// Every `X-Forwarded-For` header, joined by commas (read only from a
+    /// trusted proxy, see [`super::forwarded`]).
+    pub forwarded_for: Option<String>,
+    pub real_ip: Option<String>,
 }
 
 /// Why a request head is refused before any upgrade.
@@ -150,6 +154,16 @@ pub fn parse(buf: &[u8]) -> Parsed {
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
 
+    let joined = |name: &str| -> Option<String> {
+        let values: Vec<&str> = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    };
+
     let bearer = header("Authorization").and_then(|v| {
         let (scheme, rest) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
@@ -218,6 +232,8 @@ pub fn parse(buf: &[u8]) -> Parsed {
         origin: header("Origin").map(str::to_string),
         token,
         offers_subprotocol: protocols.contains(&SUBPROTOCOL),
+        forwarded_for: joined("X-Forwarded-For"),
+        real_ip: header("X-Real-IP").map(str::to_string),
     };
     Parsed::Complete(Request::Upgrade(upgrade), head_len)
 }

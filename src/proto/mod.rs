@@ -1,11 +1,15 @@
 //! The sans-IO core: protocol, sessions, auth, rooms and limits.
 //! Nothing here touches a socket or reads the clock: time is passed in.
 
+pub mod action;
+pub mod activity;
 pub mod auth;
 pub mod bounds;
+pub mod claims;
 pub mod client_id;
 pub mod cluster;
 pub mod envelope;
+pub mod forwarded;
 pub mod frame;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
@@ -14,7 +18,9 @@ pub mod handshake;
 pub mod host_link;
 pub mod hub;
 pub mod limits;
+pub mod origin;
 pub mod outbox;
+pub mod path_rooms;
 pub mod redis;
 pub mod rooms;
 

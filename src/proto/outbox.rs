@@ -7,6 +7,7 @@
 //! and is only valid until that `clear`; a `Close` means the session is
 //! already gone from the hub, so nothing more goes to that key.
 
+use crate::proto::action::{self, Dialect};
 use crate::proto::envelope::{write_error, write_message, JsonWriter};
 use crate::proto::rooms::ConnKey;
 use serde_json::value::RawValue;
@@ -37,6 +38,34 @@ pub enum Action {
 pub struct Outbox {
     pub actions: Vec<Action>,
     pub arena: Vec<u8>,
+    /// The connections written in the action dialect, by key (SPEC §13).
+    action_keys: Vec<bool>,
+}
+
+/// A message for many recipients, serialised once per dialect: the action
+/// form is made from the section-4 form the first time a recipient needs it.
+pub(crate) struct Broadcast {
+    event_form: Rc<[u8]>,
+    action_form: Option<Rc<[u8]>>,
+}
+
+impl Broadcast {
+    pub(crate) fn new(event_form: Vec<u8>) -> Broadcast {
+        Broadcast::from_shared(event_form.into())
+    }
+
+    /// A section-4 message already shared (one from another cluster node).
+    pub(crate) fn from_shared(event_form: Rc<[u8]>) -> Broadcast {
+        Broadcast {
+            event_form,
+            action_form: None,
+        }
+    }
+
+    /// The section-4 form, as other cluster nodes get it.
+    pub(crate) fn event_form(&self) -> &Rc<[u8]> {
+        &self.event_form
+    }
 }
 
 impl Outbox {
@@ -52,6 +81,49 @@ impl Outbox {
         self.arena.clear();
     }
 
+    /// How messages to `key` are written from now on.
+    pub(crate) fn set_dialect(&mut self, key: ConnKey, dialect: Dialect) {
+        let action = dialect == Dialect::Action;
+        if self.action_keys.len() <= key {
+            if !action {
+                return;
+            }
+            self.action_keys.resize(key + 1, false);
+        }
+        self.action_keys[key] = action;
+    }
+
+    pub fn dialect(&self, key: ConnKey) -> Dialect {
+        if self.action_keys.get(key).copied().unwrap_or(false) {
+            Dialect::Action
+        } else {
+            Dialect::Event
+        }
+    }
+
+    /// Queues `message` for `to`, in `to`'s dialect.
+    pub(crate) fn send_shared(&mut self, to: ConnKey, message: &mut Broadcast) {
+        let bytes = match self.dialect(to) {
+            Dialect::Event => message.event_form.clone(),
+            Dialect::Action => {
+                let event_form = &message.event_form;
+                message
+                    .action_form
+                    .get_or_insert_with(|| match action::convert(event_form) {
+                        Some(converted) => converted.into(),
+                        // The core wrote the section-4 form: unreachable, but
+                        // sending it as is beats dropping it.
+                        None => event_form.clone(),
+                    })
+                    .clone()
+            }
+        };
+        self.actions.push(Action::Send {
+            to,
+            body: Body::Shared(bytes),
+        });
+    }
+
     /// Queues for `to` one message `{"event", "data": {FIELDS}, "requestId"?}`;
     /// `fields` writes the fields of the data object.
     pub(crate) fn reply(
@@ -61,6 +133,15 @@ impl Outbox {
         rid: Option<&RawValue>,
         fields: impl FnOnce(&mut JsonWriter<'_>),
     ) {
+        if self.dialect(to) == Dialect::Action {
+            // The core's own fields never collide with `action`/`requestId`.
+            let start = self.arena.len();
+            let mut msg = JsonWriter::object(&mut self.arena);
+            msg.str("action", event);
+            fields(&mut msg);
+            msg.request_id(rid).end();
+            return self.send_from(to, start);
+        }
         self.reply_with(to, event, rid, |buf| {
             let mut data = JsonWriter::object(buf);
             fields(&mut data);
@@ -76,6 +157,11 @@ impl Outbox {
         rid: Option<&RawValue>,
         data: &str,
     ) {
+        if self.dialect(to) == Dialect::Action {
+            let start = self.arena.len();
+            action::write_message(&mut self.arena, event, data, &[], rid);
+            return self.send_from(to, start);
+        }
         self.reply_with(to, event, rid, |buf| buf.extend_from_slice(data.as_bytes()));
     }
 
@@ -101,7 +187,17 @@ impl Outbox {
         rid: Option<&RawValue>,
     ) {
         let start = self.arena.len();
-        write_error(&mut self.arena, code, message, now_unix, rid);
+        match self.dialect(to) {
+            Dialect::Event => write_error(&mut self.arena, code, message, now_unix, rid),
+            Dialect::Action => {
+                let error = action::ActionError {
+                    code,
+                    message,
+                    timestamp: now_unix,
+                };
+                error.write(&mut self.arena, rid);
+            }
+        }
         self.send_from(to, start);
     }
 

@@ -6,8 +6,8 @@ use super::errors::SettingError;
 use super::schema::Settings;
 
 /// The parsed `allowed_ip`: networks as (address, prefix length) pairs, kept
-/// masked so matching is a mask and a compare.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// masked so matching is a mask and a compare. The default allows nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IpAllowList {
     all: bool,
     entries: Vec<(IpAddr, u8)>,
@@ -91,6 +91,27 @@ pub fn parse_allowed_ips(s: &str) -> Result<IpAllowList, String> {
     }
     if !list.all && list.entries.is_empty() {
         return Err("is empty, so no client could connect; use * to allow all".to_string());
+    }
+    Ok(list)
+}
+
+/// A list of addresses and CIDR blocks, one an entry (`trusted_proxies`); the
+/// error names the index of the first bad entry. `*` is not an address here.
+pub(super) fn parse_network_list(entries: &[String]) -> Result<IpAllowList, (usize, String)> {
+    let mut list = IpAllowList {
+        all: false,
+        entries: Vec::with_capacity(entries.len()),
+    };
+    for (i, entry) in entries.iter().enumerate() {
+        let network = parse_network(entry.trim()).ok_or_else(|| {
+            (
+                i,
+                format!(
+                    "invalid entry {entry:?}; expected an IPv4/IPv6 address or a CIDR block                      such as 10.0.0.0/8"
+                ),
+            )
+        })?;
+        list.entries.push(network);
     }
     Ok(list)
 }

@@ -3,12 +3,14 @@
 //! the JWT secret.
 //!
 //! Every key is optional and defaults to the value written in the SPEC. Unknown
-//! keys and values of the wrong type are rejected with the full dotted key path,
+//! keys inside tether's objects and values of the wrong type are rejected with
+//! the full dotted key path (other unknown keys are a bot's own and ignored),
 //! and [`Settings::validate`] reports every problem at once so that a user fixes
 //! a config file in one round.
 
 mod allow_list;
 mod cluster;
+mod compat;
 mod env;
 mod errors;
 mod parse;
@@ -28,12 +30,14 @@ use env::{env_var, non_empty};
 pub(crate) use allow_list::canonical;
 pub use allow_list::{parse_allowed_ips, IpAllowList};
 pub use cluster::{check_node_name, default_node_name, ClusterSettings, MAX_NODE_NAME};
+pub use compat::ignored_key_warning;
 pub use env::{state_dir, state_dir_with};
 pub use errors::{SettingError, SettingsErrors};
 pub use redis_url::{RedisAddress, RedisTarget};
 pub use schema::{
-    AuthSettings, HealthSettings, HostSettings, Limits, LogSettings, RoomsSettings, ServerSettings,
-    Settings, TlsSettings, WebSocketSettings, MIN_JWT_SECRET_BYTES, REDACTED,
+    AuthSettings, Envelope, HealthSettings, HostSettings, JwtClaims, Limits, LogSettings,
+    RoomsSettings, ServerSettings, Settings, TlsSettings, WebSocketSettings, MIN_JWT_SECRET_BYTES,
+    REDACTED,
 };
 pub use secrets::{check_secret_file, no_jwt_secret_report, SecretSource, JWT_KEY_FILE};
 pub use validate::MIN_PASSWORD_CHARS;

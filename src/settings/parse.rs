@@ -1,6 +1,7 @@
 //! Parsing a settings document, and reporting every unknown key and wrong
 //! type at once with its dotted key path.
 
+use super::compat::{ignored_as_problem, outside_keys};
 use super::errors::{SettingError, SettingsErrors};
 use super::schema::Settings;
 
@@ -17,6 +18,8 @@ impl Settings {
                 if let Err(SettingsErrors(more)) = rest.validate() {
                     errors.extend(more);
                 }
+                // A refused file still lists what it ignores, so one round fixes it.
+                errors.extend(rest.ignored_keys.iter().map(|key| ignored_as_problem(key)));
                 Err(SettingsErrors(errors))
             }
             None => Err(SettingsErrors(errors)),
@@ -38,16 +41,22 @@ pub(super) fn parse_lenient(text: &str, origin: &str) -> (Option<Settings>, Vec<
     if let Err(error) = reject_arrays_as_objects(&value, origin) {
         return (None, vec![error]);
     }
+    // Keys outside tether's objects are another program's settings (SPEC §13).
+    let (ignored, not_yet) = outside_keys(&value);
+    let with_ignored = |mut settings: Settings| {
+        settings.ignored_keys = ignored.clone();
+        Some(settings)
+    };
     // Then the schema, on the text rather than the tree: only the text still
     // shows a key given twice, which serde then reports as a duplicate field.
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let first = match serde_path_to_error::deserialize(&mut deserializer) {
-        Ok(settings) => return (Some(settings), Vec::new()),
+        Ok(settings) => return (with_ignored(settings), not_yet),
         Err(e) => e,
     };
     // One line per problem: drop each offending key from the tree and parse
     // again, so that every unknown key and wrong type is named, not only the first.
-    let mut errors = Vec::new();
+    let mut errors = not_yet;
     let mut tree = value;
     let mut next = first;
     loop {
@@ -60,7 +69,7 @@ pub(super) fn parse_lenient(text: &str, origin: &str) -> (Option<Settings>, Vec<
             return (None, errors);
         }
         match serde_path_to_error::deserialize::<_, Settings>(&tree) {
-            Ok(rest) => return (Some(rest), errors),
+            Ok(rest) => return (with_ignored(rest), errors),
             Err(e) => next = e,
         }
     }
@@ -218,8 +227,9 @@ mod tests {
         let errors = parse(r#"{"server":{"websocket":{"auth":{"pasword":"x"}}}}"#).unwrap_err();
         assert_eq!(errors.0[0].key, "server.websocket.auth.pasword");
 
-        let errors = parse(r#"{"nope":1}"#).unwrap_err();
-        assert_eq!(errors.0[0].key, "nope");
+        // SPEC §13: a key outside tether's objects is a bot's own: ignored.
+        let settings = parse(r#"{"nope":1}"#).unwrap();
+        assert_eq!(settings.ignored_keys, ["nope"]);
     }
 
     #[test]

@@ -18,9 +18,11 @@ pub const MIN_JWT_SECRET_BYTES: usize = 32;
 pub(super) const KEY_JWT_SECRET: &str = "server.websocket.auth.jwt_secret";
 pub(super) const KEY_JWT_SECRET_FILE: &str = "server.websocket.auth.jwt_secret_file";
 
-/// The whole `settings.json` document.
+/// The whole `settings.json` document. Unknown keys here and in `server` are
+/// a bot's own settings beside tether's (SPEC §13): ignored, and listed in
+/// `ignored_keys` so that each gets one warning.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default, expecting = "a JSON object")]
+#[serde(default, expecting = "a JSON object")]
 pub struct Settings {
     pub server: ServerSettings,
     pub limits: Limits,
@@ -32,6 +34,9 @@ pub struct Settings {
     /// and the redacted forms always show it).
     #[serde(skip_serializing_if = "ClusterSettings::is_default")]
     pub cluster: ClusterSettings,
+    /// Dotted paths of the unknown keys that were ignored (not settings).
+    #[serde(skip)]
+    pub ignored_keys: Vec<String>,
 }
 
 /// Every block of [`Settings`], `cluster` included even at its defaults.
@@ -60,7 +65,7 @@ impl<'a> From<&'a Settings> for Shown<'a> {
 
 /// `server`: the two listeners.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default, expecting = "a JSON object")]
+#[serde(default, expecting = "a JSON object")]
 pub struct ServerSettings {
     pub websocket: WebSocketSettings,
     pub health: HealthSettings,
@@ -75,6 +80,12 @@ pub struct WebSocketSettings {
     pub port: u16,
     pub auth: AuthSettings,
     pub tls: TlsSettings,
+    /// The message dialect of this listener's clients (SPEC §13).
+    #[serde(skip_serializing_if = "Envelope::is_default")]
+    pub envelope: Envelope,
+    /// Reverse proxies whose `X-Forwarded-For` / `X-Real-IP` name the client.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for WebSocketSettings {
@@ -84,7 +95,53 @@ impl Default for WebSocketSettings {
             port: 8080,
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
+            envelope: Envelope::default(),
+            trusted_proxies: Vec::new(),
         }
+    }
+}
+
+/// `server.websocket.envelope`: `{"event", "data"}` (SPEC §4) or the flat
+/// `{"action", ...fields}` of seed 004's clients.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Envelope {
+    #[default]
+    Event,
+    Action,
+}
+
+impl Envelope {
+    fn is_default(&self) -> bool {
+        *self == Envelope::Event
+    }
+}
+
+/// `server.websocket.auth.jwt_claims`: the token claim that carries each of
+/// tether's (a Django SimpleJWT token names its subject `user_id`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default, expecting = "a JSON object")]
+pub struct JwtClaims {
+    pub sub: String,
+    pub permissions: String,
+    pub rooms: String,
+    pub role: String,
+}
+
+impl Default for JwtClaims {
+    fn default() -> Self {
+        JwtClaims {
+            sub: "sub".to_string(),
+            permissions: "permissions".to_string(),
+            rooms: "rooms".to_string(),
+            role: "role".to_string(),
+        }
+    }
+}
+
+impl JwtClaims {
+    pub fn is_default(&self) -> bool {
+        *self == JwtClaims::default()
     }
 }
 
@@ -103,6 +160,8 @@ pub struct AuthSettings {
     pub auth_timeout_ms: u64,
     /// Empty means any origin.
     pub allowed_origins: Vec<String>,
+    #[serde(skip_serializing_if = "JwtClaims::is_default")]
+    pub jwt_claims: JwtClaims,
 }
 
 impl Default for AuthSettings {
@@ -117,6 +176,7 @@ impl Default for AuthSettings {
             jwt_audience: None,
             auth_timeout_ms: 10_000,
             allowed_origins: Vec::new(),
+            jwt_claims: JwtClaims::default(),
         }
     }
 }
@@ -133,6 +193,7 @@ impl fmt::Debug for AuthSettings {
             .field("jwt_audience", &self.jwt_audience)
             .field("auth_timeout_ms", &self.auth_timeout_ms)
             .field("allowed_origins", &self.allowed_origins)
+            .field("jwt_claims", &self.jwt_claims)
             .finish()
     }
 }
@@ -192,11 +253,14 @@ impl Default for Limits {
     }
 }
 
-/// `rooms`: role name -> room names (`{sub}` is replaced by the token's `sub`).
+/// `rooms`: role name -> room names (`{sub}` is replaced by the token's `sub`),
+/// and request path template -> room names (`{name}` is one path segment).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default, expecting = "a JSON object")]
 pub struct RoomsSettings {
     pub by_role: BTreeMap<String, Vec<String>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_path: BTreeMap<String, Vec<String>>,
 }
 
 /// `host`: the host connection (SPEC §6).

@@ -193,6 +193,7 @@ impl Settings {
 
         self.cluster.check(&mut errors);
 
+        errors.extend(self.compat_problems());
         if errors.is_empty() {
             Ok(())
         } else {

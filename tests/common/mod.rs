@@ -1343,3 +1343,66 @@ pub fn metric(text: &str, name: &str) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// A child process killed (by its own pid) when the test ends.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// examples/sound_bot_host.py as a host of the gateway on `port`, with `args`.
+pub fn sound_bot(port: u16, host_token: &str, args: &[&str]) -> KillOnDrop {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sound_bot_host.py");
+    KillOnDrop(
+        python3()
+            .arg(&script)
+            .args(["--url", &format!("ws://127.0.0.1:{port}")])
+            .args(args)
+            .env("TETHER_HOST_TOKEN", host_token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 runs examples/sound_bot_host.py"),
+    )
+}
+
+/// A TCP connection from `source` (a loopback address such as 127.0.0.2) to
+/// 127.0.0.1:`port`.
+pub fn tcp_from(source: std::net::Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    fn sockaddr(ip: std::net::Ipv4Addr, port: u16) -> libc::sockaddr_in {
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        }
+    }
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket, owned by `stream` from here on; the address
+    // structures outlive the calls that read them.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = sockaddr(source, 0);
+        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let remote = sockaddr(std::net::Ipv4Addr::LOCALHOST, port);
+        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        stream.set_write_timeout(Some(Duration::from_millis(200)))?;
+        Ok(stream)
+    }
+}

@@ -60,6 +60,8 @@ scenarios: echo | idle | broadcast | rpc | handshakes
   --path P           request path for clients and subscribers [/]
   --pub-path P       request path of the publisher or host [/pub]
   --tether           broadcast/rpc through tether's host link (--pub-path carries the host token)
+  --envelope E       event | action: the dialect of the clients' own rpc requests, for a
+                     tether listener with that server.websocket.envelope [event]
   --src-ips K        spread connections over source addresses 127.0.0.2..(2+K) [8]
   --max-pending N    connection attempts in progress at once [256]
 ";
@@ -81,6 +83,8 @@ struct Opts {
     path: String,
     pub_path: String,
     tether: bool,
+    /// The clients' dialect: `{"event",...}` or the flat `{"action",...}`.
+    action_envelope: bool,
     src_ips: u32,
     max_pending: usize,
     tls: bool,
@@ -111,6 +115,7 @@ fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
         path: "/".into(),
         pub_path: "/pub".into(),
         tether: false,
+        action_envelope: false,
         src_ips: 8,
         max_pending: 256,
         tls: false,
@@ -151,6 +156,13 @@ fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--path" => o.path = args.next().ok_or("--path: missing")?,
             "--pub-path" => o.pub_path = args.next().ok_or("--pub-path: missing")?,
             "--tether" => o.tether = true,
+            "--envelope" => {
+                o.action_envelope = match args.next().as_deref() {
+                    Some("event") => false,
+                    Some("action") => true,
+                    _ => return Err("--envelope: expected event or action".into()),
+                }
+            }
             "--src-ips" => o.src_ips = num("--src-ips", args.next())?,
             "--max-pending" => o.max_pending = num("--max-pending", args.next())?,
             "--ca" => o.ca = Some(args.next().ok_or("--ca: missing")?),
@@ -1300,7 +1312,9 @@ fn json_common(secs: f64, server_cpu: u64, self_cpu: u64, msgs: u64) -> String {
 /// echo and rpc: N clients with D messages in flight each.
 fn run_echo(o: &Opts) -> Result<String, String> {
     let rpc = o.scenario == "rpc";
-    let msg = if rpc && o.text.is_none() {
+    let msg = if rpc && o.text.is_none() && o.action_envelope {
+        b"{\"action\":\"rpc\",\"n\":0,\"requestId\":1}".to_vec()
+    } else if rpc && o.text.is_none() {
         b"{\"event\":\"rpc\",\"data\":0,\"requestId\":1}".to_vec()
     } else {
         payload(o)

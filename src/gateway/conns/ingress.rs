@@ -9,6 +9,7 @@ use crate::gateway::http_api::{self, HttpAnswer, HttpRequest};
 use crate::gateway::metrics::{RefusalReason, ShellGauges};
 use crate::proto::auth::Identity;
 use crate::proto::client_id::client_id_str;
+use crate::proto::forwarded;
 use crate::proto::handshake::{self, BodyLength, Parsed, Refusal, Request, Upgrade};
 use crate::proto::Now;
 use log::{debug, warn};
@@ -111,7 +112,9 @@ impl Conns {
             ),
             Request::Upgrade(upgrade) => match self.admit_upgrade(key, &upgrade, app, now) {
                 Ok(identity) => self.upgrade(key, &upgrade, identity, app, now),
-                Err((refusal, reason)) => self.refuse(key, refusal, &reason, app, now),
+                Err((refusal, label, reason)) => {
+                    self.refuse_as(key, refusal, label, &reason, app, now)
+                }
             },
         }
     }
@@ -208,18 +211,40 @@ impl Conns {
         self.schedule(key, app);
     }
 
-    /// SPEC §3 checks, in order: origin (403), token (401), per-address limits (429).
+    /// SPEC §3 checks, in order: origin (403), token (401), the rooms of the
+    /// path (403), per-address limits (429). Behind a trusted proxy the
+    /// client's address comes from its headers first, and the allow list is
+    /// checked on it (403).
     fn admit_upgrade(
         &mut self,
         key: usize,
         upgrade: &Upgrade,
         app: &App,
         now: Now,
-    ) -> Result<Option<Identity>, (Refusal, String)> {
+    ) -> Result<Option<Identity>, (Refusal, RefusalReason, String)> {
         let App::Gateway(hub) = app else {
             return Ok(None);
         };
-        let ip = self.slab[key].ip;
+        let peer = self.slab[key].ip;
+        let ip = forwarded::client_ip(
+            peer,
+            |a| self.cfg.trusted_proxies.allows(a),
+            upgrade.forwarded_for.as_deref(),
+            upgrade.real_ip.as_deref(),
+        );
+        if ip != peer {
+            debug!("connection {key} from proxy {peer} is for {ip}");
+            self.slab[key].ip = ip;
+        }
+        if self.cfg.trusted_proxies.allows(peer) && !self.cfg.allow.allows(ip) {
+            // A trusted proxy's own address skipped the check on accept.
+            let reason = "address not allowed (server.websocket.auth.allowed_ip)";
+            return Err((
+                Refusal::Forbidden,
+                RefusalReason::IpNotAllowed,
+                reason.into(),
+            ));
+        }
         // Every upgrade request counts against the hourly budget, refused ones too.
         let per_ip = self.ip_table.on_upgrade(
             ip,
@@ -228,21 +253,40 @@ impl Conns {
             self.cfg.max_connections_per_ip,
         );
         if let Some(origin) = &upgrade.origin {
-            let origins = &self.cfg.allowed_origins;
-            if !origins.is_empty() && !origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
-                return Err((Refusal::Forbidden, "origin not allowed".into()));
+            if !self.cfg.origins.allows(origin) {
+                let label = RefusalReason::OriginNotAllowed;
+                return Err((Refusal::Forbidden, label, "origin not allowed".into()));
             }
         }
         let identity = match &upgrade.token {
             Some(token) => match hub.config().auth.verify(token, now.unix) {
                 Ok(identity) => Some(identity),
                 Err(reason) => {
-                    return Err((Refusal::Unauthorized, format!("invalid token: {reason}")))
+                    let label = RefusalReason::InvalidToken;
+                    return Err((
+                        Refusal::Unauthorized,
+                        label,
+                        format!("invalid token: {reason}"),
+                    ));
                 }
             },
             None => None,
         };
-        per_ip.map_err(|r| (Refusal::TooManyRequests, r.reason().to_string()))?;
+        if identity
+            .as_ref()
+            .is_some_and(|i| !hub.path_allows(i, &upgrade.path))
+        {
+            let reason = "this token may not join the rooms of this path (rooms.by_path)";
+            return Err((
+                Refusal::Forbidden,
+                RefusalReason::RoomNotAllowed,
+                reason.into(),
+            ));
+        }
+        per_ip.map_err(|r| {
+            let label = RefusalReason::PerIpLimit;
+            (Refusal::TooManyRequests, label, r.reason().to_string())
+        })?;
         Ok(identity)
     }
 
@@ -274,7 +318,7 @@ impl Conns {
             self.ip_table
                 .opened(ip, now.ms, self.cfg.max_connects_per_ip_per_hour);
             conn.counted_ip = true;
-            hub.open(key, id, ip, now, identity);
+            hub.open(key, id, ip, now, identity, &upgrade.path);
         }
         self.mark_dirty(key);
         self.apply_outbox(app, now);
@@ -283,16 +327,24 @@ impl Conns {
 
     /// Answers an HTTP refusal after reading the request, then closes.
     fn refuse(&mut self, key: usize, refusal: Refusal, reason: &str, app: &mut App, now: Now) {
+        self.refuse_as(key, refusal, RefusalReason::of(refusal), reason, app, now);
+    }
+
+    /// [`Conns::refuse`], counted under `label`.
+    fn refuse_as(
+        &mut self,
+        key: usize,
+        refusal: Refusal,
+        label: RefusalReason,
+        reason: &str,
+        app: &mut App,
+        now: Now,
+    ) {
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };
         warn!("refused {}: {} {reason}", conn.ip, refusal.status());
-        // Addresses not allowed are refused on accept, without reading a
-        // request: a 403 here is the origin check.
-        self.metrics.refused(match refusal {
-            Refusal::Forbidden => RefusalReason::OriginNotAllowed,
-            other => RefusalReason::of(other),
-        });
+        self.metrics.refused(label);
         let response = handshake::refusal_response(refusal, reason);
         self.answer_and_close(key, response.as_bytes(), app, now);
     }

@@ -1,10 +1,11 @@
 //! Fuzzing the hub: sessions, rooms and the host link driven by a script of operations.
 
 use super::{authenticator, PASSWORD, T0_UNIX};
+use crate::proto::action::Dialect;
 use crate::proto::auth::MintRequest;
 use crate::proto::client_id::ClientId;
 use crate::proto::host_link::MAX_PENDING_PER_CLIENT;
-use crate::proto::hub::{Action, Hub, HubConfig, MAX_ROOMS_PER_CLIENT};
+use crate::proto::hub::{Action, Compat, Hub, HubConfig, MAX_ROOMS_PER_CLIENT};
 use crate::proto::Now;
 use serde_json::{json, Map, Value};
 
@@ -169,6 +170,16 @@ pub fn dispatch(data: &[u8]) {
         max_messages_per_minute: if config & 2 == 0 { 10_000 } else { 6 },
         request_timeout_ms: [100, 1_000, 5_000, 60_000][usize::from(config >> 2) & 3],
         server_name: "tether/fuzz".into(),
+        // Bit 4: an "action" listener (SPEC §13), whose clients' messages
+        // are then written flat half of the time.
+        compat: Compat {
+            dialect: if config & 16 == 0 {
+                Dialect::Event
+            } else {
+                Dialect::Action
+            },
+            ..Compat::default()
+        },
         max_reply_bytes: 1 << 20,
     });
     let mut world = World {
@@ -225,7 +236,7 @@ impl World {
                     "::1".parse()
                 };
                 let Ok(ip) = ip else { return };
-                self.hub.open(key, id, ip, self.now, identity);
+                self.hub.open(key, id, ip, self.now, identity, "");
                 self.ids[key] = Some(id);
                 self.check_outbox(Some(key), None, 0);
             }
@@ -341,7 +352,9 @@ impl World {
                             String::from_utf8_lossy(out.body(body))
                         ),
                     };
-                    let Some(event) = message.get("event").and_then(Value::as_str) else {
+                    // An action client's messages name their event `action`.
+                    let name = message.get("event").or_else(|| message.get("action"));
+                    let Some(event) = name.and_then(Value::as_str) else {
                         panic!("outgoing message has no string event: {message}");
                     };
                     if event == "host.request" {
@@ -515,6 +528,9 @@ impl World {
             1 => message["requestId"] = Value::String(input.text(8)),
             _ => {}
         }
+        if self.hub.config().compat.dialect == Dialect::Action && input.byte() & 1 == 1 {
+            return flat(message);
+        }
         message
     }
 
@@ -527,4 +543,26 @@ impl World {
             None => input.text(20),
         }
     }
+}
+
+/// `{"event":E,"data":{...},"requestId"?}` in the action dialect,
+/// `{"action":E, ...fields, "requestId"?}` (data that is not an object is kept
+/// under `data`, which the reader then takes as a field).
+fn flat(message: Value) -> Value {
+    let Value::Object(mut message) = message else {
+        return message;
+    };
+    let mut out = Map::new();
+    if let Some(event) = message.remove("event") {
+        out.insert("action".into(), event);
+    }
+    match message.remove("data") {
+        Some(Value::Object(fields)) => out.extend(fields),
+        Some(other) => {
+            out.insert("data".into(), other);
+        }
+        None => {}
+    }
+    out.extend(message);
+    Value::Object(out)
 }

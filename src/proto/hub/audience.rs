@@ -7,7 +7,7 @@ use crate::proto::client_id::IdFormat;
 use crate::proto::cluster::RoomKind;
 use crate::proto::envelope::JsonWriter;
 use crate::proto::host_link::HostLink;
-use crate::proto::outbox::{Action, Body};
+use crate::proto::outbox::Broadcast;
 use crate::proto::rooms::ConnKey;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -90,9 +90,9 @@ impl Hub {
                 .into_iter()
                 .collect(),
         };
+        let mut message = Broadcast::from_shared(shared);
         for &to in &targets {
-            let body = Body::Shared(shared.clone());
-            self.out.actions.push(Action::Send { to, body });
+            self.out.send_shared(to, &mut message);
         }
         targets.len() as u64
     }

@@ -1,18 +1,19 @@
 //! The built-in client events of SPEC §5: `auth`, `whoami`, `subscribe`,
 //! `unsubscribe` and `publish`.
 
-use super::{data_as, Hub, MAX_ROOMS_PER_CLIENT, MAX_ROOM_NAME};
+use super::{data_as, names_host, Hub, MAX_ROOMS_PER_CLIENT, MAX_ROOM_NAME};
+use crate::proto::action::Dialect;
 use crate::proto::auth::{AuthError, Identity};
 use crate::proto::cluster::RoomKind;
 use crate::proto::envelope::{ErrorCode, JsonWriter};
-use crate::proto::outbox::{Action, Body};
+use crate::proto::outbox::Broadcast;
+use crate::proto::path_rooms::with_sub;
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
 use log::{info, warn};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::rc::Rc;
 
 #[derive(Deserialize)]
 struct AuthData<'a> {
@@ -77,6 +78,8 @@ impl Hub {
     }
 
     /// Makes `identity` the session's, joins its rooms, and answers with `event`.
+    /// An identity that may not join the rooms of the path it connected on
+    /// (`rooms.by_path`) gets `room_not_allowed` and close 4001.
     pub(super) fn establish(
         &mut self,
         key: ConnKey,
@@ -88,6 +91,23 @@ impl Hub {
         let Some(s) = self.sessions.get_mut(key).and_then(Option::as_mut) else {
             return;
         };
+        if !may_join_all(&identity, &s.path_rooms) {
+            warn!(
+                "client {} from {}: {:?} may not join the rooms of its path",
+                self.ids.str(s.id),
+                s.ip,
+                identity.sub
+            );
+            let msg = "this client may not join the rooms of the path it connected on";
+            self.error(key, ErrorCode::RoomNotAllowed, msg, now, rid);
+            self.close(key, 4001, "room not allowed", now);
+            return;
+        }
+        let path_rooms: Vec<String> = s
+            .path_rooms
+            .iter()
+            .map(|room| with_sub(room, &identity.sub))
+            .collect();
         let first = s.identity.is_none();
         // A fresh token replaces the old identity: keep only rooms it may still join.
         let rooms = &mut self.rooms;
@@ -98,7 +118,8 @@ impl Hub {
             }
             keep
         });
-        for room in &identity.rooms {
+        let own = identity.rooms.iter().map(|r| &**r);
+        for room in own.chain(path_rooms.iter().map(String::as_str)) {
             if s.rooms.len() >= MAX_ROOMS_PER_CLIENT {
                 break;
             }
@@ -118,11 +139,14 @@ impl Hub {
         }
         // A token made for a host (`host` named explicitly, not implied by
         // `admin`) is not announced as a client: hosts hear about clients only.
-        let joined = first
-            && !self.hosts.is_host(key)
-            && !identity.permissions.iter().any(|p| &**p == "host");
+        let is_host_token = names_host(&identity);
+        let joined = first && !self.hosts.is_host(key) && !is_host_token;
         if joined {
             s.announced = true;
+        }
+        if is_host_token {
+            // Hosts always speak section 6.
+            self.out.set_dialect(key, Dialect::Event);
         }
         let (id, ip) = (s.id, s.ip);
         let demoted = self.hosts.is_host(key) && !identity.has("host");
@@ -142,6 +166,16 @@ impl Hub {
             return;
         };
         let Some(identity) = &s.identity else { return };
+        if event == "authenticated" && self.out.dialect(key) == Dialect::Action {
+            return self.out.reply(key, "auth_success", rid, |data| {
+                data.str("message", "Authentication successful")
+                    .str("user_id", &identity.sub)
+                    .str("clientId", &self.ids.str(s.id))
+                    .str_array("permissions", &identity.permissions)
+                    .str_array("rooms", &s.rooms)
+                    .opt_u64("expiresAt", identity.expires_at);
+            });
+        }
         self.out.reply(key, event, rid, |data| {
             data.str("clientId", &self.ids.str(s.id))
                 .str("sub", &identity.sub)
@@ -270,7 +304,8 @@ impl Hub {
             .str("room", &publish.room)
             .str("from", &identity.sub);
         msg.end();
-        let delivered = self.deliver(&publish.room, message.into(), Some(key));
+        let mut message = Broadcast::new(message);
+        let delivered = self.deliver(&publish.room, &mut message, Some(key));
         self.reply_room(key, "published", &publish.room, Some(delivered), rid);
     }
 
@@ -279,10 +314,11 @@ impl Hub {
     pub(super) fn deliver(
         &mut self,
         room: &str,
-        message: Rc<[u8]>,
+        message: &mut Broadcast,
         except: Option<ConnKey>,
     ) -> u64 {
-        self.forward_room(room, RoomKind::Publish, &message);
+        let form = message.event_form().clone();
+        self.forward_room(room, RoomKind::Publish, &form);
         self.deliver_local(room, message, except)
     }
 
@@ -290,16 +326,13 @@ impl Hub {
     pub(super) fn deliver_local(
         &mut self,
         room: &str,
-        message: Rc<[u8]>,
+        message: &mut Broadcast,
         except: Option<ConnKey>,
     ) -> u64 {
         let mut delivered = 0;
         for &member in self.rooms.members(room) {
             if Some(member) != except {
-                self.out.actions.push(Action::Send {
-                    to: member,
-                    body: Body::Shared(message.clone()),
-                });
+                self.out.send_shared(member, message);
                 delivered += 1;
             }
         }
@@ -325,4 +358,11 @@ impl Hub {
             }
         });
     }
+}
+
+/// Whether `identity` may join every one of the path's rooms (`{sub}` unfilled).
+pub(super) fn may_join_all(identity: &Identity, path_rooms: &[Box<str>]) -> bool {
+    path_rooms
+        .iter()
+        .all(|room| identity.may_join(&with_sub(room, &identity.sub)))
 }

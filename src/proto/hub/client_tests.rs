@@ -45,6 +45,7 @@ fn open_authed(h: &mut Hub, key: ConnKey, t: &str) {
         "127.0.0.1".parse().unwrap(),
         T0,
         None,
+        "",
     );
     drain(h);
     let out = send(
@@ -59,7 +60,7 @@ fn open_authed(h: &mut Hub, key: ConnKey, t: &str) {
 #[test]
 fn connected_then_auth_timeout() {
     let mut h = hub();
-    h.open(3, 0x2a, "127.0.0.1".parse().unwrap(), T0, None);
+    h.open(3, 0x2a, "127.0.0.1".parse().unwrap(), T0, None, "");
     let out = drain(&mut h);
     assert_eq!(out[0].1["event"], "connected");
     assert_eq!(out[0].1["data"]["clientId"], "2a");
@@ -79,7 +80,7 @@ fn handshake_token_authenticates_at_once() {
     let mut h = hub();
     let t = token(&h, "alice", &[], &["lobby"], 60);
     let identity = h.config().auth.verify(&t, T0.unix).unwrap();
-    h.open(0, 1, "127.0.0.1".parse().unwrap(), T0, Some(identity));
+    h.open(0, 1, "127.0.0.1".parse().unwrap(), T0, Some(identity), "");
     let out = drain(&mut h);
     assert_eq!(out[0].1["data"]["authenticated"], true);
     assert_eq!(out[1].1["event"], "authenticated");
@@ -90,7 +91,7 @@ fn handshake_token_authenticates_at_once() {
 #[test]
 fn only_auth_and_ping_before_auth() {
     let mut h = hub();
-    h.open(0, 1, "127.0.0.1".parse().unwrap(), T0, None);
+    h.open(0, 1, "127.0.0.1".parse().unwrap(), T0, None, "");
     drain(&mut h);
     let out = send(&mut h, 0, T0, r#"{"event":"ping","requestId":5}"#);
     assert_eq!(out[0].1["event"], "pong");
@@ -115,8 +116,8 @@ fn only_auth_and_ping_before_auth() {
 #[test]
 fn bad_password_closes_4001_good_one_authenticates() {
     let mut h = hub();
-    h.open(0, 1, "127.0.0.1".parse().unwrap(), T0, None);
-    h.open(1, 2, "127.0.0.1".parse().unwrap(), T0, None);
+    h.open(0, 1, "127.0.0.1".parse().unwrap(), T0, None, "");
+    h.open(1, 2, "127.0.0.1".parse().unwrap(), T0, None, "");
     drain(&mut h);
     let out = send(
         &mut h,
@@ -264,7 +265,7 @@ fn rooms_subscribe_publish() {
 #[test]
 fn rate_limit_then_flood_close() {
     let mut h = hub();
-    h.open(0, 1, "127.0.0.1".parse().unwrap(), T0, None);
+    h.open(0, 1, "127.0.0.1".parse().unwrap(), T0, None, "");
     drain(&mut h);
     for _ in 0..60 {
         assert_eq!(
@@ -284,7 +285,7 @@ fn rate_limit_then_flood_close() {
 #[test]
 fn binary_is_invalid_format() {
     let mut h = hub();
-    h.open(0, 1, "127.0.0.1".parse().unwrap(), T0, None);
+    h.open(0, 1, "127.0.0.1".parse().unwrap(), T0, None, "");
     drain(&mut h);
     h.on_binary(0, T0);
     assert_eq!(drain(&mut h)[0].1["data"]["code"], "invalid_format");

@@ -5,6 +5,7 @@ use super::Hub;
 use crate::proto::client_id::IdFormat;
 use crate::proto::cluster::{ClusterTap, DirectedOp, Gather, PendingAck, RoomKind};
 use crate::proto::hub::Audience;
+use crate::proto::outbox::Broadcast;
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
 use serde_json::value::RawValue;
@@ -51,7 +52,9 @@ impl Hub {
     /// origin delivered it there. Returns how many got it.
     pub fn deliver_from_cluster(&mut self, room: &str, kind: RoomKind, message: Rc<[u8]>) -> u64 {
         match kind {
-            RoomKind::Publish => self.deliver_local(room, message, None),
+            RoomKind::Publish => {
+                self.deliver_local(room, &mut Broadcast::from_shared(message), None)
+            }
             RoomKind::Broadcast => self.send_to_audience(message, Audience::Room(room)),
         }
     }

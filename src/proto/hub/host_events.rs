@@ -5,6 +5,7 @@
 //! the whole hub (a kick closes a session, a broadcast reaches them all).
 
 use super::{data_as, Audience, Hub, PublishData, MAX_ROOM_NAME};
+use crate::proto::action::Dialect;
 use crate::proto::auth::{parse_ttl, MintRequest, MAX_TTL_S};
 use crate::proto::envelope::{ErrorCode, JsonWriter};
 use crate::proto::host_link::{Pending, MAX_EVENTS_PER_HOST, MAX_HOSTS, MAX_PERMISSION_BYTES};
@@ -204,6 +205,8 @@ impl Hub {
             return;
         };
         let first = self.hosts.add_host(key);
+        // Hosts always speak section 6, also one on an action listener.
+        self.out.set_dialect(key, Dialect::Event);
         for (name, permission) in request.events {
             let permission = permission.map(String::into_boxed_str);
             self.hosts.serve(key, name.into_boxed_str(), permission);
@@ -354,12 +357,6 @@ impl Hub {
                 w.bool("cluster", true);
             }
         });
-    }
-
-    /// The live session a `clientId` names.
-    pub(super) fn client_key(&self, client: &str) -> Option<ConnKey> {
-        let (key, id) = self.ids.local(client)?;
-        self.session(key).filter(|s| s.id == id).map(|_| key)
     }
 
     fn host_send(

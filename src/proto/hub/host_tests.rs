@@ -377,7 +377,7 @@ fn clients_lists_authenticated_non_hosts() {
     let mut h = hub();
     join(&mut h, 0, "game", &["host"], &[]);
     join(&mut h, 1, "p", &[], &[]);
-    h.open(2, (3 << 24) | 2, "127.0.0.1".parse().unwrap(), T0, None);
+    h.open(2, (3 << 24) | 2, "127.0.0.1".parse().unwrap(), T0, None, "");
     drain(&mut h);
     send(
         &mut h,

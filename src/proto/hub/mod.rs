@@ -12,6 +12,8 @@ mod client_events;
 #[cfg(test)]
 mod client_tests;
 mod cluster;
+#[cfg(test)]
+mod compat_tests;
 mod host_events;
 #[cfg(test)]
 mod host_limits_tests;
@@ -24,12 +26,15 @@ pub use crate::proto::client_id::client_id_str;
 pub use crate::proto::outbox::{Action, Body, Outbox};
 pub use audience::{Audience, PublishData};
 
+use crate::proto::action::{self, Dialect, Incoming};
+use crate::proto::activity::Activity;
 use crate::proto::auth::{Authenticator, Identity};
 use crate::proto::client_id::IdFormat;
 use crate::proto::cluster::ClusterTap;
 use crate::proto::envelope::{self, ErrorCode};
 use crate::proto::host_link::HostLink;
 use crate::proto::limits::{MessageLimiter, Verdict};
+use crate::proto::path_rooms::PathRooms;
 pub use crate::proto::rooms::MAX_ROOM_NAME;
 use crate::proto::rooms::{ConnKey, Rooms};
 use crate::proto::Now;
@@ -50,6 +55,7 @@ pub struct HubConfig {
     pub request_timeout_ms: u64,
     /// Sent in `connected` as `server`.
     pub server_name: String,
+    pub compat: Compat,
     /// Largest page of `host.clients`, in bytes: it must fit the host's
     /// outbound queue beside what else is queued for it (see [`reply_budget`]).
     pub max_reply_bytes: usize,
@@ -59,6 +65,15 @@ pub struct HubConfig {
 /// (`max_outbound_bytes`), leaving the other half for what else is queued.
 pub const fn reply_budget(max_outbound_bytes: usize) -> usize {
     max_outbound_bytes / 2
+}
+
+/// What makes the gateway a drop-in for other servers' clients (SPEC §13).
+#[derive(Debug, Clone, Default)]
+pub struct Compat {
+    /// The dialect of the listener's clients; hosts always speak section 6.
+    pub dialect: Dialect,
+    /// `rooms.by_path`.
+    pub path_rooms: PathRooms,
 }
 
 /// Counters for /health and /metrics.
@@ -86,6 +101,8 @@ pub struct Session {
     /// A client (not a host) as far as hosts know: `host.client_joined` was
     /// due when it authenticated, so `host.client_left` is due when it goes.
     announced: bool,
+    /// The `rooms.by_path` rooms of the path it connected on (`{sub}` unfilled).
+    path_rooms: Vec<Box<str>>,
 }
 
 pub struct Hub {
@@ -101,6 +118,14 @@ pub struct Hub {
     /// What the shell must do: drain it after every call (see [`Outbox`]).
     pub out: Outbox,
     pub stats: Stats,
+    /// Rolling figures: sessions in the last 24 h, messages per minute, durations.
+    pub activity: Activity,
+}
+
+/// A token made for a host names `host` itself (`admin` alone does not count):
+/// such a session is not announced as a client and speaks section 6.
+fn names_host(identity: &Identity) -> bool {
+    identity.permissions.iter().any(|p| &**p == "host")
 }
 
 /// Reads `data` as `T`, or `None` when absent or of the wrong shape.
@@ -120,6 +145,7 @@ impl Hub {
             ids: IdFormat::default(),
             out: Outbox::default(),
             stats: Stats::default(),
+            activity: Activity::default(),
         }
     }
 
@@ -149,7 +175,22 @@ impl Hub {
         self.sessions.get(key).and_then(Option::as_ref)
     }
 
-    /// A WebSocket was established. `identity` is set when the handshake carried a valid token.
+    /// The live session a `clientId` names.
+    pub(super) fn client_key(&self, client: &str) -> Option<ConnKey> {
+        let (key, id) = self.ids.local(client)?;
+        self.session(key).filter(|s| s.id == id).map(|_| key)
+    }
+
+    /// Whether a handshake token may open a session on `path`: the rooms
+    /// `rooms.by_path` gives that path must be ones it may join (else 403).
+    pub fn path_allows(&self, identity: &Identity, path: &str) -> bool {
+        let rooms = self.cfg.compat.path_rooms.rooms_for(path);
+        client_events::may_join_all(identity, &rooms)
+    }
+
+    /// A WebSocket was established on the request `path` (without its
+    /// query). `identity` is set when the handshake carried a valid token; it
+    /// must have passed [`Hub::path_allows`].
     pub fn open(
         &mut self,
         key: ConnKey,
@@ -157,6 +198,7 @@ impl Hub {
         ip: IpAddr,
         now: Now,
         identity: Option<Identity>,
+        path: &str,
     ) {
         if self.sessions.len() <= key {
             self.sessions.resize_with(key + 1, || None);
@@ -175,15 +217,28 @@ impl Hub {
             rooms: Vec::new(),
             limiter: MessageLimiter::new(self.cfg.max_messages_per_minute, now.ms),
             announced: false,
+            path_rooms: self.cfg.compat.path_rooms.rooms_for(path),
         });
         self.active += 1;
         self.stats.total_connections += 1;
+        self.activity.opened.add(now.unix);
         let server = &self.cfg.server_name;
-        self.out.reply(key, "connected", None, |data| {
-            data.str("clientId", &self.ids.str(id))
-                .bool("authenticated", identity.is_some())
-                .str("server", server);
-        });
+        let dialect = match &identity {
+            Some(identity) if names_host(identity) => Dialect::Event,
+            _ => self.cfg.compat.dialect,
+        };
+        self.out.set_dialect(key, dialect);
+        match dialect {
+            Dialect::Event => self.out.reply(key, "connected", None, |data| {
+                data.str("clientId", &self.ids.str(id))
+                    .bool("authenticated", identity.is_some())
+                    .str("server", server);
+            }),
+            Dialect::Action => self.out.reply(key, "welcome", None, |data| {
+                data.str("clientId", &self.ids.str(id))
+                    .str("server", server);
+            }),
+        }
         if let Some(identity) = identity {
             self.establish(key, identity, now, "authenticated", None);
         }
@@ -197,6 +252,9 @@ impl Hub {
             return;
         };
         self.active -= 1;
+        self.out.set_dialect(key, Dialect::Event);
+        let lasted = now.unix.saturating_sub(session.connected_at);
+        self.activity.session_ended(lasted);
         for room in &session.rooms {
             self.rooms.leave(room, key);
         }
@@ -266,7 +324,19 @@ impl Hub {
 
     /// One text message from a client.
     pub fn on_text(&mut self, key: ConnKey, now: Now, text: &str) {
-        let parsed = envelope::parse(text);
+        let translated;
+        let parsed = match self.out.dialect(key) {
+            Dialect::Event => envelope::parse(text),
+            Dialect::Action => match action::parse(text) {
+                Incoming::Action(message) => {
+                    translated = message;
+                    Ok(translated.envelope())
+                }
+                // A host (or its library) authenticating by message.
+                Incoming::Event => envelope::parse(text),
+                Incoming::Bad(bad) => Err(bad),
+            },
+        };
         let request_id = match &parsed {
             Ok(env) => env.request_id,
             Err(bad) => bad.request_id,
@@ -316,6 +386,7 @@ impl Hub {
             return false;
         };
         self.stats.total_messages += 1;
+        self.activity.messages.add(now.unix);
         if self.hosts.is_host(key) {
             // A registered host answers for every client: its volume is theirs,
             // and they are rate limited. Its bounds are its pending requests.

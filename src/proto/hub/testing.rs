@@ -17,6 +17,7 @@ pub(crate) fn hub_with(auth: Authenticator, per_minute: u32, request_timeout_ms:
         max_messages_per_minute: per_minute,
         request_timeout_ms,
         server_name: "tether/test".into(),
+        compat: Default::default(),
         max_reply_bytes: 1 << 20,
     })
 }
@@ -82,6 +83,7 @@ pub(crate) fn join(h: &mut Hub, key: ConnKey, sub: &str, permissions: &[&str], r
         "127.0.0.1".parse().unwrap(),
         T0,
         Some(identity),
+        "",
     );
 }
 
