@@ -651,16 +651,6 @@ fn sigterm_right_after_listening_exits_0() {
     }
 }
 
-/// Resident memory of a process, from /proc (KiB).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// One round of every kind of abuse, from many connections at once. Writes
 /// ignore errors: the server may cut a connection off mid-way, as it should.
 fn abuse_round(port: u16) {

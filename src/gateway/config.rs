@@ -52,6 +52,10 @@ pub struct ShellConfig {
     pub origins: OriginPolicy,
     /// Reverse proxies whose forwarding headers name the client (SPEC §13).
     pub trusted_proxies: IpAllowList,
+    /// permessage-deflate is offered to new connections (SPEC §12).
+    pub compression: bool,
+    /// Messages shorter than this go uncompressed.
+    pub compression_min_bytes: usize,
 }
 
 impl ShellConfig {
@@ -106,6 +110,8 @@ impl ShellConfig {
             allow: crate::settings::parse_allowed_ips("*").expect("a valid list"),
             origins: OriginPolicy::default(),
             trusted_proxies: IpAllowList::default(),
+            compression: false,
+            compression_min_bytes: 256,
         }
     }
 }

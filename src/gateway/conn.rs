@@ -3,6 +3,7 @@
 use super::held::Held;
 use super::outqueue::OutQueue;
 use super::pool::BufPool;
+use crate::proto::deflate::Agreed;
 use crate::proto::frame::Decoder;
 use mio::net::TcpStream;
 use mio::Interest;
@@ -140,6 +141,8 @@ pub struct Conn {
     pub held: Option<Held>,
     /// The TLS session of a `wss` connection (`None`: plain ws, zero-copy path).
     pub tls: Option<Box<ServerConnection>>,
+    /// permessage-deflate as negotiated (`None`: messages go uncompressed).
+    pub deflate: Option<Agreed>,
 }
 
 impl Conn {
@@ -161,6 +164,7 @@ impl Conn {
             admitted: matches!(stage, Stage::Handshake { .. }),
             held: None,
             tls: None,
+            deflate: None,
         }
     }
 

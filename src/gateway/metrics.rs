@@ -107,6 +107,8 @@ pub struct ShellMetrics {
     pub bytes_out: u64,
     pub slow_reader_closes: u64,
     pub idle_closes: u64,
+    /// Messages deflated (a broadcast counts once, however many receive it).
+    pub compressed_messages: u64,
     pub http_requests: u64,
 }
 
@@ -320,6 +322,13 @@ pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub, now_unix: u
         "counter",
         "Clients closed 4009 for reading too slowly.",
         shell.slow_reader_closes,
+    );
+    metric(
+        o,
+        "compressed_messages_total",
+        "counter",
+        "Messages deflated for permessage-deflate clients; a broadcast counts once.",
+        shell.compressed_messages,
     );
     metric(
         o,

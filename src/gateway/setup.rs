@@ -137,6 +137,8 @@ pub fn shell_config(s: &Settings, allow: IpAllowList) -> ShellConfig {
         origins: s.origin_policy(),
         // Validated with the other settings: a list that does not parse trusts no one.
         trusted_proxies: s.trusted_proxies().unwrap_or_default(),
+        compression: s.server.websocket.compression.enabled,
+        compression_min_bytes: s.server.websocket.compression.min_bytes,
     }
 }
 

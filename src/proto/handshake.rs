@@ -3,6 +3,8 @@
 //! The request is parsed from a bounded buffer; nothing here allocates more
 //! than the few strings a valid upgrade carries (key, token, origin).
 
+use crate::proto::deflate::{self, Agreed};
+
 /// Largest request head accepted; browsers with cookies stay well below it.
 pub const MAX_REQUEST_BYTES: usize = 8192;
 const MAX_HEADERS: usize = 48;
@@ -48,6 +50,9 @@ pub struct Upgrade {
     pub token: Option<String>,
     /// Whether the client offered `tether.v1`, which the answer then selects.
     pub offers_subprotocol: bool,
+    /// The permessage-deflate offer accepted, if any (the shell clears it
+    /// when compression is off); the answer then confirms it.
+    pub deflate: Option<Agreed>,
     /// Every `X-Forwarded-For` header, joined by commas (read only from a
     /// trusted proxy, see [`super::forwarded`]).
     pub forwarded_for: Option<String>,
@@ -232,6 +237,12 @@ pub fn parse(buf: &[u8]) -> Parsed {
         origin: header("Origin").map(str::to_string),
         token,
         offers_subprotocol: protocols.contains(&SUBPROTOCOL),
+        deflate: deflate::negotiate(
+            req.headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+                .filter_map(|h| std::str::from_utf8(h.value).ok()),
+        ),
         forwarded_for: joined("X-Forwarded-For"),
         real_ip: header("X-Real-IP").map(str::to_string),
     };
@@ -289,9 +300,12 @@ pub fn switching_protocols(upgrade: &Upgrade) -> String {
     } else {
         ""
     };
+    let extensions = upgrade
+        .deflate
+        .map_or_else(String::new, |agreed| agreed.response_header());
     format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n{protocol}\r\n",
+         Sec-WebSocket-Accept: {}\r\n{protocol}{extensions}\r\n",
         upgrade.accept
     )
 }

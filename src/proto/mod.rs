@@ -8,6 +8,7 @@ pub mod bounds;
 pub mod claims;
 pub mod client_id;
 pub mod cluster;
+pub mod deflate;
 pub mod envelope;
 pub mod forwarded;
 pub mod frame;

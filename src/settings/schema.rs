@@ -80,6 +80,7 @@ pub struct WebSocketSettings {
     pub port: u16,
     pub auth: AuthSettings,
     pub tls: TlsSettings,
+    pub compression: CompressionSettings,
     /// The message dialect of this listener's clients (SPEC §13).
     #[serde(skip_serializing_if = "Envelope::is_default")]
     pub envelope: Envelope,
@@ -95,6 +96,7 @@ impl Default for WebSocketSettings {
             port: 8080,
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
+            compression: CompressionSettings::default(),
             envelope: Envelope::default(),
             trusted_proxies: Vec::new(),
         }
@@ -205,6 +207,24 @@ pub struct TlsSettings {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub self_signed: bool,
+}
+
+/// `server.websocket.compression`: permessage-deflate (SPEC §12).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, expecting = "a JSON object")]
+pub struct CompressionSettings {
+    pub enabled: bool,
+    /// Messages shorter than this go uncompressed.
+    pub min_bytes: usize,
+}
+
+impl Default for CompressionSettings {
+    fn default() -> Self {
+        CompressionSettings {
+            enabled: false,
+            min_bytes: 256,
+        }
+    }
 }
 
 /// `server.health`: the HTTP listener of SPEC §7.
@@ -361,7 +381,8 @@ mod tests {
                 "auth_timeout_ms": 10000,
                 "allowed_origins": []
               },
-              "tls": { "cert": null, "key": null, "self_signed": false }
+              "tls": { "cert": null, "key": null, "self_signed": false },
+              "compression": { "enabled": false, "min_bytes": 256 }
             },
             "health": { "host": "localhost", "port": 8081 }
           },

@@ -1327,6 +1327,16 @@ fn python_deps() -> Result<Option<PathBuf>, String> {
     ))
 }
 
+/// Resident memory of a process, from /proc (KiB).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 /// Panics at once when `child` (an example host) has exited: waiting for it
 /// to register would only end in a misleading timeout or `rate_limited`.
 pub fn assert_running(child: &mut Child, what: &str) {

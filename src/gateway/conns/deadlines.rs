@@ -157,7 +157,7 @@ impl Conns {
                 conn.stage = Stage::Open {
                     next_ping_ms: now.ms + self.cfg.ping_interval_ms,
                 };
-                self.queue_frame(key, OutKind::Ping, &[], None, app, now);
+                self.queue_control(key, OutKind::Ping, &[], app, now);
             }
             OpenTimer::Release => conn.release_idle_buffers(&mut self.pool),
         }

@@ -10,6 +10,7 @@ use crate::gateway::metrics::{RefusalReason, ShellGauges};
 use crate::proto::auth::Identity;
 use crate::proto::client_id::client_id_str;
 use crate::proto::forwarded;
+use crate::proto::frame::Decoder;
 use crate::proto::handshake::{self, BodyLength, Parsed, Refusal, Request, Upgrade};
 use crate::proto::Now;
 use log::{debug, warn};
@@ -110,8 +111,8 @@ impl Conns {
                 app,
                 now,
             ),
-            Request::Upgrade(upgrade) => match self.admit_upgrade(key, &upgrade, app, now) {
-                Ok(identity) => self.upgrade(key, &upgrade, identity, app, now),
+            Request::Upgrade(mut upgrade) => match self.admit_upgrade(key, &upgrade, app, now) {
+                Ok(identity) => self.upgrade(key, &mut upgrade, identity, app, now),
                 Err((refusal, label, reason)) => {
                     self.refuse_as(key, refusal, label, &reason, app, now)
                 }
@@ -293,16 +294,25 @@ impl Conns {
     fn upgrade(
         &mut self,
         key: usize,
-        upgrade: &Upgrade,
+        upgrade: &mut Upgrade,
         identity: Option<Identity>,
         app: &mut App,
         now: Now,
     ) {
+        // Compression is negotiated at the upgrade: a reload that turns it
+        // on or off applies to new connections only.
+        if !self.cfg.compression {
+            upgrade.deflate = None;
+        }
         let response = handshake::switching_protocols(upgrade);
         self.request_done(key);
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };
+        if upgrade.deflate.is_some() {
+            conn.decoder = Decoder::with_compression();
+        }
+        conn.deflate = upgrade.deflate;
         conn.out.push_copy(&mut self.pool, &[response.as_bytes()]);
         conn.stage = Stage::Open {
             next_ping_ms: now.ms + self.cfg.ping_interval_ms,

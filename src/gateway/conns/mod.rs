@@ -8,6 +8,7 @@
 //! `run_timers`, then `flush_dirty` (which writes everything queued).
 
 mod admit;
+mod compress;
 mod deadlines;
 mod ingress;
 mod read;
@@ -63,6 +64,7 @@ pub struct Conns {
     /// The listener's TLS certificate (`None`: plain ws).
     tls: Option<TlsState>,
     metrics: ShellMetrics,
+    compression: compress::Compression,
     /// Sockets closed since start: a change tells a listener paused at the
     /// descriptor limit that one was freed.
     closed: u64,
@@ -90,6 +92,7 @@ impl Conns {
             troubles: admit::Troubles::default(),
             tls: None,
             metrics: ShellMetrics::default(),
+            compression: Default::default(),
             closed: 0,
             start,
         }

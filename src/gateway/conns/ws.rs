@@ -36,8 +36,13 @@ impl Conns {
                 Ok(None) => break,
                 Ok(Some((event, used))) => {
                     consumed += used;
-                    if !self.on_ws_event(key, event, app, now) {
-                        break;
+                    match self.on_ws_event(key, event, app, now) {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
                     }
                 }
                 Err(e) => {
@@ -106,19 +111,31 @@ impl Conns {
         }
     }
 
-    /// Handles one decoded frame; false to stop reading this connection's frames.
-    fn on_ws_event(&mut self, key: usize, event: WsEvent<'_>, app: &mut App, now: Now) -> bool {
+    /// Handles one decoded frame; false to stop reading this connection's
+    /// frames, an error to fail the connection.
+    pub(super) fn on_ws_event(
+        &mut self,
+        key: usize,
+        event: WsEvent<'_>,
+        app: &mut App,
+        now: Now,
+    ) -> Result<bool, FrameError> {
         let Some(conn) = self.slab.get_mut(key) else {
-            return false;
+            return Ok(false);
         };
         let open = conn.stage.is_open();
         if open && matches!(event, WsEvent::Text(_) | WsEvent::Binary(_)) {
             self.metrics.messages_in += 1;
         }
         match event {
-            WsEvent::Text(_) | WsEvent::Binary(_) if !open => {}
+            WsEvent::Text(_) | WsEvent::Binary(_) | WsEvent::Compressed { .. } if !open => {}
+            WsEvent::Compressed { text, payload } => {
+                return self.on_compressed(key, text, payload, app, now)
+            }
             WsEvent::Text(text) => match &mut *app {
-                App::Echo => self.queue_frame(key, OutKind::Text, text.as_bytes(), None, app, now),
+                App::Echo => {
+                    self.queue_message(key, OutKind::Text, text.as_bytes(), None, app, now)
+                }
                 App::Gateway(hub) => {
                     hub.on_text(key, now, text);
                     self.apply_outbox(app, now);
@@ -126,14 +143,14 @@ impl Conns {
                 }
             },
             WsEvent::Binary(bytes) => match &mut *app {
-                App::Echo => self.queue_frame(key, OutKind::Binary, bytes, None, app, now),
+                App::Echo => self.queue_message(key, OutKind::Binary, bytes, None, app, now),
                 App::Gateway(hub) => {
                     hub.on_binary(key, now);
                     self.apply_outbox(app, now);
                 }
             },
             WsEvent::Ping(payload) if open => {
-                self.queue_frame(key, OutKind::Pong, payload, None, app, now)
+                self.queue_control(key, OutKind::Pong, payload, app, now)
             }
             WsEvent::Close(status) => {
                 match conn.stage {
@@ -143,7 +160,7 @@ impl Conns {
                             Some((code, _)) => close_payload(code, ""),
                             None => ([0; 125], 0),
                         };
-                        self.queue_frame(key, OutKind::Close, &payload[..len], None, app, now);
+                        self.queue_control(key, OutKind::Close, &payload[..len], app, now);
                         self.end_session(key, status.map_or(1005, |(code, _)| code), app, now);
                         let conn = &mut self.slab[key];
                         conn.stage = Stage::Closing {
@@ -156,19 +173,69 @@ impl Conns {
                     _ => {}
                 }
                 self.mark_dirty(key);
-                return false;
+                return Ok(false);
             }
             _ => {}
         }
-        true
+        Ok(true)
+    }
+
+    /// Queues one text or binary message, compressed where the connection
+    /// negotiated it and the message is long enough (and within the window
+    /// the client asked for); a shared body is compressed once for all.
+    fn queue_message(
+        &mut self,
+        key: usize,
+        kind: OutKind,
+        payload: &[u8],
+        shared: Option<&Rc<[u8]>>,
+        app: &mut App,
+        now: Now,
+    ) {
+        let agreed = self.slab.get(key).and_then(|conn| conn.deflate);
+        let compressed = match agreed {
+            Some(agreed)
+                if payload.len() >= self.cfg.compression_min_bytes
+                    && agreed.fits_window(payload.len()) =>
+            {
+                self.compression
+                    .compress(payload, shared, &mut self.metrics)
+            }
+            _ => None,
+        };
+        let (header, payload, shared) = match &compressed {
+            // One recipient: copied into its queue like any unicast message.
+            Some(body) => (
+                OutHeader::compressed(kind, body.len()),
+                &body[..],
+                shared.map(|_| body),
+            ),
+            None => (OutHeader::new(kind, payload.len()), payload, shared),
+        };
+        self.queue_with_header(key, kind, header, payload, shared, app, now);
+    }
+
+    /// Queues one control frame (ping, pong, close).
+    pub(super) fn queue_control(
+        &mut self,
+        key: usize,
+        kind: OutKind,
+        payload: &[u8],
+        app: &mut App,
+        now: Now,
+    ) {
+        let header = OutHeader::new(kind, payload.len());
+        self.queue_with_header(key, kind, header, payload, None, app, now);
     }
 
     /// Queues one frame; a data frame that would overflow `max_outbound_bytes`
     /// marks a slow reader, which is closed 4009.
-    pub(super) fn queue_frame(
+    #[allow(clippy::too_many_arguments)]
+    fn queue_with_header(
         &mut self,
         key: usize,
         kind: OutKind,
+        header: OutHeader,
         payload: &[u8],
         shared: Option<&Rc<[u8]>>,
         app: &mut App,
@@ -184,7 +251,6 @@ impl Conns {
         if is_data && !conn.stage.is_open() {
             return;
         }
-        let header = OutHeader::new(kind, payload.len());
         let size = header.as_bytes().len() + payload.len();
         if is_data && !fits(&conn.out, size, self.cfg.max_outbound_bytes) {
             warn!(
@@ -219,7 +285,7 @@ impl Conns {
                             Body::Shared(rc) => Some(rc),
                             Body::Arena { .. } => None,
                         };
-                        self.queue_frame(*to, OutKind::Text, out.body(body), shared, app, now);
+                        self.queue_message(*to, OutKind::Text, out.body(body), shared, app, now);
                     }
                     Action::Close { to, code, reason } => {
                         self.start_close(*to, *code, reason, app, now)
@@ -227,6 +293,7 @@ impl Conns {
                 }
             }
             out.clear();
+            self.compression.forget_shared();
             if let App::Gateway(hub) = &mut *app {
                 // Hand the emptied outbox back to keep its capacity, unless
                 // closing sessions queued new actions meanwhile (next round).
@@ -253,7 +320,7 @@ impl Conns {
             return;
         }
         let (payload, len) = close_payload(code, reason);
-        self.queue_frame(key, OutKind::Close, &payload[..len], None, app, now);
+        self.queue_control(key, OutKind::Close, &payload[..len], app, now);
         self.end_session(key, code, app, now);
         let conn = &mut self.slab[key];
         conn.stage = Stage::Closing {

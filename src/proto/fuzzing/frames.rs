@@ -1,5 +1,6 @@
 //! Fuzzing the WebSocket frame decoder.
 
+use crate::proto::deflate::{InflateError, Inflater};
 use crate::proto::frame::{is_valid_close_code, Decoder, FrameError, WsEvent, MAX_HEADER};
 
 /// Message limits the frame target picks from (first input byte, low 3 bits).
@@ -14,6 +15,8 @@ enum Ev {
     Pong,
     Close(Option<(u16, String)>),
     Fragment,
+    /// A compressed message that inflating refused: the close code.
+    Refused(u16),
 }
 
 /// What a connection's decoder made of a byte stream.
@@ -28,7 +31,9 @@ struct Trace {
 
 /// The frame decoder, as a server (client frames must be masked).
 ///
-/// Input: byte 0 picks the message limit (bits 0–2) and the mode (bit 7:
+/// Input: byte 0 picks the message limit (bits 0–2), whether
+/// permessage-deflate was negotiated (bit 6: RSV1 messages are then
+/// inflated, bounded by the limit) and the mode (bit 7:
 /// the rest is records that the harness frames and masks, so the fuzzer
 /// controls the unmasked payload; otherwise the rest is the raw stream);
 /// byte 1 seeds the chunk sizes. The stream is decoded whole and in chunks
@@ -37,18 +42,19 @@ struct Trace {
 /// Invariants: no panic; both feedings give the same events and error;
 /// messages within the limit, control payloads within 125 bytes, close codes
 /// valid; the held bytes and the reassembly buffer stay bounded; errors are
-/// only 1002, 1007 and 1009.
+/// only 1002, 1007 and 1009; an inflated message never exceeds the limit.
 pub fn frames(data: &[u8]) {
     let [config, seed, rest @ ..] = data else {
         return;
     };
     let max = FRAME_LIMITS[usize::from(config & 7)];
+    let deflate = config & 0x40 != 0;
     let stream = if config & 0x80 != 0 {
         frame_records(rest)
     } else {
         rest.to_vec()
     };
-    let whole = decode_stream(&stream, max, std::iter::once(stream.len().max(1)));
+    let whole = decode_stream(&stream, max, deflate, std::iter::once(stream.len().max(1)));
     let mut state = u32::from(*seed) | 0x100;
     let limit = usize::from(*seed).max(1) * 2;
     let chunks = std::iter::from_fn(move || {
@@ -58,7 +64,7 @@ pub fn frames(data: &[u8]) {
         state ^= state << 5;
         Some(1 + state as usize % limit)
     });
-    let chunked = decode_stream(&stream, max, chunks);
+    let chunked = decode_stream(&stream, max, deflate, chunks);
     assert_eq!(whole, chunked, "decoding depends on how the bytes arrive");
 }
 
@@ -96,8 +102,18 @@ fn frame_records(mut input: &[u8]) -> Vec<u8> {
 }
 
 /// Feeds `stream` in pieces of the given sizes, as the shell's read loop does.
-fn decode_stream(stream: &[u8], max: usize, chunks: impl Iterator<Item = usize>) -> Trace {
-    let mut decoder = Decoder::default();
+fn decode_stream(
+    stream: &[u8],
+    max: usize,
+    deflate: bool,
+    chunks: impl Iterator<Item = usize>,
+) -> Trace {
+    let mut decoder = if deflate {
+        Decoder::with_compression()
+    } else {
+        Decoder::default()
+    };
+    let mut inflater = Inflater::default();
     let mut held: Vec<u8> = Vec::new();
     let mut trace = Trace::default();
     let mut pos = 0;
@@ -118,7 +134,7 @@ fn decode_stream(stream: &[u8], max: usize, chunks: impl Iterator<Item = usize>)
                         used > 0 && used <= available,
                         "consumed {used} of {available}"
                     );
-                    let event = owned_event(event, max);
+                    let event = owned_event(event, max, &mut inflater);
                     let closed = matches!(event, Ev::Close(_));
                     trace.events.push(event);
                     consumed += used;
@@ -152,8 +168,20 @@ fn decode_stream(stream: &[u8], max: usize, chunks: impl Iterator<Item = usize>)
     trace
 }
 
-fn owned_event(event: WsEvent<'_>, max: usize) -> Ev {
+fn owned_event(event: WsEvent<'_>, max: usize, inflater: &mut Inflater) -> Ev {
     match event {
+        WsEvent::Compressed { text, payload } => match inflater.inflate(payload, max) {
+            Ok(raw) => {
+                assert!(raw.len() <= max, "inflated {} bytes over {max}", raw.len());
+                match std::str::from_utf8(raw) {
+                    Ok(raw) if text => Ev::Text(raw.to_string()),
+                    Err(_) if text => Ev::Refused(FrameError::InvalidUtf8.close_code()),
+                    _ => Ev::Binary(raw.to_vec()),
+                }
+            }
+            Err(InflateError::TooBig) => Ev::Refused(FrameError::TooBig.close_code()),
+            Err(InflateError::Corrupt) => Ev::Refused(FrameError::BadCompression.close_code()),
+        },
         WsEvent::Text(text) => {
             assert!(text.len() <= max, "text of {} bytes over {max}", text.len());
             Ev::Text(text.to_string())

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpus under tests/fuzz/corpus/<target>/ (committed; rerun
 after changing the harness input formats in src/proto/fuzzing.rs)."""
-import json, os, struct
+import json, os, struct, zlib
 
 here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.join(here, "..", "corpus")
@@ -55,6 +55,18 @@ write("frames", "too_big", bytes([1, 9]) + frame(0x82, b"x" * 40))
 write("frames", "records", bytes([0x85, 4]) + record(0x01, "€".encode()[:1])
       + record(0x80, "€".encode()[1:]) + record(0x89, b"") + record(0x88, b"\x03\xe8ok"))
 write("frames", "records_long", bytes([0x86, 33]) + bytes([0x81, 0x40 | 3]) + b"a" * 120)
+# Compressed (config bit 6: permessage-deflate negotiated): RFC 7692's
+# "Hello", fragmented, on a continuation (1002), and a bomb of zeros (1009).
+hello = bytes([0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])
+write("frames", "deflate_hello", bytes([0x45, 3]) + frame(0xc1, hello))
+write("frames", "deflate_fragmented", bytes([0x45, 2]) + frame(0x41, hello[:3])
+      + frame(0x89, b"") + frame(0x80, hello[3:]))
+write("frames", "deflate_rsv1_continuation", bytes([0x45, 2]) + frame(0x01, b"a")
+      + frame(0xc0, b"b"))
+def deflate(raw):
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return (c.compress(raw) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+write("frames", "deflate_bomb", bytes([0x44, 9]) + frame(0xc2, deflate(bytes(1 << 20))))
 
 # --- dispatch: config byte, then operations (see World::step / World::message).
 OPEN, RAW, TEMPLATE, BINARY, TIME, OTHER = 0, 1, 2, 7, 8, 9

@@ -4,7 +4,11 @@
 //! module adds what a server needs on top of it without holding any buffer of
 //! its own while a connection is idle: unmasking in place, reassembly of
 //! fragmented messages (bounded by the message limit), UTF-8 validation, and the
-//! close-frame rules.
+//! close-frame rules, and RSV1 for permessage-deflate (RFC 7692 §6).
+
+mod out;
+
+pub use out::{close_payload, OutHeader, OutKind};
 
 use std::io::Cursor;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -22,13 +26,15 @@ pub enum FrameError {
     InvalidUtf8,
     /// 1009: a frame or message over the configured limit.
     TooBig,
+    /// 1007: a compressed message that is not a deflate stream.
+    BadCompression,
 }
 
 impl FrameError {
     pub fn close_code(self) -> u16 {
         match self {
             FrameError::Protocol => 1002,
-            FrameError::InvalidUtf8 => 1007,
+            FrameError::InvalidUtf8 | FrameError::BadCompression => 1007,
             FrameError::TooBig => 1009,
         }
     }
@@ -38,6 +44,7 @@ impl FrameError {
             FrameError::Protocol => "protocol error",
             FrameError::InvalidUtf8 => "invalid utf-8",
             FrameError::TooBig => "message too big",
+            FrameError::BadCompression => "invalid compressed data",
         }
     }
 }
@@ -52,6 +59,12 @@ pub enum WsEvent<'a> {
     Pong,
     /// A close frame: `None` when it carried no status code.
     Close(Option<(u16, &'a str)>),
+    /// A whole message sent compressed (RSV1): still to be inflated, and
+    /// for text, to be checked as UTF-8 once inflated.
+    Compressed {
+        text: bool,
+        payload: &'a [u8],
+    },
     /// A non-final fragment was absorbed; nothing to deliver yet.
     Fragment,
 }
@@ -69,6 +82,8 @@ pub struct Decoder {
     partial: Option<Partial>,
     /// The last call delivered a reassembled message that must be released.
     delivered: bool,
+    /// permessage-deflate was negotiated: RSV1 may mark a compressed message.
+    compressed_allowed: bool,
 }
 
 #[derive(Debug)]
@@ -77,9 +92,19 @@ struct Partial {
     payload: Vec<u8>,
     /// Bytes of `payload` already known to be valid UTF-8 (fail fast on text).
     utf8_valid: usize,
+    /// The message is compressed: its UTF-8 is checked after inflating.
+    compressed: bool,
 }
 
 impl Decoder {
+    /// A decoder for a connection that negotiated permessage-deflate.
+    pub fn with_compression() -> Decoder {
+        Decoder {
+            compressed_allowed: true,
+            ..Decoder::default()
+        }
+    }
+
     /// True while a fragmented message is being reassembled.
     pub fn is_mid_message(&self) -> bool {
         self.partial.is_some() && !self.delivered
@@ -113,8 +138,14 @@ impl Decoder {
             Err(_) => return Err(FrameError::Protocol),
         };
         let header_len = cursor.position() as usize;
-        // No extension is negotiated, so every reserved bit must be clear (§5.2).
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        // RSV1 marks a compressed message where permessage-deflate was
+        // negotiated, and only on a message's first frame (RFC 7692 §6.1);
+        // no other extension exists to give RSV2 or RSV3 a meaning (§5.2).
+        let starts_message = matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary));
+        if header.rsv1 && !(self.compressed_allowed && starts_message) {
+            return Err(FrameError::Protocol);
+        }
+        if header.rsv2 || header.rsv3 {
             return Err(FrameError::Protocol);
         }
         // A server must fail a connection whose client frames are unmasked (§5.1).
@@ -156,7 +187,12 @@ impl Decoder {
                 } else {
                     MessageKind::Binary
                 };
-                if header.is_final {
+                if header.is_final && header.rsv1 {
+                    WsEvent::Compressed {
+                        text: kind == MessageKind::Text,
+                        payload,
+                    }
+                } else if header.is_final {
                     match kind {
                         MessageKind::Text => WsEvent::Text(
                             std::str::from_utf8(payload).map_err(|_| FrameError::InvalidUtf8)?,
@@ -168,6 +204,7 @@ impl Decoder {
                         kind,
                         payload: Vec::with_capacity(payload.len().max(256)),
                         utf8_valid: 0,
+                        compressed: header.rsv1,
                     };
                     partial.payload.extend_from_slice(payload);
                     partial.check_utf8(false)?;
@@ -184,6 +221,15 @@ impl Decoder {
                 if header.is_final {
                     self.delivered = true;
                     let partial = self.partial.as_ref().ok_or(FrameError::Protocol)?;
+                    if partial.compressed {
+                        return Ok(Some((
+                            WsEvent::Compressed {
+                                text: partial.kind == MessageKind::Text,
+                                payload: &partial.payload,
+                            },
+                            total,
+                        )));
+                    }
                     match partial.kind {
                         // check_utf8(true) validated the whole payload.
                         MessageKind::Text => WsEvent::Text(
@@ -205,7 +251,7 @@ impl Partial {
     /// Validates newly appended text so that invalid UTF-8 fails the connection
     /// at the fragment that carries it, not at the end of the message.
     fn check_utf8(&mut self, is_final: bool) -> Result<(), FrameError> {
-        if self.kind != MessageKind::Text {
+        if self.kind != MessageKind::Text || self.compressed {
             return Ok(());
         }
         match std::str::from_utf8(&self.payload[self.utf8_valid..]) {
@@ -259,67 +305,6 @@ pub fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     for (i, byte) in rest.iter_mut().enumerate() {
         *byte ^= mask[i & 3];
     }
-}
-
-/// Opcodes the server sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutKind {
-    Text,
-    Binary,
-    Ping,
-    Pong,
-    Close,
-}
-
-/// A server frame header (unmasked, final): up to 10 bytes, kept inline.
-#[derive(Debug, Clone, Copy)]
-pub struct OutHeader {
-    bytes: [u8; 10],
-    len: u8,
-}
-
-impl OutHeader {
-    pub fn new(kind: OutKind, payload_len: usize) -> OutHeader {
-        let opcode = match kind {
-            OutKind::Text => OpCode::Data(Data::Text),
-            OutKind::Binary => OpCode::Data(Data::Binary),
-            OutKind::Ping => OpCode::Control(Control::Ping),
-            OutKind::Pong => OpCode::Control(Control::Pong),
-            OutKind::Close => OpCode::Control(Control::Close),
-        };
-        let header = FrameHeader {
-            is_final: true,
-            rsv1: false,
-            rsv2: false,
-            rsv3: false,
-            opcode,
-            mask: None,
-        };
-        let mut bytes = [0u8; 10];
-        let mut cursor = Cursor::new(&mut bytes[..]);
-        // Ten bytes always hold an unmasked header, so formatting cannot fail.
-        let len = match header.format(payload_len as u64, &mut cursor) {
-            Ok(()) => cursor.position() as u8,
-            Err(_) => 0,
-        };
-        OutHeader { bytes, len }
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len as usize]
-    }
-}
-
-/// A close frame's payload: status code and a reason cut to fit a control frame.
-pub fn close_payload(code: u16, reason: &str) -> ([u8; 125], usize) {
-    let mut out = [0u8; 125];
-    out[..2].copy_from_slice(&code.to_be_bytes());
-    let mut cut = reason.len().min(123);
-    while !reason.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    out[2..2 + cut].copy_from_slice(&reason.as_bytes()[..cut]);
-    (out, 2 + cut)
 }
 
 #[cfg(test)]
@@ -462,6 +447,49 @@ mod tests {
     }
 
     #[test]
+    fn rsv1_marks_a_compressed_message_only_where_negotiated() {
+        const RSV1: u8 = 0x40;
+        let decode_compressed = |bytes: &mut Vec<u8>| {
+            let mut d = Decoder::with_compression();
+            let mut off = 0;
+            let mut out = Vec::new();
+            while let Some((ev, used)) = d.decode(&mut bytes[off..], 100)? {
+                out.push(format!("{ev:?}"));
+                off += used;
+            }
+            Ok::<_, FrameError>(out)
+        };
+        let mut single = client_frame(FIN_TEXT | RSV1, &[0xff, 0xfe]);
+        assert_eq!(
+            decode_compressed(&mut single).unwrap(),
+            ["Compressed { text: true, payload: [255, 254] }"]
+        );
+        let mut fragmented = client_frame(0x02 | RSV1, &[1]);
+        fragmented.extend(client_frame(PING, b""));
+        fragmented.extend(client_frame(FIN_CONT, &[2]));
+        assert_eq!(
+            decode_compressed(&mut fragmented).unwrap(),
+            [
+                "Fragment",
+                "Ping([])",
+                "Compressed { text: false, payload: [1, 2] }"
+            ]
+        );
+        let mut on_continuation = client_frame(TEXT, b"a");
+        on_continuation.extend(client_frame(FIN_CONT | RSV1, b"b"));
+        let mut on_control = client_frame(PING | RSV1, b"");
+        let mut rsv2 = client_frame(FIN_TEXT | 0x20, b"a");
+        for bad in [&mut on_continuation, &mut on_control, &mut rsv2] {
+            assert_eq!(decode_compressed(bad), Err(FrameError::Protocol));
+        }
+        let mut not_negotiated = client_frame(FIN_TEXT | RSV1, b"a");
+        assert_eq!(
+            decode_all(&mut not_negotiated, 100),
+            Err(FrameError::Protocol)
+        );
+    }
+
+    #[test]
     fn close_frames() {
         let mut payload = 1000u16.to_be_bytes().to_vec();
         payload.extend_from_slice(b"bye");
@@ -546,21 +574,5 @@ mod tests {
                 .collect();
             assert_eq!(fast, slow);
         }
-    }
-
-    #[test]
-    fn out_headers() {
-        assert_eq!(OutHeader::new(OutKind::Text, 5).as_bytes(), [0x81, 5]);
-        assert_eq!(
-            OutHeader::new(OutKind::Binary, 300).as_bytes(),
-            [0x82, 126, 1, 44]
-        );
-        assert_eq!(OutHeader::new(OutKind::Close, 2).as_bytes(), [0x88, 2]);
-        assert_eq!(OutHeader::new(OutKind::Text, 70000).as_bytes().len(), 10);
-        let (p, n) = close_payload(1001, "going away");
-        assert_eq!(&p[..n], b"\x03\xe9going away");
-        let long = "é".repeat(100);
-        let (_, n) = close_payload(1000, &long);
-        assert!(n <= 125);
     }
 }
