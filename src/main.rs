@@ -31,8 +31,9 @@ usage:
 Settings: --config PATH, else $TETHER_CONFIG, else ./settings.json, else built-in defaults.
 State (generated JWT secret, self-signed TLS certificate): $STATE_DIRECTORY, else ./tether-data.
 SIGHUP re-reads the settings file (secrets and password, allowed_ip, allowed_origins,
-limits, rooms.by_role, host.request_timeout_ms, log.level; listen addresses, TLS paths
-and the cluster block need a restart) and the TLS certificate and key files.
+limits, rooms.by_role, rooms.presence, host.request_timeout_ms, log.level; listen
+addresses, TLS paths, rooms.history and the cluster block need a restart) and the TLS
+certificate and key files.
 ";
 
 /// Echo mode accepts messages this large (the conformance suite sends 16 MiB).

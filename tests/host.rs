@@ -862,7 +862,8 @@ fn a_broadcast_flood_with_a_client_that_never_reads() {
                 ws.get_mut()
                     .set_read_timeout(Some(Duration::from_secs(20)))
                     .unwrap();
-                for n in 0..BROADCASTS {
+                let mut n = 0;
+                while n < BROADCASTS {
                     let message = match ws.read() {
                         Ok(Message::Text(text)) => text,
                         Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
@@ -880,6 +881,7 @@ fn a_broadcast_flood_with_a_client_that_never_reads() {
                         );
                     }
                     count.fetch_add(1, Ordering::SeqCst);
+                    n += 1;
                 }
                 ws
             })

@@ -28,17 +28,28 @@ fn wait_registered(server: &Server, host: &mut Host, what: &str) {
     }
 }
 
-/// A new client's answer to `event` (which needs `permission`).
+/// A new client's answer to `event` (which needs `permission`). The log
+/// line comes with a host's first `host.register`; a host may register its
+/// events in a second one (the Python library does), so `unknown_event` is
+/// asked again for a while.
 fn ask_new_client(server: &Server, permission: &str, event: &str) -> Value {
     let token = mint_valid("player", &[permission], &[], 3600);
     let (mut ws, _) = open_authed(server.port(), &token);
-    send_json(&mut ws, &json!({"event": event, "requestId": 1}));
-    // The game host broadcasts to every client while it runs: skip those.
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let message = recv_json(&mut ws);
-        if message["requestId"] == 1 {
-            return message;
+        send_json(&mut ws, &json!({"event": event, "requestId": 1}));
+        // The game host broadcasts to every client while it runs: skip those.
+        let answer = loop {
+            let message = recv_json(&mut ws);
+            if message["requestId"] == 1 {
+                break message;
+            }
+        };
+        let unknown = answer["data"]["code"] == "unknown_event";
+        if !unknown || Instant::now() > deadline {
+            return answer;
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -56,12 +56,15 @@ pub struct ShellConfig {
     pub compression: bool,
     /// Messages shorter than this go uncompressed.
     pub compression_min_bytes: usize,
+    /// What the room histories may hold, all rooms together (not per connection).
+    pub history_bytes: usize,
 }
 
 impl ShellConfig {
     /// Worst-case bytes one connection may hold: its state (with its entry in
     /// the accept-time tables), its session in the core, a partial frame
-    /// plus one read, a reassembled message, and a full outbound queue.
+    /// plus one read, a reassembled message, and a full outbound queue; with
+    /// history on, its rooms' empty rings.
     pub fn per_connection_ceiling(&self) -> usize {
         std::mem::size_of::<Conn>()
             + held::BYTES_PER_CONNECTION
@@ -69,6 +72,7 @@ impl ShellConfig {
             + self.max_message_bytes + MAX_HEADER + READ_CHUNK
             + self.max_message_bytes
             + self.max_outbound_bytes + BUF_SIZE
+            + if self.history_bytes > 0 { bounds::rings_bytes_bound() } else { 0 }
     }
 
     /// The deadline for an HTTP-only connection's request: the handshake
@@ -78,14 +82,16 @@ impl ShellConfig {
     }
 
     /// `max_connections` connections of `ceiling` bytes each, plus what is
-    /// not per connection (host roles; HTTP requests and refusals, each with
-    /// a request head and body), in MiB.
+    /// not per connection (host roles; room histories; HTTP requests and
+    /// refusals, each with a request head and body), in MiB.
     pub fn worst_case_mib(&self, ceiling: usize) -> u64 {
         let side_conn = std::mem::size_of::<Conn>()
             + held::BYTES_PER_CONNECTION
             + 2 * (MAX_REQUEST_BYTES + MAX_BODY_BYTES)
             + BUF_SIZE;
-        let shared = bounds::shared_bytes_bound() + (MAX_HTTP_CONNS + REFUSAL_RESERVE) * side_conn;
+        let shared = bounds::shared_bytes_bound()
+            + self.history_bytes
+            + (MAX_HTTP_CONNS + REFUSAL_RESERVE) * side_conn;
         (ceiling as u64 * self.max_connections as u64 + shared as u64) >> 20
     }
 
@@ -112,6 +118,7 @@ impl ShellConfig {
             trusted_proxies: IpAllowList::default(),
             compression: false,
             compression_min_bytes: 256,
+            history_bytes: 0,
         }
     }
 }

@@ -237,7 +237,7 @@ fn publish(req: &HttpRequest<'_>, hub: &mut Hub, now: Now) -> HttpAnswer {
     };
     let data = body.data.map_or("null", |d| d.get());
     let to_room = matches!(audience, Audience::Room(_));
-    let delivered = hub.publish(&body.event, data, audience);
+    let delivered = hub.publish(&body.event, data, audience, now);
     let mut out = Vec::with_capacity(40);
     let mut doc = JsonWriter::object(&mut out);
     doc.u64("delivered", delivered);
@@ -252,7 +252,7 @@ fn publish(req: &HttpRequest<'_>, hub: &mut Hub, now: Now) -> HttpAnswer {
 mod tests {
     use super::*;
     use crate::proto::auth::{Authenticator, MintRequest};
-    use crate::proto::hub::{Action, HubConfig};
+    use crate::proto::hub::{Action, HubConfig, RoomFeatures};
     use serde_json::{json, Value};
     use std::collections::BTreeMap;
 
@@ -275,6 +275,7 @@ mod tests {
             server_name: "tether/test".into(),
             compat: Default::default(),
             max_reply_bytes: 1 << 20,
+            features: RoomFeatures::default(),
         })
     }
 

@@ -6,8 +6,8 @@ use super::config::{ReloadError, Reloaded, ShellConfig};
 use crate::proto::auth::Authenticator;
 use crate::proto::cluster::gather::MAX_GATHERS;
 use crate::proto::cluster::{memory_ceiling, ClusterTap, Node, NodeConfig};
-use crate::proto::hub::Hub;
-use crate::proto::hub::HubConfig;
+use crate::proto::history::HistoryConfig;
+use crate::proto::hub::{Hub, HubConfig, PresenceConfig, RoomFeatures};
 use crate::settings::{self, ConfigSource, IpAllowList, Settings};
 use log::{info, warn};
 use ring::hmac;
@@ -23,6 +23,8 @@ const RESTART_ONLY: &[&str] = &[
     "server.health",
     // The broker link, the node's identity and its heartbeat are set up once.
     "cluster",
+    // Rings, offsets and the history budget in the logged ceiling stay as started.
+    "rooms.history",
 ];
 
 /// The cluster node of SPEC §9, when `cluster.redis` is set: its name
@@ -117,7 +119,39 @@ pub fn hub_config(s: &Settings, secret: &[u8]) -> HubConfig {
         server_name: crate::server_name(),
         compat: s.compat(),
         max_reply_bytes: crate::proto::hub::reply_budget(s.limits.max_outbound_bytes),
+        features: room_features(s),
     }
+}
+
+/// `rooms.history` and `rooms.presence`, with this process's epoch tag.
+pub fn room_features(s: &Settings) -> RoomFeatures {
+    let (history, presence) = (&s.rooms.history, &s.rooms.presence);
+    RoomFeatures {
+        history: HistoryConfig {
+            size: history.size,
+            ttl_ms: history.ttl_s.saturating_mul(1000),
+            max_bytes: history.max_bytes,
+            epoch_tag: epoch_tag(),
+        },
+        presence: PresenceConfig {
+            enabled: presence.enabled,
+            notify_max_members: presence.notify_max_members,
+        },
+    }
+}
+
+/// A value that differs between process starts (a randomly keyed hash of
+/// the time and the process id): history is lost at a restart, so epochs
+/// must change.
+fn epoch_tag() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 pub fn shell_config(s: &Settings, allow: IpAllowList) -> ShellConfig {
@@ -139,7 +173,23 @@ pub fn shell_config(s: &Settings, allow: IpAllowList) -> ShellConfig {
         trusted_proxies: s.trusted_proxies().unwrap_or_default(),
         compression: s.server.websocket.compression.enabled,
         compression_min_bytes: s.server.websocket.compression.min_bytes,
+        history_bytes: history_bytes_bound(s),
     }
+}
+
+/// What the room histories hold at most: nothing when off, else
+/// `max_bytes` (overheads counted) and one message over it while it is
+/// being added.
+fn history_bytes_bound(s: &Settings) -> usize {
+    let history = &s.rooms.history;
+    if history.size == 0 {
+        return 0;
+    }
+    let one = s.limits.max_message_bytes + crate::proto::history::ENTRY_OVERHEAD;
+    history.max_bytes
+        + one
+        + crate::proto::history::ROOM_OVERHEAD
+        + crate::proto::hub::MAX_ROOM_NAME
 }
 
 /// Leaf keys (dotted paths) whose values differ between two JSON documents.
@@ -271,5 +321,7 @@ mod tests {
         assert!(!restart_only("server.websocket.hostname"));
         assert!(restart_only("cluster.redis"));
         assert!(restart_only("cluster.heartbeat_ms"));
+        assert!(restart_only("rooms.history.size"));
+        assert!(!restart_only("rooms.presence.enabled"));
     }
 }

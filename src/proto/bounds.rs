@@ -4,6 +4,7 @@
 //! requests and host roles too.
 
 use crate::proto::auth::{Identity, MAX_TOKEN_BYTES};
+use crate::proto::history;
 use crate::proto::host_link::{
     host_role_bytes_bound, pending_bytes_bound, table_entry_bytes, ALLOC_SLACK, MAX_HOSTS,
 };
@@ -39,6 +40,13 @@ pub const fn session_bytes_bound() -> usize {
         + identity_bytes_bound()
         + rooms_bytes_bound()
         + pending_bytes_bound()
+}
+
+/// With history on, worst-case bytes of one client's empty rings: a room
+/// with members keeps its ring (and offsets) when its messages are
+/// evicted. Rings with messages count against `rooms.history.max_bytes`.
+pub const fn rings_bytes_bound() -> usize {
+    MAX_ROOMS_PER_CLIENT * (history::ROOM_OVERHEAD + MAX_ROOM_NAME)
 }
 
 /// Worst-case bytes the core holds beside its connections: the roles of

@@ -16,6 +16,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod history;
 pub mod host_link;
 pub mod hub;
 pub mod limits;

@@ -50,12 +50,9 @@ pub(crate) struct Broadcast {
 }
 
 impl Broadcast {
-    pub(crate) fn new(event_form: Vec<u8>) -> Broadcast {
-        Broadcast::from_shared(event_form.into())
-    }
-
-    /// A section-4 message already shared (one from another cluster node).
-    pub(crate) fn from_shared(event_form: Rc<[u8]>) -> Broadcast {
+    /// The section-4 form of a message for many recipients (a room's
+    /// history may keep the same bytes).
+    pub(crate) fn shared(event_form: Rc<[u8]>) -> Broadcast {
         Broadcast {
             event_form,
             action_form: None,

@@ -35,9 +35,9 @@ pub use env::{state_dir, state_dir_with};
 pub use errors::{SettingError, SettingsErrors};
 pub use redis_url::{RedisAddress, RedisTarget};
 pub use schema::{
-    AuthSettings, CompressionSettings, Envelope, HealthSettings, HostSettings, JwtClaims, Limits,
-    LogSettings, RoomsSettings, ServerSettings, Settings, TlsSettings, WebSocketSettings,
-    MIN_JWT_SECRET_BYTES, REDACTED,
+    AuthSettings, CompressionSettings, Envelope, HealthSettings, HistorySettings, HostSettings,
+    JwtClaims, Limits, LogSettings, PresenceSettings, RoomsSettings, ServerSettings, Settings,
+    TlsSettings, WebSocketSettings, MIN_JWT_SECRET_BYTES, REDACTED,
 };
 pub use secrets::{check_secret_file, no_jwt_secret_report, SecretSource, JWT_KEY_FILE};
 pub use validate::MIN_PASSWORD_CHARS;

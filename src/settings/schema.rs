@@ -274,13 +274,54 @@ impl Default for Limits {
 }
 
 /// `rooms`: role name -> room names (`{sub}` is replaced by the token's `sub`),
-/// and request path template -> room names (`{name}` is one path segment).
+/// request path template -> room names (`{name}` is one path segment), and
+/// the history and presence of SPEC §10.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default, expecting = "a JSON object")]
 pub struct RoomsSettings {
     pub by_role: BTreeMap<String, Vec<String>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub by_path: BTreeMap<String, Vec<String>>,
+    pub history: HistorySettings,
+    pub presence: PresenceSettings,
+}
+
+/// `rooms.history`: the last `size` messages of every room for `ttl_s`
+/// seconds, within `max_bytes` for all rooms together; `size` 0 is off.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, expecting = "a JSON object")]
+pub struct HistorySettings {
+    pub size: usize,
+    pub ttl_s: u64,
+    pub max_bytes: usize,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings {
+            size: 0,
+            ttl_s: 300,
+            max_bytes: 8 << 20,
+        }
+    }
+}
+
+/// `rooms.presence`: `presence.join`/`presence.leave` notices, for rooms of
+/// at most `notify_max_members` members.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, expecting = "a JSON object")]
+pub struct PresenceSettings {
+    pub enabled: bool,
+    pub notify_max_members: usize,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        PresenceSettings {
+            enabled: false,
+            notify_max_members: 100,
+        }
+    }
 }
 
 /// `host`: the host connection (SPEC §6).
@@ -396,7 +437,11 @@ mod tests {
             "idle_timeout_s": 60,
             "ping_interval_s": 20
           },
-          "rooms": { "by_role": {} },
+          "rooms": {
+            "by_role": {},
+            "history": { "size": 0, "ttl_s": 300, "max_bytes": 8388608 },
+            "presence": { "enabled": false, "notify_max_members": 100 }
+          },
           "host": { "request_timeout_ms": 5000 },
           "log": { "level": "info" }
         }"#;

@@ -12,6 +12,8 @@ const MIN_MESSAGE_BYTES: usize = 125;
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 const MAX_OUTBOUND_BYTES: usize = 1024 * 1024 * 1024;
 const MAX_CONNECTIONS: usize = 1_000_000;
+const MAX_HISTORY_SIZE: usize = 100_000;
+const MAX_HISTORY_BYTES: usize = 1 << 30;
 
 pub(super) const LOG_LEVELS: &str = "off, error, warn, info, debug, trace";
 
@@ -177,6 +179,29 @@ impl Settings {
             }
         }
 
+        let history = &self.rooms.history;
+        if history.size > MAX_HISTORY_SIZE {
+            fail(
+                "rooms.history.size",
+                format!("must be from 0 (off) to {MAX_HISTORY_SIZE} messages per room"),
+            );
+        }
+        if history.ttl_s < 1 {
+            fail("rooms.history.ttl_s", at_least_one("seconds"));
+        }
+        if !(1..=MAX_HISTORY_BYTES).contains(&history.max_bytes) {
+            fail(
+                "rooms.history.max_bytes",
+                format!("must be from 1 to {MAX_HISTORY_BYTES} (1 GiB) bytes"),
+            );
+        }
+        if self.rooms.presence.notify_max_members > MAX_CONNECTIONS {
+            fail(
+                "rooms.presence.notify_max_members",
+                format!("must be from 0 to {MAX_CONNECTIONS}"),
+            );
+        }
+
         if self.host.request_timeout_ms < 1 {
             fail("host.request_timeout_ms", at_least_one("milliseconds"));
         }
@@ -320,6 +345,25 @@ mod tests {
             keys(&settings.validate().unwrap_err()),
             vec!["limits.max_message_bytes"]
         );
+    }
+
+    #[test]
+    fn history_and_presence_values_are_checked() {
+        let text = r#"{"rooms": {
+          "history": { "size": 100001, "ttl_s": 0, "max_bytes": 0 },
+          "presence": { "enabled": true, "notify_max_members": 1000001 }
+        }}"#;
+        let errors = parse(text).unwrap().validate().unwrap_err();
+        let expected = [
+            "rooms.history.size",
+            "rooms.history.ttl_s",
+            "rooms.history.max_bytes",
+            "rooms.presence.notify_max_members",
+        ];
+        assert_eq!(keys(&errors), expected);
+        let ok = r#"{"rooms": {"history": {"size": 100}, "presence": {"enabled": true}}}"#;
+        assert_eq!(parse(ok).unwrap().validate(), Ok(()));
+        assert!(parse(r#"{"rooms": {"history": {"sise": 1}}}"#).is_err());
     }
 
     #[test]

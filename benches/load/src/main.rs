@@ -60,6 +60,7 @@ scenarios: echo | idle | broadcast | rpc | handshakes
   --path P           request path for clients and subscribers [/]
   --pub-path P       request path of the publisher or host [/pub]
   --tether           broadcast/rpc through tether's host link (--pub-path carries the host token)
+  --room R           with --tether: host.broadcast to room R (history numbers room messages)
   --envelope E       event | action: the dialect of the clients' own rpc requests, for a
                      tether listener with that server.websocket.envelope [event]
   --src-ips K        spread connections over source addresses 127.0.0.2..(2+K) [8]
@@ -83,6 +84,8 @@ struct Opts {
     path: String,
     pub_path: String,
     tether: bool,
+    /// With `--tether`: broadcast to this room (its subscribers' tokens list it).
+    room: Option<String>,
     /// The clients' dialect: `{"event",...}` or the flat `{"action",...}`.
     action_envelope: bool,
     src_ips: u32,
@@ -115,6 +118,7 @@ fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
         path: "/".into(),
         pub_path: "/pub".into(),
         tether: false,
+        room: None,
         action_envelope: false,
         src_ips: 8,
         max_pending: 256,
@@ -156,6 +160,7 @@ fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--path" => o.path = args.next().ok_or("--path: missing")?,
             "--pub-path" => o.pub_path = args.next().ok_or("--pub-path: missing")?,
             "--tether" => o.tether = true,
+            "--room" => o.room = Some(args.next().ok_or("--room: missing")?),
             "--envelope" => {
                 o.action_envelope = match args.next().as_deref() {
                     Some("event") => false,
@@ -1420,7 +1425,11 @@ fn run_broadcast(o: &Opts) -> Result<String, String> {
     let msg: Vec<u8> = if o.tether {
         let mut m = b"{\"event\":\"host.broadcast\",\"data\":{\"event\":\"b\",\"data\":\"".to_vec();
         m.extend_from_slice(&data);
-        m.extend_from_slice(b"\"}}");
+        m.push(b'"');
+        if let Some(room) = &o.room {
+            m.extend_from_slice(format!(",\"room\":{room:?}").as_bytes());
+        }
+        m.extend_from_slice(b"}}");
         m
     } else {
         data

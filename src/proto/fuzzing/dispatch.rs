@@ -1,6 +1,6 @@
 //! Fuzzing the hub: sessions, rooms and the host link driven by a script of operations.
 
-use super::{authenticator, PASSWORD, T0_UNIX};
+use super::{authenticator, fuzzed_features, PASSWORD, T0_UNIX};
 use crate::proto::action::Dialect;
 use crate::proto::auth::MintRequest;
 use crate::proto::client_id::ClientId;
@@ -181,6 +181,7 @@ pub fn dispatch(data: &[u8]) {
             ..Compat::default()
         },
         max_reply_bytes: 1 << 20,
+        features: fuzzed_features(config),
     });
     let mut world = World {
         hub,
@@ -430,8 +431,23 @@ impl World {
             }
             2 => ("ping", input.value(0)),
             3 => ("whoami", Value::Null),
-            4 => ("subscribe", json!({ "room": input.name(&ROOMS) })),
-            5 => ("unsubscribe", json!({ "room": input.name(&ROOMS) })),
+            4 => {
+                let mut data = json!({ "room": input.name(&ROOMS) });
+                if input.byte() & 1 == 0 {
+                    // The first rings' epochs with `fuzzed_features`' tag.
+                    let epoch = input.name(&["0000000000000001-0", "0000000000000001-1", "x"]);
+                    data["since"] = json!({ "offset": input.byte() % 8, "epoch": epoch });
+                }
+                ("subscribe", data)
+            }
+            5 => {
+                let event = match input.byte() % 3 {
+                    0 => "unsubscribe",
+                    1 => "history",
+                    _ => "presence",
+                };
+                (event, json!({ "room": input.name(&ROOMS) }))
+            }
             6 => (
                 "publish",
                 json!({

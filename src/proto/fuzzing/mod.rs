@@ -11,6 +11,8 @@
 //! `cargo fuzz` passes): no user of the library carries it.
 
 use crate::proto::auth::Authenticator;
+use crate::proto::history::HistoryConfig;
+use crate::proto::hub::{PresenceConfig, RoomFeatures};
 use std::collections::BTreeMap;
 
 mod dispatch;
@@ -40,4 +42,22 @@ fn authenticator() -> Authenticator {
         &["publish".to_string()],
         by_role,
     )
+}
+
+/// History and presence on for half the configurations, with small rings
+/// so that eviction happens.
+pub(crate) fn fuzzed_features(config: u8) -> RoomFeatures {
+    let on = config & 32 != 0;
+    RoomFeatures {
+        history: HistoryConfig {
+            size: if on { 4 } else { 0 },
+            ttl_ms: 1_000,
+            max_bytes: 2_048,
+            epoch_tag: 1,
+        },
+        presence: PresenceConfig {
+            enabled: on,
+            notify_max_members: 3,
+        },
+    }
 }

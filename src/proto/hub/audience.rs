@@ -9,6 +9,7 @@ use crate::proto::envelope::JsonWriter;
 use crate::proto::host_link::HostLink;
 use crate::proto::outbox::Broadcast;
 use crate::proto::rooms::ConnKey;
+use crate::proto::Now;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -49,19 +50,25 @@ fn is_client(hosts: &HostLink, key: ConnKey, session: &Session) -> bool {
 impl Hub {
     /// Queues `{"event","data","room"?}` for the audience; `data` is raw JSON.
     /// Returns how many clients it was queued for.
-    pub fn publish(&mut self, event: &str, data: &str, audience: Audience<'_>) -> u64 {
-        let mut message = Vec::with_capacity(32 + event.len() + data.len());
-        let mut msg = JsonWriter::object(&mut message);
-        msg.str("event", event).raw("data", data);
+    /// A room's message goes into its history (`now` ages it).
+    pub fn publish(&mut self, event: &str, data: &str, audience: Audience<'_>, now: Now) -> u64 {
+        let capacity = 32 + event.len() + data.len();
+        let shared: Rc<[u8]> = match audience {
+            Audience::Room(room) => self.room_message(room, now, capacity + room.len(), |msg| {
+                msg.str("event", event).raw("data", data).str("room", room);
+            }),
+            Audience::All | Audience::Client(_) => {
+                let mut message = Vec::with_capacity(capacity);
+                let mut msg = JsonWriter::object(&mut message);
+                msg.str("event", event).raw("data", data);
+                msg.end();
+                message.into()
+            }
+        };
         if let Audience::Room(room) = audience {
-            msg.str("room", room);
+            self.forward_room(room, RoomKind::Broadcast, &shared);
         }
-        msg.end();
-        let message: Rc<[u8]> = message.into();
-        if let Audience::Room(room) = audience {
-            self.forward_room(room, RoomKind::Broadcast, &message);
-        }
-        self.send_to_audience(message, audience)
+        self.send_to_audience(shared, audience)
     }
 
     /// Queues the JSON `message` for the audience on this node; returns how
@@ -90,7 +97,7 @@ impl Hub {
                 .into_iter()
                 .collect(),
         };
-        let mut message = Broadcast::from_shared(shared);
+        let mut message = Broadcast::shared(shared);
         for &to in &targets {
             self.out.send_shared(to, &mut message);
         }

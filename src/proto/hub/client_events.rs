@@ -1,11 +1,12 @@
 //! The built-in client events of SPEC §5: `auth`, `whoami`, `subscribe`,
 //! `unsubscribe` and `publish`.
 
+use super::recovery::Since;
 use super::{data_as, names_host, Hub, MAX_ROOMS_PER_CLIENT, MAX_ROOM_NAME};
 use crate::proto::action::Dialect;
 use crate::proto::auth::{AuthError, Identity};
 use crate::proto::cluster::RoomKind;
-use crate::proto::envelope::{ErrorCode, JsonWriter};
+use crate::proto::envelope::ErrorCode;
 use crate::proto::outbox::Broadcast;
 use crate::proto::path_rooms::with_sub;
 use crate::proto::rooms::ConnKey;
@@ -27,6 +28,13 @@ struct AuthData<'a> {
 struct RoomData<'a> {
     #[serde(borrow)]
     room: Cow<'a, str>,
+}
+
+/// The `since` of a `subscribe`, when given.
+#[derive(Deserialize)]
+struct SubscribeSince<'a> {
+    #[serde(default, borrow)]
+    since: Option<Since<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -109,25 +117,36 @@ impl Hub {
             .map(|room| with_sub(room, &identity.sub))
             .collect();
         let first = s.identity.is_none();
+        let id = s.id;
         // A fresh token replaces the old identity: keep only rooms it may still join.
-        let rooms = &mut self.rooms;
-        s.rooms.retain(|room| {
-            let keep = identity.may_join(room);
-            if !keep {
-                rooms.leave(room, key);
-            }
-            keep
-        });
+        let old_sub = s
+            .identity
+            .as_ref()
+            .map_or_else(String::new, |i| i.sub.to_string());
+        let (kept, dropped): (Vec<_>, Vec<_>) = std::mem::take(&mut s.rooms)
+            .into_iter()
+            .partition(|room| identity.may_join(room));
+        s.rooms = kept;
+        for room in &dropped {
+            self.exit_room(room, key, id, &old_sub);
+        }
         let own = identity.rooms.iter().map(|r| &**r);
         for room in own.chain(path_rooms.iter().map(String::as_str)) {
-            if s.rooms.len() >= MAX_ROOMS_PER_CLIENT {
+            let full = self
+                .session(key)
+                .is_none_or(|s| s.rooms.len() >= MAX_ROOMS_PER_CLIENT);
+            if full {
                 break;
             }
-            let (name, added) = self.rooms.join(room, key);
-            if added {
-                s.rooms.push(name);
+            if let Some(name) = self.enter_room(room, key, id, &identity.sub) {
+                if let Some(s) = self.sessions.get_mut(key).and_then(Option::as_mut) {
+                    s.rooms.push(name);
+                }
             }
         }
+        let Some(s) = self.sessions.get_mut(key).and_then(Option::as_mut) else {
+            return;
+        };
         s.expiry_ms = identity.expires_at.map(|exp| now.ms_at_unix(exp));
         if first {
             info!(
@@ -186,7 +205,7 @@ impl Hub {
     }
 
     /// Reads `{"room": NAME}`, answering `invalid_data` when it is not one.
-    fn room_arg<'a>(
+    pub(super) fn room_arg<'a>(
         &mut self,
         key: ConnKey,
         now: Now,
@@ -214,11 +233,18 @@ impl Hub {
         let Some(room) = self.room_arg(key, now, data, rid) else {
             return;
         };
+        let since = match data_as::<SubscribeSince>(data) {
+            Some(SubscribeSince { since }) => since,
+            None => {
+                let msg = "since must be {\"offset\": N, \"epoch\": STRING}";
+                self.error(key, ErrorCode::InvalidData, msg, now, rid);
+                return;
+            }
+        };
         let Some(s) = self.sessions.get_mut(key).and_then(Option::as_mut) else {
             return;
         };
-        let allowed = s.identity.as_ref().is_some_and(|i| i.may_join(&room));
-        if !allowed {
+        let Some(identity) = s.identity.as_ref().filter(|i| i.may_join(&room)) else {
             self.error(
                 key,
                 ErrorCode::RoomNotAllowed,
@@ -227,17 +253,21 @@ impl Hub {
                 rid,
             );
             return;
-        }
+        };
         if !s.rooms.iter().any(|r| **r == *room) {
             if s.rooms.len() >= MAX_ROOMS_PER_CLIENT {
                 let msg = "a client may be in at most 256 rooms";
                 self.error(key, ErrorCode::InvalidData, msg, now, rid);
                 return;
             }
-            let (name, _) = self.rooms.join(&room, key);
-            s.rooms.push(name);
+            let (id, sub) = (s.id, identity.sub.clone());
+            if let Some(name) = self.enter_room(&room, key, id, &sub) {
+                if let Some(s) = self.sessions.get_mut(key).and_then(Option::as_mut) {
+                    s.rooms.push(name);
+                }
+            }
         }
-        self.reply_room(key, "subscribed", &room, None, rid);
+        self.reply_subscribed(key, &room, since, now, rid);
     }
 
     pub(super) fn on_unsubscribe(
@@ -255,7 +285,11 @@ impl Hub {
         };
         if let Some(pos) = s.rooms.iter().position(|r| **r == *room) {
             s.rooms.swap_remove(pos);
-            self.rooms.leave(&room, key);
+            let (id, sub) = (
+                s.id,
+                s.identity.as_ref().map_or("".into(), |i| i.sub.clone()),
+            );
+            self.exit_room(&room, key, id, &sub);
         }
         self.reply_room(key, "unsubscribed", &room, None, rid);
     }
@@ -297,14 +331,16 @@ impl Hub {
             );
             return;
         }
-        let mut message = Vec::with_capacity(64 + publish.data.map_or(4, |d| d.get().len()));
-        let mut msg = JsonWriter::object(&mut message);
-        msg.str("event", &publish.event)
-            .raw("data", publish.data.map_or("null", |d| d.get()))
-            .str("room", &publish.room)
-            .str("from", &identity.sub);
-        msg.end();
-        let mut message = Broadcast::new(message);
+        let data = publish.data.map_or("null", |d| d.get());
+        let capacity = 64 + data.len() + publish.room.len() + identity.sub.len();
+        let sub = identity.sub.clone();
+        let message = self.room_message(&publish.room, now, capacity, |msg| {
+            msg.str("event", &publish.event)
+                .raw("data", data)
+                .str("room", &publish.room)
+                .str("from", &sub);
+        });
+        let mut message = Broadcast::shared(message);
         let delivered = self.deliver(&publish.room, &mut message, Some(key));
         self.reply_room(key, "published", &publish.room, Some(delivered), rid);
     }

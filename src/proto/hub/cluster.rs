@@ -52,9 +52,7 @@ impl Hub {
     /// origin delivered it there. Returns how many got it.
     pub fn deliver_from_cluster(&mut self, room: &str, kind: RoomKind, message: Rc<[u8]>) -> u64 {
         match kind {
-            RoomKind::Publish => {
-                self.deliver_local(room, &mut Broadcast::from_shared(message), None)
-            }
+            RoomKind::Publish => self.deliver_local(room, &mut Broadcast::shared(message), None),
             RoomKind::Broadcast => self.send_to_audience(message, Audience::Room(room)),
         }
     }

@@ -29,6 +29,7 @@ fn hub_over(auth: Authenticator, dialect: Dialect, by_path: &[(&str, &[&str])]) 
             dialect,
             path_rooms: PathRooms::new(&map).unwrap(),
         },
+        features: RoomFeatures::default(),
     })
 }
 

@@ -21,13 +21,15 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 /// Client events the gateway itself serves; no host may take them.
-const BUILT_IN: [&str; 6] = [
+const BUILT_IN: [&str; 8] = [
     "auth",
     "ping",
     "whoami",
     "subscribe",
     "unsubscribe",
     "publish",
+    "history",
+    "presence",
 ];
 
 #[derive(Deserialize)]
@@ -349,7 +351,7 @@ impl Hub {
             None => Audience::All,
         };
         let data = broadcast.data.map_or("null", |d| d.get());
-        let delivered = self.publish(&broadcast.event, data, audience);
+        let delivered = self.publish(&broadcast.event, data, audience, now);
         let clustered = self.is_clustered() && broadcast.room.is_some();
         self.out.ack(key, rid, |w| {
             w.u64("delivered", delivered);

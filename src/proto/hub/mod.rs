@@ -14,17 +14,22 @@ mod client_tests;
 mod cluster;
 #[cfg(test)]
 mod compat_tests;
+#[cfg(test)]
+mod history_tests;
 mod host_events;
 #[cfg(test)]
 mod host_limits_tests;
 #[cfg(test)]
 mod host_tests;
+mod presence;
+mod recovery;
 #[cfg(test)]
 pub(crate) mod testing;
 
 pub use crate::proto::client_id::client_id_str;
 pub use crate::proto::outbox::{Action, Body, Outbox};
 pub use audience::{Audience, PublishData};
+pub use presence::{PresenceConfig, MAX_PRESENCE_LISTED};
 
 use crate::proto::action::{self, Dialect, Incoming};
 use crate::proto::activity::Activity;
@@ -32,6 +37,7 @@ use crate::proto::auth::{Authenticator, Identity};
 use crate::proto::client_id::IdFormat;
 use crate::proto::cluster::ClusterTap;
 use crate::proto::envelope::{self, ErrorCode};
+use crate::proto::history::{History, HistoryConfig};
 use crate::proto::host_link::HostLink;
 use crate::proto::limits::{MessageLimiter, Verdict};
 use crate::proto::path_rooms::PathRooms;
@@ -59,6 +65,14 @@ pub struct HubConfig {
     /// Largest page of `host.clients`, in bytes: it must fit the host's
     /// outbound queue beside what else is queued for it (see [`reply_budget`]).
     pub max_reply_bytes: usize,
+    pub features: RoomFeatures,
+}
+
+/// SPEC §10: history (fixed at start) and presence (changes on SIGHUP).
+#[derive(Debug, Clone, Default)]
+pub struct RoomFeatures {
+    pub history: HistoryConfig,
+    pub presence: PresenceConfig,
 }
 
 /// The page size for `host.clients`: half a connection's outbound queue
@@ -110,6 +124,7 @@ pub struct Hub {
     sessions: Vec<Option<Session>>,
     active: usize,
     rooms: Rooms,
+    history: History,
     hosts: HostLink,
     /// Set when this node is part of a cluster (SPEC §9).
     cluster: Option<ClusterTap>,
@@ -136,6 +151,7 @@ fn data_as<'a, T: Deserialize<'a>>(data: Option<&'a RawValue>) -> Option<T> {
 impl Hub {
     pub fn new(cfg: HubConfig) -> Hub {
         Hub {
+            history: History::new(cfg.features.history.clone()),
             cfg,
             sessions: Vec::new(),
             active: 0,
@@ -154,9 +170,17 @@ impl Hub {
     }
 
     /// New secrets and limits (SIGHUP). Sessions already open keep their
-    /// identity and rate budget; new ones get the new settings.
-    pub fn reconfigure(&mut self, cfg: HubConfig) {
+    /// identity and rate budget; new ones get the new settings. History
+    /// keeps the settings it started with (its budget is in the logged
+    /// ceiling); presence takes the new ones.
+    pub fn reconfigure(&mut self, mut cfg: HubConfig) {
+        cfg.features.history = self.cfg.features.history.clone();
         self.cfg = cfg;
+    }
+
+    /// Bytes the room histories hold now.
+    pub fn history_bytes(&self) -> usize {
+        self.history.bytes()
     }
 
     pub fn active_connections(&self) -> usize {
@@ -255,8 +279,9 @@ impl Hub {
         self.out.set_dialect(key, Dialect::Event);
         let lasted = now.unix.saturating_sub(session.connected_at);
         self.activity.session_ended(lasted);
+        let sub = session.identity.as_ref().map_or("", |i| &i.sub);
         for room in &session.rooms {
-            self.rooms.leave(room, key);
+            self.exit_room(room, key, session.id, sub);
         }
         self.hosts.forget(key);
         let orphans = self.hosts.host_gone(key);
@@ -372,6 +397,8 @@ impl Hub {
             "subscribe" => self.on_subscribe(key, now, env.data, rid),
             "unsubscribe" => self.on_unsubscribe(key, now, env.data, rid),
             "publish" => self.on_publish(key, now, env.data, rid),
+            "history" => self.on_history(key, now, env.data, rid),
+            "presence" => self.on_presence(key, now, env.data, rid),
             event if event.starts_with("host.") => {
                 self.on_host_event(key, now, event, env.data, rid)
             }

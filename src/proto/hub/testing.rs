@@ -2,7 +2,7 @@
 //! minted for it, and its outbox drained as JSON; for host tests, sessions
 //! opened with a token and messages sent as JSON.
 
-use super::{Action, Hub, HubConfig};
+use super::{Action, Hub, HubConfig, RoomFeatures};
 use crate::proto::auth::{Authenticator, MintRequest};
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
@@ -19,7 +19,16 @@ pub(crate) fn hub_with(auth: Authenticator, per_minute: u32, request_timeout_ms:
         server_name: "tether/test".into(),
         compat: Default::default(),
         max_reply_bytes: 1 << 20,
+        features: RoomFeatures::default(),
     })
+}
+
+/// A hub for host tests (see [`hub_for_hosts`]) with history and presence as given.
+pub(super) fn hub_with_features(features: RoomFeatures) -> Hub {
+    let mut h = hub_for_hosts();
+    h.history = crate::proto::history::History::new(features.history.clone());
+    h.cfg.features = features;
+    h
 }
 
 /// A token the hub accepts, minted at `unix`.
