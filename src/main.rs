@@ -287,6 +287,7 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
             })
             .map_err(|e| format!("cluster: {e}"))?;
     }
+    tether::gateway::bridges::add_bridged_hosts(&mut server, &s, &source)?;
     let mut reloader = Reloader::new(source, s.clone());
     server.set_reloader(Box::new(move || reloader.reload()));
     for addr in health_addrs {

@@ -8,3 +8,13 @@ pub enum App {
     /// Echo every message back verbatim: for conformance tests and benchmarks.
     Echo,
 }
+
+impl App {
+    /// The core, unless this is the echo server.
+    pub fn hub_mut(&mut self) -> Option<&mut Hub> {
+        match self {
+            App::Gateway(hub) => Some(hub),
+            App::Echo => None,
+        }
+    }
+}

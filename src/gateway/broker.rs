@@ -269,11 +269,12 @@ impl Endpoint for BrokerEndpoint {
         self.drive(app, now)
     }
 
-    fn on_stop(&mut self, _app: &mut App, now: Now) {
+    fn on_shutdown(&mut self, _app: &mut App, now: Now) -> Option<u64> {
         self.node.stop();
         for i in 0..2 {
             self.flush(i, now);
         }
+        None
     }
 
     fn on_pass(&mut self, app: &mut App, now: Now) -> Option<u64> {

@@ -5,6 +5,7 @@ use super::outqueue::OutQueue;
 use super::pool::BufPool;
 use crate::proto::deflate::Agreed;
 use crate::proto::frame::Decoder;
+use crate::proto::handshake::Upgrade;
 use mio::net::TcpStream;
 use mio::Interest;
 use rustls::ServerConnection;
@@ -141,6 +142,8 @@ pub struct Conn {
     pub held: Option<Held>,
     /// The TLS session of a `wss` connection (`None`: plain ws, zero-copy path).
     pub tls: Option<Box<ServerConnection>>,
+    /// An upgrade held for the connect proxy's verdict.
+    pub proxied: Option<Box<Upgrade>>,
     /// permessage-deflate as negotiated (`None`: messages go uncompressed).
     pub deflate: Option<Agreed>,
 }
@@ -164,6 +167,7 @@ impl Conn {
             admitted: matches!(stage, Stage::Handshake { .. }),
             held: None,
             tls: None,
+            proxied: None,
             deflate: None,
         }
     }

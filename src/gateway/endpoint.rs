@@ -14,6 +14,8 @@
 //! connections (`conns/`) are not touched.
 
 use super::app::App;
+use crate::proto::hub::BRIDGED_KEY_BASE;
+use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
 use mio::event::Event;
 use mio::{Registry, Token};
@@ -64,8 +66,74 @@ pub trait Endpoint {
     fn on_pass(&mut self, _app: &mut App, _now: Now) -> Option<u64> {
         None
     }
-    /// The process is stopping (SIGTERM): say goodbye, best effort, now.
-    fn on_stop(&mut self, _app: &mut App, _now: Now) {}
+    /// The core sent this endpoint's own session (a bridged host) a message.
+    fn on_message(&mut self, _body: &[u8], _app: &mut App, _now: Now) -> Option<u64> {
+        None
+    }
+    /// The core ended this endpoint's session with `code`.
+    fn on_close(&mut self, _code: u16, _app: &mut App, _now: Now) -> Option<u64> {
+        None
+    }
+    /// SIGCHLD: some child process changed state (reap yours, if any).
+    fn on_child_exit(&mut self, _app: &mut App, _now: Now) -> Option<u64> {
+        None
+    }
+    /// The gateway stops: wind down, then report `is_finished`.
+    fn on_shutdown(&mut self, _app: &mut App, _now: Now) -> Option<u64> {
+        None
+    }
+    /// Nothing left to wind down (the loop may end).
+    fn is_finished(&self) -> bool {
+        true
+    }
+}
+
+/// What the core addressed to bridged sessions (keys from
+/// [`BRIDGED_KEY_BASE`]), collected while its actions are applied and then
+/// handed to their endpoints: bridged host `i` is endpoint `i`.
+#[derive(Debug, Default)]
+pub struct Mail {
+    arena: Vec<u8>,
+    messages: Vec<(usize, usize, usize)>,
+    closes: Vec<(usize, u16)>,
+}
+
+impl Mail {
+    pub fn send(&mut self, key: ConnKey, body: &[u8]) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(body);
+        self.messages.push((key, start, self.arena.len()));
+    }
+
+    pub fn close(&mut self, key: ConnKey, code: u16) {
+        self.closes.push((key, code));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.closes.is_empty()
+    }
+
+    /// Hands every message, then every close, to its endpoint.
+    pub fn deliver(&self, endpoints: &mut Endpoints, app: &mut App, now: Now) -> Vec<(usize, u64)> {
+        let mut wakes = Vec::new();
+        for &(key, start, end) in &self.messages {
+            let index = key - BRIDGED_KEY_BASE;
+            if let Some(endpoint) = endpoints.slots.get_mut(index) {
+                if let Some(at) = endpoint.on_message(&self.arena[start..end], app, now) {
+                    wakes.push((index, at));
+                }
+            }
+        }
+        for &(key, code) in &self.closes {
+            let index = key - BRIDGED_KEY_BASE;
+            if let Some(endpoint) = endpoints.slots.get_mut(index) {
+                if let Some(at) = endpoint.on_close(code, app, now) {
+                    wakes.push((index, at));
+                }
+            }
+        }
+        wakes
+    }
 }
 
 /// The endpoints in use, by index (`ENDPOINT_BASE + index` is the token).
@@ -115,19 +183,32 @@ impl Endpoints {
         }
     }
 
+    /// Routes a due timer; returns the endpoint's next deadline.
+    pub fn on_timer(&mut self, index: usize, app: &mut App, now: Now) -> Option<u64> {
+        self.slots.get_mut(index)?.on_timer(app, now)
+    }
+
+    /// Calls `each` on every endpoint; returns the deadlines they ask for.
+    pub fn for_each(
+        &mut self,
+        mut each: impl FnMut(&mut dyn Endpoint) -> Option<u64>,
+    ) -> Vec<(usize, u64)> {
+        let mut wakes = Vec::new();
+        for (index, endpoint) in self.slots.iter_mut() {
+            if let Some(at) = each(endpoint.as_mut()) {
+                wakes.push((index, at));
+            }
+        }
+        wakes
+    }
+
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
 
-    pub fn on_stop(&mut self, app: &mut App, now: Now) {
-        for (_, endpoint) in self.slots.iter_mut() {
-            endpoint.on_stop(app, now);
-        }
-    }
-
-    /// Routes a due timer; returns the endpoint's next deadline.
-    pub fn on_timer(&mut self, index: usize, app: &mut App, now: Now) -> Option<u64> {
-        self.slots.get_mut(index)?.on_timer(app, now)
+    /// Whether every endpoint has wound down.
+    pub fn all_finished(&self) -> bool {
+        self.slots.iter().all(|(_, e)| e.is_finished())
     }
 }
 

@@ -9,6 +9,9 @@
 
 pub mod accept;
 pub mod app;
+pub mod auth_proxy;
+pub mod backend;
+pub mod bridges;
 pub mod broker;
 pub mod config;
 pub mod conn;
@@ -17,6 +20,8 @@ pub mod endpoint;
 pub mod fd_limit;
 pub mod held;
 pub mod http_api;
+pub mod http_pool;
+pub mod http_tls;
 pub mod listen;
 pub mod metrics;
 pub mod nofile;
@@ -24,6 +29,7 @@ pub mod nonblocking;
 pub mod notify;
 pub mod outqueue;
 pub mod pool;
+pub mod program;
 pub mod server;
 pub mod setup;
 pub mod timer;

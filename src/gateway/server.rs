@@ -5,11 +5,13 @@
 
 use super::accept::{Listeners, Pass};
 use super::app::App;
+use super::auth_proxy::{AuthProxy, SharedProxyLink};
 use super::config::{ReloadFn, ShellConfig, CLOSE_LINGER_MS};
 use super::conn::Serves;
 use super::conns::Conns;
 use super::endpoint::{Endpoint, Endpoints, Source, ENDPOINT_BASE, SIGNAL};
 use super::fd_limit::{Episodes, Note, Pause, Spare};
+use super::http_pool::HttpTarget;
 use super::metrics::AcceptError;
 use super::nofile;
 use super::notify::{monotonic_usec, Notifier};
@@ -19,10 +21,14 @@ use crate::proto::Now;
 use log::{info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long endpoints get to wind down on shutdown (a program: 2 s after
+/// its stdin closes, 1 s after SIGTERM, then SIGKILL).
+const ENDPOINT_STOP_MS: u64 = 3_500;
 
 /// A source that hit its per-pass cap and must be served again.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +46,8 @@ pub struct Server {
     /// Endpoints other than client connections (see `endpoint`).
     endpoints: Endpoints,
     endpoints_due: Vec<Entry>,
+    /// The connect proxy's endpoint, if configured.
+    auth_proxy: Option<usize>,
     ready_again: Vec<Ready>,
     /// Listeners ready in this pass, served after the connections.
     accepting: Vec<usize>,
@@ -73,7 +81,7 @@ impl Server {
         for listener in listeners {
             listening.add(poll.registry(), listener, Serves::WebSocket)?;
         }
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD])?;
         poll.registry()
             .register(&mut signals, SIGNAL, Interest::READABLE)?;
         match nofile::raise() {
@@ -103,6 +111,7 @@ impl Server {
             app,
             endpoints: Endpoints::default(),
             endpoints_due: Vec::new(),
+            auth_proxy: None,
             ready_again: Vec::new(),
             accepting: Vec::new(),
             start,
@@ -184,8 +193,29 @@ impl Server {
         make: impl FnOnce(&mio::Registry, mio::Token) -> io::Result<Box<dyn Endpoint>>,
     ) -> io::Result<usize> {
         let index = self.endpoints.insert(self.poll.registry(), make)?;
+        // Its first timer starts it (a program host spawns its program then).
         self.schedule_endpoint(index, Some(self.now.ms));
         Ok(index)
+    }
+
+    /// Handshakes without a token are checked by the connect proxy at
+    /// `target` (SPEC §11), which has `timeout_ms` to answer.
+    pub fn set_auth_proxy(&mut self, target: HttpTarget, timeout_ms: u64) -> io::Result<()> {
+        let link = SharedProxyLink::default();
+        self.conns.set_proxy(link.clone());
+        let registry = self.poll.registry().try_clone()?;
+        let index = self.add_endpoint(|_, token| {
+            Ok(Box::new(AuthProxy::new(
+                target, timeout_ms, link, registry, token,
+            )))
+        })?;
+        self.auth_proxy = Some(index);
+        Ok(())
+    }
+
+    /// The poll's registry, for endpoints that register sources later.
+    pub fn registry(&self) -> &mio::Registry {
+        self.poll.registry()
     }
 
     /// Runs until SIGTERM/SIGINT and every connection has been closed.
@@ -211,7 +241,7 @@ impl Server {
                     Source::Endpoint(i) => {
                         let wake = self.endpoints.on_event(i, event, &mut self.app, self.now);
                         self.schedule_endpoint(i, wake);
-                        self.conns.apply_core_actions(&mut self.app, self.now);
+                        self.conns.apply_core(&mut self.app, self.now);
                     }
                     Source::Conn(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -238,10 +268,13 @@ impl Server {
             self.accepting = accepting;
             self.run_timers();
             self.endpoints_pass();
+            self.deliver_mail();
+            self.kick_auth_proxy();
             self.conns.flush_dirty(&mut self.app, self.now);
             self.resume_accepting();
             if let Some(deadline) = self.shutdown_deadline {
-                if self.conns.is_empty() || self.now.ms >= deadline {
+                let done = self.conns.is_empty() && self.endpoints.all_finished();
+                if done || self.now.ms >= deadline {
                     info!("stopped");
                     return Ok(());
                 }
@@ -358,6 +391,50 @@ impl Server {
             self.conns.apply_core_actions(&mut self.app, self.now);
         }
         self.endpoints_due = due;
+        self.conns.apply_core(&mut self.app, self.now);
+    }
+
+    /// Handshakes the connection set held for the connect proxy go out now.
+    fn kick_auth_proxy(&mut self) {
+        let Some(index) = self.auth_proxy else { return };
+        if self.conns.proxy_has_jobs() {
+            let wake = self.endpoints.on_timer(index, &mut self.app, self.now);
+            self.schedule_endpoint(index, wake);
+            self.conns.apply_core(&mut self.app, self.now);
+        }
+    }
+
+    /// Hands what the core sent bridged hosts to their endpoints, and what
+    /// they answer back to the core, until both are quiet (bounded rounds:
+    /// the rest waits for the next pass).
+    fn deliver_mail(&mut self) {
+        for _ in 0..8 {
+            let mail = self.conns.take_mail();
+            if mail.is_empty() {
+                return;
+            }
+            let wakes = mail.deliver(&mut self.endpoints, &mut self.app, self.now);
+            self.schedule_all(wakes);
+            self.conns.apply_core(&mut self.app, self.now);
+        }
+    }
+
+    /// Calls `each` on every endpoint, schedules what they ask for and
+    /// applies what they made the core do.
+    fn on_every_endpoint(
+        &mut self,
+        each: impl Fn(&mut dyn Endpoint, &mut App, Now) -> Option<u64>,
+    ) {
+        let (app, now) = (&mut self.app, self.now);
+        let wakes = self.endpoints.for_each(|e| each(e, app, now));
+        self.schedule_all(wakes);
+        self.conns.apply_core(&mut self.app, self.now);
+    }
+
+    fn schedule_all(&mut self, wakes: Vec<(usize, u64)>) {
+        for (index, at_ms) in wakes {
+            self.schedule_endpoint(index, Some(at_ms));
+        }
     }
 
     /// Endpoints take what the connections' pass queued for them.
@@ -393,12 +470,16 @@ impl Server {
     }
 
     fn on_signal(&mut self) {
-        let (mut stop, mut reload) = (false, false);
+        let (mut stop, mut reload, mut child) = (false, false, false);
         for signal in self.signals.pending() {
             match signal {
                 SIGHUP => reload = true,
+                SIGCHLD => child = true,
                 _ => stop = true,
             }
+        }
+        if child {
+            self.on_every_endpoint(|e, app, now| e.on_child_exit(app, now));
         }
         if reload && self.shutdown_deadline.is_none() {
             self.reload();
@@ -406,10 +487,16 @@ impl Server {
         if stop && self.shutdown_deadline.is_none() {
             info!("stopping: closing {} connections", self.conns.len());
             self.notifier.stopping();
-            self.endpoints.on_stop(&mut self.app, self.now);
             self.listeners.close_all(self.poll.registry());
-            self.shutdown_deadline = Some(self.now.ms + CLOSE_LINGER_MS + 500);
+            // Bridged programs get their stdin closed, then SIGTERM, then SIGKILL.
+            let linger = if self.endpoints.is_empty() {
+                CLOSE_LINGER_MS + 500
+            } else {
+                (CLOSE_LINGER_MS + 500).max(ENDPOINT_STOP_MS)
+            };
+            self.shutdown_deadline = Some(self.now.ms + linger);
             self.conns.close_all(&mut self.app, self.now);
+            self.on_every_endpoint(|e, app, now| e.on_shutdown(app, now));
         }
     }
 

@@ -21,6 +21,8 @@ const RESTART_ONLY: &[&str] = &[
     "server.websocket.port",
     "server.websocket.tls",
     "server.health",
+    // Bridged programs and backends are started once (SPEC §11).
+    "hosts",
     // The broker link, the node's identity and its heartbeat are set up once.
     "cluster",
     // Rings, offsets and the history budget in the logged ceiling stay as started.

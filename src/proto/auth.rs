@@ -269,7 +269,7 @@ impl Authenticator {
         Ok((token, exp))
     }
 
-    fn identity(
+    pub(crate) fn identity(
         &self,
         sub: String,
         permissions: Vec<String>,

@@ -50,6 +50,8 @@ pub struct Upgrade {
     pub token: Option<String>,
     /// Whether the client offered `tether.v1`, which the answer then selects.
     pub offers_subprotocol: bool,
+    /// The headers a connect proxy is shown (SPEC §11), those present.
+    pub forwarded: Vec<(&'static str, String)>,
     /// The permessage-deflate offer accepted, if any (the shell clears it
     /// when compression is off); the answer then confirms it.
     pub deflate: Option<Agreed>,
@@ -58,6 +60,9 @@ pub struct Upgrade {
     pub forwarded_for: Option<String>,
     pub real_ip: Option<String>,
 }
+
+/// What a connect proxy sees of a handshake, in this order.
+pub const FORWARDED_HEADERS: [&str; 4] = ["cookie", "authorization", "origin", "user-agent"];
 
 /// Why a request head is refused before any upgrade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,6 +242,10 @@ pub fn parse(buf: &[u8]) -> Parsed {
         origin: header("Origin").map(str::to_string),
         token,
         offers_subprotocol: protocols.contains(&SUBPROTOCOL),
+        forwarded: FORWARDED_HEADERS
+            .iter()
+            .filter_map(|&name| header(name).map(|v| (name, v.to_string())))
+            .collect(),
         deflate: deflate::negotiate(
             req.headers
                 .iter()

@@ -67,6 +67,8 @@ pub const fn host_role_bytes_bound() -> usize {
 pub struct HostRole {
     pub events: Vec<Box<str>>,
     pub in_flight: usize,
+    /// A bridged host whose input is unread beyond its bound: no requests.
+    pub congested: bool,
 }
 
 /// The host and the permission of one served event.
@@ -140,6 +142,18 @@ impl HostLink {
     /// Who serves `event`, and with which permission.
     pub fn route(&self, event: &str) -> Option<&HostEvent> {
         self.events.get(event)
+    }
+
+    /// Marks host `key` congested or not (a bridged host's unread input).
+    pub fn set_congested(&mut self, key: ConnKey, congested: bool) {
+        if let Some(role) = self.roles.get_mut(&key) {
+            role.congested = congested;
+        }
+    }
+
+    /// Whether host `key` takes requests now.
+    pub fn is_congested(&self, key: ConnKey) -> bool {
+        self.roles.get(&key).is_some_and(|r| r.congested)
     }
 
     /// Makes `key` a host if it is not one yet; true when it was not.

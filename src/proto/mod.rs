@@ -18,11 +18,14 @@ pub mod fuzzing;
 pub mod handshake;
 pub mod history;
 pub mod host_link;
+pub mod http_response;
 pub mod hub;
 pub mod limits;
 pub mod origin;
 pub mod outbox;
 pub mod path_rooms;
+pub mod program_host;
+pub mod proxied;
 pub mod redis;
 pub mod rooms;
 

@@ -13,6 +13,7 @@ mod cluster;
 mod compat;
 mod env;
 mod errors;
+mod hosts;
 mod parse;
 mod redis_url;
 mod schema;
@@ -33,6 +34,7 @@ pub use cluster::{check_node_name, default_node_name, ClusterSettings, MAX_NODE_
 pub use compat::ignored_key_warning;
 pub use env::{state_dir, state_dir_with};
 pub use errors::{SettingError, SettingsErrors};
+pub use hosts::{valid_host_name, BridgedHost, MAX_HOST_NAME};
 pub use redis_url::{RedisAddress, RedisTarget};
 pub use schema::{
     AuthSettings, CompressionSettings, Envelope, HealthSettings, HistorySettings, HostSettings,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::cluster::ClusterSettings;
+use super::hosts::BridgedHost;
 
 pub use super::errors::REDACTED;
 
@@ -29,6 +30,9 @@ pub struct Settings {
     pub rooms: RoomsSettings,
     pub host: HostSettings,
     pub log: LogSettings,
+    /// Bridged hosts (SPEC §11); not shown when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<BridgedHost>,
     /// SPEC §9; left out of the serialized form while at its defaults, so
     /// that a §2 document round-trips as written ([`Settings::full_value`]
     /// and the redacted forms always show it).
@@ -47,6 +51,8 @@ struct Shown<'a> {
     rooms: &'a RoomsSettings,
     host: &'a HostSettings,
     log: &'a LogSettings,
+    #[serde(skip_serializing_if = "<[BridgedHost]>::is_empty")]
+    hosts: &'a [BridgedHost],
     cluster: &'a ClusterSettings,
 }
 
@@ -58,6 +64,7 @@ impl<'a> From<&'a Settings> for Shown<'a> {
             rooms: &s.rooms,
             host: &s.host,
             log: &s.log,
+            hosts: &s.hosts,
             cluster: &s.cluster,
         }
     }
@@ -162,6 +169,9 @@ pub struct AuthSettings {
     pub auth_timeout_ms: u64,
     /// Empty means any origin.
     pub allowed_origins: Vec<String>,
+    /// The connect proxy (SPEC §11): handshakes without a token are POSTed here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_url: Option<String>,
     #[serde(skip_serializing_if = "JwtClaims::is_default")]
     pub jwt_claims: JwtClaims,
 }
@@ -178,6 +188,7 @@ impl Default for AuthSettings {
             jwt_audience: None,
             auth_timeout_ms: 10_000,
             allowed_origins: Vec::new(),
+            proxy_url: None,
             jwt_claims: JwtClaims::default(),
         }
     }
@@ -195,6 +206,7 @@ impl fmt::Debug for AuthSettings {
             .field("jwt_audience", &self.jwt_audience)
             .field("auth_timeout_ms", &self.auth_timeout_ms)
             .field("allowed_origins", &self.allowed_origins)
+            .field("proxy_url", &self.proxy_url)
             .field("jwt_claims", &self.jwt_claims)
             .finish()
     }

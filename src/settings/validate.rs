@@ -95,6 +95,14 @@ impl Settings {
                 );
             }
         }
+        if let Some(url) = &auth.proxy_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                fail(
+                    "server.websocket.auth.proxy_url",
+                    "expected an http:// or https:// URL, or null".into(),
+                );
+            }
+        }
         if ws.tls.cert.is_some() != ws.tls.key.is_some() {
             fail(
                 "server.websocket.tls",
@@ -216,6 +224,7 @@ impl Settings {
             );
         }
 
+        super::hosts::check_hosts(&self.hosts, &mut errors);
         self.cluster.check(&mut errors);
 
         errors.extend(self.compat_problems());

@@ -9,6 +9,7 @@ use crate::gateway::endpoint::ENDPOINT_BASE;
 use crate::gateway::timer::Entry;
 use crate::proto::client_id::client_id_str;
 use crate::proto::frame::OutKind;
+use crate::proto::handshake::Refusal;
 use crate::proto::Now;
 use log::debug;
 
@@ -125,6 +126,10 @@ impl Conns {
         };
         if let Some(deadline_ms) = conn.stage.deadline_ms() {
             if now.ms >= deadline_ms {
+                if conn.proxied.take().is_some() {
+                    let reason = "the connect proxy did not answer in time";
+                    return self.refuse(key, Refusal::Unavailable, reason, app, now);
+                }
                 if matches!(conn.stage, Stage::Handshake { .. }) {
                     debug!("dropped {}: no complete request in time", conn.ip);
                 }

@@ -3,6 +3,7 @@
 
 use super::Conns;
 use crate::gateway::app::App;
+use crate::gateway::auth_proxy::Verdict;
 use crate::gateway::config::REFUSAL_LINGER_MS;
 use crate::gateway::conn::{Serves, Stage};
 use crate::gateway::http_api::{self, HttpAnswer, HttpRequest};
@@ -112,6 +113,7 @@ impl Conns {
                 now,
             ),
             Request::Upgrade(mut upgrade) => match self.admit_upgrade(key, &upgrade, app, now) {
+                Ok(None) if self.proxy.is_some() => self.hold_for_proxy(key, upgrade),
                 Ok(identity) => self.upgrade(key, &mut upgrade, identity, app, now),
                 Err((refusal, label, reason)) => {
                     self.refuse_as(key, refusal, label, &reason, app, now)
@@ -335,8 +337,81 @@ impl Conns {
         self.schedule(key, app);
     }
 
+    /// A handshake without a token waits for the connect proxy (SPEC §11);
+    /// its handshake deadline (`auth_timeout_ms`) still runs.
+    fn hold_for_proxy(&mut self, key: usize, upgrade: Upgrade) {
+        let (Some(conn), Some(link)) = (self.slab.get_mut(key), &self.proxy) else {
+            return;
+        };
+        let headers: serde_json::Map<String, serde_json::Value> = upgrade
+            .forwarded
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.as_str().into()))
+            .collect();
+        let body = serde_json::json!({
+            "ip": conn.ip.to_string(),
+            "path": upgrade.path,
+            "headers": headers,
+        });
+        link.borrow_mut()
+            .jobs
+            .push(((key, conn.id), body.to_string().into_bytes()));
+        conn.proxied = Some(Box::new(upgrade));
+    }
+
+    /// Whether handshakes wait for the connect proxy to take them.
+    pub fn proxy_has_jobs(&self) -> bool {
+        self.proxy
+            .as_ref()
+            .is_some_and(|l| !l.borrow().jobs.is_empty())
+    }
+
+    /// Upgrades or refuses the handshakes the connect proxy has judged.
+    pub fn apply_proxy_verdicts(&mut self, app: &mut App, now: Now) {
+        let Some(link) = &self.proxy else { return };
+        let verdicts = std::mem::take(&mut link.borrow_mut().verdicts);
+        for ((key, id), verdict) in verdicts {
+            let held = self
+                .slab
+                .get_mut(key)
+                .filter(|c| c.id == id)
+                .and_then(|c| c.proxied.take());
+            let Some(mut upgrade) = held else { continue };
+            match verdict {
+                Verdict::Accept(identity) => {
+                    let allowed = match &*app {
+                        App::Gateway(hub) => hub.path_allows(&identity, &upgrade.path),
+                        App::Echo => true,
+                    };
+                    if allowed {
+                        self.upgrade(key, &mut upgrade, Some(identity), app, now)
+                    } else {
+                        let reason =
+                            "this user may not join the rooms of this path (rooms.by_path)";
+                        self.refuse(key, Refusal::Forbidden, reason, app, now)
+                    }
+                }
+                Verdict::Refuse => {
+                    let reason = "refused by the connect proxy";
+                    self.refuse(key, Refusal::Unauthorized, reason, app, now)
+                }
+                Verdict::Unavailable => {
+                    let reason = "the connect proxy did not answer";
+                    self.refuse(key, Refusal::Unavailable, reason, app, now)
+                }
+            }
+        }
+    }
+
     /// Answers an HTTP refusal after reading the request, then closes.
-    fn refuse(&mut self, key: usize, refusal: Refusal, reason: &str, app: &mut App, now: Now) {
+    pub(super) fn refuse(
+        &mut self,
+        key: usize,
+        refusal: Refusal,
+        reason: &str,
+        app: &mut App,
+        now: Now,
+    ) {
         self.refuse_as(key, refusal, RefusalReason::of(refusal), reason, app, now);
     }
 

@@ -18,8 +18,10 @@ pub use deadlines::{open_timer, wake_at, OpenTimer};
 
 use super::accept::{admission, Admission};
 use super::app::App;
+use super::auth_proxy::SharedProxyLink;
 use super::config::{ShellConfig, READ_CHUNK, REFUSAL_LINGER_MS, REFUSAL_RESERVE};
 use super::conn::{Conn, Serves, Stage};
+use super::endpoint::Mail;
 use super::held::{Held, HeldTable};
 use super::metrics::{AcceptError, RefusalReason, ShellMetrics};
 use super::pool::BufPool;
@@ -69,6 +71,10 @@ pub struct Conns {
     /// descriptor limit that one was freed.
     closed: u64,
     start: Instant,
+    /// What the core sent bridged hosts, for the loop to hand on.
+    mail: Mail,
+    /// The connect proxy's jobs and verdicts (`None`: no proxy configured).
+    proxy: Option<SharedProxyLink>,
 }
 
 impl Conns {
@@ -95,6 +101,8 @@ impl Conns {
             compression: Default::default(),
             closed: 0,
             start,
+            mail: Mail::default(),
+            proxy: None,
         }
     }
 
@@ -117,6 +125,22 @@ impl Conns {
 
     pub fn set_tls(&mut self, tls: Option<TlsState>) {
         self.tls = tls;
+    }
+
+    /// Applies the core's queued actions (after an endpoint called it).
+    pub fn apply_core(&mut self, app: &mut App, now: Now) {
+        self.apply_outbox(app, now);
+        self.apply_proxy_verdicts(app, now);
+    }
+
+    /// Handshakes without a token go to the connect proxy through `link`.
+    pub fn set_proxy(&mut self, link: SharedProxyLink) {
+        self.proxy = Some(link);
+    }
+
+    /// Takes what the core sent bridged hosts since the last call.
+    pub fn take_mail(&mut self) -> Mail {
+        std::mem::take(&mut self.mail)
     }
 
     pub fn len(&self) -> usize {

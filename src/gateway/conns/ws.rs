@@ -8,6 +8,7 @@ use crate::gateway::conn::Stage;
 use crate::gateway::outqueue::fits;
 use crate::proto::client_id::client_id_str;
 use crate::proto::frame::{close_payload, FrameError, OutHeader, OutKind, WsEvent};
+use crate::proto::hub::is_bridged;
 use crate::proto::outbox::{Action, Body};
 use crate::proto::Now;
 use log::{debug, warn};
@@ -280,6 +281,12 @@ impl Conns {
             };
             for action in &out.actions {
                 match action {
+                    Action::Send { to, body } if is_bridged(*to) => {
+                        self.mail.send(*to, out.body(body))
+                    }
+                    Action::Close { to, code, .. } if is_bridged(*to) => {
+                        self.mail.close(*to, *code)
+                    }
                     Action::Send { to, body } => {
                         let shared = match body {
                             Body::Shared(rc) => Some(rc),

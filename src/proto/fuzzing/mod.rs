@@ -21,11 +21,13 @@ mod handshake;
 #[cfg(test)]
 mod regressions;
 mod resp;
+mod responses;
 
 pub use dispatch::dispatch;
 pub use frames::frames;
 pub use handshake::handshake;
 pub use resp::resp;
+pub use responses::responses;
 
 const SECRET: &[u8] = b"tether-fuzzing-secret-0123456789";
 const PASSWORD: &str = "pw";

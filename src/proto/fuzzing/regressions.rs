@@ -52,6 +52,11 @@ fn dispatch_inputs() {
     replay("dispatch", fuzzing::dispatch);
 }
 
+#[test]
+fn response_inputs() {
+    replay("responses", fuzzing::responses);
+}
+
 /// The dispatch inputs again on an "action" listener (configuration bit 4),
 /// and with their bytes shuffled a little: the SPEC §13 reader and writer
 /// hold the same invariants.

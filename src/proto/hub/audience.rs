@@ -153,7 +153,7 @@ impl Hub {
 
     /// Every authenticated session that is not a host, by key.
     fn clients(&self) -> impl Iterator<Item = (ConnKey, &Session)> + '_ {
-        self.sessions.iter().enumerate().filter_map(|(key, s)| {
+        self.sessions.iter().filter_map(|(key, s)| {
             s.as_ref()
                 .filter(|s| is_client(&self.hosts, key, s))
                 .map(|s| (key, s))

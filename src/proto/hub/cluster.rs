@@ -37,6 +37,24 @@ impl Hub {
         self.rooms.take_changes()
     }
 
+    /// `ok` `{"delivered"}` for a broadcast; to a room in a cluster it adds
+    /// `"cluster": true` (`delivered` counts this node's deliveries).
+    pub(super) fn ack_delivered(
+        &mut self,
+        key: ConnKey,
+        rid: Option<&RawValue>,
+        delivered: u64,
+        to_room: bool,
+    ) {
+        let clustered = to_room && self.is_clustered();
+        self.out.ack(key, rid, |w| {
+            w.u64("delivered", delivered);
+            if clustered {
+                w.bool("cluster", true);
+            }
+        });
+    }
+
     /// Rooms opened or emptied since [`Hub::take_room_changes`] ran.
     pub fn has_room_changes(&self) -> bool {
         self.rooms.has_changes()

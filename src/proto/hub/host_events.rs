@@ -265,6 +265,10 @@ impl Hub {
                 return self.error(key, ErrorCode::Forbidden, &msg, now, rid);
             }
         }
+        if self.hosts.is_congested(host) {
+            let msg = "the host reads too slowly; retry later";
+            return self.error(key, ErrorCode::HostUnavailable, msg, now, rid);
+        }
         if !self.hosts.has_room(key, host) {
             let msg = "too many requests are waiting for the host; retry later";
             return self.error(key, ErrorCode::HostUnavailable, msg, now, rid);
@@ -352,13 +356,7 @@ impl Hub {
         };
         let data = broadcast.data.map_or("null", |d| d.get());
         let delivered = self.publish(&broadcast.event, data, audience, now);
-        let clustered = self.is_clustered() && broadcast.room.is_some();
-        self.out.ack(key, rid, |w| {
-            w.u64("delivered", delivered);
-            if clustered {
-                w.bool("cluster", true);
-            }
-        });
+        self.ack_delivered(key, rid, delivered, broadcast.room.is_some());
     }
 
     fn host_send(

@@ -23,6 +23,7 @@ mod host_limits_tests;
 mod host_tests;
 mod presence;
 mod recovery;
+mod sessions;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -30,6 +31,8 @@ pub use crate::proto::client_id::client_id_str;
 pub use crate::proto::outbox::{Action, Body, Outbox};
 pub use audience::{Audience, PublishData};
 pub use presence::{PresenceConfig, MAX_PRESENCE_LISTED};
+use sessions::Sessions;
+pub use sessions::{is_bridged, BRIDGED_KEY_BASE, MAX_BRIDGED};
 
 use crate::proto::action::{self, Dialect, Incoming};
 use crate::proto::activity::Activity;
@@ -121,7 +124,7 @@ pub struct Session {
 
 pub struct Hub {
     cfg: HubConfig,
-    sessions: Vec<Option<Session>>,
+    sessions: Sessions,
     active: usize,
     rooms: Rooms,
     history: History,
@@ -153,7 +156,7 @@ impl Hub {
         Hub {
             history: History::new(cfg.features.history.clone()),
             cfg,
-            sessions: Vec::new(),
+            sessions: Sessions::default(),
             active: 0,
             rooms: Rooms::default(),
             hosts: HostLink::default(),
@@ -191,6 +194,12 @@ impl Hub {
         &self.hosts
     }
 
+    /// A bridged host's output is unread beyond its bound (or read again):
+    /// while congested, requests routed to it fail with `host_unavailable`.
+    pub fn set_host_congested(&mut self, key: ConnKey, congested: bool) {
+        self.hosts.set_congested(key, congested);
+    }
+
     pub fn active_rooms(&self) -> usize {
         self.rooms.len()
     }
@@ -224,14 +233,11 @@ impl Hub {
         identity: Option<Identity>,
         path: &str,
     ) {
-        if self.sessions.len() <= key {
-            self.sessions.resize_with(key + 1, || None);
-        }
-        if self.sessions[key].is_some() {
+        if self.session(key).is_some() {
             // The shell reuses a key only after disconnect; never leave a ghost behind.
             self.disconnect(key, 1006, now);
         }
-        self.sessions[key] = Some(Session {
+        *self.sessions.slot(key) = Some(Session {
             id,
             ip,
             connected_at: now.unix,

@@ -1,0 +1,249 @@
+//! An HTTP backend as a host (SPEC §11, like Centrifugo's RPC proxy): each
+//! `host.request` the hub sends this bridged session becomes `POST URL` on a
+//! kept-alive connection (at most `max_in_flight` at once, more wait), and
+//! the answer comes back as its `host.reply`. Notices it asked for are POSTed
+//! too, best effort. The connections are an [`HttpPool`] on this endpoint's token.
+
+use super::app::App;
+use super::endpoint::Endpoint;
+use super::http_pool::{HttpPool, HttpTarget, Outcome};
+use crate::proto::auth::MintRequest;
+use crate::proto::http_response::Response;
+use crate::proto::rooms::ConnKey;
+use crate::proto::Now;
+use log::{debug, info, warn};
+use mio::event::Event;
+use mio::{Registry, Token};
+use serde_json::{json, Value};
+
+/// Notices waiting for a connection, at most (more are dropped: best effort).
+const MAX_WAITING_NOTICES: usize = 1024;
+/// Lifetime of the bearer token sent to backends.
+const BEARER_TTL_S: u64 = 60;
+
+/// What a backend host is started with.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub name: String,
+    pub target: HttpTarget,
+    pub events: Value,
+    pub notify: Vec<String>,
+    pub max_in_flight: usize,
+    pub permissions: Vec<String>,
+    pub max_message_bytes: usize,
+    pub request_timeout_ms: u64,
+}
+
+/// What a POST was for.
+enum Job {
+    Request(u64),
+    Notice,
+}
+
+/// The gateway's JWT for backends (`sub` "tether", permission `host`, 60 s),
+/// minted again when half its life is gone.
+#[derive(Default)]
+pub struct Bearer {
+    current: Option<(String, u64)>,
+}
+
+impl Bearer {
+    pub fn get(&mut self, app: &mut App, now: Now) -> String {
+        if let Some((token, exp)) = &self.current {
+            if now.unix + BEARER_TTL_S / 2 < *exp {
+                return token.clone();
+            }
+        }
+        let request = MintRequest {
+            sub: "tether".into(),
+            permissions: vec!["host".into()],
+            rooms: Vec::new(),
+            role: None,
+            ttl_s: BEARER_TTL_S,
+        };
+        let minted = app
+            .hub_mut()
+            .map(|hub| hub.config().auth.mint(&request, now.unix));
+        match minted {
+            Some(Ok((token, exp))) => {
+                self.current = Some((token.clone(), exp));
+                token
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+pub struct BackendHost {
+    name: String,
+    events: Value,
+    notify: Vec<String>,
+    permissions: Vec<String>,
+    key: ConnKey,
+    pool: HttpPool<Job>,
+    started: bool,
+    /// When to open the session (again).
+    start_at_ms: u64,
+    bearer: Bearer,
+}
+
+impl BackendHost {
+    pub fn new(cfg: BackendConfig, key: ConnKey, registry: Registry, token: Token) -> BackendHost {
+        let bounds = (cfg.max_message_bytes, cfg.request_timeout_ms);
+        BackendHost {
+            pool: HttpPool::new(cfg.target, cfg.max_in_flight, bounds, registry, token),
+            name: cfg.name,
+            events: cfg.events,
+            notify: cfg.notify,
+            permissions: cfg.permissions,
+            key,
+            started: false,
+            start_at_ms: 0,
+            bearer: Bearer::default(),
+        }
+    }
+
+    /// Opens its session and registers its events.
+    fn start(&mut self, app: &mut App, now: Now) {
+        self.started = true;
+        let Some(hub) = app.hub_mut() else { return };
+        hub.open_bridged(self.key, 1, &self.name, &self.permissions, now);
+        let register = json!({"event": "host.register", "data": {"events": self.events}});
+        hub.on_text(self.key, now, &register.to_string());
+        let target = self.pool.target();
+        let scheme = if target.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        info!(
+            "host {}: POSTing to {scheme}://{}{}",
+            self.name, target.authority, target.path
+        );
+    }
+
+    /// Runs the pool and relays what finished.
+    fn pump(&mut self, app: &mut App, now: Now) -> Option<u64> {
+        let mut done = Vec::new();
+        self.pool.expire(now.ms, &mut done);
+        let bearer = self.bearer.get(app, now);
+        self.pool.pump(&bearer, now.ms, &mut done);
+        for (job, outcome) in done {
+            self.finish(job, outcome, app, now);
+        }
+        self.pool.deadline()
+    }
+
+    /// Relays the outcome of a request as its `host.reply`.
+    fn finish(&mut self, job: Job, outcome: Outcome, app: &mut App, now: Now) {
+        let Job::Request(id) = job else {
+            if let Outcome::Failed(why) = outcome {
+                debug!("host {}: notice not delivered: {why}", self.name);
+            }
+            return;
+        };
+        let data = match outcome {
+            Outcome::Answer(response) => self.answer(id, &response),
+            Outcome::Failed(why) => {
+                warn!("host {}: request {id} failed: {why}", self.name);
+                failure(id, "host_unavailable", "the backend did not answer")
+            }
+            Outcome::TimedOut => {
+                warn!("host {}: request {id} timed out", self.name);
+                failure(id, "host_timeout", "the backend did not answer in time")
+            }
+        };
+        let reply = json!({"event": "host.reply", "data": data});
+        if let Some(hub) = app.hub_mut() {
+            hub.on_text(self.key, now, &reply.to_string());
+        }
+    }
+
+    /// The `host.reply` data of a backend's response.
+    fn answer(&self, id: u64, response: &Response) -> Value {
+        if !(200..300).contains(&response.status) {
+            warn!(
+                "host {}: request {id} answered {}",
+                self.name, response.status
+            );
+            return failure(id, "host_unavailable", "the backend refused the request");
+        }
+        let parsed: Option<Value> = serde_json::from_slice(&response.body).ok();
+        match parsed {
+            Some(Value::Object(mut answer)) => {
+                if let Some(error) = answer.get("error").filter(|e| e["code"].is_string()) {
+                    return json!({"id": id, "error": error});
+                }
+                if answer.get("event").is_some_and(Value::is_string) {
+                    let data = answer.remove("data").unwrap_or(Value::Null);
+                    return json!({"id": id, "event": answer["event"], "data": data});
+                }
+                failure(id, "host_unavailable", "the backend's answer has no event")
+            }
+            _ => {
+                warn!(
+                    "host {}: request {id}: the answer is not a JSON object",
+                    self.name
+                );
+                failure(id, "host_unavailable", "the backend's answer is not JSON")
+            }
+        }
+    }
+}
+
+fn failure(id: u64, code: &str, message: &str) -> Value {
+    json!({"id": id, "error": {"code": code, "message": message}})
+}
+
+impl Endpoint for BackendHost {
+    fn on_event(&mut self, _event: &Event, app: &mut App, now: Now) -> Option<u64> {
+        // Every connection shares the token: the pool serves them all.
+        self.pump(app, now)
+    }
+
+    fn on_timer(&mut self, app: &mut App, now: Now) -> Option<u64> {
+        if !self.started && now.ms >= self.start_at_ms {
+            self.start(app, now);
+        }
+        self.pump(app, now)
+    }
+
+    fn on_message(&mut self, body: &[u8], app: &mut App, now: Now) -> Option<u64> {
+        let Ok(message) = serde_json::from_slice::<Value>(body) else {
+            return self.pool.deadline();
+        };
+        let event = message["event"].as_str().unwrap_or("");
+        match event {
+            "host.request" => {
+                if let Some(id) = message["data"]["id"].as_u64() {
+                    let body = message["data"].to_string().into_bytes();
+                    self.pool.submit(Job::Request(id), body);
+                }
+            }
+            "host.client_joined" | "host.client_left" => {
+                let wanted = self.notify.iter().any(|n| event.ends_with(n.as_str()));
+                let waiting = self
+                    .pool
+                    .waiting()
+                    .filter(|j| matches!(j, Job::Notice))
+                    .count();
+                if wanted && waiting < MAX_WAITING_NOTICES {
+                    self.pool.submit(Job::Notice, body.to_vec());
+                }
+            }
+            "error" => warn!("host {}: the gateway answered {message}", self.name),
+            _ => {}
+        }
+        self.pump(app, now)
+    }
+
+    fn on_close(&mut self, code: u16, _app: &mut App, now: Now) -> Option<u64> {
+        warn!(
+            "host {}: the gateway ended its session ({code}); registering again in 1 s",
+            self.name
+        );
+        self.started = false;
+        self.start_at_ms = now.ms + 1_000;
+        Some(self.start_at_ms)
+    }
+}

@@ -1,0 +1,373 @@
+//! Outgoing HTTP/1.1 requests on the loop's `Poll`: a bounded pool of
+//! kept-alive mio connections to one backend, with a waiting queue and a
+//! deadline per request. Used by `url` hosts and the connect proxy (SPEC §11);
+//! each request carries a tag its user gets back with the outcome.
+
+use super::http_tls::{self, TlsTarget};
+use super::nonblocking::retry;
+use crate::proto::http_response::{write_post, Parsed, Response, ResponseParser};
+use log::debug;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use rustls::ClientConnection;
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+/// Where requests go.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    pub addr: SocketAddr,
+    /// The `Host` header: the URL's authority.
+    pub authority: String,
+    pub path: String,
+    /// `https://`: how to speak TLS to it.
+    pub tls: Option<TlsTarget>,
+}
+
+impl HttpTarget {
+    /// `http(s)://HOST[:PORT]/PATH`, the name resolved now (once); `ca`:
+    /// the CAs an `https://` server is checked against (else the system's).
+    pub fn from_url(url: &str, ca: Option<&Path>) -> Result<HttpTarget, String> {
+        let (authority, host, port, path) =
+            split_url(url).ok_or("expected http(s)://HOST[:PORT]/PATH")?;
+        let tls = if url.starts_with("https://") {
+            Some(TlsTarget::new(&host, ca)?)
+        } else {
+            None
+        };
+        let addr = (host.as_str(), port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| format!("cannot resolve {host}"))?;
+        Ok(HttpTarget {
+            addr,
+            authority,
+            path,
+            tls,
+        })
+    }
+}
+
+/// Splits `http(s)://HOST[:PORT]/PATH` into authority, host, port and path.
+pub fn split_url(url: &str) -> Option<(String, String, u16, String)> {
+    let (rest, default_port) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, 443),
+        None => (url.strip_prefix("http://")?, 80),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse().ok()?),
+        _ => (authority, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((authority.into(), host.into(), port, path.into()))
+}
+
+/// How a request ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Answer(Response),
+    Failed(String),
+    TimedOut,
+}
+
+struct Waiting<T> {
+    tag: T,
+    body: Vec<u8>,
+    /// Already retried once (on a fresh connection).
+    retried: bool,
+}
+
+struct PoolConn<T> {
+    sock: TcpStream,
+    tls: Option<Box<ClientConnection>>,
+    out: Vec<u8>,
+    parser: ResponseParser,
+    job: Option<(Waiting<T>, u64)>,
+    /// Carried a response already: a failure before any byte may be the
+    /// backend closing an idle connection, so the request is tried once more.
+    reused: bool,
+}
+
+pub struct HttpPool<T> {
+    target: HttpTarget,
+    registry: Registry,
+    token: Token,
+    max_body: usize,
+    timeout_ms: u64,
+    conns: Vec<Option<PoolConn<T>>>,
+    queue: VecDeque<Waiting<T>>,
+}
+
+impl<T> HttpPool<T> {
+    /// At most `slots` connections (requests in flight) at once.
+    pub fn new(
+        target: HttpTarget,
+        slots: usize,
+        (max_body, timeout_ms): (usize, u64),
+        registry: Registry,
+        token: Token,
+    ) -> HttpPool<T> {
+        HttpPool {
+            target,
+            registry,
+            token,
+            max_body,
+            timeout_ms,
+            conns: (0..slots).map(|_| None).collect(),
+            queue: VecDeque::new(),
+        }
+    }
+
+    pub fn target(&self) -> &HttpTarget {
+        &self.target
+    }
+
+    /// Queues a `POST` of `body`; `pump` sends it when a connection is free.
+    pub fn submit(&mut self, tag: T, body: Vec<u8>) {
+        self.queue.push_back(Waiting {
+            tag,
+            body,
+            retried: false,
+        });
+    }
+
+    /// The tags still waiting for a connection.
+    pub fn waiting(&self) -> impl Iterator<Item = &T> {
+        self.queue.iter().map(|w| &w.tag)
+    }
+
+    /// Whether requests wait or are in flight.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.conns.iter().flatten().all(|c| c.job.is_none())
+    }
+
+    /// Serves every connection, then starts waiting requests on free ones;
+    /// finished requests go to `done`.
+    pub fn pump(&mut self, bearer: &str, now_ms: u64, done: &mut Vec<(T, Outcome)>) {
+        for slot in 0..self.conns.len() {
+            self.drive(slot, done);
+        }
+        self.dispatch(bearer, now_ms, done);
+    }
+
+    /// Requests past their deadline end `TimedOut` (their connection closed).
+    pub fn expire(&mut self, now_ms: u64, done: &mut Vec<(T, Outcome)>) {
+        for slot in 0..self.conns.len() {
+            let late = self.conns[slot]
+                .as_ref()
+                .and_then(|c| c.job.as_ref())
+                .is_some_and(|(_, at)| now_ms >= *at);
+            if late {
+                let job = self.conns[slot].as_mut().and_then(|c| c.job.take());
+                self.close(slot);
+                if let Some((waiting, _)) = job {
+                    done.push((waiting.tag, Outcome::TimedOut));
+                }
+            }
+        }
+    }
+
+    /// The earliest deadline of a request in flight.
+    pub fn deadline(&self) -> Option<u64> {
+        self.conns
+            .iter()
+            .flatten()
+            .filter_map(|c| c.job.as_ref().map(|(_, at)| *at))
+            .min()
+    }
+
+    fn dispatch(&mut self, bearer: &str, now_ms: u64, done: &mut Vec<(T, Outcome)>) {
+        while !self.queue.is_empty() {
+            let idle = self
+                .conns
+                .iter()
+                .position(|c| c.as_ref().is_some_and(|c| c.job.is_none()));
+            let slot = idle.or_else(|| self.conns.iter().position(Option::is_none));
+            let Some(slot) = slot else { return };
+            let Some(waiting) = self.queue.pop_front() else {
+                return;
+            };
+            if self.conns[slot].is_none() {
+                match self.connect() {
+                    Ok(conn) => self.conns[slot] = Some(conn),
+                    Err(why) => {
+                        done.push((waiting.tag, Outcome::Failed(why)));
+                        continue;
+                    }
+                }
+            }
+            let Some(conn) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            let target = &self.target;
+            write_post(
+                &mut conn.out,
+                &target.authority,
+                &target.path,
+                bearer,
+                &waiting.body,
+            );
+            // A retried request is not retried again.
+            conn.reused &= !waiting.retried;
+            conn.job = Some((waiting, now_ms + self.timeout_ms));
+            self.drive(slot, done);
+        }
+    }
+
+    fn connect(&self) -> Result<PoolConn<T>, String> {
+        let mut sock =
+            TcpStream::connect(self.target.addr).map_err(|e| format!("cannot connect: {e}"))?;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.registry
+            .register(&mut sock, self.token, interest)
+            .map_err(|e| format!("cannot register: {e}"))?;
+        let _ = sock.set_nodelay(true);
+        let tls = match &self.target.tls {
+            Some(target) => Some(Box::new(target.connect()?)),
+            None => None,
+        };
+        Ok(PoolConn {
+            sock,
+            tls,
+            out: Vec::new(),
+            parser: ResponseParser::new(self.max_body),
+            job: None,
+            reused: false,
+        })
+    }
+
+    /// Writes and reads connection `slot`; settles its request when answered.
+    fn drive(&mut self, slot: usize, done: &mut Vec<(T, Outcome)>) {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        let (failure, eof) = match conn.tls.as_deref_mut() {
+            None => plain_io(&mut conn.sock, &mut conn.out, &mut conn.parser),
+            Some(tls) => {
+                let parser = &mut conn.parser;
+                let wrote = http_tls::write(tls, &mut conn.sock, &mut conn.out);
+                match wrote.and_then(|_| http_tls::read(tls, &mut conn.sock, |b| parser.feed(b))) {
+                    Ok(eof) => (None, eof),
+                    Err(e) => (Some(e.to_string()), false),
+                }
+            }
+        };
+        if conn.job.is_none() {
+            // An idle connection that closes or talks out of turn is dropped.
+            if eof || failure.is_some() || !conn.parser.is_empty() {
+                self.close(slot);
+            }
+            return;
+        }
+        let verdict = match failure {
+            Some(why) => Err(why),
+            None => match conn.parser.parse(eof) {
+                Parsed::Partial => return,
+                Parsed::Done(response) => Ok(response),
+                Parsed::Bad(why) => Err(why.to_string()),
+            },
+        };
+        let Some((mut waiting, _)) = conn.job.take() else {
+            return;
+        };
+        let answered_nothing = conn.parser.is_empty();
+        conn.parser.reset();
+        match verdict {
+            Ok(response) => {
+                if response.keep_alive {
+                    conn.reused = true;
+                } else {
+                    self.close(slot);
+                }
+                done.push((waiting.tag, Outcome::Answer(response)));
+            }
+            Err(why) => {
+                let again = conn.reused && answered_nothing;
+                self.close(slot);
+                if again {
+                    debug!("a kept-alive connection failed ({why}); retrying");
+                    waiting.retried = true;
+                    self.queue.push_front(waiting);
+                } else {
+                    done.push((waiting.tag, Outcome::Failed(why)));
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        if let Some(mut conn) = self.conns[slot].take() {
+            let _ = self.registry.deregister(&mut conn.sock);
+        }
+    }
+}
+
+/// Writes what is queued and reads what arrived on a plain socket:
+/// (a failure, end of file).
+fn plain_io(
+    sock: &mut TcpStream,
+    out: &mut Vec<u8>,
+    parser: &mut ResponseParser,
+) -> (Option<String>, bool) {
+    while !out.is_empty() {
+        match retry(|| sock.write(out)) {
+            Ok(Some(0)) => return (Some("connection closed".into()), false),
+            Ok(Some(n)) => {
+                out.drain(..n);
+            }
+            Ok(None) => break,
+            Err(e) => return (Some(e.to_string()), false),
+        }
+    }
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match retry(|| sock.read(&mut chunk)) {
+            Ok(Some(0)) => return (None, true),
+            Ok(Some(n)) => parser.feed(&chunk[..n]),
+            Ok(None) => return (None, false),
+            Err(e) => return (Some(e.to_string()), false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_url;
+
+    #[test]
+    fn urls_split() {
+        assert_eq!(
+            split_url("http://127.0.0.1:8000/tether/"),
+            Some((
+                "127.0.0.1:8000".into(),
+                "127.0.0.1".into(),
+                8000,
+                "/tether/".into()
+            ))
+        );
+        assert_eq!(
+            split_url("http://example.com"),
+            Some(("example.com".into(), "example.com".into(), 80, "/".into()))
+        );
+        assert_eq!(
+            split_url("http://[::1]:81/x?y"),
+            Some(("[::1]:81".into(), "::1".into(), 81, "/x?y".into()))
+        );
+        assert_eq!(
+            split_url("https://x/"),
+            Some(("x".into(), "x".into(), 443, "/".into()))
+        );
+        assert_eq!(split_url("ftp://x/"), None);
+        assert_eq!(split_url("http:///x"), None);
+    }
+}

@@ -1,0 +1,253 @@
+//! A bounded HTTP/1.1 response parser for the gateway's own requests to
+//! backends (SPEC §11): status, `Content-Length`, chunked or until-close
+//! bodies, and whether the connection may be reused. Sans-IO: bytes in,
+//! a verdict out; it never holds more than its head and body bounds.
+
+/// Longest response head accepted.
+pub const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// A complete response.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// The connection may carry the next request.
+    pub keep_alive: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// More bytes needed.
+    Partial,
+    Done(Response),
+    /// Not a valid response, or over a bound: the connection is done for.
+    Bad(&'static str),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Body {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+#[derive(Debug)]
+pub struct ResponseParser {
+    buf: Vec<u8>,
+    max_body: usize,
+}
+
+impl ResponseParser {
+    pub fn new(max_body: usize) -> ResponseParser {
+        ResponseParser {
+            buf: Vec::new(),
+            max_body,
+        }
+    }
+
+    /// Bytes read from the connection.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Whether nothing of a response arrived yet.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    pub fn reset(&mut self) {
+        self.buf.clear();
+    }
+
+    /// What the bytes so far make; `eof`: the peer closed its side.
+    pub fn parse(&mut self, eof: bool) -> Parsed {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut head = httparse::Response::new(&mut headers);
+        let head_len = match head.parse(&self.buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if self.buf.len() > MAX_HEAD => {
+                return Parsed::Bad("response head too large")
+            }
+            Ok(httparse::Status::Partial) if eof => return Parsed::Bad("connection closed"),
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            Err(_) => return Parsed::Bad("malformed response"),
+        };
+        let status = head.code.unwrap_or(0);
+        let mut body = Body::UntilClose;
+        let mut keep_alive = head.version == Some(1);
+        for header in head.headers.iter() {
+            let value = std::str::from_utf8(header.value).unwrap_or("").trim();
+            if header.name.eq_ignore_ascii_case("content-length") {
+                match value.parse::<usize>() {
+                    Ok(n) if n > self.max_body => return Parsed::Bad("response too large"),
+                    Ok(n) => body = Body::Length(n),
+                    Err(_) => return Parsed::Bad("bad Content-Length"),
+                }
+            } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                if !value.eq_ignore_ascii_case("chunked") {
+                    return Parsed::Bad("unsupported Transfer-Encoding");
+                }
+                body = Body::Chunked;
+            } else if header.name.eq_ignore_ascii_case("connection") {
+                keep_alive = !value.eq_ignore_ascii_case("close");
+            }
+        }
+        let rest = &self.buf[head_len..];
+        let done = |body: Vec<u8>, keep_alive| {
+            Parsed::Done(Response {
+                status,
+                body,
+                keep_alive,
+            })
+        };
+        match body {
+            Body::Length(n) if rest.len() >= n => done(rest[..n].to_vec(), keep_alive),
+            Body::Length(_) if eof => Parsed::Bad("connection closed"),
+            Body::Length(_) => Parsed::Partial,
+            Body::UntilClose if rest.len() > self.max_body => Parsed::Bad("response too large"),
+            Body::UntilClose if eof => done(rest.to_vec(), false),
+            Body::UntilClose => Parsed::Partial,
+            Body::Chunked => match dechunk(rest, self.max_body) {
+                Chunks::Done(body) => done(body, keep_alive),
+                Chunks::Partial if eof => Parsed::Bad("connection closed"),
+                Chunks::Partial => Parsed::Partial,
+                Chunks::Bad(why) => Parsed::Bad(why),
+            },
+        }
+    }
+}
+
+enum Chunks {
+    Done(Vec<u8>),
+    Partial,
+    Bad(&'static str),
+}
+
+/// Decodes a chunked body (trailers are skipped).
+fn dechunk(mut rest: &[u8], max: usize) -> Chunks {
+    let mut body = Vec::new();
+    loop {
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return if rest.len() > 1024 {
+                Chunks::Bad("bad chunk size")
+            } else {
+                Chunks::Partial
+            };
+        };
+        let line = std::str::from_utf8(&rest[..eol]).unwrap_or("");
+        let digits = line.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(digits, 16) else {
+            return Chunks::Bad("bad chunk size");
+        };
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            // Trailers, then an empty line.
+            let mut trailers = rest;
+            loop {
+                let Some(eol) = trailers.windows(2).position(|w| w == b"\r\n") else {
+                    return Chunks::Partial;
+                };
+                if eol == 0 {
+                    return Chunks::Done(body);
+                }
+                trailers = &trailers[eol + 2..];
+            }
+        }
+        if size > max || body.len() + size > max {
+            return Chunks::Bad("response too large");
+        }
+        if rest.len() < size + 2 {
+            return Chunks::Partial;
+        }
+        if &rest[size..size + 2] != b"\r\n" {
+            return Chunks::Bad("bad chunk");
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+/// The request head and body of one `POST` with a JSON body.
+pub fn write_post(out: &mut Vec<u8>, host: &str, path: &str, bearer: &str, body: &[u8]) {
+    out.extend_from_slice(b"POST ");
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: application/json\r\nAuthorization: Bearer ");
+    out.extend_from_slice(bearer.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8], eof: bool) -> Parsed {
+        let mut p = ResponseParser::new(64);
+        p.feed(bytes);
+        p.parse(eof)
+    }
+
+    fn done(status: u16, body: &[u8], keep_alive: bool) -> Parsed {
+        Parsed::Done(Response {
+            status,
+            body: body.to_vec(),
+            keep_alive,
+        })
+    }
+
+    #[test]
+    fn lengths_chunks_and_close() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+        assert_eq!(parse(ok, false), done(200, b"{}", true));
+        assert_eq!(parse(&ok[..ok.len() - 1], false), Parsed::Partial);
+        assert_eq!(
+            parse(&ok[..ok.len() - 1], true),
+            Parsed::Bad("connection closed")
+        );
+        let close = b"HTTP/1.0 500 X\r\n\r\noops";
+        assert_eq!(parse(close, false), Parsed::Partial);
+        assert_eq!(parse(close, true), done(500, b"oops", false));
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{\"\r\n3;x=1\r\na\":\r\n1\r\n1\r\n0\r\nT: v\r\n\r\n";
+        assert_eq!(parse(chunked, false), done(200, b"{\"a\":1", true));
+        assert_eq!(parse(&chunked[..60], false), Parsed::Partial);
+        let conn_close = b"HTTP/1.1 204 No\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(parse(conn_close, false), done(204, b"", false));
+    }
+
+    #[test]
+    fn bounds_and_garbage() {
+        let big = b"HTTP/1.1 200 OK\r\nContent-Length: 65\r\n\r\n";
+        assert_eq!(parse(big, false), Parsed::Bad("response too large"));
+        let big_chunk = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n";
+        assert_eq!(parse(big_chunk, false), Parsed::Bad("response too large"));
+        assert_eq!(
+            parse(b"garbage\r\n\r\n", false),
+            Parsed::Bad("malformed response")
+        );
+        let te = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n";
+        assert_eq!(
+            parse(te, false),
+            Parsed::Bad("unsupported Transfer-Encoding")
+        );
+        let until_close = [b"HTTP/1.1 200 OK\r\n\r\n".as_slice(), &[b'x'; 65]].concat();
+        assert_eq!(
+            parse(&until_close, false),
+            Parsed::Bad("response too large")
+        );
+    }
+
+    #[test]
+    fn post_is_written_whole() {
+        let mut out = Vec::new();
+        write_post(&mut out, "127.0.0.1:80", "/t/", "JWT", b"{}");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("POST /t/ HTTP/1.1\r\nHost: 127.0.0.1:80\r\n"));
+        assert!(text.ends_with("Content-Length: 2\r\n\r\n{}"));
+        assert!(text.contains("Authorization: Bearer JWT\r\n"));
+    }
+}
