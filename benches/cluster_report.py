@@ -1,0 +1,191 @@
+"""Turns benches/cluster.sh's cluster.jsonl into cluster.md.
+
+Usage: python3 benches/cluster_report.py CLUSTER.jsonl OUT_DIR
+"""
+
+import json
+import sys
+from pathlib import Path
+
+
+def load(path):
+    meta, end, rows = {}, {}, {}
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        if r.get("meta"):
+            meta = r
+        elif r.get("meta_end"):
+            end = r
+        else:
+            key = r["scenario"]
+            if key == "broadcast" and "subs" in r:
+                key = f"broadcast{r['subs']}"
+            rows[(r["server"], key)] = r
+    return meta, end, rows
+
+
+def get(rows, server, scenario, *path):
+    v = rows.get((server, scenario))
+    if v is None or v.get("error"):
+        return None
+    for field in path:
+        if not isinstance(v, dict):
+            return None
+        v = v.get(field)
+    return v
+
+
+def fmt(v, spec="{:,.0f}"):
+    return "—" if v is None else spec.format(v)
+
+
+def ms(us):
+    return None if us is None else us / 1000
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def times(r):
+    return "—" if r is None else (f"{r:.2f}×" if r >= 0.1 else f"{r:.2g}×")
+
+
+def verdict(r, limit, at_most):
+    if r is None:
+        return "not measured"
+    ok = r <= limit if at_most else r >= limit
+    return "met" if ok else "missed"
+
+
+CLUSTERS = [
+    ("tether-cluster", "tether, 2 nodes + Redis"),
+    ("socketio-cluster", "Socket.IO + redis-adapter, 2 nodes + Redis"),
+    ("tether-single", "tether, 1 node (no cluster)"),
+]
+
+
+def nodes_per_delivery(rows, server, scenario):
+    a = get(rows, server, scenario, "server_us_per_msg")
+    b = get(rows, server, scenario, "node2_us_per_msg")
+    if a is None:
+        return None
+    return a + (b or 0)
+
+
+def main():
+    src, out = sys.argv[1], Path(sys.argv[2])
+    meta, end, rows = load(src)
+    md = ["# Cluster benchmark: tether vs Socket.IO with the Redis adapter\n"]
+    md.append(
+        f"Run {meta.get('date', '?')} ({meta.get('mode', '?')} run) on {meta.get('nproc', '?')} cores "
+        f"({meta.get('cpu', '?')}); load average {meta.get('loadavg_start', '?')} at start, "
+        f"{end.get('loadavg_end', '?')} at end (the machine is shared, so figures are noisy; the "
+        "ratios come from this one run). Socket.IO "
+        f"{meta.get('socketio', '?')}, @socket.io/redis-adapter {meta.get('redis_adapter', '?')}, "
+        f"Redis {meta.get('redis', '?')}.\n"
+    )
+    md.append(
+        "Every part starts its own `redis-server` (loopback, no persistence) and two nodes on it; "
+        "the nodes and Redis are pinned to CPU 0, the load tool (`benches/load`, one thread, raw "
+        "WebSocket; `--socketio` speaks Engine.IO v4 / Socket.IO v5 for Socket.IO's side) to "
+        "CPU 1. Subscribers are split evenly over nodes A and B; the publisher is on node A (a "
+        "tether host sending `host.broadcast` to the room; a Socket.IO client emitting `pub`, "
+        "which node A sends to the room with `io.to(room).emit`). *Last delivery* is the time "
+        "from the publish until the last subscriber got the message, per round. CPU per "
+        "delivery is each process's CPU time over the rounds divided by all deliveries (both "
+        "nodes' deliveries). Reproduce with `bash benches/cluster.sh` (or `--quick`).\n"
+    )
+
+    md.append("## Broadcast to a room, subscribers split over two nodes\n")
+    md.append(
+        "| setup | subscribers | last p50 ms | last p99 ms | node A µs CPU/delivery | "
+        "node B µs CPU/delivery | both nodes µs/delivery | Redis µs/delivery | incomplete rounds |"
+    )
+    md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for server, label in CLUSTERS:
+        for subs in (1000, 10000):
+            sc = f"broadcast{subs}"
+            if (server, sc) not in rows:
+                continue
+            g = lambda *f: get(rows, server, sc, *f)  # noqa: E731
+            md.append(
+                f"| {label} | {subs:,} | {fmt(ms(g('last_p50_us')), '{:.2f}')} | "
+                f"{fmt(ms(g('last_p99_us')), '{:.2f}')} | {fmt(g('server_us_per_msg'), '{:.2f}')} | "
+                f"{fmt(g('node2_us_per_msg'), '{:.2f}')} | "
+                f"{fmt(nodes_per_delivery(rows, server, sc), '{:.2f}')} | "
+                f"{fmt(g('redis_us_per_msg'), '{:.3f}')} | {fmt(g('incomplete_rounds'))} |"
+            )
+    md.append("")
+
+    md.append("## Cross-node publish throughput\n")
+    md.append(
+        f"{meta.get('tp_subs', '?')} subscribers on node B, the publisher on node A. The rate starts "
+        "at 1,000 msg/s and rises ×1.5 a step (then two steps between the last rate kept and the "
+        f"first lost), {meta.get('step_secs', '?')} s a step; a rate is kept when every subscriber "
+        "got every message of its step, exactly once, within 1 s after the step ended, and no "
+        "connection failed. Anything else counts as the first drop (for Socket.IO that is "
+        "falling behind: it queues without bound rather than dropping).\n"
+    )
+    md.append(
+        "| setup | msg/s kept | first rate lost | node A util | node B util | Redis util | "
+        "both nodes µs/delivery | Redis µs/delivery | load tool util |"
+    )
+    md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for server, label in CLUSTERS[:2]:
+        if (server, "throughput") not in rows:
+            continue
+        k = lambda f: get(rows, server, "throughput", "kept", f)  # noqa: E731
+        secs = k("secs")
+        util = lambda cpu: None if cpu is None or not secs else cpu / 1e6 / secs  # noqa: E731
+        both = None if k("server_us_per_msg") is None else k("server_us_per_msg") + (k("node2_us_per_msg") or 0)
+        md.append(
+            f"| {label} | {fmt(get(rows, server, 'throughput', 'max_rate'))} | "
+            f"{fmt(get(rows, server, 'throughput', 'first_lost_rate'))} | {fmt(k('server_util'), '{:.2f}')} | "
+            f"{fmt(util(k('node2_cpu_us')), '{:.2f}')} | {fmt(util(k('redis_cpu_us')), '{:.2f}')} | "
+            f"{fmt(both, '{:.2f}')} | {fmt(k('redis_us_per_msg'), '{:.3f}')} | {fmt(k('load_util'), '{:.2f}')} |"
+        )
+    md.append("")
+
+    md.append("## tether idle memory per connection, clustering off and on\n")
+    md.append("| clustering | connections | KiB/conn | alive |")
+    md.append("|---|---:|---:|---:|")
+    for server, label in (("tether-idle-off", "off"), ("tether-idle-on", "on (one node, its Redis)")):
+        if (server, "idle") in rows:
+            g = lambda f: get(rows, server, "idle", f)  # noqa: E731
+            md.append(f"| {label} | {fmt(g('conns'))} | {fmt(g('kib_per_conn'), '{:.2f}')} | {fmt(g('alive'))} |")
+    md.append("")
+
+    md.append("## Targets (issue 13)\n")
+    md.append("| target | measured | verdict |")
+    md.append("|---|---:|---|")
+    for subs in (1000, 10000):
+        sc = f"broadcast{subs}"
+        r = ratio(get(rows, "tether-cluster", sc, "last_p99_us"), get(rows, "socketio-cluster", sc, "last_p99_us"))
+        md.append(f"| cross-node last-delivery p99, {subs:,} subscribers: tether ≤ 0.5× Socket.IO | {times(r)} | {verdict(r, 0.5, True)} |")
+    r = ratio(get(rows, "tether-cluster", "throughput", "max_rate"), get(rows, "socketio-cluster", "throughput", "max_rate"))
+    md.append(f"| cross-node publish throughput: tether ≥ 3× Socket.IO | {times(r)} | {verdict(r, 3, False)} |")
+    for subs in (1000, 10000):
+        sc = f"broadcast{subs}"
+        r = ratio(get(rows, "tether-cluster", sc, "last_p99_us"), get(rows, "tether-single", sc, "last_p99_us"))
+        md.append(f"| tether cross-node p99 ≤ 2× single node, {subs:,} subscribers | {times(r)} | {verdict(r, 2, True)} |")
+    r = ratio(get(rows, "tether-idle-on", "idle", "kib_per_conn"), get(rows, "tether-idle-off", "idle", "kib_per_conn"))
+    md.append(f"| idle KiB/conn with clustering on vs off (unchanged: ≤ 1.1×) | {times(r)} | {verdict(r, 1.1, True)} |")
+    for subs in (1000, 10000):
+        sc = f"broadcast{subs}"
+        r = ratio(nodes_per_delivery(rows, "tether-cluster", sc), nodes_per_delivery(rows, "socketio-cluster", sc))
+        md.append(f"| (for reference) both nodes' CPU per delivery, {subs:,}: tether / Socket.IO | {times(r)} | — |")
+    md.append("")
+    missing = [label for server, label in CLUSTERS if not any(s == server for s, _ in rows)]
+    if missing:
+        md.append("Not measured in this run: " + "; ".join(missing) + ".\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cluster.md").write_text("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
