@@ -3,27 +3,11 @@
 Usage: python3 benches/cluster_report.py CLUSTER.jsonl OUT_DIR
 """
 
-import json
 import sys
 from pathlib import Path
 
-
-def load(path):
-    meta, end, rows = {}, {}, {}
-    for line in Path(path).read_text().splitlines():
-        if not line.strip():
-            continue
-        r = json.loads(line)
-        if r.get("meta"):
-            meta = r
-        elif r.get("meta_end"):
-            end = r
-        else:
-            key = r["scenario"]
-            if key == "broadcast" and "subs" in r:
-                key = f"broadcast{r['subs']}"
-            rows[(r["server"], key)] = r
-    return meta, end, rows
+# benches/report.py (beside this file): the same JSON lines, the same formats.
+from report import fmt, load, ratio, times
 
 
 def get(rows, server, scenario, *path):
@@ -37,22 +21,8 @@ def get(rows, server, scenario, *path):
     return v
 
 
-def fmt(v, spec="{:,.0f}"):
-    return "—" if v is None else spec.format(v)
-
-
 def ms(us):
     return None if us is None else us / 1000
-
-
-def ratio(a, b):
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
-
-
-def times(r):
-    return "—" if r is None else (f"{r:.2f}×" if r >= 0.1 else f"{r:.2g}×")
 
 
 def verdict(r, limit, at_most):
@@ -167,22 +137,30 @@ def main():
     md.append("## Targets (issue 13)\n")
     md.append("| target | measured | verdict |")
     md.append("|---|---:|---|")
-    for subs in (1000, 10000):
-        sc = f"broadcast{subs}"
-        r = ratio(get(rows, "tether-cluster", sc, "last_p99_us"), get(rows, "socketio-cluster", sc, "last_p99_us"))
-        md.append(f"| cross-node last-delivery p99, {subs:,} subscribers: tether ≤ 0.5× Socket.IO | {times(r)} | {verdict(r, 0.5, True)} |")
-    r = ratio(get(rows, "tether-cluster", "throughput", "max_rate"), get(rows, "socketio-cluster", "throughput", "max_rate"))
-    md.append(f"| cross-node publish throughput: tether ≥ 3× Socket.IO | {times(r)} | {verdict(r, 3, False)} |")
-    for subs in (1000, 10000):
-        sc = f"broadcast{subs}"
-        r = ratio(get(rows, "tether-cluster", sc, "last_p99_us"), get(rows, "tether-single", sc, "last_p99_us"))
-        md.append(f"| tether cross-node p99 ≤ 2× single node, {subs:,} subscribers | {times(r)} | {verdict(r, 2, True)} |")
-    r = ratio(get(rows, "tether-idle-on", "idle", "kib_per_conn"), get(rows, "tether-idle-off", "idle", "kib_per_conn"))
-    md.append(f"| idle KiB/conn with clustering on vs off (unchanged: ≤ 1.1×) | {times(r)} | {verdict(r, 1.1, True)} |")
-    for subs in (1000, 10000):
-        sc = f"broadcast{subs}"
-        r = ratio(nodes_per_delivery(rows, "tether-cluster", sc), nodes_per_delivery(rows, "socketio-cluster", sc))
-        md.append(f"| (for reference) both nodes' CPU per delivery, {subs:,}: tether / Socket.IO | {times(r)} | — |")
+    p99 = lambda server, subs: get(rows, server, f"broadcast{subs}", "last_p99_us")  # noqa: E731
+    kib = lambda server: get(rows, server, "idle", "kib_per_conn")  # noqa: E731
+    rate = lambda server: get(rows, server, "throughput", "max_rate")  # noqa: E731
+    # (target, measured ratio, limit, whether the ratio must be at most the limit)
+    targets = [
+        (f"cross-node last-delivery p99, {n:,} subscribers: tether ≤ 0.5× Socket.IO",
+         ratio(p99("tether-cluster", n), p99("socketio-cluster", n)), 0.5, True)
+        for n in (1000, 10000)
+    ]
+    targets.append(("cross-node publish throughput: tether ≥ 3× Socket.IO",
+                    ratio(rate("tether-cluster"), rate("socketio-cluster")), 3, False))
+    targets += [
+        (f"tether cross-node p99 ≤ 2× single node, {n:,} subscribers",
+         ratio(p99("tether-cluster", n), p99("tether-single", n)), 2, True)
+        for n in (1000, 10000)
+    ]
+    targets.append(("idle KiB/conn with clustering on vs off (unchanged: ≤ 1.1×)",
+                    ratio(kib("tether-idle-on"), kib("tether-idle-off")), 1.1, True))
+    for label, r, limit, at_most in targets:
+        md.append(f"| {label} | {times(r)} | {verdict(r, limit, at_most)} |")
+    for n in (1000, 10000):
+        r = ratio(nodes_per_delivery(rows, "tether-cluster", f"broadcast{n}"),
+                  nodes_per_delivery(rows, "socketio-cluster", f"broadcast{n}"))
+        md.append(f"| (for reference) both nodes' CPU per delivery, {n:,}: tether / Socket.IO | {times(r)} | — |")
     md.append("")
     missing = [label for server, label in CLUSTERS if not any(s == server for s, _ in rows)]
     if missing:
