@@ -280,9 +280,24 @@ stop_all
 
 echo "{\"meta_end\":true,\"loadavg_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >>"$JSONL"
 if [[ $MODE == smoke ]]; then
-    # Every row that ran must have figures (no load tool failure).
-    if grep -q '"error":true' "$JSONL"; then log "smoke: a load run failed"; cat "$WORK/rounds.log" >&2; exit 1; fi
-    python3 benches/cluster_report.py "$JSONL" "$WORK" >/dev/null
+    # Every run must have figures: each broadcast round whole, each ramp
+    # past its first rate.
+    if ! python3 - "$JSONL" <<'PY'; then
+import json, sys
+bad = []
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if "scenario" not in r:
+        continue
+    if r.get("error") or r.get("incomplete_rounds", 0) or r.get("max_rate", 1) == 0 or r.get("alive", 1) == 0:
+        bad.append(f"{r['server']} {r['scenario']}")
+if bad:
+    sys.exit("smoke: no figures from " + ", ".join(bad))
+PY
+        sed 's/token=[^ "&]*/token=JWT/g' "$WORK/rounds.log" | tail -20 >&2
+        exit 1
+    fi
+    python3 benches/cluster_report.py "$JSONL" "$WORK"
     log "smoke: harness ok ($(grep -c '"scenario"' "$JSONL") runs)"
     exit 0
 fi
