@@ -20,8 +20,8 @@
 #   throughput 10 subscribers on node B, the publisher on node A: the rate is
 #              raised (x1.5 a step) until a message has not reached every
 #              subscriber 250 ms after its step (tether-load throughput)
-# and beside them, in the same run, tether on one node (no cluster) for the
-# same broadcasts, and tether's idle memory per connection with clustering
+# and beside them, in the same run, tether on one node (no cluster) and
+# Socket.IO on one node (with its adapter) for the same broadcasts, and tether's idle memory per connection with clustering
 # off and on. Both systems are driven by the same load tool (benches/load:
 # raw WebSocket; its --socketio mode speaks Engine.IO v4 / Socket.IO v5).
 #
@@ -256,12 +256,14 @@ fi
 
 # ---------------------------------------------------------------- Socket.IO
 SIO_PATH='/socket.io/?EIO=4&transport=websocket'
+# Redis and Socket.IO nodes a and b on it, or (one-node) a alone.
 socketio_up() {
     local pa pb
     start_redis
     pa=$(free_port) pb=$(free_port)
     A_ADDR=127.0.0.1:$pa B_ADDR=127.0.0.1:$pb
     start a "$pa" node "$ROOT/benches/peers/node/socketio-cluster.js" "$pa" "$REDIS_PORT"
+    [[ ${1:-} == one-node ]] && return
     start b "$pb" node "$ROOT/benches/peers/node/socketio-cluster.js" "$pb" "$REDIS_PORT"
 }
 
@@ -270,6 +272,14 @@ for subs in $SUBS; do
     rounds=$B1K_ROUNDS; ((subs == 10000)) && rounds=$B10K_ROUNDS
     socketio_up
     load socketio-cluster broadcast --socketio --conns "$subs" --rounds "$rounds" --addr "$A_ADDR" --addr2 "$B_ADDR" \
+        --path "$SIO_PATH" --pub-path "$SIO_PATH&role=pub"
+    stop_all
+done
+log "Socket.IO, one node (its Redis adapter on): broadcast to the room"
+for subs in $SUBS; do
+    rounds=$B1K_ROUNDS; ((subs == 10000)) && rounds=$B10K_ROUNDS
+    socketio_up one-node
+    load socketio-single broadcast --socketio --conns "$subs" --rounds "$rounds" --addr "$A_ADDR" \
         --path "$SIO_PATH" --pub-path "$SIO_PATH&role=pub"
     stop_all
 done

@@ -26,6 +26,8 @@ def ms(us):
 
 
 def verdict(r, limit, at_most):
+    if limit is None:
+        return "—"
     if r is None:
         return "not measured"
     ok = r <= limit if at_most else r >= limit
@@ -36,6 +38,7 @@ CLUSTERS = [
     ("tether-cluster", "tether, 2 nodes + Redis"),
     ("socketio-cluster", "Socket.IO + redis-adapter, 2 nodes + Redis"),
     ("tether-single", "tether, 1 node (no cluster)"),
+    ("socketio-single", "Socket.IO, 1 node (adapter on, same Redis)"),
 ]
 
 
@@ -153,6 +156,11 @@ def main():
          ratio(p99("tether-cluster", n), p99("tether-single", n)), 2, True)
         for n in (1000, 10000)
     ]
+    targets += [
+        (f"(for reference) Socket.IO cross-node p99 / its single node, {n:,} subscribers",
+         ratio(p99("socketio-cluster", n), p99("socketio-single", n)), None, True)
+        for n in (1000, 10000)
+    ]
     targets.append(("idle KiB/conn with clustering on vs off (unchanged: ≤ 1.1×)",
                     ratio(kib("tether-idle-on"), kib("tether-idle-off")), 1.1, True))
     for label, r, limit, at_most in targets:
@@ -162,7 +170,7 @@ def main():
                   nodes_per_delivery(rows, "socketio-cluster", f"broadcast{n}"))
         md.append(f"| (for reference) both nodes' CPU per delivery, {n:,}: tether / Socket.IO | {times(r)} | — |")
     md.append("")
-    missing = [label for server, label in CLUSTERS if not any(s == server for s, _ in rows)]
+    missing = [label for server, label in CLUSTERS[:3] if not any(s == server for s, _ in rows)]
     if missing:
         md.append("Not measured in this run: " + "; ".join(missing) + ".\n")
     out.mkdir(parents=True, exist_ok=True)
