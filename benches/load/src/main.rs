@@ -1845,11 +1845,12 @@ fn run_throughput(o: &Opts) -> Result<String, String> {
     let (max_rate, kept_json) = kept.unwrap_or((0.0, "null".into()));
     Ok(format!(
         "{{\"scenario\":\"throughput\",\"subs\":{},\"bytes\":{},\"step_secs\":{},\"drain_ms\":{},\
-         \"max_rate\":{max_rate:.0},\"first_lost_rate\":{},\"kept\":{kept_json},\"steps\":[{}]}}",
+         \"max_rate\":{max_rate:.0},\"rate_max\":{:.0},\"first_lost_rate\":{},\"kept\":{kept_json},\"steps\":[{}]}}",
         o.conns,
         publish_message(o).len(),
         o.step_secs,
         o.drain_ms,
+        o.rate_max,
         lost.map_or("null".into(), |r| format!("{r:.0}")),
         steps.join(",")
     ))
