@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tether::gateway::broker::BrokerEndpoint;
 use tether::gateway::event_loop::{App, Server};
 use tether::gateway::listen::{bind_all, local_addrs, resolve};
-use tether::gateway::setup::{authenticator, hub_config, shell_config, Reloader};
+use tether::gateway::nofile;
+use tether::gateway::setup::{authenticator, cluster_node, hub_config, shell_config, Reloader};
 use tether::gateway::tls::{self, TlsState};
 use tether::proto::auth::{parse_ttl, MintRequest};
 use tether::proto::hub::Hub;
@@ -29,8 +31,8 @@ usage:
 Settings: --config PATH, else $TETHER_CONFIG, else ./settings.json, else built-in defaults.
 State (generated JWT secret, self-signed TLS certificate): $STATE_DIRECTORY, else ./tether-data.
 SIGHUP re-reads the settings file (secrets and password, allowed_ip, allowed_origins,
-limits, rooms.by_role, host.request_timeout_ms, log.level; listen addresses and TLS paths
-need a restart) and the TLS certificate and key files.
+limits, rooms.by_role, host.request_timeout_ms, log.level; listen addresses, TLS paths
+and the cluster block need a restart) and the TLS certificate and key files.
 ";
 
 /// Echo mode accepts messages this large (the conformance suite sends 16 MiB).
@@ -236,7 +238,8 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let allow = s.allowed_ips().map_err(|e| e.to_string())?;
     let ws = &s.server.websocket;
-    let hub = Hub::new(hub_config(&s, &secret));
+    let mut hub = Hub::new(hub_config(&s, &secret));
+    let cluster = cluster_node(&s, &secret, &mut hub)?;
     let tls = tls_state(&s, &ws.host)?;
     let scheme = scheme(&tls);
     let listeners = bind_all(&ws.host, ws.port).map_err(|e| format!("server.websocket: {e}"))?;
@@ -271,6 +274,15 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
             .map_err(|e| format!("server.health: {e}"))?;
         health_addrs
     };
+    if let Some((node, address)) = cluster {
+        server
+            .add_endpoint(|registry, token| {
+                Ok(Box::new(BrokerEndpoint::new(
+                    node, address, registry, token,
+                )?))
+            })
+            .map_err(|e| format!("cluster: {e}"))?;
+    }
     let mut reloader = Reloader::new(source, s.clone());
     server.set_reloader(Box::new(move || reloader.reload()));
     for addr in health_addrs {
@@ -409,6 +421,11 @@ fn cmd_check_config(args: &Args) -> Result<(), String> {
             Ok(_) => {}
             Err(e) => problems.push(SettingError::new(key, e.to_string())),
         }
+    }
+    // The same check as at start, against the limit `serve` would raise to.
+    if let (Ok(allow), Ok(limit)) = (s.allowed_ips(), nofile::current()) {
+        let cfg = shell_config(&s, allow);
+        warnings.extend(nofile::fit_warning(&cfg, nofile::reachable(limit)));
     }
     // The TLS files are read and matched (a self-signed pair is not generated).
     if !reported(&problems, "server.websocket.tls") {

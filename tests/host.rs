@@ -15,29 +15,6 @@ fn roomy() -> Value {
     json!({"limits": {"max_connections_per_ip": 200}})
 }
 
-/// Connects a client with `permissions` and returns it with its `clientId`.
-fn client(port: u16, sub: &str, permissions: &[&str], rooms: &[&str]) -> (Ws, String) {
-    let token = mint_valid(sub, permissions, rooms, 3600);
-    let (ws, authenticated) = open_authed(port, &token);
-    let id = authenticated["data"]["clientId"]
-        .as_str()
-        .expect("clientId")
-        .to_string();
-    (ws, id)
-}
-
-/// Connects a host (permission `host`) and registers `events`.
-fn host(port: u16, sub: &str, events: Value) -> Ws {
-    let (mut ws, _) = client(port, sub, &["host"], &[]);
-    let reply = request(
-        &mut ws,
-        &json!({"event": "host.register", "data": {"events": events}, "requestId": "reg"}),
-    );
-    assert_eq!(reply["event"], "host.registered", "{reply}");
-    assert_eq!(reply["requestId"], "reg", "{reply}");
-    ws
-}
-
 /// The next message that is not a `host.client_joined` / `host.client_left` notice.
 fn recv_skip_notices(ws: &mut Ws) -> Value {
     loop {
@@ -826,35 +803,6 @@ fn many_clients_with_many_requests_in_flight_never_get_crossed_answers() {
     }
 }
 
-/// `VmRSS` and `VmHWM` (peak) of a process, in bytes.
-fn rss(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kib| kib * 1024)
-            .unwrap_or_else(|| panic!("{name} not in /proc/{pid}/status"))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// The per-connection ceiling the server logs at start.
-fn logged_ceiling(server: &Server) -> u64 {
-    let line = server
-        .logs()
-        .into_iter()
-        .find(|l| l.contains("memory ceiling:"))
-        .expect("the memory ceiling is logged");
-    let after = line.split(" x ").nth(1).expect("N x B bytes");
-    after
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("bytes per connection")
-}
-
 /// A host floods broadcasts while one client never reads: that client is
 /// closed 4009 as a slow reader, the others receive every broadcast, and the
 /// gateway's memory stays within what its settings allow.
@@ -1262,55 +1210,4 @@ fn sound_bot_example_in_python() {
     let refused = ask(&mut listener, "random", Value::Null, 8, &mut ignore);
     assert_error(&refused, "no_voice_channel");
     assert_eq!(refused["requestId"], 8);
-}
-
-/// A client whose socket offers a 4 KiB receive window from the start (set
-/// before connecting, so the window never shrinks under the sender), so that
-/// little of what it does not read waits in its kernel buffers.
-fn slow_client(port: u16, sub: &str) -> Ws {
-    use std::os::fd::FromRawFd;
-    let rcvbuf: libc::c_int = 4096;
-    // SAFETY: a new socket whose fd the TcpStream owns from here on;
-    // setsockopt and connect get pointers to live values of the right size.
-    let stream = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket()");
-        let stream = std::net::TcpStream::from_raw_fd(fd);
-        let rc = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&rcvbuf as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "SO_RCVBUF");
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            (&addr as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "connect()");
-        stream
-    };
-    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    use tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://127.0.0.1:{port}/")
-        .into_client_request()
-        .unwrap();
-    let bearer = format!("Bearer {}", mint_valid(sub, &[], &[], 3600));
-    request
-        .headers_mut()
-        .insert("Authorization", bearer.parse().unwrap());
-    let (mut ws, _) = tungstenite::client::client(request, stream).expect("handshake");
-    assert_eq!(recv_json(&mut ws)["event"], "connected");
-    assert_eq!(recv_json(&mut ws)["event"], "authenticated");
-    ws
 }

@@ -9,17 +9,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-/// The port of the `health endpoints on http://127.0.0.1:PORT` log line.
-fn health_port(server: &Server) -> u16 {
-    let marker = "health endpoints on http://127.0.0.1:";
-    assert!(server.wait_log(marker, Duration::from_secs(5)));
-    server
-        .logs()
-        .iter()
-        .find_map(|l| port_after(l, marker))
-        .expect("a port in the health listening line")
-}
-
 struct Answer {
     status: u16,
     head: String,

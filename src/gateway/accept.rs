@@ -4,6 +4,7 @@
 use super::config::{ShellConfig, ACCEPTS_PER_PASS, MAX_HTTP_CONNS};
 use super::conn::Serves;
 use super::endpoint::LISTENER_BASE;
+use super::fd_limit::{is_fd_limit, Spare};
 use super::nonblocking::retry;
 use log::warn;
 use mio::net::{TcpListener, TcpStream};
@@ -50,29 +51,94 @@ impl Listeners {
         self.sockets.clear();
     }
 
-    /// Accepts up to `ACCEPTS_PER_PASS` clients of listener `index`; true
-    /// when the cap (or a transient error) left some for the next pass.
+    /// How many listeners are open.
+    pub fn count(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// Accepts up to `ACCEPTS_PER_PASS` clients of listener `index`.
     pub fn accept(
         &mut self,
         index: usize,
         mut on_accept: impl FnMut(TcpStream, SocketAddr, Serves),
-    ) -> bool {
+    ) -> Pass {
+        self.pass(index, |listener, serves| {
+            take_one(listener, serves, &mut on_accept)
+        })
+    }
+
+    /// At the descriptor limit: accepts up to `ACCEPTS_PER_PASS` waiting
+    /// clients of listener `index` on the spare descriptor, each handed to
+    /// `on_refused` (which answers and closes it before the spare is taken
+    /// back). `Drained` when none is left waiting.
+    pub fn refuse_on_spare(
+        &mut self,
+        index: usize,
+        spare: &mut Spare,
+        mut on_refused: impl FnMut(TcpStream, SocketAddr, Serves),
+    ) -> Pass {
+        self.pass(index, |listener, serves| {
+            spare
+                .lend(|| take_one(listener, serves, &mut on_refused))
+                .unwrap_or(Some(Pass::OutOfDescriptors))
+        })
+    }
+
+    /// Runs `step` on listener `index` up to `ACCEPTS_PER_PASS` times, until
+    /// it says how the pass ends.
+    fn pass(
+        &self,
+        index: usize,
+        mut step: impl FnMut(&TcpListener, Serves) -> Option<Pass>,
+    ) -> Pass {
+        let Some(listener) = self.sockets.get(index) else {
+            return Pass::Drained;
+        };
+        let serves = self.serves[index];
         for _ in 0..ACCEPTS_PER_PASS {
-            let Some(listener) = self.sockets.get(index) else {
-                return false;
-            };
-            let serves = self.serves[index];
-            match retry(|| listener.accept()) {
-                Ok(Some((sock, addr))) => on_accept(sock, addr, serves),
-                Ok(None) => return false,
-                Err(e) => {
-                    // Out of file descriptors and the like: try again next pass.
-                    warn!("accept failed: {e}");
-                    break;
-                }
+            if let Some(end) = step(listener, serves) {
+                return end;
             }
         }
-        true
+        Pass::Capped
+    }
+}
+
+/// How a pass over one listener ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Nothing more waits: the next event says when a client comes.
+    Drained,
+    /// `ACCEPTS_PER_PASS` reached: clients may still wait.
+    Capped,
+    /// `accept` failed for want of a file descriptor.
+    OutOfDescriptors,
+    /// `accept` failed otherwise (logged).
+    Failed,
+}
+
+/// One `accept`, its client handed to `on_accept`; `Some` when the pass
+/// ends (no client waits, or `accept` failed).
+fn take_one(
+    listener: &TcpListener,
+    serves: Serves,
+    on_accept: &mut impl FnMut(TcpStream, SocketAddr, Serves),
+) -> Option<Pass> {
+    loop {
+        match retry(|| listener.accept()) {
+            Ok(Some((sock, addr))) => {
+                on_accept(sock, addr, serves);
+                return None;
+            }
+            Ok(None) => return Some(Pass::Drained),
+            // A client gone before it was accepted: take the next.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+            Err(e) if is_fd_limit(&e) => return Some(Pass::OutOfDescriptors),
+            Err(e) => {
+                warn!("accept failed: {e}");
+                return Some(Pass::Failed);
+            }
+        }
     }
 }
 

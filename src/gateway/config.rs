@@ -2,8 +2,11 @@
 //! sockets are held, and the fixed timings of SPEC §3-§4.
 
 use super::conn::Conn;
+use super::http_api::MAX_BODY_BYTES;
 use super::pool::BUF_SIZE;
+use crate::proto::bounds;
 use crate::proto::frame::MAX_HEADER;
+use crate::proto::handshake::MAX_REQUEST_BYTES;
 use crate::proto::hub::HubConfig;
 use crate::settings::IpAllowList;
 use std::fmt;
@@ -39,19 +42,25 @@ pub struct ShellConfig {
 }
 
 impl ShellConfig {
-    /// Worst-case bytes one connection may hold: its state, a partial frame
-    /// plus one read, a reassembled message, and a full outbound queue.
+    /// Worst-case bytes one connection may hold: its state, its session in
+    /// the core, a partial frame plus one read, a reassembled message, and a
+    /// full outbound queue.
     pub fn per_connection_ceiling(&self) -> usize {
         std::mem::size_of::<Conn>()
-            + 512 // session, identity and room list
+            + bounds::session_bytes_bound() // session, identity, rooms, pending requests
             + self.max_message_bytes + MAX_HEADER + READ_CHUNK
             + self.max_message_bytes
             + self.max_outbound_bytes + BUF_SIZE
     }
 
-    /// `max_connections` connections of `ceiling` bytes each, in MiB.
+    /// `max_connections` connections of `ceiling` bytes each, plus what is
+    /// not per connection (host roles; HTTP requests and refusals, each with
+    /// a request head and body), in MiB.
     pub fn worst_case_mib(&self, ceiling: usize) -> u64 {
-        (ceiling as u64 * self.max_connections as u64) >> 20
+        let side_conn =
+            std::mem::size_of::<Conn>() + 2 * (MAX_REQUEST_BYTES + MAX_BODY_BYTES) + BUF_SIZE;
+        let shared = bounds::shared_bytes_bound() + (MAX_HTTP_CONNS + REFUSAL_RESERVE) * side_conn;
+        (ceiling as u64 * self.max_connections as u64 + shared as u64) >> 20
     }
 
     /// Sockets held at most: `max_connections`, the slots for answering
@@ -95,8 +104,6 @@ pub type ReloadFn = Box<dyn FnMut() -> Result<Reloaded, ReloadError>>;
 pub enum ReloadError {
     /// The file does not load or validate.
     Settings(String),
-    /// The settings could not be compared (serialising them failed).
-    Compare(serde_json::Error),
     /// The JWT secret cannot be resolved.
     Secret(String),
     /// `allowed_ip` does not parse.
@@ -109,7 +116,6 @@ impl fmt::Display for ReloadError {
             ReloadError::Settings(e) | ReloadError::Secret(e) | ReloadError::AllowList(e) => {
                 f.write_str(e)
             }
-            ReloadError::Compare(e) => write!(f, "{e}"),
         }
     }
 }

@@ -8,6 +8,10 @@ use mio::Interest;
 use rustls::ServerConnection;
 use std::net::IpAddr;
 
+/// Bytes a refused client may send after its answer before it is dropped
+/// (its request head, and some slack for a body it already sent).
+pub const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
+
 /// Where a connection is in its life. Each stage says what its bytes mean
 /// and owns the deadline that ends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,11 +24,26 @@ pub enum Stage {
     /// close frame (at most until `deadline_ms`), then dropping the socket.
     Closing { peer_closed: bool, deadline_ms: u64 },
     /// An HTTP answer (refusal) is queued; once written, the write side is
-    /// shut and reads are drained until EOF or `deadline_ms`.
-    Refusing { shut: bool, deadline_ms: u64 },
+    /// shut and reads are drained (`drained` bytes so far) until EOF,
+    /// `deadline_ms` or `REFUSAL_DRAIN_BYTES`, so that the client reads the
+    /// answer instead of a reset.
+    Refusing {
+        shut: bool,
+        deadline_ms: u64,
+        drained: u32,
+    },
 }
 
 impl Stage {
+    /// A refusal just queued, to be drained until `deadline_ms` at most.
+    pub fn refusing(deadline_ms: u64) -> Stage {
+        Stage::Refusing {
+            shut: false,
+            deadline_ms,
+            drained: 0,
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         matches!(self, Stage::Open { .. })
     }
@@ -49,6 +68,27 @@ impl Stage {
                 deadline_ms,
             },
             other => other,
+        }
+    }
+
+    /// A refusing connection after `n` more bytes were read and discarded;
+    /// `None` once it has sent more than `REFUSAL_DRAIN_BYTES` (it is then
+    /// dropped). Other stages stay as they are.
+    pub fn drained(self, n: usize) -> Option<Stage> {
+        match self {
+            Stage::Refusing {
+                shut,
+                deadline_ms,
+                drained,
+            } => {
+                let drained = u32::try_from(n).ok()?.checked_add(drained)?;
+                (drained as usize <= REFUSAL_DRAIN_BYTES).then_some(Stage::Refusing {
+                    shut,
+                    deadline_ms,
+                    drained,
+                })
+            }
+            other => Some(other),
         }
     }
 }
@@ -170,5 +210,29 @@ mod tests {
         assert!(open.is_open() && open.deadline_ms().is_none());
         assert_eq!(closing.deadline_ms(), Some(2_000));
         assert_eq!(Stage::Handshake { deadline_ms: 5 }.deadline_ms(), Some(5));
+    }
+
+    #[test]
+    fn a_refused_client_is_drained_up_to_a_bound_then_dropped() {
+        let refusing = Stage::Refusing {
+            shut: true,
+            deadline_ms: 1_000,
+            drained: 0,
+        };
+        let after_head = refusing.drained(300).expect("a request head is drained");
+        assert_eq!(
+            after_head,
+            Stage::Refusing {
+                shut: true,
+                deadline_ms: 1_000,
+                drained: 300
+            }
+        );
+        let at_bound = refusing.drained(REFUSAL_DRAIN_BYTES);
+        assert!(at_bound.is_some(), "exactly the bound is still drained");
+        assert_eq!(at_bound.and_then(|s| s.drained(1)), None);
+        assert_eq!(refusing.drained(usize::MAX), None);
+        let open = Stage::Open { next_ping_ms: 9 };
+        assert_eq!(open.drained(1 << 30), Some(open));
     }
 }

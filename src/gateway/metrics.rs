@@ -1,6 +1,7 @@
 //! The shell's counters, and `/metrics` in the Prometheus text format
 //! (with the core's counters beside them).
 
+use crate::proto::cluster::ClusterStatus;
 use crate::proto::handshake::Refusal;
 use crate::proto::hub::Hub;
 use std::fmt::Write;
@@ -16,10 +17,12 @@ pub enum RefusalReason {
     NotWebSocket,
     BadRequest,
     HeadTooLarge,
+    /// Accepted on the spare descriptor at the descriptor limit: 503.
+    FdLimit,
 }
 
 impl RefusalReason {
-    const ALL: [RefusalReason; 8] = [
+    const ALL: [RefusalReason; 9] = [
         RefusalReason::IpNotAllowed,
         RefusalReason::OriginNotAllowed,
         RefusalReason::InvalidToken,
@@ -28,6 +31,7 @@ impl RefusalReason {
         RefusalReason::NotWebSocket,
         RefusalReason::BadRequest,
         RefusalReason::HeadTooLarge,
+        RefusalReason::FdLimit,
     ];
 
     pub fn label(self) -> &'static str {
@@ -40,6 +44,7 @@ impl RefusalReason {
             RefusalReason::NotWebSocket => "not_websocket",
             RefusalReason::BadRequest => "bad_request",
             RefusalReason::HeadTooLarge => "head_too_large",
+            RefusalReason::FdLimit => "fd_limit",
         }
     }
 
@@ -58,10 +63,31 @@ impl RefusalReason {
     }
 }
 
+/// Why `accept` failed (a `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    /// EMFILE / ENFILE: out of file descriptors.
+    FdLimit,
+    Other,
+}
+
+impl AcceptError {
+    const ALL: [AcceptError; 2] = [AcceptError::FdLimit, AcceptError::Other];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AcceptError::FdLimit => "fd_limit",
+            AcceptError::Other => "other",
+        }
+    }
+}
+
 /// Counters kept by the shell.
 #[derive(Debug, Default, Clone)]
 pub struct ShellMetrics {
     pub tcp_accepted: u64,
+    /// Failed `accept` calls, indexed by `AcceptError as usize`.
+    pub accept_errors: [u64; AcceptError::ALL.len()],
     /// Indexed by `RefusalReason as usize`.
     pub refusals: [u64; RefusalReason::ALL.len()],
     pub messages_in: u64,
@@ -97,7 +123,68 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     );
 }
 
+/// A counter with one line per `reason` label.
+fn counter_by_reason(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (&'static str, u64)>,
+) {
+    let _ = writeln!(
+        out,
+        "# HELP tether_{name} {help}\n# TYPE tether_{name} counter"
+    );
+    for (reason, value) in rows {
+        let _ = writeln!(out, "tether_{name}{{reason=\"{reason}\"}} {value}");
+    }
+}
+
 /// The Prometheus text exposition (version 0.0.4).
+/// SPEC §9's cluster metrics.
+fn cluster_metrics(o: &mut String, c: &ClusterStatus) {
+    let rows: [(&str, &str, &str, u64); 6] = [
+        (
+            "cluster_broker_up",
+            "gauge",
+            "1 while the Redis broker is connected and this node joined.",
+            u64::from(c.broker_up),
+        ),
+        (
+            "cluster_nodes",
+            "gauge",
+            "Live nodes this node knows of, itself included.",
+            c.nodes,
+        ),
+        (
+            "cluster_forwarded_total",
+            "counter",
+            "Room messages handed to the broker for other nodes.",
+            c.forwarded,
+        ),
+        (
+            "cluster_received_total",
+            "counter",
+            "Room messages from other nodes delivered here.",
+            c.received,
+        ),
+        (
+            "cluster_dropped_total",
+            "counter",
+            "Room messages for other nodes dropped (max_forward_bytes reached, or not joined).",
+            c.dropped,
+        ),
+        (
+            "cluster_reconnects_total",
+            "counter",
+            "Broker connections re-established after a loss.",
+            c.reconnects,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        metric(o, name, kind, help, value);
+    }
+}
+
 pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub) -> String {
     let mut out = String::with_capacity(4096);
     let o = &mut out;
@@ -143,19 +230,18 @@ pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub) -> String {
         "TCP connections accepted.",
         shell.tcp_accepted,
     );
-    let _ = writeln!(
+    counter_by_reason(
         o,
-        "# HELP tether_refusals_total Clients refused before a WebSocket opened, by reason.\n\
-         # TYPE tether_refusals_total counter"
+        "accept_errors_total",
+        "Failed accept() calls, by reason (after each the listener backs off).",
+        AcceptError::ALL.map(|r| (r.label(), shell.accept_errors[r as usize])),
     );
-    for reason in RefusalReason::ALL {
-        let _ = writeln!(
-            o,
-            "tether_refusals_total{{reason=\"{}\"}} {}",
-            reason.label(),
-            shell.refusals[reason as usize]
-        );
-    }
+    counter_by_reason(
+        o,
+        "refusals_total",
+        "Clients refused before a WebSocket opened, by reason.",
+        RefusalReason::ALL.map(|r| (r.label(), shell.refusals[r as usize])),
+    );
     metric(
         o,
         "messages_received_total",
@@ -276,5 +362,8 @@ pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub) -> String {
         "Requests answered on the HTTP endpoints.",
         shell.http_requests,
     );
+    if let Some(tap) = hub.cluster() {
+        cluster_metrics(o, &tap.status);
+    }
     out
 }

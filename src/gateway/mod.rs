@@ -3,17 +3,21 @@
 //!
 //! `server` runs the loop; `accept` admits clients; `conns` is the set of
 //! client connections (with `conn`, `outqueue`, `pool`, `timer` below it);
-//! `endpoint` is where other endpoint kinds join the same poll and wheel.
+//! `endpoint` is where other endpoint kinds join the same poll and wheel;
+//! `nofile` checks the descriptor limit at start, `fd_limit` meets it.
 
 pub mod accept;
 pub mod app;
+pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod conns;
 pub mod endpoint;
+pub mod fd_limit;
 pub mod http_api;
 pub mod listen;
 pub mod metrics;
+pub mod nofile;
 pub mod nonblocking;
 pub mod notify;
 pub mod outqueue;

@@ -3,12 +3,15 @@
 //! signals (stop, reload), the SIGHUP reload and the systemd watchdog.
 //! Decisions are the core's (`proto`); the shell moves bytes.
 
-use super::accept::Listeners;
+use super::accept::{Listeners, Pass};
 use super::app::App;
 use super::config::{ReloadFn, ShellConfig, CLOSE_LINGER_MS};
 use super::conn::Serves;
 use super::conns::Conns;
 use super::endpoint::{Endpoint, Endpoints, Source, ENDPOINT_BASE, SIGNAL};
+use super::fd_limit::{Episodes, Note, Pause, Spare};
+use super::metrics::AcceptError;
+use super::nofile;
 use super::notify::{monotonic_usec, Notifier};
 use super::timer::Entry;
 use super::tls::{self, TlsState};
@@ -44,6 +47,11 @@ pub struct Server {
     reloader: Option<ReloadFn>,
     notifier: Notifier,
     next_watchdog_ms: Option<u64>,
+    /// The descriptor kept to answer clients 503 at the descriptor limit.
+    spare: Spare,
+    episodes: Episodes,
+    /// Listening paused at the descriptor limit (or after an accept error).
+    accept_pause: Option<Pause>,
 }
 
 fn clock(start: Instant) -> Now {
@@ -66,6 +74,16 @@ impl Server {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNAL, Interest::READABLE)?;
+        match nofile::raise() {
+            Ok(limit) => {
+                info!(
+                    "file descriptors: up to {} (RLIMIT_NOFILE, hard limit {})",
+                    limit.soft, limit.hard
+                );
+                check_descriptors(&cfg, limit.soft);
+            }
+            Err(e) => warn!("cannot raise RLIMIT_NOFILE: {e}"),
+        }
         let ceiling = cfg.per_connection_ceiling();
         info!(
             "memory ceiling: {} connections x {} bytes = {} MiB worst case; an idle connection holds no buffer",
@@ -90,6 +108,9 @@ impl Server {
             reloader: None,
             notifier: Notifier::from_env(),
             next_watchdog_ms: None,
+            spare: Spare::open(),
+            episodes: Episodes::default(),
+            accept_pause: None,
         })
     }
 
@@ -154,12 +175,14 @@ impl Server {
 
     /// Adds an endpoint other than a client connection to this loop's poll
     /// and timer wheel (see `endpoint`); `make` registers its sources under
-    /// the token it is given.
+    /// the token it is given. Its first `on_timer` comes on the first pass.
     pub fn add_endpoint(
         &mut self,
         make: impl FnOnce(&mio::Registry, mio::Token) -> io::Result<Box<dyn Endpoint>>,
     ) -> io::Result<usize> {
-        self.endpoints.insert(self.poll.registry(), make)
+        let index = self.endpoints.insert(self.poll.registry(), make)?;
+        self.schedule_endpoint(index, Some(self.now.ms));
+        Ok(index)
     }
 
     /// Runs until SIGTERM/SIGINT and every connection has been closed.
@@ -184,6 +207,7 @@ impl Server {
                     Source::Endpoint(i) => {
                         let wake = self.endpoints.on_event(i, event, &mut self.app, self.now);
                         self.schedule_endpoint(i, wake);
+                        self.conns.apply_core_actions(&mut self.app, self.now);
                     }
                     Source::Conn(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -202,7 +226,9 @@ impl Server {
                 }
             }
             self.run_timers();
+            self.endpoints_pass();
             self.conns.flush_dirty(&mut self.app, self.now);
+            self.resume_accepting();
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || self.now.ms >= deadline {
                     info!("stopped");
@@ -221,27 +247,87 @@ impl Server {
         if !self.conns.has_timers()
             && self.shutdown_deadline.is_none()
             && self.next_watchdog_ms.is_none()
+            && self.accept_pause.is_none()
         {
             return None;
         }
-        let watchdog = self
-            .next_watchdog_ms
-            .map_or(u64::MAX, |at| at.saturating_sub(self.now.ms));
+        let until = |at: Option<u64>| at.map_or(u64::MAX, |at| at.saturating_sub(self.now.ms));
+        let watchdog = until(self.next_watchdog_ms);
+        let resume = until(self.accept_pause.map(|p| p.resume_at_ms));
         Some(Duration::from_millis(
             self.conns
                 .until_next_tick(self.now.ms)
                 .min(100)
-                .min(watchdog),
+                .min(watchdog)
+                .min(resume),
         ))
     }
 
+    /// Accepts what listener `index` has waiting; while listening is paused
+    /// nothing (every listener is tried again when the pause ends).
     fn accept(&mut self, index: usize) {
+        if self.accept_pause.is_some() {
+            return;
+        }
         let (conns, app, now) = (&mut self.conns, &self.app, self.now);
-        let again = self.listeners.accept(index, |sock, addr, serves| {
+        let pass = self.listeners.accept(index, |sock, addr, serves| {
             conns.on_accept(sock, addr, serves, app, now)
         });
-        if again {
-            self.ready_again.push(Ready::Listener(index));
+        match pass {
+            Pass::Drained | Pass::Capped => {
+                if let Some(Note::Ended { after_ms, refused }) = self.episodes.below_limit(now.ms) {
+                    info!(
+                        "file descriptors to spare again after {after_ms} ms; {refused} clients were answered 503 meanwhile"
+                    );
+                }
+                if pass == Pass::Capped {
+                    self.ready_again.push(Ready::Listener(index));
+                }
+            }
+            Pass::OutOfDescriptors => self.at_fd_limit(index),
+            Pass::Failed => {
+                self.conns.note_accept_error(AcceptError::Other);
+                self.pause_accepting();
+            }
+        }
+    }
+
+    /// Out of descriptors: waiting clients get 503 on the spare descriptor;
+    /// when that does not empty the queue, listening pauses (no spinning).
+    fn at_fd_limit(&mut self, index: usize) {
+        self.conns.note_accept_error(AcceptError::FdLimit);
+        if self.episodes.exhausted(self.now.ms) == Some(Note::Started) {
+            let limit = nofile::current().map_or(0, |l| l.soft);
+            warn!(
+                "out of file descriptors (RLIMIT_NOFILE {limit}): new clients get 503 until sockets close"
+            );
+        }
+        let (conns, episodes) = (&mut self.conns, &mut self.episodes);
+        let pass = self
+            .listeners
+            .refuse_on_spare(index, &mut self.spare, |sock, addr, serves| {
+                episodes.refused();
+                conns.refuse_at_fd_limit(sock, addr, serves);
+            });
+        if pass != Pass::Drained {
+            self.pause_accepting();
+        }
+    }
+
+    fn pause_accepting(&mut self) {
+        self.accept_pause = Some(Pause::new(self.now.ms, self.conns.closed()));
+    }
+
+    /// Ends a pause once a socket closed or its time is up.
+    fn resume_accepting(&mut self) {
+        let Some(pause) = self.accept_pause else {
+            return;
+        };
+        if pause.over(self.now.ms, self.conns.closed()) {
+            self.accept_pause = None;
+            for index in 0..self.listeners.count() {
+                self.accept(index);
+            }
         }
     }
 
@@ -258,8 +344,23 @@ impl Server {
             let index = entry.key - ENDPOINT_BASE;
             let wake = self.endpoints.on_timer(index, &mut self.app, self.now);
             self.schedule_endpoint(index, wake);
+            self.conns.apply_core_actions(&mut self.app, self.now);
         }
         self.endpoints_due = due;
+    }
+
+    /// Endpoints take what the connections' pass queued for them.
+    fn endpoints_pass(&mut self) {
+        if self.endpoints.is_empty() {
+            return;
+        }
+        let mut wakes = Vec::new();
+        self.endpoints
+            .on_pass(&mut self.app, self.now, |index, at| wakes.push((index, at)));
+        for (index, at) in wakes {
+            self.schedule_endpoint(index, Some(at));
+        }
+        self.conns.apply_core_actions(&mut self.app, self.now);
     }
 
     fn schedule_endpoint(&mut self, index: usize, wake: Option<u64>) {
@@ -319,6 +420,9 @@ impl Server {
                 }
                 self.conns.reconfigure(reloaded.shell);
                 let cfg = self.conns.cfg();
+                if let Ok(limit) = nofile::current() {
+                    check_descriptors(cfg, limit.soft);
+                }
                 let ceiling = cfg.per_connection_ceiling();
                 info!(
                     "memory ceiling now: {} connections x {} bytes = {} MiB worst case",
@@ -330,5 +434,12 @@ impl Server {
             Err(e) => warn!("reload failed, keeping the running settings: {e}"),
         }
         self.notifier.ready();
+    }
+}
+
+/// Warns when the settings may hold more sockets than `limit` descriptors.
+fn check_descriptors(cfg: &ShellConfig, limit: libc::rlim_t) {
+    if let Some(warning) = nofile::fit_warning(cfg, limit) {
+        warn!("{warning}");
     }
 }

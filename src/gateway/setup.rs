@@ -1,11 +1,16 @@
 //! From settings to the running gateway: the shell's and the core's
 //! configurations, and what a SIGHUP reload may change.
 
+use super::broker::BrokerAddress;
 use super::config::{ReloadError, Reloaded, ShellConfig};
 use crate::proto::auth::Authenticator;
+use crate::proto::cluster::{ClusterTap, Node, NodeConfig};
+use crate::proto::hub::Hub;
 use crate::proto::hub::HubConfig;
 use crate::settings::{self, ConfigSource, IpAllowList, Settings};
 use log::{info, warn};
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::Value;
 
 /// Keys a running process cannot change (listening sockets): a reload that
@@ -15,7 +20,71 @@ const RESTART_ONLY: &[&str] = &[
     "server.websocket.port",
     "server.websocket.tls",
     "server.health",
+    // The broker link, the node's identity and its heartbeat are set up once.
+    "cluster",
 ];
+
+/// The cluster node of SPEC §9, when `cluster.redis` is set: its name
+/// (logged), the JWT secret's keyed fingerprint, and the broker's address
+/// resolved once. The hub starts tapping room messages for it.
+pub fn cluster_node(
+    s: &Settings,
+    secret: &[u8],
+    hub: &mut Hub,
+) -> Result<Option<(Node, BrokerAddress)>, String> {
+    let cluster = &s.cluster;
+    let Some(target) = cluster.target() else {
+        return Ok(None);
+    };
+    let address = BrokerAddress::resolve(&target).map_err(|e| format!("cluster.redis: {e}"))?;
+    let rng = SystemRandom::new();
+    let mut bytes = [0u8; 16];
+    rng.fill(&mut bytes)
+        .map_err(|_| "cluster: no randomness for the node's instance id".to_string())?;
+    let name = match &cluster.node {
+        Some(name) => name.clone(),
+        None => settings::default_node_name(&host_name(), u16::from_be_bytes([bytes[0], bytes[1]])),
+    };
+    let fingerprint_key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let tag = hmac::sign(&fingerprint_key, b"tether cluster fingerprint v1");
+    let cfg = NodeConfig {
+        name: name.clone(),
+        prefix: cluster.prefix.clone(),
+        heartbeat_ms: cluster.heartbeat_ms,
+        max_forward_bytes: cluster.max_forward_bytes,
+        max_payload_bytes: s.limits.max_message_bytes + 1024,
+        fingerprint: hex(&tag.as_ref()[..16]),
+        instance: hex(&bytes[2..10]),
+        user: target.user.clone(),
+        password: target.password.clone(),
+        db: target.db,
+    };
+    info!(
+        "cluster: node {name}, broker {target}, prefix {:?}, heartbeat every {} ms",
+        cluster.prefix, cluster.heartbeat_ms
+    );
+    hub.enable_cluster(ClusterTap::new(&name, cluster.max_forward_bytes));
+    let seed = u64::from_be_bytes([
+        bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
+    ]);
+    Ok(Some((Node::new(cfg, seed), address)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// This machine's host name, or "node" when the OS will not say.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "node".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
 
 pub fn authenticator(s: &Settings, secret: &[u8]) -> Authenticator {
     let auth = &s.server.websocket.auth;
@@ -36,6 +105,7 @@ pub fn hub_config(s: &Settings, secret: &[u8]) -> HubConfig {
         max_messages_per_minute: s.limits.max_messages_per_minute,
         request_timeout_ms: s.host.request_timeout_ms,
         server_name: crate::server_name(),
+        max_reply_bytes: crate::proto::hub::reply_budget(s.limits.max_outbound_bytes),
     }
 }
 
@@ -111,8 +181,7 @@ impl Reloader {
     pub fn reload(&mut self) -> Result<Reloaded, ReloadError> {
         let mut next =
             settings::load(&self.source).map_err(|e| ReloadError::Settings(e.to_string()))?;
-        let old = serde_json::to_value(&self.current).map_err(ReloadError::Compare)?;
-        let new = serde_json::to_value(&next).map_err(ReloadError::Compare)?;
+        let (old, new) = (self.current.full_value(), next.full_value());
         let mut paths = Vec::new();
         changed_paths(&old, &new, &mut String::new(), &mut paths);
         // Listening sockets stay as they are until a restart.
@@ -120,6 +189,7 @@ impl Reloader {
         next.server.websocket.port = self.current.server.websocket.port;
         next.server.websocket.tls = self.current.server.websocket.tls.clone();
         next.server.health = self.current.server.health.clone();
+        next.cluster = self.current.cluster.clone();
         let (secret, secret_source) = next
             .resolve_jwt_secret(|k| std::env::var(k).ok(), &settings::state_dir())
             .map_err(|e| ReloadError::Secret(e.to_string()))?;
@@ -181,5 +251,7 @@ mod tests {
         assert!(restart_only("server.websocket.tls.cert"));
         assert!(!restart_only("server.websocket.auth.allowed_ip"));
         assert!(!restart_only("server.websocket.hostname"));
+        assert!(restart_only("cluster.redis"));
+        assert!(restart_only("cluster.heartbeat_ms"));
     }
 }

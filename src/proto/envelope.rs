@@ -5,6 +5,11 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
+/// Longest `requestId` accepted, in bytes of its JSON text (quotes
+/// included): a request waiting for a host holds its `requestId`, so the cap
+/// bounds what pending requests cost (see `host_link::pending_bytes_bound`).
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
 /// Error codes of SPEC §4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -114,6 +119,13 @@ pub fn parse(text: &str) -> Result<Envelope<'_>, BadEnvelope<'_>> {
         ));
     }
     let request_id = match raw.request_id {
+        Some(id) if id.get().len() > MAX_REQUEST_ID_BYTES => {
+            return Err(bad(
+                ErrorCode::InvalidFormat,
+                "`requestId` must be at most 128 bytes of JSON; message dropped",
+                None,
+            ))
+        }
         Some(id) if matches!(id.get().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')) => {
             Some(id)
         }
@@ -346,6 +358,24 @@ mod tests {
         assert_eq!(code_of("{}"), ErrorCode::MissingEvent);
         let bad = parse(r#"{"requestId":"r1"}"#).unwrap_err();
         assert_eq!(bad.request_id.unwrap().get(), r#""r1""#);
+    }
+
+    #[test]
+    fn request_ids_are_capped_by_a_named_limit() {
+        // The longest accepted: 126 characters and two quotes.
+        let longest = format!(r#"{{"event":"a","requestId":"{}"}}"#, "r".repeat(126));
+        assert_eq!(
+            parse(&longest).unwrap().request_id.unwrap().get().len(),
+            128
+        );
+        let long = format!(r#"{{"event":"a","requestId":"{}"}}"#, "r".repeat(127));
+        let bad = parse(&long).unwrap_err();
+        assert_eq!(bad.code, ErrorCode::InvalidFormat);
+        assert!(bad.message.contains(&MAX_REQUEST_ID_BYTES.to_string()));
+        // Not echoed: the client is told, its id is not held nor sent back.
+        assert!(bad.request_id.is_none());
+        let number = format!(r#"{{"event":"a","requestId":{}}}"#, "9".repeat(129));
+        assert_eq!(code_of(&number), ErrorCode::InvalidFormat);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! the queue of waiting requests of every client. Keyed by connection; the
 //! hub's handlers (`hub::host_events`) drive it and report what it returns.
 
-use crate::proto::rooms::ConnKey;
+use crate::proto::envelope::MAX_REQUEST_ID_BYTES;
+use crate::proto::rooms::{ConnKey, MAX_ROOM_NAME};
 use serde_json::value::RawValue;
 use std::collections::{HashMap, VecDeque};
 
@@ -14,6 +15,52 @@ pub const MAX_PENDING_PER_HOST: usize = 4096;
 pub const MAX_PENDING_PER_CLIENT: usize = 64;
 /// Events one host may serve.
 pub const MAX_EVENTS_PER_HOST: usize = 256;
+/// Hosts registered at once: a host's role is large (up to
+/// [`host_role_bytes_bound`]), so it is bounded once for the gateway rather
+/// than for every connection.
+pub const MAX_HOSTS: usize = 32;
+
+/// Longest permission a host may require for one of its events (as long as
+/// an event name): bounds what a host's role holds.
+pub const MAX_PERMISSION_BYTES: usize = 256;
+
+/// What the allocator may add to one heap block (header, rounding).
+pub(crate) const ALLOC_SLACK: usize = 32;
+/// Slots a hash table may hold per entry: its load factor, and doubling.
+const TABLE_SLOTS_PER_ENTRY: usize = 3;
+
+/// Bytes one table entry of type `T` may cost in a hash table.
+pub(crate) const fn table_entry_bytes<T>() -> usize {
+    TABLE_SLOTS_PER_ENTRY * (std::mem::size_of::<T>() + 1)
+}
+
+/// Worst-case bytes the requests of one client hold while they wait for
+/// hosts: `MAX_PENDING_PER_CLIENT` entries, each with a `requestId` of at most
+/// `MAX_REQUEST_ID_BYTES` (the request's data goes to the host's outbound
+/// queue, which `max_outbound_bytes` bounds), and the client's queue of ids.
+pub const fn pending_bytes_bound() -> usize {
+    let per_request = table_entry_bytes::<(u64, Pending)>()
+        + 2 * std::mem::size_of::<u64>()
+        + MAX_REQUEST_ID_BYTES
+        + ALLOC_SLACK;
+    MAX_PENDING_PER_CLIENT * per_request
+        + table_entry_bytes::<(ConnKey, VecDeque<u64>)>()
+        + ALLOC_SLACK
+}
+
+/// Worst-case bytes the role of one host holds: `MAX_EVENTS_PER_HOST` events,
+/// each named (up to `MAX_ROOM_NAME` bytes) in the role and in the routing
+/// table, with a permission of up to `MAX_PERMISSION_BYTES`.
+pub const fn host_role_bytes_bound() -> usize {
+    let per_event = 2 * std::mem::size_of::<Box<str>>()
+        + 2 * (MAX_ROOM_NAME + ALLOC_SLACK)
+        + table_entry_bytes::<(Box<str>, HostEvent)>()
+        + MAX_PERMISSION_BYTES
+        + ALLOC_SLACK;
+    MAX_EVENTS_PER_HOST * per_event
+        + table_entry_bytes::<(ConnKey, HostRole)>()
+        + 2 * std::mem::size_of::<ConnKey>()
+}
 
 /// What a registered host serves.
 #[derive(Debug, Default)]

@@ -2,7 +2,9 @@
 //! Nothing here touches a socket or reads the clock: time is passed in.
 
 pub mod auth;
+pub mod bounds;
 pub mod client_id;
+pub mod cluster;
 pub mod envelope;
 pub mod frame;
 #[cfg(any(test, fuzzing))]
@@ -13,6 +15,7 @@ pub mod host_link;
 pub mod hub;
 pub mod limits;
 pub mod outbox;
+pub mod redis;
 pub mod rooms;
 
 /// The current time, as the shell read it once per loop pass.

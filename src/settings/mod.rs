@@ -8,9 +8,11 @@
 //! a config file in one round.
 
 mod allow_list;
+mod cluster;
 mod env;
 mod errors;
 mod parse;
+mod redis_url;
 mod schema;
 mod secrets;
 #[cfg(test)]
@@ -25,8 +27,10 @@ use env::{env_var, non_empty};
 
 pub(crate) use allow_list::canonical;
 pub use allow_list::{parse_allowed_ips, IpAllowList};
+pub use cluster::{check_node_name, default_node_name, ClusterSettings, MAX_NODE_NAME};
 pub use env::{state_dir, state_dir_with};
 pub use errors::{SettingError, SettingsErrors};
+pub use redis_url::{RedisAddress, RedisTarget};
 pub use schema::{
     AuthSettings, HealthSettings, HostSettings, Limits, LogSettings, RoomsSettings, ServerSettings,
     Settings, TlsSettings, WebSocketSettings, MIN_JWT_SECRET_BYTES, REDACTED,

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// Text shown instead of a secret value.
-pub const REDACTED: &str = "<redacted>";
+use super::cluster::ClusterSettings;
+
+pub use super::errors::REDACTED;
 
 /// Minimum length of a JWT HMAC secret, in bytes.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
@@ -26,6 +27,35 @@ pub struct Settings {
     pub rooms: RoomsSettings,
     pub host: HostSettings,
     pub log: LogSettings,
+    /// SPEC §9; left out of the serialized form while at its defaults, so
+    /// that a §2 document round-trips as written ([`Settings::full_value`]
+    /// and the redacted forms always show it).
+    #[serde(skip_serializing_if = "ClusterSettings::is_default")]
+    pub cluster: ClusterSettings,
+}
+
+/// Every block of [`Settings`], `cluster` included even at its defaults.
+#[derive(Serialize)]
+struct Shown<'a> {
+    server: &'a ServerSettings,
+    limits: &'a Limits,
+    rooms: &'a RoomsSettings,
+    host: &'a HostSettings,
+    log: &'a LogSettings,
+    cluster: &'a ClusterSettings,
+}
+
+impl<'a> From<&'a Settings> for Shown<'a> {
+    fn from(s: &'a Settings) -> Self {
+        Shown {
+            server: &s.server,
+            limits: &s.limits,
+            rooms: &s.rooms,
+            host: &s.host,
+            log: &s.log,
+            cluster: &s.cluster,
+        }
+    }
 }
 
 /// `server`: the two listeners.
@@ -211,7 +241,14 @@ impl Settings {
     pub fn redacted(&self) -> serde_json::Value {
         // Only a non-UTF-8 path could fail here; settings come from JSON, so
         // this is unreachable in practice, but stay panic-free.
-        serde_json::to_value(self.redacted_copy()).unwrap_or_else(|e| {
+        self.redacted_copy().full_value()
+    }
+
+    /// Every key as JSON, unredacted (for comparing two settings on reload).
+    pub fn full_value(&self) -> serde_json::Value {
+        // Only a non-UTF-8 path could fail here; settings come from JSON, so
+        // this is unreachable in practice, but stay panic-free.
+        serde_json::to_value(Shown::from(self)).unwrap_or_else(|e| {
             serde_json::Value::String(format!("<settings cannot be shown: {e}>"))
         })
     }
@@ -219,7 +256,7 @@ impl Settings {
     /// [`Settings::redacted`] as pretty-printed JSON in the SPEC's key order
     /// (for `check-config`).
     pub fn redacted_pretty(&self) -> String {
-        serde_json::to_string_pretty(&self.redacted_copy())
+        serde_json::to_string_pretty(&Shown::from(&self.redacted_copy()))
             .unwrap_or_else(|e| format!("<settings cannot be shown: {e}>"))
     }
 
@@ -232,6 +269,7 @@ impl Settings {
         if auth.jwt_secret.is_some() {
             auth.jwt_secret = Some(REDACTED.to_string());
         }
+        copy.cluster = copy.cluster.redacted();
         copy
     }
 }

@@ -191,6 +191,8 @@ impl Settings {
             );
         }
 
+        self.cluster.check(&mut errors);
+
         if errors.is_empty() {
             Ok(())
         } else {

@@ -183,6 +183,7 @@ mod tests {
         let refusing = Stage::Refusing {
             shut: true,
             deadline_ms: 1_000,
+            drained: 0,
         };
         assert_eq!(wake_at(refusing, 0, IDLE, None), 1_000);
     }

@@ -198,10 +198,7 @@ impl Conns {
         };
         conn.out.clear(&mut self.pool);
         conn.out.push_copy(&mut self.pool, &[response]);
-        conn.stage = Stage::Refusing {
-            shut: false,
-            deadline_ms: now.ms + REFUSAL_LINGER_MS,
-        };
+        conn.stage = Stage::refusing(now.ms + REFUSAL_LINGER_MS);
         if conn.admitted {
             conn.admitted = false;
             self.admitted -= 1;

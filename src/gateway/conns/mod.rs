@@ -18,7 +18,7 @@ use super::accept::{admission, Admission, Counts};
 use super::app::App;
 use super::config::{ShellConfig, MAX_HTTP_CONNS, READ_CHUNK, REFUSAL_LINGER_MS};
 use super::conn::{Conn, Serves, Stage};
-use super::metrics::{RefusalReason, ShellMetrics};
+use super::metrics::{AcceptError, RefusalReason, ShellMetrics};
 use super::pool::BufPool;
 use super::timer::{Entry, TimerWheel};
 use super::tls::{self, TlsState};
@@ -30,7 +30,7 @@ use crate::settings::canonical;
 use log::{debug, info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::Instant;
 
@@ -58,6 +58,9 @@ pub struct Conns {
     /// The listener's TLS certificate (`None`: plain ws).
     tls: Option<TlsState>,
     metrics: ShellMetrics,
+    /// Sockets closed since start: a change tells a listener paused at the
+    /// descriptor limit that one was freed.
+    closed: u64,
     start: Instant,
 }
 
@@ -80,6 +83,7 @@ impl Conns {
             http_conns: 0,
             tls: None,
             metrics: ShellMetrics::default(),
+            closed: 0,
             start,
         }
     }
@@ -111,6 +115,39 @@ impl Conns {
 
     pub fn is_empty(&self) -> bool {
         self.slab.is_empty()
+    }
+
+    /// Sockets closed since start (see `fd_limit::Pause`).
+    pub fn closed(&self) -> u64 {
+        self.closed
+    }
+
+    /// Counts a failed `accept` for `/metrics`.
+    pub fn note_accept_error(&mut self, error: AcceptError) {
+        self.metrics.accept_errors[error as usize] += 1;
+    }
+
+    /// A client accepted on the spare descriptor at the descriptor limit:
+    /// 503 at once (TLS: closed), so that the descriptor is spare again.
+    pub fn refuse_at_fd_limit(&mut self, sock: TcpStream, addr: SocketAddr, serves: Serves) {
+        self.metrics.tcp_accepted += 1;
+        self.metrics.refused(RefusalReason::FdLimit);
+        debug!("refused {}: out of file descriptors", addr.ip());
+        if self.tls.is_some() && serves != Serves::Http {
+            return;
+        }
+        let response = handshake::refusal_response(Refusal::Unavailable, "out of file descriptors");
+        self.answer_and_drop(sock, response.as_bytes());
+    }
+
+    /// Answers a socket that gets no slot, best effort: the answer, the write
+    /// side shut, and what it already sent read and discarded (closing with
+    /// unread input would reset the answer away), then closed.
+    fn answer_and_drop(&mut self, mut sock: TcpStream, response: &[u8]) {
+        let _ = sock.write(response);
+        let _ = sock.shutdown(Shutdown::Write);
+        let _ = sock.read(&mut self.scratch);
+        self.closed += 1;
     }
 
     /// Shutdown: open WebSockets get a 1001 close, handshakes are dropped,
@@ -266,7 +303,7 @@ impl Conns {
     /// Answers a client refused before reading its request (403, 503).
     fn refuse_new(
         &mut self,
-        mut sock: TcpStream,
+        sock: TcpStream,
         ip: IpAddr,
         refusal: Refusal,
         reason: &str,
@@ -274,14 +311,11 @@ impl Conns {
         now: Now,
     ) {
         let response = handshake::refusal_response(refusal, reason);
-        let stage = Stage::Refusing {
-            shut: false,
-            deadline_ms: now.ms + REFUSAL_LINGER_MS,
-        };
+        let stage = Stage::refusing(now.ms + REFUSAL_LINGER_MS);
         if self.slab.len() >= self.cfg.socket_capacity() {
             // No slot left even for a polite answer: best effort, then drop.
             if self.tls.is_none() {
-                let _ = sock.write(response.as_bytes());
+                self.answer_and_drop(sock, response.as_bytes());
             }
             return;
         }
@@ -291,6 +325,12 @@ impl Conns {
             self.mark_dirty(key);
             self.schedule(key, app);
         }
+    }
+
+    /// Carries out what the core queued outside a connection's own call
+    /// (an endpoint delivered to local sessions).
+    pub fn apply_core_actions(&mut self, app: &mut App, now: Now) {
+        self.apply_outbox(app, now);
     }
 
     pub fn mark_dirty(&mut self, key: usize) {
@@ -336,6 +376,7 @@ impl Conns {
                 Stage::Refusing {
                     shut: false,
                     deadline_ms,
+                    drained,
                 } => {
                     // TLS: close_notify first (sent once), then shut.
                     let closed = match conn.tls.as_deref_mut() {
@@ -351,6 +392,7 @@ impl Conns {
                             conn.stage = Stage::Refusing {
                                 shut: true,
                                 deadline_ms,
+                                drained,
                             };
                         }
                         Ok(false) => {}
@@ -396,6 +438,7 @@ impl Conns {
             self.http_conns -= 1;
         }
         let _ = self.registry.deregister(&mut conn.sock);
+        self.closed += 1;
         conn.release_all(&mut self.pool);
         self.apply_outbox(app, now);
     }

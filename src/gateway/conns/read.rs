@@ -149,8 +149,14 @@ impl Conns {
             Stage::Closing {
                 peer_closed: true, ..
             } => {}
-            // A refused client's request is read and discarded.
-            Stage::Refusing { .. } => {}
+            // A refused client's request is read and discarded, up to a bound.
+            Stage::Refusing { .. } => match conn.stage.drained(data.len()) {
+                Some(stage) => self.slab[key].stage = stage,
+                None => {
+                    debug!("dropped {}: sent too much after its refusal", conn.ip);
+                    self.remove(key, app, now);
+                }
+            },
         }
     }
 }

@@ -169,6 +169,7 @@ pub fn dispatch(data: &[u8]) {
         max_messages_per_minute: if config & 2 == 0 { 10_000 } else { 6 },
         request_timeout_ms: [100, 1_000, 5_000, 60_000][usize::from(config >> 2) & 3],
         server_name: "tether/fuzz".into(),
+        max_reply_bytes: 1 << 20,
     });
     let mut world = World {
         hub,

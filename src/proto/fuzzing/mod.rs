@@ -18,10 +18,12 @@ mod frames;
 mod handshake;
 #[cfg(test)]
 mod regressions;
+mod resp;
 
 pub use dispatch::dispatch;
 pub use frames::frames;
 pub use handshake::handshake;
+pub use resp::resp;
 
 const SECRET: &[u8] = b"tether-fuzzing-secret-0123456789";
 const PASSWORD: &str = "pw";

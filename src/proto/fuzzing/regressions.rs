@@ -51,3 +51,8 @@ fn frame_inputs() {
 fn dispatch_inputs() {
     replay("dispatch", fuzzing::dispatch);
 }
+
+#[test]
+fn resp_inputs() {
+    replay("resp", fuzzing::resp);
+}

@@ -4,6 +4,7 @@
 
 use super::{Hub, Session};
 use crate::proto::client_id::{client_id_str, key_of};
+use crate::proto::cluster::RoomKind;
 use crate::proto::envelope::JsonWriter;
 use crate::proto::host_link::HostLink;
 use crate::proto::outbox::{Action, Body};
@@ -56,14 +57,18 @@ impl Hub {
             msg.str("room", room);
         }
         msg.end();
+        let message: Rc<[u8]> = message.into();
+        if let Audience::Room(room) = audience {
+            self.forward_room(room, RoomKind::Broadcast, &message);
+        }
+        self.send_to_audience(message, audience)
+    }
+
+    /// Queues the JSON `message` for the audience on this node; returns how
+    /// many clients it was queued for.
+    pub(super) fn send_to_audience(&mut self, shared: Rc<[u8]>, audience: Audience<'_>) -> u64 {
         let targets: Vec<usize> = match audience {
-            Audience::All => self
-                .sessions
-                .iter()
-                .enumerate()
-                .filter(|&(key, s)| s.as_ref().is_some_and(|s| is_client(&self.hosts, key, s)))
-                .map(|(key, _)| key)
-                .collect(),
+            Audience::All => self.clients().map(|(key, _)| key).collect(),
             Audience::Room(room) => self
                 .rooms
                 .members(room)
@@ -83,7 +88,6 @@ impl Hub {
                 .into_iter()
                 .collect(),
         };
-        let shared: Rc<[u8]> = message.into();
         for &to in &targets {
             let body = Body::Shared(shared.clone());
             self.out.actions.push(Action::Send { to, body });
@@ -92,21 +96,59 @@ impl Hub {
     }
 
     /// `[{"id","sub","ip","rooms","permissions","connectedAt"}, ...]` of every
-    /// authenticated client (hosts excluded): `host.clients` and `/api/connections`.
+    /// authenticated client (hosts excluded): `/api/connections`.
     pub fn write_client_list(&self, buf: &mut Vec<u8>) {
+        self.write_client_page(buf, 0, usize::MAX, usize::MAX);
+    }
+
+    /// The clients (as [`Hub::write_client_list`]) from session key `from`
+    /// on: at most `limit` of them, and no more than `max_bytes` of JSON
+    /// (but always one, so that paging progresses). Returns the key to start
+    /// the next page from, when clients are left.
+    pub fn write_client_page(
+        &self,
+        buf: &mut Vec<u8>,
+        from: ConnKey,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Option<ConnKey> {
+        let start = buf.len();
         buf.push(b'[');
-        let clients = self
-            .sessions
-            .iter()
-            .enumerate()
-            .filter_map(|(key, s)| s.as_ref().filter(|s| is_client(&self.hosts, key, s)));
-        for (i, session) in clients.enumerate() {
-            if i > 0 {
+        let mut next = None;
+        let page = self.clients().skip_while(|&(key, _)| key < from);
+        for (written, (key, session)) in page.enumerate() {
+            if written == limit {
+                next = Some(key);
+                break;
+            }
+            let before = buf.len();
+            if written > 0 {
                 buf.push(b',');
             }
             write_client_info(buf, session);
+            // With the closing `]`.
+            if written > 0 && buf.len() + 1 - start > max_bytes {
+                buf.truncate(before);
+                next = Some(key);
+                break;
+            }
         }
         buf.push(b']');
+        next
+    }
+
+    /// Authenticated clients (hosts excluded): the `total` of `host.clients`.
+    pub fn client_count(&self) -> usize {
+        self.clients().count()
+    }
+
+    /// Every authenticated session that is not a host, by key.
+    fn clients(&self) -> impl Iterator<Item = (ConnKey, &Session)> + '_ {
+        self.sessions.iter().enumerate().filter_map(|(key, s)| {
+            s.as_ref()
+                .filter(|s| is_client(&self.hosts, key, s))
+                .map(|s| (key, s))
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 use super::{data_as, Hub, MAX_ROOMS_PER_CLIENT, MAX_ROOM_NAME};
 use crate::proto::auth::{AuthError, Identity};
 use crate::proto::client_id::client_id_str;
+use crate::proto::cluster::RoomKind;
 use crate::proto::envelope::{ErrorCode, JsonWriter};
 use crate::proto::outbox::{Action, Body};
 use crate::proto::rooms::ConnKey;
@@ -125,8 +126,12 @@ impl Hub {
             s.announced = true;
         }
         let (id, ip) = (s.id, s.ip);
+        let demoted = self.hosts.is_host(key) && !identity.has("host");
         s.identity = Some(identity);
         self.reply_identity(key, event, rid);
+        if demoted {
+            self.end_host_role(key, now);
+        }
         if joined {
             self.notify_hosts_joined(key, id, ip);
         }
@@ -270,8 +275,20 @@ impl Hub {
         self.reply_room(key, "published", &publish.room, Some(delivered), rid);
     }
 
-    /// Queues `message` for every member of `room` but `except`; returns how many.
+    /// Queues `message` for every member of `room` but `except`, and for the
+    /// other nodes of a cluster; returns how many local members got it.
     pub(super) fn deliver(
+        &mut self,
+        room: &str,
+        message: Rc<[u8]>,
+        except: Option<ConnKey>,
+    ) -> u64 {
+        self.forward_room(room, RoomKind::Publish, &message);
+        self.deliver_local(room, message, except)
+    }
+
+    /// [`Hub::deliver`] on this node only.
+    pub(super) fn deliver_local(
         &mut self,
         room: &str,
         message: Rc<[u8]>,
@@ -298,10 +315,14 @@ impl Hub {
         delivered: Option<u64>,
         rid: Option<&RawValue>,
     ) {
+        let clustered = self.is_clustered();
         self.out.reply(key, event, rid, |data| {
             data.str("room", room);
             if let Some(n) = delivered {
                 data.u64("delivered", n);
+            }
+            if clustered && delivered.is_some() {
+                data.bool("cluster", true);
             }
         });
     }

@@ -8,7 +8,7 @@ use super::{data_as, Audience, Hub, PublishData, MAX_ROOM_NAME};
 use crate::proto::auth::{parse_ttl, MintRequest, MAX_TTL_S};
 use crate::proto::client_id::{client_id_str, key_of};
 use crate::proto::envelope::{ErrorCode, JsonWriter};
-use crate::proto::host_link::{Pending, MAX_EVENTS_PER_HOST};
+use crate::proto::host_link::{Pending, MAX_EVENTS_PER_HOST, MAX_HOSTS, MAX_PERMISSION_BYTES};
 use crate::proto::outbox::{Action, Body};
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
@@ -72,6 +72,17 @@ struct KickData<'a> {
     reason: Option<Cow<'a, str>>,
 }
 
+/// Which page of `host.clients`: from `offset` (the `next` of the page
+/// before; 0 first), at most `limit` clients.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PageData {
+    #[serde(default)]
+    offset: u64,
+    #[serde(default)]
+    limit: Option<u64>,
+}
+
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Ttl {
@@ -121,7 +132,7 @@ impl Hub {
             "host.reply" => self.host_reply(key, now, data, rid),
             "host.broadcast" => self.host_broadcast(key, now, data, rid),
             "host.send" => self.host_send(key, now, data, rid),
-            "host.clients" => self.host_clients(key, rid),
+            "host.clients" => self.host_clients(key, now, data, rid),
             "host.kick" => self.host_kick(key, now, data, rid),
             "host.token" => self.host_token(key, now, data, rid),
             _ => self.error(key, ErrorCode::UnknownEvent, "no such host event", now, rid),
@@ -162,12 +173,24 @@ impl Hub {
                 Some(format!("`{name}` is already served by another host"))
             } else if permission.as_deref() == Some("") {
                 Some(format!("the permission of `{name}` is empty"))
+            } else if permission
+                .as_ref()
+                .is_some_and(|p| p.len() > MAX_PERMISSION_BYTES)
+            {
+                Some(format!(
+                    "the permission of `{name}` is longer than {MAX_PERMISSION_BYTES} bytes"
+                ))
             } else {
                 None
             };
             if problem.is_some() {
                 break;
             }
+        }
+        if !self.hosts.is_host(key) && self.hosts.host_count() >= MAX_HOSTS {
+            problem = Some(format!(
+                "at most {MAX_HOSTS} hosts may be registered at once"
+            ));
         }
         if already + added > MAX_EVENTS_PER_HOST {
             problem = Some(format!(
@@ -324,8 +347,12 @@ impl Hub {
         };
         let data = broadcast.data.map_or("null", |d| d.get());
         let delivered = self.publish(&broadcast.event, data, audience);
+        let clustered = self.is_clustered() && broadcast.room.is_some();
         self.out.ack(key, rid, |w| {
             w.u64("delivered", delivered);
+            if clustered {
+                w.bool("cluster", true);
+            }
         });
     }
 
@@ -359,11 +386,34 @@ impl Hub {
         });
     }
 
-    fn host_clients(&mut self, key: ConnKey, rid: Option<&RawValue>) {
+    /// `host.clients`, a page at a time: all the clients when they fit in
+    /// `max_reply_bytes`, else as many as fit, and `next` to ask from.
+    fn host_clients(
+        &mut self,
+        key: ConnKey,
+        now: Now,
+        data: Option<&RawValue>,
+        rid: Option<&RawValue>,
+    ) {
+        let page = match data {
+            None => Some(PageData::default()),
+            Some(_) => data_as::<PageData>(data).filter(|p| p.limit != Some(0)),
+        };
+        let Some(page) = page else {
+            let msg = "data must be absent or {\"offset\"?: the `next` of the last page, \"limit\"?: 1 or more}";
+            return self.error(key, ErrorCode::InvalidData, msg, now, rid);
+        };
+        let from = usize::try_from(page.offset).unwrap_or(usize::MAX);
+        let limit = page
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
         let mut list = Vec::with_capacity(256);
-        self.write_client_list(&mut list);
+        let next = self.write_client_page(&mut list, from, limit, self.cfg.max_reply_bytes);
+        let total = self.client_count() as u64;
         self.out.reply(key, "host.clients", rid, |data| {
-            data.with_raw("clients", |buf| buf.extend_from_slice(&list));
+            data.with_raw("clients", |buf| buf.extend_from_slice(&list))
+                .opt_u64("next", next.map(|k| k as u64))
+                .u64("total", total);
         });
     }
 
@@ -464,6 +514,29 @@ impl Hub {
             let msg = "the host did not answer in time";
             let rid = pending.request_id.as_deref();
             self.error(key, ErrorCode::HostTimeout, msg, now, rid);
+        }
+    }
+
+    /// A host re-authenticated without the `host` permission: it is a host
+    /// no more, as if it had left (its events unregistered, its pending
+    /// requests failed), but it stays connected as a client, which the
+    /// remaining hosts now hear of.
+    pub(super) fn end_host_role(&mut self, key: ConnKey, now: Now) {
+        let orphans = self.hosts.host_gone(key);
+        if let Some(s) = self.session(key) {
+            info!(
+                "client {} lost the `host` permission: no longer a host",
+                client_id_str(s.id)
+            );
+        }
+        self.report_orphans(orphans, now);
+        let Some(s) = self.sessions.get_mut(key).and_then(Option::as_mut) else {
+            return;
+        };
+        if !s.announced {
+            s.announced = true;
+            let (id, ip) = (s.id, s.ip);
+            self.notify_hosts_joined(key, id, ip);
         }
     }
 

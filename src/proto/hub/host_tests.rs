@@ -1,50 +1,9 @@
 //! The host link's events, driven through the hub.
 
-use super::testing::{drain, hub_with, mint};
-use crate::proto::auth::Authenticator;
+use super::testing::{at, cid, drain, hub_for_hosts as hub, join, send, T0};
 use crate::proto::hub::Hub;
 use crate::proto::rooms::ConnKey;
-use crate::proto::Now;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
-
-const T0: Now = Now {
-    ms: 0,
-    unix: 1_800_000_000,
-};
-
-fn at(ms: u64) -> Now {
-    Now {
-        ms,
-        unix: T0.unix + ms / 1000,
-    }
-}
-
-fn hub() -> Hub {
-    let auth = Authenticator::new(&[9u8; 32], None, None, None, &[], BTreeMap::new());
-    hub_with(auth, 10_000, 1_000)
-}
-
-fn join(h: &mut Hub, key: ConnKey, sub: &str, permissions: &[&str], rooms: &[&str]) {
-    let token = mint(h, sub, permissions, rooms, 3600, T0.unix);
-    let identity = h.config().auth.verify(&token, T0.unix).unwrap();
-    h.open(
-        key,
-        ((key as u64 + 1) << 24) | key as u64,
-        "127.0.0.1".parse().unwrap(),
-        T0,
-        Some(identity),
-    );
-}
-
-fn send(h: &mut Hub, key: ConnKey, now: Now, msg: Value) -> Vec<(ConnKey, Value)> {
-    h.on_text(key, now, &msg.to_string());
-    drain(h)
-}
-
-fn cid(h: &Hub, key: ConnKey) -> String {
-    format!("{:x}", h.session(key).unwrap().id)
-}
 
 #[test]
 fn register_forward_reply_and_notices() {

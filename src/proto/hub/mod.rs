@@ -11,20 +11,25 @@ mod audience;
 mod client_events;
 #[cfg(test)]
 mod client_tests;
+mod cluster;
 mod host_events;
+#[cfg(test)]
+mod host_limits_tests;
 #[cfg(test)]
 mod host_tests;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use crate::proto::client_id::client_id_str;
 pub use crate::proto::outbox::{Action, Body, Outbox};
 pub use audience::{Audience, PublishData};
 
 use crate::proto::auth::{Authenticator, Identity};
+use crate::proto::cluster::ClusterTap;
 use crate::proto::envelope::{self, ErrorCode};
 use crate::proto::host_link::HostLink;
 use crate::proto::limits::{MessageLimiter, Verdict};
+pub use crate::proto::rooms::MAX_ROOM_NAME;
 use crate::proto::rooms::{ConnKey, Rooms};
 use crate::proto::Now;
 use log::{debug, warn};
@@ -33,8 +38,6 @@ use serde_json::value::RawValue;
 use std::net::IpAddr;
 use std::rc::Rc;
 
-/// Longest room name accepted.
-pub const MAX_ROOM_NAME: usize = 256;
 /// Rooms one client may be in at once; keeps a client's memory bounded.
 pub const MAX_ROOMS_PER_CLIENT: usize = 256;
 
@@ -46,6 +49,15 @@ pub struct HubConfig {
     pub request_timeout_ms: u64,
     /// Sent in `connected` as `server`.
     pub server_name: String,
+    /// Largest page of `host.clients`, in bytes: it must fit the host's
+    /// outbound queue beside what else is queued for it (see [`reply_budget`]).
+    pub max_reply_bytes: usize,
+}
+
+/// The page size for `host.clients`: half a connection's outbound queue
+/// (`max_outbound_bytes`), leaving the other half for what else is queued.
+pub const fn reply_budget(max_outbound_bytes: usize) -> usize {
+    max_outbound_bytes / 2
 }
 
 /// Counters for /health and /metrics.
@@ -81,6 +93,8 @@ pub struct Hub {
     active: usize,
     rooms: Rooms,
     hosts: HostLink,
+    /// Set when this node is part of a cluster (SPEC §9).
+    cluster: Option<ClusterTap>,
     /// What the shell must do: drain it after every call (see [`Outbox`]).
     pub out: Outbox,
     pub stats: Stats,
@@ -99,6 +113,7 @@ impl Hub {
             active: 0,
             rooms: Rooms::default(),
             hosts: HostLink::default(),
+            cluster: None,
             out: Outbox::default(),
             stats: Stats::default(),
         }
