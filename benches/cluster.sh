@@ -153,6 +153,8 @@ JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 # Writes $WORK/NAME.json: a node on PORT; with REDIS_URL, in the cluster as NAME.
 declare -A HEALTH
+# limits.max_outbound_bytes of the nodes (SPEC default 262144).
+OUTBOUND=262144
 tether_config() {
     local name=$1 port=$2 redis=${3:-} cluster=
     HEALTH[$name]=$(free_port)
@@ -163,7 +165,7 @@ tether_config() {
              "health": {"host": "127.0.0.1", "port": ${HEALTH[$name]}}},
   "limits": {"max_connections": 19000, "max_connections_per_ip": 19000,
              "max_connects_per_ip_per_hour": 1000000, "max_messages_per_minute": 1000000000,
-             "idle_timeout_s": 600, "ping_interval_s": 300},
+             "idle_timeout_s": 600, "ping_interval_s": 300, "max_outbound_bytes": $OUTBOUND},
   "log": {"level": "warn"}$cluster
 }
 EOF
@@ -242,6 +244,16 @@ if ((TETHER_CLUSTER)); then
     load tether-cluster throughput --tether --room "$ROOM" --conns "$TP_SUBS" --addr "$A_ADDR" --addr2 "$B_ADDR" \
         --path "$SUB" --pub-path "$HOST" --step-secs "$STEP_SECS" --drain-ms "$DRAIN_MS" --rate-max "$RATE_MAX"
     stop_all
+    # The same with a 4 MiB outbound queue per client: how much of the rate
+    # is the slow-reader limit (a burst read from Redis queued at once).
+    if [[ $MODE != smoke ]]; then
+        OUTBOUND=4194304
+        tether_up cluster
+        load tether-cluster-out4m throughput --tether --room "$ROOM" --conns "$TP_SUBS" --addr "$A_ADDR" --addr2 "$B_ADDR" \
+            --path "$SUB" --pub-path "$HOST" --step-secs "$STEP_SECS" --drain-ms "$DRAIN_MS" --rate-max "$RATE_MAX"
+        stop_all
+        OUTBOUND=262144
+    fi
 fi
 
 log "tether idle memory per connection: clustering off, then on (one node and its Redis)"

@@ -51,6 +51,17 @@ def kept_rate(rows, server):
     return ("≥ " if capped else "") + fmt(kept)
 
 
+def first_loss(rows, server):
+    """How the first step that failed lost: subscribers closed, or behind."""
+    steps = get(rows, server, "throughput", "steps") or []
+    step = next((st for st in steps if not st.get("ok")), None)
+    if step is None:
+        return "—"
+    if step.get("failed"):
+        return f"{step['failed']} subscribers closed"
+    return f"{step.get('min_got', 0) / max(step.get('sent', 1), 1):.0%} delivered in time"
+
+
 def nodes_per_delivery(rows, server, scenario):
     a = get(rows, server, scenario, "server_us_per_msg")
     b = get(rows, server, scenario, "node2_us_per_msg")
@@ -115,11 +126,11 @@ def main():
         "falling behind: it queues without bound rather than dropping).\n"
     )
     md.append(
-        "| setup | msg/s kept | first rate lost | node A util | node B util | Redis util | "
+        "| setup | msg/s kept | first rate lost | first loss | node A util | node B util | Redis util | "
         "both nodes µs/delivery | Redis µs/delivery | load tool util |"
     )
-    md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for server, label in CLUSTERS[:2]:
+    md.append("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    for server, label in CLUSTERS[:2] + [("tether-cluster-out4m", "tether, 2 nodes + Redis, max_outbound_bytes 4 MiB")]:
         if (server, "throughput") not in rows:
             continue
         k = lambda f: get(rows, server, "throughput", "kept", f)  # noqa: E731
@@ -128,7 +139,8 @@ def main():
         both = None if k("server_us_per_msg") is None else k("server_us_per_msg") + (k("node2_us_per_msg") or 0)
         md.append(
             f"| {label} | {kept_rate(rows, server)} | "
-            f"{fmt(get(rows, server, 'throughput', 'first_lost_rate'))} | {fmt(k('server_util'), '{:.2f}')} | "
+            f"{fmt(get(rows, server, 'throughput', 'first_lost_rate'))} | {first_loss(rows, server)} | "
+            f"{fmt(k('server_util'), '{:.2f}')} | "
             f"{fmt(util(k('node2_cpu_us')), '{:.2f}')} | {fmt(util(k('redis_cpu_us')), '{:.2f}')} | "
             f"{fmt(both, '{:.2f}')} | {fmt(k('redis_us_per_msg'), '{:.3f}')} | {fmt(k('load_util'), '{:.2f}')} |"
         )

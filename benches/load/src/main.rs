@@ -1805,6 +1805,31 @@ fn throughput_step(l: &mut Load, o: &Opts, rate: f64) -> (String, bool) {
     (json, ok)
 }
 
+/// Replaces the subscribers a step lost (closed by the server, e.g. as slow
+/// readers), so that the next step has them all again, joined.
+fn reopen_lost(l: &mut Load, o: &Opts) -> Result<(), String> {
+    let lost: Vec<usize> = (1..l.conns.len())
+        .filter(|&i| l.conns[i].st == St::Dead)
+        .collect();
+    for &i in &lost {
+        if l.conns[i].ready {
+            l.ready_count -= 1;
+        }
+        l.clock();
+        l.open_at(Some(i), Role::Client, &o.path, 1)
+            .map_err(|e| format!("connect: {e}"))?;
+    }
+    let joined = |l: &Load| {
+        l.conns[1..]
+            .iter()
+            .all(|c| c.st == St::Open && (l.join == Join::Nothing || c.ready))
+    };
+    if !lost.is_empty() && !wait_for(l, 30, joined) {
+        return Err(format!("{} lost subscribers did not come back", lost.len()));
+    }
+    Ok(())
+}
+
 /// throughput: the publisher on `--addr` sends at rising rates (×1.5 a
 /// step, then two steps between the last rate kept and the first lost) to
 /// N subscribers on `--addr2` (cross-node; `--addr` without it). A rate is
@@ -1831,6 +1856,10 @@ fn run_throughput(o: &Opts) -> Result<String, String> {
             lost = Some(lost.map_or(rate, |r: f64| r.min(rate)));
             // Let a backlog arrive before the next step counts.
             l.settle(300, 10.0);
+            if l.conns[0].st == St::Dead {
+                return Err("the publisher's connection was closed".into());
+            }
+            reopen_lost(&mut l, o)?;
         }
         rate = match (kept.as_ref().map(|k| k.0), lost) {
             (Some(k), None) if k >= o.rate_max => break,
