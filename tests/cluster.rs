@@ -12,12 +12,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const HEARTBEAT_MS: u64 = 200;
+const REQUEST_TIMEOUT_MS: u64 = 800;
 const REDIS_PASSWORD: &str = "redis-pw-never-logged-7f3a";
 
 /// A redis-server of this test's own.
 struct Redis {
     child: Option<Child>,
     port: u16,
+    /// Listen on this unix socket instead of TCP.
+    unix: bool,
     password: Option<&'static str>,
     tmp: TempDir,
 }
@@ -28,11 +31,28 @@ impl Redis {
         let mut redis = Redis {
             child: None,
             port: free_port(),
+            unix: false,
             password,
             tmp,
         };
         redis.spawn();
         redis
+    }
+
+    fn start_unix() -> Redis {
+        let mut redis = Redis {
+            child: None,
+            port: 0,
+            unix: true,
+            password: None,
+            tmp: TempDir::new("redis-unix"),
+        };
+        redis.spawn();
+        redis
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        self.tmp.path().join("redis.sock")
     }
 
     fn spawn(&mut self) {
@@ -46,18 +66,28 @@ impl Redis {
         if let Some(pw) = self.password {
             cmd.args(["--requirepass", pw]);
         }
+        if self.unix {
+            cmd.arg("--unixsocket").arg(self.socket());
+        }
         self.child = Some(
             cmd.spawn()
                 .expect("redis-server (apt-get install redis-server)"),
         );
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let up = |r: &Redis| match r.unix {
+            true => std::os::unix::net::UnixStream::connect(r.socket()).is_ok(),
+            false => TcpStream::connect(("127.0.0.1", r.port)).is_ok(),
+        };
+        while !up(self) {
             assert!(Instant::now() < deadline, "redis-server did not listen");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     fn url(&self) -> String {
+        if self.unix {
+            return format!("unix://{}", self.socket().display());
+        }
         match self.password {
             Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
             None => format!("redis://127.0.0.1:{}", self.port),
@@ -83,17 +113,32 @@ fn node(redis: &Redis, name: &str) -> Server {
 }
 
 fn node_with(redis: &Redis, name: &str, envs: &[(&str, &str)]) -> Server {
+    node_beating(redis, name, envs, HEARTBEAT_MS)
+}
+
+fn node_beating(redis: &Redis, name: &str, envs: &[(&str, &str)], heartbeat_ms: u64) -> Server {
     let tmp = TempDir::new(name);
     let dir = tmp.path().to_path_buf();
     std::mem::forget(tmp);
     Server::start_in(
         &dir,
         json!({
-            "cluster": {"redis": redis.url(), "node": name, "heartbeat_ms": HEARTBEAT_MS},
-            "limits": {"max_messages_per_minute": 10000}
+            "cluster": {"redis": redis.url(), "node": name, "heartbeat_ms": heartbeat_ms},
+            "limits": {"max_messages_per_minute": 10000},
+            "host": {"request_timeout_ms": REQUEST_TIMEOUT_MS}
         }),
         envs,
     )
+}
+
+/// A Redis and two joined nodes, `a` and `b`.
+fn two_nodes() -> (Redis, Server, Server) {
+    let redis = Redis::start(None);
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    joined(&a, "a");
+    joined(&b, "b");
+    (redis, a, b)
 }
 
 fn joined(server: &Server, name: &str) {
@@ -137,14 +182,6 @@ fn wait_health(server: &Server, what: &str, check: impl Fn(&Value) -> bool) -> V
     }
 }
 
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-        .parse()
-        .unwrap()
-}
-
 fn member(server: &Server, sub: &str, room: &str) -> Ws {
     let token = server.token(sub, &["publish"], &[room], None, "1h");
     let (mut ws, _) = open_authed(server.port(), &token);
@@ -181,11 +218,7 @@ fn received(ws: &mut Ws, count: usize) -> Vec<u64> {
 
 #[test]
 fn room_messages_cross_nodes_in_order_exactly_once() {
-    let redis = Redis::start(None);
-    let a = node(&redis, "a");
-    let b = node(&redis, "b");
-    joined(&a, "a");
-    joined(&b, "b");
+    let (_redis, a, b) = two_nodes();
     let mut on_a = member(&a, "alice", "lobby");
     let mut on_b1 = member(&b, "bob", "lobby");
     let mut on_b2 = member(&b, "carol", "lobby");
@@ -223,11 +256,7 @@ fn room_messages_cross_nodes_in_order_exactly_once() {
 
 #[test]
 fn a_killed_node_is_gone_within_three_heartbeats() {
-    let redis = Redis::start(None);
-    let a = node(&redis, "a");
-    let b = node(&redis, "b");
-    joined(&a, "a");
-    joined(&b, "b");
+    let (_redis, a, b) = two_nodes();
     wait_health(&a, "two nodes", |h| h["cluster"]["nodes"] == 2);
     b.signal(libc::SIGKILL);
     let killed = Instant::now();
@@ -296,9 +325,11 @@ fn redis_down_keeps_local_delivery_then_cross_node_resumes() {
 #[test]
 fn a_second_node_with_the_same_name_exits_1() {
     let redis = Redis::start(None);
-    let a = node(&redis, "twin");
+    // A slow heartbeat: a loaded test machine must not let a's claim lapse.
+    let envs = [("JWT_SECRET", SECRET)];
+    let a = node_beating(&redis, "twin", &envs, 2000);
     joined(&a, "twin");
-    let mut twin = node(&redis, "twin");
+    let mut twin = node_beating(&redis, "twin", &envs, 2000);
     let status = twin
         .wait_exit(Duration::from_secs(10))
         .expect("the twin exits");
@@ -372,4 +403,144 @@ fn the_redis_password_is_in_no_log() {
         c.logs()
     );
     c.assert_not_logged("wrong-password-xyz");
+}
+
+#[test]
+fn client_ids_are_unique_across_nodes_and_name_their_node() {
+    let redis = Redis::start(None);
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let token = a.token("alice", &[], &[], None, "1h");
+    let (_ws_a, on_a) = open_authed(a.port(), &token);
+    let (_ws_b, on_b) = open_authed(b.port(), &token);
+    let (id_a, id_b) = (
+        on_a["data"]["clientId"].as_str().unwrap(),
+        on_b["data"]["clientId"].as_str().unwrap(),
+    );
+    assert!(
+        id_a.starts_with("a.") && id_b.starts_with("b."),
+        "{id_a} {id_b}"
+    );
+    assert_ne!(id_a, id_b);
+}
+
+#[test]
+fn host_send_and_kick_reach_clients_of_other_nodes() {
+    let (_redis, a, b) = two_nodes();
+    let host_token = a.token("game", &["host"], &[], None, "1h");
+    let (mut host, _) = open_authed(a.port(), &host_token);
+    let client_token = b.token("bob", &[], &[], None, "1h");
+    let (mut client, authenticated) = open_authed(b.port(), &client_token);
+    let id = authenticated["data"]["clientId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let ok = request(
+        &mut host,
+        &json!({"event":"host.send","data":{"client":id,"event":"hello","data":{"x":1}},"requestId":1}),
+    );
+    assert_eq!(
+        ok,
+        json!({"event":"ok","data":{"delivered":1},"requestId":1})
+    );
+    assert_eq!(
+        recv_json(&mut client),
+        json!({"event":"hello","data":{"x":1}})
+    );
+
+    // A client that is not on b: b answers delivered 0.
+    let ok = request(
+        &mut host,
+        &json!({"event":"host.send","data":{"client":"b.ffffff","event":"e"},"requestId":2}),
+    );
+    assert_eq!(ok["data"]["delivered"], 0, "{ok}");
+    // A node nobody runs: delivered 0 after host.request_timeout_ms.
+    let asked = Instant::now();
+    let ok = request(
+        &mut host,
+        &json!({"event":"host.send","data":{"client":"zz.1000000","event":"e"},"requestId":3}),
+    );
+    assert_eq!(
+        ok,
+        json!({"event":"ok","data":{"delivered":0},"requestId":3})
+    );
+    assert!(asked.elapsed() >= Duration::from_millis(REQUEST_TIMEOUT_MS - 100));
+
+    let ok = request(
+        &mut host,
+        &json!({"event":"host.kick","data":{"client":id,"reason":"bye"},"requestId":4}),
+    );
+    assert_eq!(
+        ok,
+        json!({"event":"ok","data":{"delivered":1},"requestId":4})
+    );
+    assert_eq!(
+        recv_json(&mut client),
+        json!({"event":"kicked","data":{"reason":"bye"}})
+    );
+    assert_eq!(expect_close(&mut client), 4010);
+}
+
+#[test]
+fn host_clients_lists_every_nodes_clients() {
+    let (_redis, a, b) = two_nodes();
+    wait_health(&a, "two nodes", |h| h["cluster"]["nodes"] == 2);
+    let host_token = a.token("game", &["host"], &[], None, "1h");
+    let (mut host, _) = open_authed(a.port(), &host_token);
+    let registered = request(
+        &mut host,
+        &json!({"event":"host.register","data":{"events":{}}}),
+    );
+    assert_eq!(registered["event"], "host.registered", "{registered}");
+    let token = b.token("bob", &[], &[], None, "1h");
+    let (_on_a, _) = open_authed(a.port(), &token);
+    let (_on_b, _) = open_authed(b.port(), &token);
+    let joined_a = recv_json(&mut host);
+    assert_eq!(joined_a["event"], "host.client_joined", "{joined_a}");
+    let reply = request(&mut host, &json!({"event":"host.clients","requestId":1}));
+    assert_eq!(reply["event"], "host.clients", "{reply}");
+    let clients = reply["data"]["clients"].as_array().unwrap();
+    let mut nodes: Vec<&str> = clients
+        .iter()
+        .map(|c| c["node"].as_str().unwrap())
+        .collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, ["a", "b"], "{reply}");
+    assert_eq!(reply["data"]["total"], 2);
+    assert!(clients.iter().all(|c| c["id"]
+        .as_str()
+        .unwrap()
+        .starts_with(c["node"].as_str().unwrap())));
+}
+
+#[test]
+fn a_stopped_node_is_gone_at_once_and_its_name_free() {
+    let (redis, a, mut b) = two_nodes();
+    wait_health(&a, "two nodes", |h| h["cluster"]["nodes"] == 2);
+    let stopped = Instant::now();
+    assert_eq!(b.stop().code(), Some(0));
+    wait_health(&a, "b gone", |h| h["cluster"]["nodes"] == 1);
+    assert!(
+        stopped.elapsed() < Duration::from_millis(3 * HEARTBEAT_MS),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert!(a.wait_log("cluster: node b stopped", Duration::from_secs(2)));
+    // Restarted under the same name at once: the claim was freed.
+    let b = node(&redis, "b");
+    joined(&b, "b");
+}
+
+#[test]
+fn nodes_over_a_unix_socket() {
+    let redis = Redis::start_unix();
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    joined(&a, "a");
+    joined(&b, "b");
+    let mut on_b = member(&b, "bob", "lobby");
+    let mut publisher = member(&a, "pub", "lobby");
+    publish(&mut publisher, "lobby", 5);
+    assert_eq!(received(&mut on_b, 1), vec![5]);
 }

@@ -32,7 +32,14 @@ fn wait_registered(server: &Server, host: &mut Host, what: &str) {
 fn ask_new_client(server: &Server, permission: &str, event: &str) -> Value {
     let token = mint_valid("player", &[permission], &[], 3600);
     let (mut ws, _) = open_authed(server.port(), &token);
-    request(&mut ws, &json!({"event": event, "requestId": 1}))
+    send_json(&mut ws, &json!({"event": event, "requestId": 1}));
+    // The game host broadcasts to every client while it runs: skip those.
+    loop {
+        let message = recv_json(&mut ws);
+        if message["requestId"] == 1 {
+            return message;
+        }
+    }
 }
 
 /// Starts `host`, checks it serves `event` (to a client with `permission`),

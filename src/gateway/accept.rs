@@ -1,7 +1,9 @@
 //! The listening sockets, the accept loop, and the pure admission rule that
 //! decides what a new client gets before a byte of its request is read.
 
-use super::config::{ShellConfig, ACCEPTS_PER_PASS, MAX_HTTP_CONNS};
+use super::config::{
+    ShellConfig, ACCEPTS_PER_PASS, MAX_HTTP_CONNS, MAX_HTTP_CONNS_PER_IP, MIN_HANDSHAKES_PER_IP,
+};
 use super::conn::Serves;
 use super::endpoint::LISTENER_BASE;
 use super::fd_limit::{is_fd_limit, Spare};
@@ -143,12 +145,31 @@ fn take_one(
 }
 
 /// How many connections are in use, for [`admission`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counts {
     /// Counted against `max_connections`.
     pub admitted: usize,
     /// Open connections that only reach the HTTP endpoints.
     pub http_conns: usize,
+    /// Handshakes in progress (among `admitted`): in all, and from the
+    /// new client's address.
+    pub handshakes: usize,
+    pub handshakes_from_ip: usize,
+    /// HTTP connections still reading their request (the ones that may be
+    /// evicted), and HTTP connections from the new client's address: all,
+    /// and still reading.
+    pub http_incomplete: usize,
+    pub http_from_ip: usize,
+    pub http_incomplete_from_ip: usize,
+}
+
+/// Whose oldest incomplete connection is evicted for a new client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The new client's address holds as many as it may.
+    Address,
+    /// They fill the server (or the HTTP slots).
+    All,
 }
 
 /// What a newly accepted client gets.
@@ -156,10 +177,23 @@ pub struct Counts {
 pub enum Admission {
     /// Read its request; it may upgrade (counted against `max_connections`).
     Handshake,
+    /// The address's handshakes in progress are at [`handshakes_per_ip`]
+    /// (`Scope::Address`: its oldest is dropped), or `max_connections` is
+    /// reached and some of it is handshakes (`Scope::All`: the oldest of
+    /// all is dropped); then as `Handshake`.
+    EvictForHandshake(Scope),
     /// Read its request for the HTTP endpoints only (`Http` or `HttpWhenFull`).
     Http(Serves),
-    /// The HTTP endpoints already serve `MAX_HTTP_CONNS`: dropped.
+    /// The address's HTTP connections are at `MAX_HTTP_CONNS_PER_IP`, or
+    /// the HTTP slots are full: the oldest HTTP connection still reading its
+    /// request (of the address, or of all) is dropped, then as `Http`.
+    EvictForHttp(Serves, Scope),
+    /// The HTTP endpoints already serve `MAX_HTTP_CONNS`, none of them
+    /// still reading: dropped.
     HttpBusy,
+    /// This address holds `MAX_HTTP_CONNS_PER_IP` HTTP connections, none
+    /// of them still reading: dropped.
+    HttpAddressBusy,
     /// Not in the allow list: 403 (or, on TLS, closed before the handshake).
     NotAllowed,
     /// `max_connections` in use: 503.
@@ -167,36 +201,67 @@ pub enum Admission {
 }
 
 impl Admission {
-    /// Whether the server was found full (`None`: capacity was not consulted),
-    /// for logging the change between accepting and refusing once.
+    /// Whether the server was found full (`None`: capacity was not consulted,
+    /// or made room), for logging the change between accepting and refusing once.
     pub fn found_full(self) -> Option<bool> {
         match self {
             Admission::Handshake => Some(false),
             Admission::Full | Admission::Http(Serves::HttpWhenFull) => Some(true),
-            Admission::Http(_) | Admission::HttpBusy | Admission::NotAllowed => None,
+            Admission::Http(_)
+            | Admission::EvictForHandshake(_)
+            | Admission::EvictForHttp(..)
+            | Admission::HttpBusy
+            | Admission::HttpAddressBusy
+            | Admission::NotAllowed => None,
         }
     }
 }
 
+/// Handshakes one address may have in progress at once: as many as it may
+/// hold WebSockets, and never fewer than `MIN_HANDSHAKES_PER_IP` (room for
+/// reconnects while old sockets close).
+pub fn handshakes_per_ip(cfg: &ShellConfig) -> usize {
+    (cfg.max_connections_per_ip as usize).max(MIN_HANDSHAKES_PER_IP)
+}
+
 /// The checks of SPEC §2-§3 at accept, in order: the health listener's own
-/// bound, the allow list, then `max_connections` (503 exactly while that
-/// many are in use, while a shared listener still answers health checks).
+/// bounds (per address, then in all), the allow list, the handshakes in
+/// progress from the address, then `max_connections` (503 exactly while
+/// that many are in use by other than handshakes, while a shared listener
+/// still answers health checks). When an address's incomplete connections
+/// reach its bound, or all of them fill their slots, the oldest incomplete
+/// one makes room rather than the new client being refused (slowloris):
+/// a client that sends its request at once is done before it is the oldest.
 pub fn admission(ip: IpAddr, serves: Serves, cfg: &ShellConfig, counts: Counts) -> Admission {
     let http_room = counts.http_conns < MAX_HTTP_CONNS;
+    let http_address_room = counts.http_from_ip < MAX_HTTP_CONNS_PER_IP;
     if serves == Serves::Http {
-        return if http_room {
-            Admission::Http(Serves::Http)
-        } else {
-            Admission::HttpBusy
+        let http = Serves::Http;
+        return match (http_address_room, http_room) {
+            (false, _) if counts.http_incomplete_from_ip > 0 => {
+                Admission::EvictForHttp(http, Scope::Address)
+            }
+            (false, _) => Admission::HttpAddressBusy,
+            (true, true) => Admission::Http(http),
+            (true, false) if counts.http_incomplete > 0 => {
+                Admission::EvictForHttp(http, Scope::All)
+            }
+            (true, false) => Admission::HttpBusy,
         };
     }
     if !cfg.allow.allows(ip) {
         return Admission::NotAllowed;
     }
+    if counts.handshakes_from_ip >= handshakes_per_ip(cfg) {
+        return Admission::EvictForHandshake(Scope::Address);
+    }
     let full = counts.admitted >= cfg.max_connections;
     match (full, serves) {
         (false, _) => Admission::Handshake,
-        (true, Serves::Both) if http_room => Admission::Http(Serves::HttpWhenFull),
+        (true, _) if counts.handshakes > 0 => Admission::EvictForHandshake(Scope::All),
+        (true, Serves::Both) if http_room && http_address_room => {
+            Admission::Http(Serves::HttpWhenFull)
+        }
         (true, _) => Admission::Full,
     }
 }
@@ -218,6 +283,7 @@ mod tests {
         Counts {
             admitted,
             http_conns,
+            ..Counts::default()
         }
     }
 
@@ -271,5 +337,105 @@ mod tests {
         assert_eq!(admission(AWAY, ws, &c, counts(0, 0)), Admission::NotAllowed);
         assert_eq!(admission(HOME, ws, &c, counts(0, 0)), Admission::Full);
         assert_eq!(Admission::NotAllowed.found_full(), None);
+    }
+
+    #[test]
+    fn one_address_may_have_only_so_many_handshakes_in_progress() {
+        let mut c = cfg(100, parse_allowed_ips("*").unwrap());
+        c.max_connections_per_ip = 2;
+        assert_eq!(handshakes_per_ip(&c), MIN_HANDSHAKES_PER_IP);
+        let ws = Serves::WebSocket;
+        let from_ip = |n| Counts {
+            admitted: n,
+            handshakes: n,
+            handshakes_from_ip: n,
+            ..Counts::default()
+        };
+        let limit = MIN_HANDSHAKES_PER_IP;
+        assert_eq!(
+            admission(HOME, ws, &c, from_ip(limit - 1)),
+            Admission::Handshake
+        );
+        // Its newest client is let in, its oldest handshake dropped.
+        let own_oldest = Admission::EvictForHandshake(Scope::Address);
+        assert_eq!(admission(HOME, ws, &c, from_ip(limit)), own_oldest);
+        // The bound follows max_connections_per_ip above the minimum.
+        c.max_connections_per_ip = 50;
+        assert_eq!(
+            admission(HOME, ws, &c, from_ip(limit)),
+            Admission::Handshake
+        );
+        assert_eq!(admission(HOME, ws, &c, from_ip(50)), own_oldest);
+        assert_eq!(own_oldest.found_full(), None);
+    }
+
+    #[test]
+    fn handshakes_filling_the_server_make_room_for_a_new_client() {
+        let c = cfg(4, parse_allowed_ips("*").unwrap());
+        let full_of = |handshakes| Counts {
+            admitted: 4,
+            handshakes,
+            ..Counts::default()
+        };
+        for serves in [Serves::WebSocket, Serves::Both] {
+            assert_eq!(
+                admission(AWAY, serves, &c, full_of(1)),
+                Admission::EvictForHandshake(Scope::All)
+            );
+        }
+        // Every slot an open WebSocket: 503 as before.
+        let ws = Serves::WebSocket;
+        assert_eq!(admission(AWAY, ws, &c, full_of(0)), Admission::Full);
+        assert_eq!(Admission::EvictForHandshake(Scope::All).found_full(), None);
+    }
+
+    #[test]
+    fn the_health_listener_is_bounded_per_address_and_evicts_when_full() {
+        let c = cfg(10, parse_allowed_ips("*").unwrap());
+        let http = Serves::Http;
+        let mut counts = Counts {
+            http_from_ip: MAX_HTTP_CONNS_PER_IP - 1,
+            http_conns: MAX_HTTP_CONNS_PER_IP - 1,
+            http_incomplete: MAX_HTTP_CONNS_PER_IP - 1,
+            http_incomplete_from_ip: MAX_HTTP_CONNS_PER_IP - 1,
+            ..Counts::default()
+        };
+        assert_eq!(admission(HOME, http, &c, counts), Admission::Http(http));
+        // At its bound: its own oldest incomplete request makes room...
+        counts.http_from_ip += 1;
+        assert_eq!(
+            admission(HOME, http, &c, counts),
+            Admission::EvictForHttp(http, Scope::Address)
+        );
+        // ...and when all of its requests are answered, it waits.
+        counts.http_incomplete_from_ip = 0;
+        assert_eq!(
+            admission(HOME, http, &c, counts),
+            Admission::HttpAddressBusy
+        );
+        // Another address, with every slot taken: the oldest incomplete
+        // request makes room; with none incomplete, the client is dropped.
+        let others = Counts {
+            http_conns: MAX_HTTP_CONNS,
+            http_incomplete: 3,
+            ..Counts::default()
+        };
+        assert_eq!(
+            admission(AWAY, http, &c, others),
+            Admission::EvictForHttp(http, Scope::All)
+        );
+        let answered = Counts {
+            http_incomplete: 0,
+            ..others
+        };
+        assert_eq!(admission(AWAY, http, &c, answered), Admission::HttpBusy);
+        // A shared listener that is full applies the per-address bound too.
+        let both = Serves::Both;
+        let full = Counts {
+            admitted: 10,
+            http_from_ip: MAX_HTTP_CONNS_PER_IP,
+            ..Counts::default()
+        };
+        assert_eq!(admission(HOME, both, &c, full), Admission::Full);
     }
 }

@@ -138,6 +138,7 @@ impl BrokerEndpoint {
         let App::Gateway(hub) = app else {
             return None;
         };
+        hub.expire_directed(now);
         for i in 0..2 {
             self.service(i, now);
         }
@@ -154,7 +155,10 @@ impl BrokerEndpoint {
             error!("{why}");
             std::process::exit(1);
         }
-        self.node.poll_timeout()
+        match (self.node.poll_timeout(), hub.directed_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn service(&mut self, i: usize, now: Now) {
@@ -263,6 +267,13 @@ impl Endpoint for BrokerEndpoint {
     fn on_timer(&mut self, app: &mut App, now: Now) -> Option<u64> {
         self.node.on_timer(now);
         self.drive(app, now)
+    }
+
+    fn on_stop(&mut self, _app: &mut App, now: Now) {
+        self.node.stop();
+        for i in 0..2 {
+            self.flush(i, now);
+        }
     }
 
     fn on_pass(&mut self, app: &mut App, now: Now) -> Option<u64> {

@@ -2,6 +2,7 @@
 //! sockets are held, and the fixed timings of SPEC §3-§4.
 
 use super::conn::Conn;
+use super::held;
 use super::http_api::MAX_BODY_BYTES;
 use super::pool::BUF_SIZE;
 use crate::proto::bounds;
@@ -26,6 +27,15 @@ pub const REFUSAL_RESERVE: usize = 64;
 /// Connections served by the HTTP endpoints at once (beside `max_connections`,
 /// so that health checks answer while the WebSocket side is full).
 pub const MAX_HTTP_CONNS: usize = 32;
+/// HTTP connections one address may hold, so that one client cannot take
+/// every slot of the health listener.
+pub const MAX_HTTP_CONNS_PER_IP: usize = 8;
+/// The fewest handshakes in progress one address may have (see
+/// `accept::handshakes_per_ip`).
+pub const MIN_HANDSHAKES_PER_IP: usize = 8;
+/// The longest an HTTP-only connection may take to send its request: a
+/// health check is one short request, so a slow one is dropped early.
+pub const HTTP_HEAD_TIMEOUT_MS: u64 = 2_000;
 
 /// The shell's settings (from `settings::Limits` and the auth block).
 pub struct ShellConfig {
@@ -42,23 +52,32 @@ pub struct ShellConfig {
 }
 
 impl ShellConfig {
-    /// Worst-case bytes one connection may hold: its state, its session in
-    /// the core, a partial frame plus one read, a reassembled message, and a
-    /// full outbound queue.
+    /// Worst-case bytes one connection may hold: its state (with its entry in
+    /// the accept-time tables), its session in the core, a partial frame
+    /// plus one read, a reassembled message, and a full outbound queue.
     pub fn per_connection_ceiling(&self) -> usize {
         std::mem::size_of::<Conn>()
+            + held::BYTES_PER_CONNECTION
             + bounds::session_bytes_bound() // session, identity, rooms, pending requests
             + self.max_message_bytes + MAX_HEADER + READ_CHUNK
             + self.max_message_bytes
             + self.max_outbound_bytes + BUF_SIZE
     }
 
+    /// The deadline for an HTTP-only connection's request: the handshake
+    /// deadline, at most `HTTP_HEAD_TIMEOUT_MS`.
+    pub fn http_head_timeout_ms(&self) -> u64 {
+        self.handshake_timeout_ms.min(HTTP_HEAD_TIMEOUT_MS)
+    }
+
     /// `max_connections` connections of `ceiling` bytes each, plus what is
     /// not per connection (host roles; HTTP requests and refusals, each with
     /// a request head and body), in MiB.
     pub fn worst_case_mib(&self, ceiling: usize) -> u64 {
-        let side_conn =
-            std::mem::size_of::<Conn>() + 2 * (MAX_REQUEST_BYTES + MAX_BODY_BYTES) + BUF_SIZE;
+        let side_conn = std::mem::size_of::<Conn>()
+            + held::BYTES_PER_CONNECTION
+            + 2 * (MAX_REQUEST_BYTES + MAX_BODY_BYTES)
+            + BUF_SIZE;
         let shared = bounds::shared_bytes_bound() + (MAX_HTTP_CONNS + REFUSAL_RESERVE) * side_conn;
         (ceiling as u64 * self.max_connections as u64 + shared as u64) >> 20
     }
@@ -121,3 +140,17 @@ impl fmt::Display for ReloadError {
 }
 
 impl std::error::Error for ReloadError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http_request_has_at_most_two_seconds_and_never_more_than_a_handshake() {
+        let mut cfg = ShellConfig::for_tests();
+        cfg.handshake_timeout_ms = 10_000;
+        assert_eq!(cfg.http_head_timeout_ms(), HTTP_HEAD_TIMEOUT_MS);
+        cfg.handshake_timeout_ms = 300;
+        assert_eq!(cfg.http_head_timeout_ms(), 300);
+    }
+}

@@ -1,5 +1,6 @@
 //! One client connection: its socket, its stage, and the bytes in flight.
 
+use super::held::Held;
 use super::outqueue::OutQueue;
 use super::pool::BufPool;
 use crate::proto::frame::Decoder;
@@ -135,6 +136,8 @@ pub struct Conn {
     pub dirty: bool,
     /// Counted against `max_connections` (not a refusal).
     pub admitted: bool,
+    /// Counted in the accept-time table (`Conns::held`) as this kind.
+    pub held: Option<Held>,
     /// The TLS session of a `wss` connection (`None`: plain ws, zero-copy path).
     pub tls: Option<Box<ServerConnection>>,
 }
@@ -156,6 +159,7 @@ impl Conn {
             counted_ip: false,
             dirty: false,
             admitted: matches!(stage, Stage::Handshake { .. }),
+            held: None,
             tls: None,
         }
     }

@@ -64,6 +64,8 @@ pub trait Endpoint {
     fn on_pass(&mut self, _app: &mut App, _now: Now) -> Option<u64> {
         None
     }
+    /// The process is stopping (SIGTERM): say goodbye, best effort, now.
+    fn on_stop(&mut self, _app: &mut App, _now: Now) {}
 }
 
 /// The endpoints in use, by index (`ENDPOINT_BASE + index` is the token).
@@ -115,6 +117,12 @@ impl Endpoints {
 
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+
+    pub fn on_stop(&mut self, app: &mut App, now: Now) {
+        for (_, endpoint) in self.slots.iter_mut() {
+            endpoint.on_stop(app, now);
+        }
     }
 
     /// Routes a due timer; returns the endpoint's next deadline.

@@ -1,6 +1,7 @@
 //! The shell's counters, and `/metrics` in the Prometheus text format
 //! (with the core's counters beside them).
 
+use super::held::Held;
 use crate::proto::cluster::ClusterStatus;
 use crate::proto::handshake::Refusal;
 use crate::proto::hub::Hub;
@@ -90,6 +91,9 @@ pub struct ShellMetrics {
     pub accept_errors: [u64; AcceptError::ALL.len()],
     /// Indexed by `RefusalReason as usize`.
     pub refusals: [u64; RefusalReason::ALL.len()],
+    /// Incomplete connections dropped to make room for a new client:
+    /// handshakes, then HTTP requests.
+    pub evictions: [u64; 2],
     pub messages_in: u64,
     pub messages_out: u64,
     /// Every byte read from client sockets.
@@ -104,6 +108,10 @@ pub struct ShellMetrics {
 impl ShellMetrics {
     pub fn refused(&mut self, reason: RefusalReason) {
         self.refusals[reason as usize] += 1;
+    }
+
+    pub fn evicted(&mut self, kind: Held) {
+        self.evictions[kind.index()] += 1;
     }
 }
 
@@ -124,9 +132,10 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
 }
 
 /// A counter with one line per `reason` label.
-fn counter_by_reason(
+fn counter_by(
     out: &mut String,
     name: &str,
+    label: &str,
     help: &str,
     rows: impl IntoIterator<Item = (&'static str, u64)>,
 ) {
@@ -134,8 +143,8 @@ fn counter_by_reason(
         out,
         "# HELP tether_{name} {help}\n# TYPE tether_{name} counter"
     );
-    for (reason, value) in rows {
-        let _ = writeln!(out, "tether_{name}{{reason=\"{reason}\"}} {value}");
+    for (value_of_label, value) in rows {
+        let _ = writeln!(out, "tether_{name}{{{label}=\"{value_of_label}\"}} {value}");
     }
 }
 
@@ -230,17 +239,26 @@ pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub) -> String {
         "TCP connections accepted.",
         shell.tcp_accepted,
     );
-    counter_by_reason(
+    counter_by(
         o,
         "accept_errors_total",
+        "reason",
         "Failed accept() calls, by reason (after each the listener backs off).",
         AcceptError::ALL.map(|r| (r.label(), shell.accept_errors[r as usize])),
     );
-    counter_by_reason(
+    counter_by(
         o,
         "refusals_total",
+        "reason",
         "Clients refused before a WebSocket opened, by reason.",
         RefusalReason::ALL.map(|r| (r.label(), shell.refusals[r as usize])),
+    );
+    counter_by(
+        o,
+        "evictions_total",
+        "kind",
+        "Incomplete connections dropped to make room for a new client, by kind.",
+        [Held::Handshake, Held::Http].map(|k| (k.label(), shell.evictions[k.index()])),
     );
     metric(
         o,

@@ -1,8 +1,9 @@
 //! The mio shell: sockets, the poll loop, timers and signals. It moves bytes
 //! and time into the core (`proto`) and carries the core's actions out.
 //!
-//! `server` runs the loop; `accept` admits clients; `conns` is the set of
-//! client connections (with `conn`, `outqueue`, `pool`, `timer` below it);
+//! `server` runs the loop; `accept` admits clients (`held` counts what its
+//! bounds need); `conns` is the set of client connections (with `conn`,
+//! `outqueue`, `pool`, `timer` below it);
 //! `endpoint` is where other endpoint kinds join the same poll and wheel;
 //! `nofile` checks the descriptor limit at start, `fd_limit` meets it.
 
@@ -14,6 +15,7 @@ pub mod conn;
 pub mod conns;
 pub mod endpoint;
 pub mod fd_limit;
+pub mod held;
 pub mod http_api;
 pub mod listen;
 pub mod metrics;

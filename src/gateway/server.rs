@@ -41,6 +41,8 @@ pub struct Server {
     endpoints: Endpoints,
     endpoints_due: Vec<Entry>,
     ready_again: Vec<Ready>,
+    /// Listeners ready in this pass, served after the connections.
+    accepting: Vec<usize>,
     start: Instant,
     now: Now,
     shutdown_deadline: Option<u64>,
@@ -102,6 +104,7 @@ impl Server {
             endpoints: Endpoints::default(),
             endpoints_due: Vec::new(),
             ready_again: Vec::new(),
+            accepting: Vec::new(),
             start,
             now: clock(start),
             shutdown_deadline: None,
@@ -200,10 +203,11 @@ impl Server {
                 }
             }
             self.now = clock(self.start);
+            let mut accepting = std::mem::take(&mut self.accepting);
             for event in events.iter() {
                 match Source::of(event.token()) {
                     Source::Signal => self.on_signal(),
-                    Source::Listener(i) => self.accept(i),
+                    Source::Listener(i) => accepting.push(i),
                     Source::Endpoint(i) => {
                         let wake = self.endpoints.on_event(i, event, &mut self.app, self.now);
                         self.schedule_endpoint(i, wake);
@@ -222,9 +226,16 @@ impl Server {
             for ready in again {
                 match ready {
                     Ready::Conn(key) => self.read(key),
-                    Ready::Listener(i) => self.accept(i),
+                    Ready::Listener(i) => accepting.push(i),
                 }
             }
+            // New clients last: what the connections sent is read first, so
+            // a request that has arrived completes before a newcomer may
+            // evict its connection as the oldest incomplete one.
+            for index in accepting.drain(..) {
+                self.accept(index);
+            }
+            self.accepting = accepting;
             self.run_timers();
             self.endpoints_pass();
             self.conns.flush_dirty(&mut self.app, self.now);
@@ -395,6 +406,7 @@ impl Server {
         if stop && self.shutdown_deadline.is_none() {
             info!("stopping: closing {} connections", self.conns.len());
             self.notifier.stopping();
+            self.endpoints.on_stop(&mut self.app, self.now);
             self.listeners.close_all(self.poll.registry());
             self.shutdown_deadline = Some(self.now.ms + CLOSE_LINGER_MS + 500);
             self.conns.close_all(&mut self.app, self.now);

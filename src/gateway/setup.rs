@@ -4,7 +4,8 @@
 use super::broker::BrokerAddress;
 use super::config::{ReloadError, Reloaded, ShellConfig};
 use crate::proto::auth::Authenticator;
-use crate::proto::cluster::{ClusterTap, Node, NodeConfig};
+use crate::proto::cluster::gather::MAX_GATHERS;
+use crate::proto::cluster::{memory_ceiling, ClusterTap, Node, NodeConfig};
 use crate::proto::hub::Hub;
 use crate::proto::hub::HubConfig;
 use crate::settings::{self, ConfigSource, IpAllowList, Settings};
@@ -62,6 +63,14 @@ pub fn cluster_node(
     info!(
         "cluster: node {name}, broker {target}, prefix {:?}, heartbeat every {} ms",
         cluster.prefix, cluster.heartbeat_ms
+    );
+    // The hub's side: forwards and directed requests (each within
+    // max_forward_bytes) and the host.clients gathers.
+    let hub_side = 2 * cluster.max_forward_bytes + MAX_GATHERS * hub.config().max_reply_bytes;
+    let ceiling = memory_ceiling(&cfg) + hub_side;
+    info!(
+        "cluster memory ceiling: {ceiling} bytes ({} MiB) for the broker links and forward queues",
+        ceiling.div_ceil(1 << 20)
     );
     hub.enable_cluster(ClusterTap::new(&name, cluster.max_forward_bytes));
     let seed = u64::from_be_bytes([

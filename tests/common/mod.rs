@@ -1334,3 +1334,12 @@ pub fn assert_running(child: &mut Child, what: &str) {
         panic!("{what} exited ({status}); its stderr is above");
     }
 }
+
+/// The value of metric `name` (no labels) in a Prometheus text answer.
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
+}

@@ -193,6 +193,7 @@ impl Conns {
     /// Replaces anything queued with one HTTP answer; once it is written the
     /// write side is shut and the connection drained until EOF or a deadline.
     fn answer_and_close(&mut self, key: usize, response: &[u8], app: &mut App, now: Now) {
+        self.request_done(key);
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };
@@ -254,6 +255,7 @@ impl Conns {
         now: Now,
     ) {
         let response = handshake::switching_protocols(upgrade);
+        self.request_done(key);
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };

@@ -7,6 +7,7 @@
 //! `on_readable` for ready sources, `mark_dirty` for writable ones, then
 //! `run_timers`, then `flush_dirty` (which writes everything queued).
 
+mod admit;
 mod deadlines;
 mod ingress;
 mod read;
@@ -14,10 +15,11 @@ mod ws;
 
 pub use deadlines::{open_timer, wake_at, OpenTimer};
 
-use super::accept::{admission, Admission, Counts};
+use super::accept::{admission, Admission};
 use super::app::App;
-use super::config::{ShellConfig, MAX_HTTP_CONNS, READ_CHUNK, REFUSAL_LINGER_MS};
+use super::config::{ShellConfig, READ_CHUNK, REFUSAL_LINGER_MS, REFUSAL_RESERVE};
 use super::conn::{Conn, Serves, Stage};
+use super::held::{Held, HeldTable};
 use super::metrics::{AcceptError, RefusalReason, ShellMetrics};
 use super::pool::BufPool;
 use super::timer::{Entry, TimerWheel};
@@ -55,6 +57,9 @@ pub struct Conns {
     refusing: bool,
     /// Open connections that only reach the HTTP endpoints.
     http_conns: usize,
+    /// Handshakes and HTTP connections by address and age, for admission.
+    held: HeldTable,
+    troubles: admit::Troubles,
     /// The listener's TLS certificate (`None`: plain ws).
     tls: Option<TlsState>,
     metrics: ShellMetrics,
@@ -81,6 +86,8 @@ impl Conns {
             admitted: 0,
             refusing: false,
             http_conns: 0,
+            held: HeldTable::default(),
+            troubles: admit::Troubles::default(),
             tls: None,
             metrics: ShellMetrics::default(),
             closed: 0,
@@ -175,29 +182,32 @@ impl Conns {
         let ip = canonical(addr.ip());
         let _ = sock.set_nodelay(true);
         self.metrics.tcp_accepted += 1;
-        let counts = Counts {
-            admitted: self.admitted,
-            http_conns: self.http_conns,
-        };
-        let decision = admission(ip, serves, &self.cfg, counts);
+        let decision = admission(ip, serves, &self.cfg, self.counts_for(ip));
         if let Some(full) = decision.found_full() {
             self.note_full(full);
         }
         match decision {
-            Admission::Handshake => {
+            Admission::EvictForHandshake(_) | Admission::Handshake => {
+                if let Admission::EvictForHandshake(scope) = decision {
+                    self.evict_oldest(Held::Handshake, scope, ip, now.ms);
+                }
                 let stage = Stage::Handshake {
                     deadline_ms: now.ms + self.cfg.handshake_timeout_ms,
                 };
                 if let Some(key) = self.insert(sock, ip, stage, true, now) {
                     self.admitted += 1;
                     self.slab[key].serves = serves;
+                    self.hold(key, Held::Handshake);
                     self.schedule(key, app);
                 }
             }
-            Admission::Http(serves) => self.accept_http(sock, ip, serves, app, now),
-            Admission::HttpBusy => {
-                warn!("refused {ip}: {MAX_HTTP_CONNS} HTTP requests already in progress");
+            Admission::EvictForHttp(serves, scope) => {
+                self.evict_oldest(Held::Http, scope, ip, now.ms);
+                self.accept_http(sock, ip, serves, app, now);
             }
+            Admission::Http(serves) => self.accept_http(sock, ip, serves, app, now),
+            Admission::HttpBusy => self.note_http_busy(ip, now.ms),
+            Admission::HttpAddressBusy => self.note_http_address_busy(ip, now.ms),
             Admission::NotAllowed => {
                 self.metrics.refused(RefusalReason::IpNotAllowed);
                 if self.tls.is_some() {
@@ -248,10 +258,11 @@ impl Conns {
         }
     }
 
-    /// A connection for the HTTP endpoints only, within its own bound.
+    /// A connection for the HTTP endpoints only, within its own bounds
+    /// (and with a short deadline for its request).
     fn accept_http(&mut self, sock: TcpStream, ip: IpAddr, serves: Serves, app: &App, now: Now) {
         let stage = Stage::Handshake {
-            deadline_ms: now.ms + self.cfg.handshake_timeout_ms,
+            deadline_ms: now.ms + self.cfg.http_head_timeout_ms(),
         };
         // A dedicated health listener is plain HTTP; the WebSocket one, TLS if set.
         let tls = serves != Serves::Http;
@@ -260,6 +271,7 @@ impl Conns {
             conn.serves = serves;
             conn.admitted = false;
             self.http_conns += 1;
+            self.hold(key, Held::Http);
             self.schedule(key, app);
         }
     }
@@ -312,7 +324,13 @@ impl Conns {
     ) {
         let response = handshake::refusal_response(refusal, reason);
         let stage = Stage::refusing(now.ms + REFUSAL_LINGER_MS);
-        if self.slab.len() >= self.cfg.socket_capacity() {
+        // Refusals linger in their own slots (not admitted, not HTTP), so
+        // that a burst of them never takes an admitted client's socket.
+        let refusing = self
+            .slab
+            .len()
+            .saturating_sub(self.admitted + self.http_conns);
+        if refusing >= REFUSAL_RESERVE || self.slab.len() >= self.cfg.socket_capacity() {
             // No slot left even for a polite answer: best effort, then drop.
             if self.tls.is_none() {
                 self.answer_and_drop(sock, response.as_bytes());
@@ -421,12 +439,24 @@ impl Conns {
     }
 
     fn remove(&mut self, key: usize, app: &mut App, now: Now) {
-        let Some(mut conn) = self.slab.try_remove(key) else {
+        if !self.forget(key) {
             return;
-        };
+        }
         if let App::Gateway(hub) = app {
             // Gone without a close handshake (a session already ended is a no-op).
             hub.disconnect(key, 1006, now);
+        }
+        self.apply_outbox(app, now);
+    }
+
+    /// Closes `key`'s socket and stops counting it anywhere in the shell;
+    /// false when there was no such connection.
+    fn forget(&mut self, key: usize) -> bool {
+        let Some(mut conn) = self.slab.try_remove(key) else {
+            return false;
+        };
+        if let Some(kind) = conn.held.take() {
+            self.held.remove(kind, conn.ip, conn.id);
         }
         if conn.counted_ip {
             self.ip_table.closed(conn.ip);
@@ -440,6 +470,6 @@ impl Conns {
         let _ = self.registry.deregister(&mut conn.sock);
         self.closed += 1;
         conn.release_all(&mut self.pool);
-        self.apply_outbox(app, now);
+        true
     }
 }

@@ -3,6 +3,8 @@
 //! as its origin's members got it) is passed through untouched; the room
 //! rides in the envelope so the receiver needs no channel parsing.
 
+use super::directed::{Directed, DirectedOp};
+
 /// What an envelope carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -14,6 +16,17 @@ pub enum Kind {
     Heartbeat,
     /// A node is stopping (control channel).
     Bye,
+    /// `host.send` to the client named in `room`: request id (8 bytes BE),
+    /// event length (2 bytes BE), event, data (node channel).
+    Send,
+    /// `host.kick` of the client named in `room`: request id, reason.
+    Kick,
+    /// The answer to a Send or Kick: request id, delivered (1 byte).
+    Result,
+    /// `host.clients` of another node: request id.
+    Clients,
+    /// The answer to Clients: request id, the node's client list (JSON).
+    ClientList,
 }
 
 impl Kind {
@@ -23,6 +36,11 @@ impl Kind {
             Kind::Broadcast => b'b',
             Kind::Heartbeat => b'h',
             Kind::Bye => b'x',
+            Kind::Send => b's',
+            Kind::Kick => b'k',
+            Kind::Result => b'r',
+            Kind::Clients => b'c',
+            Kind::ClientList => b'l',
         }
     }
 
@@ -32,6 +50,11 @@ impl Kind {
             b'b' => Kind::Broadcast,
             b'h' => Kind::Heartbeat,
             b'x' => Kind::Bye,
+            b's' => Kind::Send,
+            b'k' => Kind::Kick,
+            b'r' => Kind::Result,
+            b'c' => Kind::Clients,
+            b'l' => Kind::ClientList,
             _ => return None,
         })
     }
@@ -76,9 +99,95 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
     })
 }
 
+/// A `host.send` / `host.kick` for another node's client.
+pub fn encode_directed(out: &mut Vec<u8>, origin: &str, directed: &Directed) {
+    let mut payload = directed.request.to_be_bytes().to_vec();
+    let kind = match &directed.op {
+        DirectedOp::Send { event, data } => {
+            let event = &event.as_bytes()[..event.len().min(usize::from(u16::MAX))];
+            payload.extend_from_slice(&(event.len() as u16).to_be_bytes());
+            payload.extend_from_slice(event);
+            payload.extend_from_slice(data.as_bytes());
+            Kind::Send
+        }
+        DirectedOp::Kick { reason } => {
+            payload.extend_from_slice(reason.as_bytes());
+            Kind::Kick
+        }
+    };
+    encode(out, origin, kind, &directed.client, &payload);
+}
+
+/// The request id and operation of a Send or Kick envelope.
+pub fn decode_directed(env: &Envelope<'_>) -> Option<(u64, DirectedOp)> {
+    let (request, rest) = request_of(env.payload)?;
+    let op = match env.kind {
+        Kind::Send => {
+            let (len, rest) = rest.split_at_checked(2)?;
+            let (event, data) =
+                rest.split_at_checked(usize::from(u16::from_be_bytes([len[0], len[1]])))?;
+            DirectedOp::Send {
+                event: std::str::from_utf8(event).ok()?.to_string(),
+                data: std::str::from_utf8(data).ok()?.to_string(),
+            }
+        }
+        Kind::Kick => DirectedOp::Kick {
+            reason: std::str::from_utf8(rest).ok()?.to_string(),
+        },
+        _ => return None,
+    };
+    Some((request, op))
+}
+
+/// The answer to request `request`.
+pub fn encode_result(out: &mut Vec<u8>, origin: &str, request: u64, delivered: bool) {
+    encode_request(out, origin, Kind::Result, request, &[u8::from(delivered)]);
+}
+
+pub fn decode_result(env: &Envelope<'_>) -> Option<(u64, bool)> {
+    let (request, rest) = request_of(env.payload)?;
+    Some((request, *rest.first()? == 1))
+}
+
+/// An envelope whose payload is a request id and then `rest`.
+pub fn encode_request(out: &mut Vec<u8>, origin: &str, kind: Kind, request: u64, rest: &[u8]) {
+    let mut payload = request.to_be_bytes().to_vec();
+    payload.extend_from_slice(rest);
+    encode(out, origin, kind, "", &payload);
+}
+
+pub fn request_of(payload: &[u8]) -> Option<(u64, &[u8])> {
+    let (id, rest) = payload.split_at_checked(8)?;
+    Some((u64::from_be_bytes(id.try_into().ok()?), rest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directed_round_trips() {
+        let send = Directed {
+            node: "b".into(),
+            request: 9,
+            client: "b.1000000".into(),
+            op: DirectedOp::Send {
+                event: "hi".into(),
+                data: "[1]".into(),
+            },
+        };
+        let mut out = Vec::new();
+        encode_directed(&mut out, "a", &send);
+        let env = decode(&out).unwrap();
+        assert_eq!(
+            (env.origin, env.kind, env.room),
+            ("a", Kind::Send, "b.1000000")
+        );
+        assert_eq!(decode_directed(&env), Some((9, send.op)));
+        out.clear();
+        encode_result(&mut out, "b", 9, true);
+        assert_eq!(decode_result(&decode(&out).unwrap()), Some((9, true)));
+    }
 
     #[test]
     fn round_trip_and_malformed_input() {

@@ -68,6 +68,9 @@ pub struct Node {
 
 impl Node {
     pub fn new(cfg: NodeConfig, seed: u64) -> Node {
+        // What other nodes may send us: generous, so that a node with a
+        // larger `max_message_bytes` cannot make this link reset, and bounded.
+        let max_in = receive_limit(&cfg);
         let link = |role| LinkConfig {
             role,
             user: cfg.user.clone(),
@@ -75,11 +78,11 @@ impl Node {
             db: cfg.db,
             max_out_bytes: cfg.max_forward_bytes,
             limits: Limits {
-                max_bulk: cfg.max_payload_bytes + 1024,
+                max_bulk: max_in,
                 max_elements: 8,
                 max_depth: 2,
             },
-            max_reply_bytes: cfg.max_payload_bytes + 2048,
+            max_reply_bytes: max_in + 1024,
             connect_timeout_ms: 2000,
             reply_timeout_ms: cfg.heartbeat_ms.max(1000) * MISSED_HEARTBEATS,
             probe_after_ms: cfg.heartbeat_ms.max(1000),
@@ -140,7 +143,9 @@ impl Node {
             }
         }
         while let Some(forward) = hub.cluster_mut().and_then(|tap| tap.take_forward()) {
-            if self.refused.is_some() {
+            // Too big for any node's link (or refused): dropped and counted.
+            let size = forward.room.len() + forward.message.len() + 64;
+            if self.refused.is_some() || size > self.cfg.max_payload_bytes {
                 self.dropped += 1;
                 continue;
             }
@@ -157,15 +162,29 @@ impl Node {
                 &forward.message,
             );
             let channel = room_channel(&self.cfg.prefix, &forward.room);
-            let payload = std::mem::take(&mut self.scratch);
-            match self
-                .cmd
-                .command(&[b"PUBLISH", channel.as_bytes(), &payload], None)
-            {
-                Ok(()) => self.forwarded += 1,
-                Err(_) => self.dropped += 1,
+            if self.publish(&channel) {
+                self.forwarded += 1;
+            } else {
+                self.dropped += 1;
             }
-            self.scratch = payload;
+        }
+        while let Some(directed) = hub.cluster_mut().and_then(|tap| tap.directed.take()) {
+            self.scratch.clear();
+            envelope::encode_directed(&mut self.scratch, &self.cfg.name, &directed);
+            // Unsent (link full), the host's ok comes at its timeout.
+            self.publish(&node_channel(&self.cfg.prefix, &directed.node));
+        }
+        while let Some((node, request)) = hub.cluster_mut().and_then(|t| t.gathers.take_question())
+        {
+            self.scratch.clear();
+            envelope::encode_request(
+                &mut self.scratch,
+                &self.cfg.name,
+                Kind::Clients,
+                request,
+                &[],
+            );
+            self.publish(&node_channel(&self.cfg.prefix, &node));
         }
         while let Some(event) = self.sub.poll_event() {
             self.on_sub_event(event, hub, now);
@@ -223,7 +242,54 @@ impl Node {
                 hub.deliver_from_cluster(env.room, kind, env.payload.into());
             }
             Kind::Publish | Kind::Broadcast => {}
+            Kind::Send | Kind::Kick => {
+                let Some((request, op)) = envelope::decode_directed(&env) else {
+                    return;
+                };
+                let delivered = hub.directed_from_cluster(env.room, &op, now);
+                self.scratch.clear();
+                envelope::encode_result(&mut self.scratch, &self.cfg.name, request, delivered);
+                let channel = node_channel(&self.cfg.prefix, env.origin);
+                self.publish(&channel);
+            }
+            Kind::Clients => {
+                let Some((request, _)) = envelope::request_of(env.payload) else {
+                    return;
+                };
+                let mut list = Vec::with_capacity(256);
+                hub.write_client_page(&mut list, 0, usize::MAX, self.cfg.max_payload_bytes);
+                self.scratch.clear();
+                envelope::encode_request(
+                    &mut self.scratch,
+                    &self.cfg.name,
+                    Kind::ClientList,
+                    request,
+                    &list,
+                );
+                self.publish(&node_channel(&self.cfg.prefix, env.origin));
+            }
+            Kind::ClientList => {
+                if let Some((request, list)) = envelope::request_of(env.payload) {
+                    hub.gathered(request, env.origin, list);
+                }
+            }
+            Kind::Result => {
+                if let Some((request, delivered)) = envelope::decode_result(&env) {
+                    hub.complete_directed(request, delivered);
+                }
+            }
         }
+    }
+
+    /// PUBLISHes `self.scratch` on `channel`; false when the link is full.
+    fn publish(&mut self, channel: &str) -> bool {
+        let payload = std::mem::take(&mut self.scratch);
+        let sent = self
+            .cmd
+            .command(&[b"PUBLISH", channel.as_bytes(), &payload], None)
+            .is_ok();
+        self.scratch = payload;
+        sent
     }
 
     fn on_cmd_event(&mut self, event: LinkEvent, now: Now) {
@@ -348,12 +414,7 @@ impl Node {
             "",
             hb.as_bytes(),
         );
-        let payload = std::mem::take(&mut self.scratch);
-        let control = control_channel(&self.cfg.prefix);
-        let _ = self
-            .cmd
-            .command(&[b"PUBLISH", control.as_bytes(), &payload], None);
-        self.scratch = payload;
+        self.publish(&control_channel(&self.cfg.prefix));
         let ttl = self.ttl_ms().to_string();
         let key = node_key(&self.cfg.prefix, &self.cfg.name);
         let renew: [&[u8]; 5] = [
@@ -368,6 +429,22 @@ impl Node {
         let _ = self
             .cmd
             .command(&[b"PEXPIRE", fp.as_bytes(), ttl.as_bytes()], None);
+    }
+
+    /// The process stops: tell the other nodes (they drop this one at once
+    /// rather than after 3 missed heartbeats) and free the name for a
+    /// restart. Nothing more is sent after it.
+    pub fn stop(&mut self) {
+        if !self.joined {
+            return;
+        }
+        self.joined = false;
+        self.scratch.clear();
+        envelope::encode(&mut self.scratch, &self.cfg.name, Kind::Bye, "", b"");
+        self.publish(&control_channel(&self.cfg.prefix));
+        let key = node_key(&self.cfg.prefix, &self.cfg.name);
+        let _ = self.cmd.command(&[b"DEL", key.as_bytes()], None);
+        info!("cluster: node {} leaving", self.cfg.name);
     }
 
     /// Heartbeats, delayed unsubscribes, forgetting silent nodes, and the
@@ -418,11 +495,6 @@ impl Node {
     fn update_status(&self, hub: &mut Hub, now: Now) {
         let ttl = self.ttl_ms();
         let broker_up = self.joined && self.sub.is_up() && self.cmd.is_up();
-        let peers = self
-            .peers
-            .values()
-            .filter(|&&seen| now.ms.saturating_sub(seen) <= ttl)
-            .count() as u64;
         let not_ready = if let Some(why) = &self.refused {
             Some(why.clone())
         } else if !broker_up {
@@ -430,12 +502,22 @@ impl Node {
         } else {
             None
         };
+        let live: Vec<String> = if broker_up {
+            self.peers
+                .iter()
+                .filter(|(_, &seen)| now.ms.saturating_sub(seen) <= ttl)
+                .map(|(name, _)| name.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (forwarded, received, dropped) = (self.forwarded, self.received, self.dropped);
         let reconnects = self.sub.reconnects() + self.cmd.reconnects();
         if let Some(tap) = hub.cluster_mut() {
             let status = &mut tap.status;
             status.broker_up = broker_up;
-            status.nodes = 1 + if broker_up { peers } else { 0 };
+            status.nodes = 1 + live.len() as u64;
+            status.peers = live;
             status.not_ready = not_ready;
             status.forwarded = forwarded;
             status.received = received;
@@ -443,6 +525,17 @@ impl Node {
             status.reconnects = reconnects;
         }
     }
+}
+
+/// The largest message a node takes from the broker.
+fn receive_limit(cfg: &NodeConfig) -> usize {
+    cfg.max_payload_bytes.max(cfg.max_forward_bytes) + 1024
+}
+
+/// Bytes the node's broker links can hold at once: commands waiting
+/// (`max_forward_bytes`) and one reply being read on each link.
+pub fn memory_ceiling(cfg: &NodeConfig) -> usize {
+    cfg.max_forward_bytes + 2 * (receive_limit(cfg) + 1024)
 }
 
 fn room_channel(prefix: &str, room: &str) -> String {

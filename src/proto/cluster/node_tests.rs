@@ -151,3 +151,21 @@ fn a_live_namesake_is_fatal_and_another_secret_does_not_join() {
     node.pump(&mut hub, at(2));
     assert!(node.fatal().is_some_and(|f| f.starts_with("cluster.node")));
 }
+
+#[test]
+fn a_forward_too_big_for_the_links_is_dropped_and_counted() {
+    let mut hub = hub_for_hosts();
+    hub.enable_cluster(ClusterTap::new("n1", 1 << 16));
+    let mut node = joined_node(&mut hub);
+    let [_, cmd] = node.links();
+    out(cmd);
+    let room: Rc<str> = "lobby".into();
+    let big: Rc<[u8]> = vec![b'x'; 5000].into();
+    if let Some(tap) = hub.cluster_mut() {
+        tap.forward(&room, crate::proto::cluster::RoomKind::Publish, &big);
+    }
+    node.pump(&mut hub, at(2));
+    let [_, cmd] = node.links();
+    assert!(!out(cmd).contains("PUBLISH"));
+    assert_eq!(hub.cluster().unwrap().status.dropped, 1);
+}

@@ -5,6 +5,9 @@
 //! per connection.
 
 use std::collections::VecDeque;
+
+use super::directed::DirectedQueue;
+use super::gather::Gathers;
 use std::rc::Rc;
 
 /// How a forwarded room message is delivered on the other nodes.
@@ -30,6 +33,8 @@ pub struct ClusterStatus {
     pub node: String,
     pub broker_up: bool,
     pub nodes: u64,
+    /// The other live nodes' names.
+    pub peers: Vec<String>,
     /// Why the node is not ready (`/ready` 503), when it is not.
     pub not_ready: Option<String>,
     pub forwarded: u64,
@@ -45,6 +50,10 @@ pub struct ClusterTap {
     max_forward_bytes: usize,
     /// Forwards refused because the queue was full.
     pub dropped: u64,
+    /// `host.send` / `host.kick` for other nodes' clients.
+    pub directed: DirectedQueue,
+    /// `host.clients` waiting for other nodes' lists.
+    pub gathers: Gathers,
     pub status: ClusterStatus,
 }
 
@@ -84,7 +93,11 @@ impl ClusterTap {
     }
 
     pub fn has_forwards(&self) -> bool {
-        !self.forwards.is_empty()
+        !self.forwards.is_empty() || self.directed.has_out() || self.gathers.has_questions()
+    }
+
+    pub fn max_forward_bytes(&self) -> usize {
+        self.max_forward_bytes
     }
 }
 

@@ -3,7 +3,6 @@
 
 use super::{data_as, Hub, MAX_ROOMS_PER_CLIENT, MAX_ROOM_NAME};
 use crate::proto::auth::{AuthError, Identity};
-use crate::proto::client_id::client_id_str;
 use crate::proto::cluster::RoomKind;
 use crate::proto::envelope::{ErrorCode, JsonWriter};
 use crate::proto::outbox::{Action, Body};
@@ -67,7 +66,7 @@ impl Hub {
                 if let Some(s) = self.session(key) {
                     warn!(
                         "client {} from {}: auth failed: {reason}",
-                        client_id_str(s.id),
+                        self.ids.str(s.id),
                         s.ip
                     );
                 }
@@ -112,7 +111,7 @@ impl Hub {
         if first {
             info!(
                 "client {} from {} authenticated as {:?}",
-                client_id_str(s.id),
+                self.ids.str(s.id),
                 s.ip,
                 identity.sub
             );
@@ -144,7 +143,7 @@ impl Hub {
         };
         let Some(identity) = &s.identity else { return };
         self.out.reply(key, event, rid, |data| {
-            data.str("clientId", &client_id_str(s.id))
+            data.str("clientId", &self.ids.str(s.id))
                 .str("sub", &identity.sub)
                 .str_array("permissions", &identity.permissions)
                 .str_array("rooms", &s.rooms)

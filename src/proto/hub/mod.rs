@@ -25,6 +25,7 @@ pub use crate::proto::outbox::{Action, Body, Outbox};
 pub use audience::{Audience, PublishData};
 
 use crate::proto::auth::{Authenticator, Identity};
+use crate::proto::client_id::IdFormat;
 use crate::proto::cluster::ClusterTap;
 use crate::proto::envelope::{self, ErrorCode};
 use crate::proto::host_link::HostLink;
@@ -95,6 +96,8 @@ pub struct Hub {
     hosts: HostLink,
     /// Set when this node is part of a cluster (SPEC §9).
     cluster: Option<ClusterTap>,
+    /// How `clientId`s are written and read (node-qualified in a cluster).
+    ids: IdFormat,
     /// What the shell must do: drain it after every call (see [`Outbox`]).
     pub out: Outbox,
     pub stats: Stats,
@@ -114,6 +117,7 @@ impl Hub {
             rooms: Rooms::default(),
             hosts: HostLink::default(),
             cluster: None,
+            ids: IdFormat::default(),
             out: Outbox::default(),
             stats: Stats::default(),
         }
@@ -176,7 +180,7 @@ impl Hub {
         self.stats.total_connections += 1;
         let server = &self.cfg.server_name;
         self.out.reply(key, "connected", None, |data| {
-            data.str("clientId", &client_id_str(id))
+            data.str("clientId", &self.ids.str(id))
                 .bool("authenticated", identity.is_some())
                 .str("server", server);
         });
@@ -278,7 +282,7 @@ impl Hub {
             }
         };
         if let Some(s) = self.session(key) {
-            debug!("client {} sent {:?}", client_id_str(s.id), env.event);
+            debug!("client {} sent {:?}", self.ids.str(s.id), env.event);
         }
         let rid = env.request_id;
         let authenticated = self.session(key).is_some_and(|s| s.identity.is_some());
@@ -326,7 +330,7 @@ impl Hub {
                 false
             }
             Verdict::Close => {
-                let id = client_id_str(s.id);
+                let id = self.ids.str(s.id);
                 warn!("client {id} closed: more than twice limits.max_messages_per_minute");
                 self.stats.flood_closes += 1;
                 self.close(key, 4008, "rate limit exceeded", now);
