@@ -123,7 +123,12 @@ def main():
         f"first lost), {meta.get('step_secs', '?')} s a step; a rate is kept when every subscriber "
         f"got every message of its step, exactly once, within {meta.get('drain_ms', '?')} ms after the step ended, and no "
         "connection failed. Anything else counts as the first drop (for Socket.IO that is "
-        "falling behind: it queues without bound rather than dropping).\n"
+        "falling behind: it queues without bound rather than dropping). tether's first loss is its "
+        "node B closing the subscribers as slow readers (log: `reads too slowly (over "
+        "limits.max_outbound_bytes)`) while every process is far from busy: a burst read from Redis "
+        "is queued for each client at once. The last row is the same ramp with "
+        "`limits.max_outbound_bytes` 4 MiB instead of the default 256 KiB, to show how much of the "
+        "limit that is.\n"
     )
     md.append(
         "| setup | msg/s kept | first rate lost | first loss | node A util | node B util | Redis util | "
