@@ -125,8 +125,8 @@ def main():
         "connection failed. Anything else counts as the first drop (for Socket.IO that is "
         "falling behind: it queues without bound rather than dropping). tether's first loss is its "
         "node B closing the subscribers as slow readers (log: `reads too slowly (over "
-        "limits.max_outbound_bytes)`) while every process is far from busy: a burst read from Redis "
-        "is queued for each client at once. The last row is the same ramp with "
+        "limits.max_outbound_bytes)`) with no process saturated (node B at about a third of a core): "
+        "likely a burst read from Redis queued for each client at once. The last row is the same ramp with "
         "`limits.max_outbound_bytes` 4 MiB instead of the default 256 KiB, to show how much of the "
         "limit that is.\n"
     )
