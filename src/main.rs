@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tether::gateway::broker::BrokerEndpoint;
 use tether::gateway::event_loop::{App, Server};
 use tether::gateway::listen::{bind_all, local_addrs, resolve};
 use tether::gateway::nofile;
-use tether::gateway::setup::{authenticator, hub_config, shell_config, Reloader};
+use tether::gateway::setup::{authenticator, cluster_node, hub_config, shell_config, Reloader};
 use tether::gateway::tls::{self, TlsState};
 use tether::proto::auth::{parse_ttl, MintRequest};
 use tether::proto::hub::Hub;
@@ -31,7 +32,8 @@ Settings: --config PATH, else $TETHER_CONFIG, else ./settings.json, else built-i
 State (generated JWT secret, self-signed TLS certificate): $STATE_DIRECTORY, else ./tether-data.
 SIGHUP re-reads the settings file (secrets and password, allowed_ip, allowed_origins,
 limits, rooms.by_role, rooms.presence, host.request_timeout_ms, log.level; listen
-addresses, TLS paths and rooms.history need a restart) and the TLS certificate and key files.
+addresses, TLS paths, rooms.history and the cluster block need a restart) and the TLS
+certificate and key files.
 ";
 
 /// Echo mode accepts messages this large (the conformance suite sends 16 MiB).
@@ -240,7 +242,8 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let allow = s.allowed_ips().map_err(|e| e.to_string())?;
     let ws = &s.server.websocket;
-    let hub = Hub::new(hub_config(&s, &secret));
+    let mut hub = Hub::new(hub_config(&s, &secret));
+    let cluster = cluster_node(&s, &secret, &mut hub)?;
     let tls = tls_state(&s, &ws.host)?;
     let scheme = scheme(&tls);
     let listeners = bind_all(&ws.host, ws.port).map_err(|e| format!("server.websocket: {e}"))?;
@@ -275,6 +278,15 @@ fn cmd_serve(args: &Args) -> Result<(), String> {
             .map_err(|e| format!("server.health: {e}"))?;
         health_addrs
     };
+    if let Some((node, address)) = cluster {
+        server
+            .add_endpoint(|registry, token| {
+                Ok(Box::new(BrokerEndpoint::new(
+                    node, address, registry, token,
+                )?))
+            })
+            .map_err(|e| format!("cluster: {e}"))?;
+    }
     tether::gateway::bridges::add_bridged_hosts(&mut server, &s, &source)?;
     let mut reloader = Reloader::new(source, s.clone());
     server.set_reloader(Box::new(move || reloader.reload()));

@@ -484,11 +484,24 @@ fn a_backend_answers_refuses_and_verifies_the_gateway() {
     let again = ask(&mut ws, "echo", json!(2), 7);
     assert_eq!(again["event"], "echo.ok");
     let posts = Backend::posts(dir.path());
-    let port_of = |event: &str| {
-        let post = posts.iter().find(|p| p["body"]["event"] == event);
-        post.map(|p| p["port"].clone())
-    };
-    assert_eq!(port_of("refuse"), port_of("notjson"), "{posts:?}");
+    // Notices go out beside the requests and may take a second connection,
+    // so which connection carries which request depends on timing; that the
+    // requests reused connections does not.
+    let requests: Vec<_> = posts
+        .iter()
+        .filter(|p| {
+            !p["body"]["event"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("host.")
+        })
+        .collect();
+    let ports: std::collections::BTreeSet<String> =
+        requests.iter().map(|p| p["port"].to_string()).collect();
+    assert!(
+        ports.len() < requests.len(),
+        "every request took a new connection: {posts:?}"
+    );
     // A failed answer is not sent twice.
     assert_eq!(
         posts.iter().filter(|p| p["body"]["event"] == "big").count(),

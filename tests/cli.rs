@@ -159,12 +159,13 @@ fn unknown_key_is_rejected_by_name() {
     let out = check_text(r#"{"server":{"websocket":{"auth":{"passwd":"12345678"}}}}"#);
     assert_rejected(&out, "passwd", &[]);
     // SPEC §13: a key outside tether's objects is another program's setting,
-    // ignored with one warning; tether's part-two objects are not there yet.
+    // ignored with one warning; unknown keys inside tether's cluster block
+    // (SPEC §9) are refused.
     let out = check_text(r#"{"extra":true}"#);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("warning: extra:"), "{}", stderr(&out));
-    let out = check_text(r#"{"cluster":{}}"#);
-    assert_rejected(&out, "cluster", &["not supported"]);
+    let out = check_text(r#"{"cluster":{"nodes":1}}"#);
+    assert_rejected(&out, "nodes", &["cluster"]);
 }
 
 #[test]

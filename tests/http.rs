@@ -58,14 +58,6 @@ fn post(port: u16, path: &str, bearer: Option<&str>, body: &str) -> Answer {
     )
 }
 
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn health_reports_the_seed_fields() {
     let server = Server::start(json!({}));

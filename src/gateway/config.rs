@@ -140,8 +140,6 @@ pub type ReloadFn = Box<dyn FnMut() -> Result<Reloaded, ReloadError>>;
 pub enum ReloadError {
     /// The file does not load or validate.
     Settings(String),
-    /// The settings could not be compared (serialising them failed).
-    Compare(serde_json::Error),
     /// The JWT secret cannot be resolved.
     Secret(String),
     /// `allowed_ip` does not parse.
@@ -154,7 +152,6 @@ impl fmt::Display for ReloadError {
             ReloadError::Settings(e) | ReloadError::Secret(e) | ReloadError::AllowList(e) => {
                 f.write_str(e)
             }
-            ReloadError::Compare(e) => write!(f, "{e}"),
         }
     }
 }

@@ -61,6 +61,11 @@ pub trait Endpoint {
     /// keeps superseded entries, so this may come early or twice: compare
     /// `now` with the endpoint's own deadline.
     fn on_timer(&mut self, app: &mut App, now: Now) -> Option<u64>;
+    /// Once per loop pass, after the connections ran: take what the core
+    /// queued for this endpoint. `None`: nothing new to schedule.
+    fn on_pass(&mut self, _app: &mut App, _now: Now) -> Option<u64> {
+        None
+    }
     /// The core sent this endpoint's own session (a bridged host) a message.
     fn on_message(&mut self, _body: &[u8], _app: &mut App, _now: Now) -> Option<u64> {
         None
@@ -167,6 +172,15 @@ impl Endpoints {
         now: Now,
     ) -> Option<u64> {
         self.slots.get_mut(index)?.on_event(event, app, now)
+    }
+
+    /// Gives every endpoint its end-of-pass call; `wake` gets each deadline.
+    pub fn on_pass(&mut self, app: &mut App, now: Now, mut wake: impl FnMut(usize, u64)) {
+        for (index, endpoint) in self.slots.iter_mut() {
+            if let Some(at) = endpoint.on_pass(app, now) {
+                wake(index, at);
+            }
+        }
     }
 
     /// Routes a due timer; returns the endpoint's next deadline.

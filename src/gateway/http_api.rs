@@ -12,7 +12,13 @@ use crate::proto::Now;
 /// Largest request body accepted (`/api/publish`).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-const PATHS: [&str; 4] = ["/health", "/metrics", "/api/connections", "/api/publish"];
+const PATHS: [&str; 5] = [
+    "/health",
+    "/ready",
+    "/metrics",
+    "/api/connections",
+    "/api/publish",
+];
 
 /// Whether `path` is one of the endpoints (on a shared port, other plain
 /// requests get 426).
@@ -118,6 +124,7 @@ pub fn answer(
     let get = req.method == "GET";
     match req.path {
         "/health" if get => health(hub, gauges, now.unix),
+        "/ready" if get => ready(hub),
         "/metrics" if get => HttpAnswer {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -137,7 +144,7 @@ pub fn answer(
             }
         }
         "/api/publish" if req.method == "POST" => publish(req, hub, now),
-        "/health" | "/metrics" | "/api/connections" => {
+        "/health" | "/ready" | "/metrics" | "/api/connections" => {
             HttpAnswer::method_not_allowed("Allow: GET\r\n")
         }
         "/api/publish" => HttpAnswer::method_not_allowed("Allow: POST\r\n"),
@@ -148,7 +155,9 @@ pub fn answer(
 fn health(hub: &Hub, gauges: &ShellGauges, now_unix: u64) -> HttpAnswer {
     let mut body = Vec::with_capacity(320);
     let mut doc = JsonWriter::object(&mut body);
-    doc.str("status", "healthy");
+    let cluster = hub.cluster().map(|tap| &tap.status);
+    let degraded = cluster.is_some_and(|c| !c.broker_up);
+    doc.str("status", if degraded { "degraded" } else { "healthy" });
     let mut stats = doc.begin("stats");
     stats
         .u64("active_connections", hub.active_connections() as u64)
@@ -164,8 +173,31 @@ fn health(hub: &Hub, gauges: &ShellGauges, now_unix: u64) -> HttpAnswer {
         )
         .u64("messages_per_minute", hub.activity.messages.sum(now_unix));
     stats.end();
+    if let Some(c) = cluster {
+        doc.begin("cluster")
+            .str("node", &c.node)
+            .str("broker", if c.broker_up { "up" } else { "down" })
+            .u64("nodes", c.nodes)
+            .end();
+    }
     doc.end();
     HttpAnswer::json(200, body)
+}
+
+/// `GET /ready` (SPEC §9): 503 while the broker is down. A stopping node
+/// has closed its listeners, so it answers no new request at all.
+fn ready(hub: &Hub) -> HttpAnswer {
+    let reason = hub
+        .cluster()
+        .and_then(|tap| tap.status.not_ready.as_deref());
+    let mut body = Vec::with_capacity(64);
+    let mut doc = JsonWriter::object(&mut body);
+    doc.bool("ready", reason.is_none());
+    if let Some(reason) = reason {
+        doc.str("reason", reason);
+    }
+    doc.end();
+    HttpAnswer::json(if reason.is_none() { 200 } else { 503 }, body)
 }
 
 fn may_publish(identity: &Identity) -> bool {
@@ -204,11 +236,15 @@ fn publish(req: &HttpRequest<'_>, hub: &mut Hub, now: Now) -> HttpAnswer {
         (None, None) => Audience::All,
     };
     let data = body.data.map_or("null", |d| d.get());
+    let to_room = matches!(audience, Audience::Room(_));
     let delivered = hub.publish(&body.event, data, audience, now);
-    let mut out = Vec::with_capacity(24);
-    JsonWriter::object(&mut out)
-        .u64("delivered", delivered)
-        .end();
+    let mut out = Vec::with_capacity(40);
+    let mut doc = JsonWriter::object(&mut out);
+    doc.u64("delivered", delivered);
+    if to_room && hub.is_clustered() {
+        doc.bool("cluster", true);
+    }
+    doc.end();
     HttpAnswer::json(200, out)
 }
 

@@ -3,6 +3,7 @@
 
 use super::held::Held;
 use crate::proto::activity::DURATION_BUCKETS_S;
+use crate::proto::cluster::ClusterStatus;
 use crate::proto::handshake::Refusal;
 use crate::proto::hub::Hub;
 use std::fmt::Write;
@@ -155,6 +156,51 @@ fn counter_by(
 }
 
 /// The Prometheus text exposition (version 0.0.4).
+/// SPEC §9's cluster metrics.
+fn cluster_metrics(o: &mut String, c: &ClusterStatus) {
+    let rows: [(&str, &str, &str, u64); 6] = [
+        (
+            "cluster_broker_up",
+            "gauge",
+            "1 while the Redis broker is connected and this node joined.",
+            u64::from(c.broker_up),
+        ),
+        (
+            "cluster_nodes",
+            "gauge",
+            "Live nodes this node knows of, itself included.",
+            c.nodes,
+        ),
+        (
+            "cluster_forwarded_total",
+            "counter",
+            "Room messages handed to the broker for other nodes.",
+            c.forwarded,
+        ),
+        (
+            "cluster_received_total",
+            "counter",
+            "Room messages from other nodes delivered here.",
+            c.received,
+        ),
+        (
+            "cluster_dropped_total",
+            "counter",
+            "Room messages for other nodes dropped (max_forward_bytes reached, or not joined).",
+            c.dropped,
+        ),
+        (
+            "cluster_reconnects_total",
+            "counter",
+            "Broker connections re-established after a loss.",
+            c.reconnects,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        metric(o, name, kind, help, value);
+    }
+}
+
 pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub, now_unix: u64) -> String {
     let mut out = String::with_capacity(4096);
     let o = &mut out;
@@ -349,6 +395,9 @@ pub fn render(shell: &ShellMetrics, gauges: &ShellGauges, hub: &Hub, now_unix: u
         shell.http_requests,
     );
     render_activity(o, hub, now_unix);
+    if let Some(tap) = hub.cluster() {
+        cluster_metrics(o, &tap.status);
+    }
     out
 }
 

@@ -12,6 +12,7 @@ pub mod app;
 pub mod auth_proxy;
 pub mod backend;
 pub mod bridges;
+pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod conns;

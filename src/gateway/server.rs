@@ -188,7 +188,7 @@ impl Server {
 
     /// Adds an endpoint other than a client connection to this loop's poll
     /// and timer wheel (see `endpoint`); `make` registers its sources under
-    /// the token it is given.
+    /// the token it is given. Its first `on_timer` comes on the first pass.
     pub fn add_endpoint(
         &mut self,
         make: impl FnOnce(&mio::Registry, mio::Token) -> io::Result<Box<dyn Endpoint>>,
@@ -268,6 +268,7 @@ impl Server {
             }
             self.accepting = accepting;
             self.run_timers();
+            self.endpoints_pass();
             self.deliver_mail();
             self.kick_auth_proxy();
             self.conns.flush_dirty(&mut self.app, self.now);
@@ -388,6 +389,7 @@ impl Server {
             let index = entry.key - ENDPOINT_BASE;
             let wake = self.endpoints.on_timer(index, &mut self.app, self.now);
             self.schedule_endpoint(index, wake);
+            self.conns.apply_core_actions(&mut self.app, self.now);
         }
         self.endpoints_due = due;
         self.conns.apply_core(&mut self.app, self.now);
@@ -434,6 +436,20 @@ impl Server {
         for (index, at_ms) in wakes {
             self.schedule_endpoint(index, Some(at_ms));
         }
+    }
+
+    /// Endpoints take what the connections' pass queued for them.
+    fn endpoints_pass(&mut self) {
+        if self.endpoints.is_empty() {
+            return;
+        }
+        let mut wakes = Vec::new();
+        self.endpoints
+            .on_pass(&mut self.app, self.now, |index, at| wakes.push((index, at)));
+        for (index, at) in wakes {
+            self.schedule_endpoint(index, Some(at));
+        }
+        self.conns.apply_core_actions(&mut self.app, self.now);
     }
 
     fn schedule_endpoint(&mut self, index: usize, wake: Option<u64>) {

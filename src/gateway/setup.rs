@@ -1,12 +1,17 @@
 //! From settings to the running gateway: the shell's and the core's
 //! configurations, and what a SIGHUP reload may change.
 
+use super::broker::BrokerAddress;
 use super::config::{ReloadError, Reloaded, ShellConfig};
 use crate::proto::auth::Authenticator;
+use crate::proto::cluster::gather::MAX_GATHERS;
+use crate::proto::cluster::{memory_ceiling, ClusterTap, Node, NodeConfig};
 use crate::proto::history::HistoryConfig;
-use crate::proto::hub::{HubConfig, PresenceConfig, RoomFeatures};
+use crate::proto::hub::{Hub, HubConfig, PresenceConfig, RoomFeatures};
 use crate::settings::{self, ConfigSource, IpAllowList, Settings};
 use log::{info, warn};
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::Value;
 
 /// Keys a running process cannot change (listening sockets): a reload that
@@ -18,9 +23,81 @@ const RESTART_ONLY: &[&str] = &[
     "server.health",
     // Bridged programs and backends are started once (SPEC §11).
     "hosts",
+    // The broker link, the node's identity and its heartbeat are set up once.
+    "cluster",
     // Rings, offsets and the history budget in the logged ceiling stay as started.
     "rooms.history",
 ];
+
+/// The cluster node of SPEC §9, when `cluster.redis` is set: its name
+/// (logged), the JWT secret's keyed fingerprint, and the broker's address
+/// resolved once. The hub starts tapping room messages for it.
+pub fn cluster_node(
+    s: &Settings,
+    secret: &[u8],
+    hub: &mut Hub,
+) -> Result<Option<(Node, BrokerAddress)>, String> {
+    let cluster = &s.cluster;
+    let Some(target) = cluster.target() else {
+        return Ok(None);
+    };
+    let address = BrokerAddress::resolve(&target).map_err(|e| format!("cluster.redis: {e}"))?;
+    let rng = SystemRandom::new();
+    let mut bytes = [0u8; 16];
+    rng.fill(&mut bytes)
+        .map_err(|_| "cluster: no randomness for the node's instance id".to_string())?;
+    let name = match &cluster.node {
+        Some(name) => name.clone(),
+        None => settings::default_node_name(&host_name(), u16::from_be_bytes([bytes[0], bytes[1]])),
+    };
+    let fingerprint_key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let tag = hmac::sign(&fingerprint_key, b"tether cluster fingerprint v1");
+    let cfg = NodeConfig {
+        name: name.clone(),
+        prefix: cluster.prefix.clone(),
+        heartbeat_ms: cluster.heartbeat_ms,
+        max_forward_bytes: cluster.max_forward_bytes,
+        max_payload_bytes: s.limits.max_message_bytes + 1024,
+        fingerprint: hex(&tag.as_ref()[..16]),
+        instance: hex(&bytes[2..10]),
+        user: target.user.clone(),
+        password: target.password.clone(),
+        db: target.db,
+    };
+    info!(
+        "cluster: node {name}, broker {target}, prefix {:?}, heartbeat every {} ms",
+        cluster.prefix, cluster.heartbeat_ms
+    );
+    // The hub's side: forwards and directed requests (each within
+    // max_forward_bytes) and the host.clients gathers.
+    let hub_side = 2 * cluster.max_forward_bytes + MAX_GATHERS * hub.config().max_reply_bytes;
+    let ceiling = memory_ceiling(&cfg) + hub_side;
+    info!(
+        "cluster memory ceiling: {ceiling} bytes ({} MiB) for the broker links and forward queues",
+        ceiling.div_ceil(1 << 20)
+    );
+    hub.enable_cluster(ClusterTap::new(&name, cluster.max_forward_bytes));
+    let seed = u64::from_be_bytes([
+        bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
+    ]);
+    Ok(Some((Node::new(cfg, seed), address)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// This machine's host name, or "node" when the OS will not say.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "node".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
 
 pub fn authenticator(s: &Settings, secret: &[u8]) -> Authenticator {
     let auth = &s.server.websocket.auth;
@@ -174,8 +251,7 @@ impl Reloader {
         for key in &next.ignored_keys {
             warn!("reload: settings: {}", settings::ignored_key_warning(key));
         }
-        let old = serde_json::to_value(&self.current).map_err(ReloadError::Compare)?;
-        let new = serde_json::to_value(&next).map_err(ReloadError::Compare)?;
+        let (old, new) = (self.current.full_value(), next.full_value());
         let mut paths = Vec::new();
         changed_paths(&old, &new, &mut String::new(), &mut paths);
         // Listening sockets stay as they are until a restart.
@@ -183,6 +259,7 @@ impl Reloader {
         next.server.websocket.port = self.current.server.websocket.port;
         next.server.websocket.tls = self.current.server.websocket.tls.clone();
         next.server.health = self.current.server.health.clone();
+        next.cluster = self.current.cluster.clone();
         let (secret, secret_source) = next
             .resolve_jwt_secret(|k| std::env::var(k).ok(), &settings::state_dir())
             .map_err(|e| ReloadError::Secret(e.to_string()))?;
@@ -244,6 +321,8 @@ mod tests {
         assert!(restart_only("server.websocket.tls.cert"));
         assert!(!restart_only("server.websocket.auth.allowed_ip"));
         assert!(!restart_only("server.websocket.hostname"));
+        assert!(restart_only("cluster.redis"));
+        assert!(restart_only("cluster.heartbeat_ms"));
         assert!(restart_only("rooms.history.size"));
         assert!(!restart_only("rooms.presence.enabled"));
     }

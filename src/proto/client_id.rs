@@ -4,6 +4,7 @@
 
 use crate::proto::rooms::ConnKey;
 use std::fmt;
+use std::rc::Rc;
 
 /// Bits of a connection id that hold its connection key (the rest is a serial).
 pub const KEY_BITS: u32 = 24;
@@ -45,6 +46,49 @@ pub fn key_of(client: &str) -> Option<(ConnKey, u64)> {
     ClientId::parse(client).map(|id| (id.key(), id.0))
 }
 
+/// How this process writes `clientId`s: plain hex on a single node; in a
+/// cluster (SPEC §9) `NODE.HEX`, unique across nodes and naming the client's
+/// node (node names have no `.`).
+#[derive(Debug, Clone, Default)]
+pub struct IdFormat {
+    node: Option<Rc<str>>,
+}
+
+impl IdFormat {
+    pub fn clustered(node: &str) -> IdFormat {
+        IdFormat {
+            node: Some(node.into()),
+        }
+    }
+
+    pub fn str(&self, id: u64) -> String {
+        match &self.node {
+            Some(node) => format!("{node}.{}", ClientId(id)),
+            None => client_id_str(id),
+        }
+    }
+
+    /// The key and id of a `clientId` of this node; `None` for another
+    /// node's or for what is no `clientId`.
+    pub fn local(&self, client: &str) -> Option<(ConnKey, u64)> {
+        match &self.node {
+            Some(node) => key_of(client.strip_prefix(&**node)?.strip_prefix('.')?),
+            None => key_of(client),
+        }
+    }
+
+    /// The node a clustered `clientId` names, when it is another node.
+    pub fn remote_node<'a>(&self, client: &'a str) -> Option<&'a str> {
+        let node = self.node.as_deref()?;
+        let (named, hex) = client.rsplit_once('.')?;
+        (named != node && ClientId::parse(hex).is_some()).then_some(named)
+    }
+
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +101,21 @@ mod tests {
         assert_eq!(client_id_str(id.0), "300002a");
         assert_eq!(key_of("300002a"), Some((42, id.0)));
         assert_eq!(key_of("not hex"), None);
+    }
+
+    #[test]
+    fn clustered_ids_name_their_node() {
+        let ids = IdFormat::clustered("pi-1");
+        assert_eq!(ids.str(0x300002a), "pi-1.300002a");
+        assert_eq!(ids.local("pi-1.300002a"), Some((42, 0x300002a)));
+        assert_eq!(ids.local("300002a"), None);
+        assert_eq!(ids.local("pi-2.300002a"), None);
+        assert_eq!(ids.remote_node("pi-2.300002a"), Some("pi-2"));
+        assert_eq!(ids.remote_node("pi-1.300002a"), None);
+        assert_eq!(ids.remote_node("pi-2.xyz"), None);
+        let single = IdFormat::default();
+        assert_eq!(single.str(0x300002a), "300002a");
+        assert_eq!(single.local("300002a"), Some((42, 0x300002a)));
+        assert_eq!(single.remote_node("pi-2.300002a"), None);
     }
 }

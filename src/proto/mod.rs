@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bounds;
 pub mod claims;
 pub mod client_id;
+pub mod cluster;
 pub mod deflate;
 pub mod envelope;
 pub mod forwarded;
@@ -25,6 +26,7 @@ pub mod outbox;
 pub mod path_rooms;
 pub mod program_host;
 pub mod proxied;
+pub mod redis;
 pub mod rooms;
 
 /// The current time, as the shell read it once per loop pass.

@@ -58,6 +58,11 @@ impl Broadcast {
             action_form: None,
         }
     }
+
+    /// The section-4 form, as other cluster nodes get it.
+    pub(crate) fn event_form(&self) -> &Rc<[u8]> {
+        &self.event_form
+    }
 }
 
 impl Outbox {

@@ -14,6 +14,9 @@ pub type ConnKey = usize;
 #[derive(Debug, Default)]
 pub struct Rooms {
     members: HashMap<Rc<str>, Vec<ConnKey>>,
+    /// Rooms that got their first member (true) or lost their last (false),
+    /// in order; kept only when a cluster node listens.
+    changes: Option<Vec<(Rc<str>, bool)>>,
 }
 
 impl Rooms {
@@ -31,7 +34,27 @@ impl Rooms {
         }
         let name: Rc<str> = room.into();
         self.members.insert(name.clone(), vec![key]);
+        if let Some(changes) = &mut self.changes {
+            changes.push((name.clone(), true));
+        }
         (name, true)
+    }
+
+    /// Starts keeping the change log of [`Rooms::take_changes`].
+    pub fn track_changes(&mut self) {
+        self.changes.get_or_insert_with(Vec::new);
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.changes.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
+    /// Rooms opened (true) and emptied (false) since the last call.
+    pub fn take_changes(&mut self) -> Vec<(Rc<str>, bool)> {
+        self.changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     pub fn leave(&mut self, room: &str, key: ConnKey) {
@@ -40,7 +63,11 @@ impl Rooms {
                 members.swap_remove(pos);
             }
             if members.is_empty() {
-                self.members.remove(room);
+                if let Some((name, _)) = self.members.remove_entry(room) {
+                    if let Some(changes) = &mut self.changes {
+                        changes.push((name, false));
+                    }
+                }
             }
         }
     }

@@ -3,11 +3,13 @@
 use std::path::PathBuf;
 
 use super::errors::{SettingError, SettingsErrors};
+use super::redis_url::RedisTarget;
 use super::schema::{Settings, MIN_JWT_SECRET_BYTES};
 use super::validate::{short_jwt_secret, LOG_LEVELS};
 
 impl Settings {
-    /// Env overrides (SPEC §2): `JWT_SECRET`, `WEBSOCKET_PORT`, `TETHER_LOG`.
+    /// Env overrides (SPEC §2, §9): `JWT_SECRET`, `WEBSOCKET_PORT`, `TETHER_LOG`,
+    /// `TETHER_REDIS`.
     /// Empty variables count as unset. A bad value is reported under the
     /// variable's name and not applied; the other variables are still applied.
     pub fn apply_env(
@@ -38,6 +40,12 @@ impl Settings {
                     "TETHER_LOG",
                     format!("unknown log level {level:?}; expected one of {LOG_LEVELS}"),
                 )),
+            }
+        }
+        if let Some(url) = non_empty(env("TETHER_REDIS")) {
+            match RedisTarget::parse(&url) {
+                Ok(_) => self.cluster.redis = Some(url),
+                Err(reason) => errors.push(SettingError::new("TETHER_REDIS", reason)),
             }
         }
         if errors.is_empty() {
@@ -119,6 +127,26 @@ mod tests {
         );
         assert!(!errors.to_string().contains("shortsecret"));
         assert_eq!(settings, Settings::default());
+    }
+
+    #[test]
+    fn tether_redis_overrides_cluster_redis() {
+        let mut settings = Settings::default();
+        settings
+            .apply_env(fake_env(&[(
+                "TETHER_REDIS",
+                "redis://:envpw@127.0.0.1:7001",
+            )]))
+            .unwrap();
+        assert_eq!(
+            settings.cluster.redis.as_deref(),
+            Some("redis://:envpw@127.0.0.1:7001")
+        );
+        let errors = Settings::default()
+            .apply_env(fake_env(&[("TETHER_REDIS", "redis://:envpw@h:port")]))
+            .unwrap_err();
+        assert_eq!(keys(&errors), vec!["TETHER_REDIS"]);
+        assert!(!errors.to_string().contains("envpw"));
     }
 
     #[test]

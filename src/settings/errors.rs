@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+/// Text shown instead of a secret value.
+pub const REDACTED: &str = "<redacted>";
+
 /// One problem with the settings: the dotted key (or env variable, or file path)
 /// and what is wrong with it. Never holds a secret value.
 #[derive(Debug, Clone, PartialEq, Eq)]

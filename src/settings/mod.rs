@@ -9,11 +9,13 @@
 //! a config file in one round.
 
 mod allow_list;
+mod cluster;
 mod compat;
 mod env;
 mod errors;
 mod hosts;
 mod parse;
+mod redis_url;
 mod schema;
 mod secrets;
 #[cfg(test)]
@@ -28,10 +30,12 @@ use env::{env_var, non_empty};
 
 pub(crate) use allow_list::canonical;
 pub use allow_list::{parse_allowed_ips, IpAllowList};
+pub use cluster::{check_node_name, default_node_name, ClusterSettings, MAX_NODE_NAME};
 pub use compat::ignored_key_warning;
 pub use env::{state_dir, state_dir_with};
 pub use errors::{SettingError, SettingsErrors};
 pub use hosts::{valid_host_name, BridgedHost, MAX_HOST_NAME};
+pub use redis_url::{RedisAddress, RedisTarget};
 pub use schema::{
     AuthSettings, CompressionSettings, Envelope, HealthSettings, HistorySettings, HostSettings,
     JwtClaims, Limits, LogSettings, PresenceSettings, RoomsSettings, ServerSettings, Settings,

@@ -76,7 +76,7 @@ pub(super) fn parse_lenient(text: &str, origin: &str) -> (Option<Settings>, Vec<
 }
 
 /// JSON pointers of every object in the schema (maps excluded).
-const OBJECT_POINTERS: [&str; 10] = [
+const OBJECT_POINTERS: [&str; 11] = [
     "",
     "/server",
     "/server/websocket",
@@ -87,6 +87,7 @@ const OBJECT_POINTERS: [&str; 10] = [
     "/rooms",
     "/host",
     "/log",
+    "/cluster",
 ];
 
 /// serde's derived structs also accept a JSON array, filling fields by position;

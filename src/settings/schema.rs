@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::cluster::ClusterSettings;
 use super::hosts::BridgedHost;
 
-/// Text shown instead of a secret value.
-pub const REDACTED: &str = "<redacted>";
+pub use super::errors::REDACTED;
 
 /// Minimum length of a JWT HMAC secret, in bytes.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
@@ -33,9 +33,41 @@ pub struct Settings {
     /// Bridged hosts (SPEC §11); not shown when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<BridgedHost>,
+    /// SPEC §9; left out of the serialized form while at its defaults, so
+    /// that a §2 document round-trips as written ([`Settings::full_value`]
+    /// and the redacted forms always show it).
+    #[serde(skip_serializing_if = "ClusterSettings::is_default")]
+    pub cluster: ClusterSettings,
     /// Dotted paths of the unknown keys that were ignored (not settings).
     #[serde(skip)]
     pub ignored_keys: Vec<String>,
+}
+
+/// Every block of [`Settings`], `cluster` included even at its defaults.
+#[derive(Serialize)]
+struct Shown<'a> {
+    server: &'a ServerSettings,
+    limits: &'a Limits,
+    rooms: &'a RoomsSettings,
+    host: &'a HostSettings,
+    log: &'a LogSettings,
+    #[serde(skip_serializing_if = "<[BridgedHost]>::is_empty")]
+    hosts: &'a [BridgedHost],
+    cluster: &'a ClusterSettings,
+}
+
+impl<'a> From<&'a Settings> for Shown<'a> {
+    fn from(s: &'a Settings) -> Self {
+        Shown {
+            server: &s.server,
+            limits: &s.limits,
+            rooms: &s.rooms,
+            host: &s.host,
+            log: &s.log,
+            hosts: &s.hosts,
+            cluster: &s.cluster,
+        }
+    }
 }
 
 /// `server`: the two listeners.
@@ -346,7 +378,14 @@ impl Settings {
     pub fn redacted(&self) -> serde_json::Value {
         // Only a non-UTF-8 path could fail here; settings come from JSON, so
         // this is unreachable in practice, but stay panic-free.
-        serde_json::to_value(self.redacted_copy()).unwrap_or_else(|e| {
+        self.redacted_copy().full_value()
+    }
+
+    /// Every key as JSON, unredacted (for comparing two settings on reload).
+    pub fn full_value(&self) -> serde_json::Value {
+        // Only a non-UTF-8 path could fail here; settings come from JSON, so
+        // this is unreachable in practice, but stay panic-free.
+        serde_json::to_value(Shown::from(self)).unwrap_or_else(|e| {
             serde_json::Value::String(format!("<settings cannot be shown: {e}>"))
         })
     }
@@ -354,7 +393,7 @@ impl Settings {
     /// [`Settings::redacted`] as pretty-printed JSON in the SPEC's key order
     /// (for `check-config`).
     pub fn redacted_pretty(&self) -> String {
-        serde_json::to_string_pretty(&self.redacted_copy())
+        serde_json::to_string_pretty(&Shown::from(&self.redacted_copy()))
             .unwrap_or_else(|e| format!("<settings cannot be shown: {e}>"))
     }
 
@@ -367,6 +406,7 @@ impl Settings {
         if auth.jwt_secret.is_some() {
             auth.jwt_secret = Some(REDACTED.to_string());
         }
+        copy.cluster = copy.cluster.redacted();
         copy
     }
 }

@@ -225,6 +225,7 @@ impl Settings {
         }
 
         super::hosts::check_hosts(&self.hosts, &mut errors);
+        self.cluster.check(&mut errors);
 
         errors.extend(self.compat_problems());
         if errors.is_empty() {

@@ -1345,6 +1345,15 @@ pub fn assert_running(child: &mut Child, what: &str) {
     }
 }
 
+/// The value of metric `name` (no labels) in a Prometheus text answer.
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
 /// A child process killed (by its own pid) when the test ends.
 pub struct KillOnDrop(pub Child);
 

@@ -16,6 +16,15 @@
 //!   handshakes N connection attempts in parallel, each closed (and replaced)
 //!              as soon as its WebSocket upgrade is answered: new connections
 //!              per second, each with a full TLS handshake over wss://
+//!   throughput one publisher sending at rising rates to N subscribers (on
+//!              `--addr2` when given: cross-node); the highest rate at which
+//!              every subscriber got every message and kept up
+//!
+//! Clusters (benches/cluster.sh): `--addr2` is a second node; broadcast
+//! splits its subscribers over both nodes (the publisher stays on `--addr`),
+//! and `--pid2`/`--redis-pid` add the second node's and Redis's CPU to the
+//! JSON line. `--room` (tether) and `--socketio` make subscribers join a room
+//! first (see `Join`) and count only that room's messages as deliveries.
 //!
 //! Only loopback targets are accepted. With `--addr wss://127.0.0.1:PORT` every
 //! connection runs a rustls `ClientConnection` (ring provider, no session
@@ -44,7 +53,7 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
 usage: tether-load SCENARIO --addr [ws://|wss://]127.0.0.1:PORT [options]
-scenarios: echo | idle | broadcast | rpc | handshakes
+scenarios: echo | idle | broadcast | rpc | handshakes | throughput
   --ca FILE          wss: trust the PEM certificate(s) in FILE (a CA or the server's own)
   --insecure         wss: accept any server certificate (loopback benchmarking only)
   --conns N          connections (echo, idle, rpc), subscribers (broadcast) or
@@ -60,11 +69,20 @@ scenarios: echo | idle | broadcast | rpc | handshakes
   --path P           request path for clients and subscribers [/]
   --pub-path P       request path of the publisher or host [/pub]
   --tether           broadcast/rpc through tether's host link (--pub-path carries the host token)
-  --room R           with --tether: host.broadcast to room R (history numbers room messages)
   --envelope E       event | action: the dialect of the clients' own rpc requests, for a
                      tether listener with that server.websocket.envelope [event]
   --src-ips K        spread connections over source addresses 127.0.0.2..(2+K) [8]
   --max-pending N    connection attempts in progress at once [256]
+  --addr2 ADDR       a second node (broadcast: half the subscribers; throughput: all)
+  --pid2 PID         the second node's process (CPU)
+  --redis-pid PID    the Redis process (CPU)
+  --room R           tether: subscribers subscribe to R, host.broadcast goes to R
+  --socketio         Socket.IO v4 over Engine.IO v4 (the paths need
+                     /socket.io/?EIO=4&transport=websocket); the publisher emits 'pub'
+  --rate R0          throughput: first rate, messages per second [1000]
+  --rate-max R       throughput: highest rate tried [400000]
+  --step-secs S      throughput: seconds sent at each rate [2]
+  --drain-ms MS      throughput: time after a step for the last deliveries [250]
 ";
 
 // ------------------------------------------------------------------ options
@@ -84,8 +102,6 @@ struct Opts {
     path: String,
     pub_path: String,
     tether: bool,
-    /// With `--tether`: broadcast to this room (its subscribers' tokens list it).
-    room: Option<String>,
     /// The clients' dialect: `{"event",...}` or the flat `{"action",...}`.
     action_envelope: bool,
     src_ips: u32,
@@ -93,13 +109,22 @@ struct Opts {
     tls: bool,
     ca: Option<String>,
     insecure: bool,
+    addr2: Option<SocketAddrV4>,
+    pid2: Option<u32>,
+    redis_pid: Option<u32>,
+    room: Option<String>,
+    socketio: bool,
+    rate: f64,
+    rate_max: f64,
+    step_secs: f64,
+    drain_ms: u64,
 }
 
 fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
     let scenario = args.next().ok_or(USAGE)?;
     if !matches!(
         scenario.as_str(),
-        "echo" | "idle" | "broadcast" | "rpc" | "handshakes"
+        "echo" | "idle" | "broadcast" | "rpc" | "handshakes" | "throughput"
     ) {
         return Err(USAGE.into());
     }
@@ -118,21 +143,47 @@ fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
         path: "/".into(),
         pub_path: "/pub".into(),
         tether: false,
-        room: None,
         action_envelope: false,
         src_ips: 8,
         max_pending: 256,
         tls: false,
         ca: None,
         insecure: false,
+        addr2: None,
+        pid2: None,
+        redis_pid: None,
+        room: None,
+        socketio: false,
+        rate: 1000.0,
+        rate_max: 400_000.0,
+        step_secs: 2.0,
+        drain_ms: 250,
     };
     fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
         v.as_deref()
             .and_then(|s| s.parse().ok())
             .ok_or(format!("{flag}: expected a number"))
     }
+    fn loopback(flag: &str, v: Option<String>) -> Result<SocketAddrV4, String> {
+        let v = v.unwrap_or_default();
+        let rest = v.strip_prefix("ws://").unwrap_or(&v);
+        let a: SocketAddrV4 = num(flag, Some(rest.trim_end_matches('/').to_string()))?;
+        if !a.ip().is_loopback() {
+            return Err(format!("{flag}: only loopback targets are allowed"));
+        }
+        Ok(a)
+    }
     while let Some(flag) = args.next() {
         match flag.as_str() {
+            "--addr2" => o.addr2 = Some(loopback("--addr2", args.next())?),
+            "--pid2" => o.pid2 = Some(num("--pid2", args.next())?),
+            "--redis-pid" => o.redis_pid = Some(num("--redis-pid", args.next())?),
+            "--room" => o.room = Some(args.next().ok_or("--room: missing")?),
+            "--socketio" => o.socketio = true,
+            "--rate" => o.rate = num("--rate", args.next())?,
+            "--rate-max" => o.rate_max = num("--rate-max", args.next())?,
+            "--step-secs" => o.step_secs = num("--step-secs", args.next())?,
+            "--drain-ms" => o.drain_ms = num("--drain-ms", args.next())?,
             "--addr" => {
                 let v = args.next().unwrap_or_default();
                 let rest = if let Some(r) = v.strip_prefix("wss://") {
@@ -160,7 +211,6 @@ fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--path" => o.path = args.next().ok_or("--path: missing")?,
             "--pub-path" => o.pub_path = args.next().ok_or("--pub-path: missing")?,
             "--tether" => o.tether = true,
-            "--room" => o.room = Some(args.next().ok_or("--room: missing")?),
             "--envelope" => {
                 o.action_envelope = match args.next().as_deref() {
                     Some("event") => false,
@@ -186,6 +236,23 @@ fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
     }
     if o.inflight == 0 || o.conns == 0 || o.src_ips > 250 {
         return Err("--conns and --inflight must be at least 1, --src-ips at most 250".into());
+    }
+    if o.tls && o.addr2.is_some() {
+        return Err("--addr2 is for ws:// clusters".into());
+    }
+    if o.socketio && (o.tether || o.room.is_some()) {
+        return Err("--socketio excludes --tether and --room".into());
+    }
+    if o.room.as_deref().is_some_and(|r| {
+        !r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }) {
+        return Err("--room: letters, digits, '_' and '-' only".into());
+    }
+    if !(o.rate >= 1.0 && o.rate_max >= o.rate && o.step_secs > 0.0) {
+        return Err(
+            "--rate must be at least 1, --rate-max at least --rate, --step-secs above 0".into(),
+        );
     }
     Ok(o)
 }
@@ -466,6 +533,51 @@ struct Conn {
     tls: Option<Box<ClientConnection>>,
     /// When the connection was started (ns since start).
     t_open: u64,
+    /// The first bytes of the message being received (`Join` modes read them).
+    lead: [u8; LEAD],
+    lead_len: usize,
+    /// Joined: the room (tether) or the namespace (Socket.IO) answered.
+    ready: bool,
+}
+
+/// Bytes of a message's start kept for `classify`.
+const LEAD: usize = 24;
+
+/// How subscribers (and a Socket.IO publisher) join before a broadcast:
+/// what they send once open, and how their messages read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Join {
+    /// Any message counts as a delivery (the plain peers, tether to everyone).
+    Nothing,
+    /// tether: `subscribe` to the room; `subscribed` marks ready, and only
+    /// the room's `{"event":"b",...}` messages count.
+    TetherRoom,
+    /// Socket.IO: "40" connects to the main namespace, whose "40{...}" answer
+    /// marks ready; Engine.IO pings "2" get the pong "3"; only events
+    /// ("42[...]") count.
+    SocketIo,
+}
+
+/// What one received message is to a `Join` mode, from its first bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    Delivery,
+    Ready,
+    Ping,
+    Other,
+}
+
+fn classify(join: Join, lead: &[u8]) -> Kind {
+    match join {
+        Join::Nothing => Kind::Delivery,
+        Join::TetherRoom if lead.starts_with(b"{\"event\":\"b\",") => Kind::Delivery,
+        Join::TetherRoom if lead.starts_with(b"{\"event\":\"subscribed\"") => Kind::Ready,
+        Join::TetherRoom => Kind::Other,
+        Join::SocketIo if lead.starts_with(b"42") => Kind::Delivery,
+        Join::SocketIo if lead.starts_with(b"40") => Kind::Ready,
+        Join::SocketIo if lead == b"2" => Kind::Ping,
+        Join::SocketIo => Kind::Other,
+    }
 }
 
 impl Conn {
@@ -611,6 +723,15 @@ struct Load {
     tls_errors: u64,
     host_ready: bool,
     host_replies: u64,
+    /// Where subscribers connect, in turn (the publisher uses `addr`).
+    client_addrs: Vec<SocketAddrV4>,
+    join: Join,
+    /// Sent by every subscriber once open (`Join` modes), and by a
+    /// Socket.IO publisher.
+    join_msg: Vec<u8>,
+    /// Subscribers whose join was answered; the Socket.IO publisher's.
+    ready_count: usize,
+    pub_ready: bool,
 }
 
 impl Load {
@@ -650,6 +771,11 @@ impl Load {
             tether_host: false,
             host_ready: false,
             host_replies: 0,
+            client_addrs: vec![o.addr],
+            join: Join::Nothing,
+            join_msg: Vec::new(),
+            ready_count: 0,
+            pub_ready: false,
         })
     }
 
@@ -674,7 +800,11 @@ impl Load {
         let i = at.unwrap_or(self.conns.len());
         let src = (self.src_ips > 0)
             .then(|| Ipv4Addr::new(127, 0, 0, 2 + (i as u32 % self.src_ips) as u8));
-        let mut sock = connect_from(src, self.addr)?;
+        let dst = match role {
+            Role::Client => self.client_addrs[i % self.client_addrs.len()],
+            Role::Pub => self.addr,
+        };
+        let mut sock = connect_from(src, dst)?;
         self.poll.registry().register(
             &mut sock,
             Token(i),
@@ -683,7 +813,7 @@ impl Load {
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            self.addr
+            dst
         );
         let tls = match &self.tls {
             Some((config, name)) => Some(Box::new(
@@ -714,6 +844,9 @@ impl Load {
             got: false,
             dirty: false,
             wants_write: true,
+            lead: [0; LEAD],
+            lead_len: 0,
+            ready: false,
         };
         match self.conns.get_mut(i) {
             Some(slot) => *slot = conn,
@@ -1064,6 +1197,15 @@ impl Load {
         let head = std::mem::take(&mut c.head);
         c.st = St::Open;
         self.opened += 1;
+        // A tether host registers by itself; everything else joins here.
+        let joins = match c.role {
+            Role::Client => self.join != Join::Nothing,
+            Role::Pub => self.join == Join::SocketIo,
+        };
+        if joins {
+            push_frame(&mut c.out, 0x1, &self.join_msg);
+            self.mark(i);
+        }
         if head.len() > end + 4 {
             self.on_bytes(i, &head[end + 4..]);
         }
@@ -1072,6 +1214,7 @@ impl Load {
     /// Parses server frames (unmasked) out of `data`, counting messages.
     fn on_bytes(&mut self, i: usize, data: &[u8]) {
         let capture = self.tether_host && self.conns[i].role == Role::Pub;
+        let peek = self.join != Join::Nothing;
         let mut at = 0;
         let mut done_here: u32 = 0;
         while at < data.len() {
@@ -1080,6 +1223,11 @@ impl Load {
                 let take = (c.skip as usize).min(data.len() - at);
                 if capture {
                     self.scratch.extend_from_slice(&data[at..at + take]);
+                }
+                if peek && c.lead_len < LEAD {
+                    let n = take.min(LEAD - c.lead_len);
+                    c.lead[c.lead_len..c.lead_len + n].copy_from_slice(&data[at..at + n]);
+                    c.lead_len += n;
                 }
                 at += take;
                 c.skip -= take as u64;
@@ -1093,6 +1241,9 @@ impl Load {
                 let (b0, len) = (data[at], (data[at + 1] & 0x7f) as u64);
                 c.op = b0 & 0x0f;
                 c.fin = b0 & 0x80 != 0;
+                if c.op != 0 {
+                    c.lead_len = 0;
+                }
                 at += 2;
                 if capture {
                     self.scratch.clear();
@@ -1131,6 +1282,9 @@ impl Load {
             };
             c.op = c.hdr[0] & 0x0f;
             c.fin = c.hdr[0] & 0x80 != 0;
+            if c.op != 0 {
+                c.lead_len = 0;
+            }
             c.hdr_len = 0;
             if capture {
                 self.scratch.clear();
@@ -1173,11 +1327,30 @@ impl Load {
     fn on_message(&mut self, i: usize) -> Got {
         let now = self.now_ns;
         let c = &mut self.conns[i];
+        let kind = classify(self.join, &c.lead[..c.lead_len]);
+        if kind == Kind::Ping {
+            push_frame(&mut c.out, 0x1, b"3");
+            self.mark(i);
+            return Got::Nothing;
+        }
         if c.role == Role::Pub {
             if self.tether_host {
                 self.on_host_message(i);
+            } else if kind == Kind::Ready {
+                self.pub_ready = true;
             }
             return Got::Nothing;
+        }
+        match kind {
+            Kind::Delivery => {}
+            Kind::Ready => {
+                if !c.ready {
+                    c.ready = true;
+                    self.ready_count += 1;
+                }
+                return Got::Nothing;
+            }
+            Kind::Ping | Kind::Other => return Got::Nothing,
         }
         c.recv += 1;
         self.total += 1;
@@ -1292,6 +1465,35 @@ impl Window {
             pid.map_or(0, |p| cpu_us(Some(p)).saturating_sub(self.server0)),
             cpu_us(None).saturating_sub(self.self0),
         )
+    }
+}
+
+/// Cluster runs: the second node's and Redis's CPU over a window, beside
+/// the first node's (`--pid`, the `server_*` fields).
+struct ClusterCpu {
+    node2: Option<(u32, u64)>,
+    redis: Option<(u32, u64)>,
+}
+
+impl ClusterCpu {
+    fn start(o: &Opts) -> ClusterCpu {
+        let at = |pid: Option<u32>| pid.map(|p| (p, cpu_us(Some(p))));
+        ClusterCpu {
+            node2: at(o.pid2),
+            redis: at(o.redis_pid),
+        }
+    }
+    /// `"node2_cpu_us":..,"node2_us_per_msg":..,"redis_..":..,` for the
+    /// processes given, per message received by the subscribers.
+    fn json(&self, msgs: u64) -> String {
+        let mut out = String::new();
+        for (name, at) in [("node2", self.node2), ("redis", self.redis)] {
+            let Some((pid, cpu0)) = at else { continue };
+            let cpu = cpu_us(Some(pid)).saturating_sub(cpu0);
+            let per = cpu as f64 / msgs.max(1) as f64;
+            out += &format!("\"{name}_cpu_us\":{cpu},\"{name}_us_per_msg\":{per:.4},");
+        }
+        out
     }
 }
 
@@ -1419,24 +1621,52 @@ fn run_idle(o: &Opts) -> Result<String, String> {
     ))
 }
 
-/// broadcast: one publisher (or tether host) and N subscribers.
-fn run_broadcast(o: &Opts) -> Result<String, String> {
+/// The publisher's message: the payload as is, in a tether `host.broadcast`
+/// (to `--room` when given) or in a Socket.IO "pub" event.
+fn publish_message(o: &Opts) -> Vec<u8> {
     let data = payload(o);
-    let msg: Vec<u8> = if o.tether {
-        let mut m = b"{\"event\":\"host.broadcast\",\"data\":{\"event\":\"b\",\"data\":\"".to_vec();
-        m.extend_from_slice(&data);
-        m.push(b'"');
-        if let Some(room) = &o.room {
-            m.extend_from_slice(format!(",\"room\":{room:?}").as_bytes());
-        }
-        m.extend_from_slice(b"}}");
-        m
+    let (head, tail): (Vec<u8>, Vec<u8>) = if o.tether {
+        let room = match &o.room {
+            Some(r) => format!(",\"room\":\"{r}\""),
+            None => String::new(),
+        };
+        (
+            b"{\"event\":\"host.broadcast\",\"data\":{\"event\":\"b\",\"data\":\"".to_vec(),
+            format!("\"{room}}}}}").into_bytes(),
+        )
+    } else if o.socketio {
+        (b"42[\"pub\",\"".to_vec(), b"\"]".to_vec())
     } else {
-        data
+        (Vec::new(), Vec::new())
     };
-    let mut l = Load::new(o, Repeated::new(0x1, &msg, 1))?;
+    [head, data, tail].concat()
+}
+
+/// Waits (bounded) until `done` holds, turning the loop.
+fn wait_for(l: &mut Load, secs: u64, done: impl Fn(&Load) -> bool) -> bool {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while !done(l) && Instant::now() < until {
+        l.turn(Some(Duration::from_millis(10)));
+    }
+    done(l)
+}
+
+/// broadcast and throughput: the publisher (a tether host, or a Socket.IO
+/// client in the main namespace) on `--addr`, then `subs` subscribers on
+/// `subs_on`, each joined (`Join`) before this returns.
+fn open_fan_out(o: &Opts, subs_on: Vec<SocketAddrV4>, ring: usize) -> Result<Load, String> {
+    let mut l = Load::new(o, Repeated::new(0x1, &publish_message(o), 1))?;
     l.tether_host = o.tether;
-    l.open_many(1, Role::Pub, &o.pub_path, 1, 1)?;
+    l.client_addrs = subs_on;
+    (l.join, l.join_msg) = if o.socketio {
+        (Join::SocketIo, b"40".to_vec())
+    } else if let Some(room) = &o.room {
+        let m = format!("{{\"event\":\"subscribe\",\"data\":{{\"room\":\"{room}\"}}}}");
+        (Join::TetherRoom, m.into_bytes())
+    } else {
+        (Join::Nothing, Vec::new())
+    };
+    l.open_many(1, Role::Pub, &o.pub_path, ring, 1)?;
     if o.tether {
         push_frame(
             &mut l.conns[0].out,
@@ -1444,20 +1674,35 @@ fn run_broadcast(o: &Opts) -> Result<String, String> {
             b"{\"event\":\"host.register\",\"data\":{\"events\":{}}}",
         );
         l.mark(0);
-        let until = Instant::now() + Duration::from_secs(5);
-        while !l.host_ready && Instant::now() < until {
-            l.turn(Some(Duration::from_millis(10)));
-        }
-        if !l.host_ready {
+        if !wait_for(&mut l, 5, |l| l.host_ready) {
             return Err("the host was not registered".into());
         }
     }
+    if o.socketio && !wait_for(&mut l, 5, |l| l.pub_ready) {
+        return Err("the publisher's Socket.IO connect was not answered".into());
+    }
     l.open_many(o.conns, Role::Client, &o.path, 1, o.max_pending)?;
+    if l.join != Join::Nothing && !wait_for(&mut l, 30, |l| l.ready_count >= o.conns) {
+        return Err(format!(
+            "only {} of {} subscribers joined",
+            l.ready_count, o.conns
+        ));
+    }
     l.settle(300, 10.0);
+    Ok(l)
+}
+
+/// broadcast: one publisher (or tether host) and N subscribers, split over
+/// `--addr` and `--addr2` when both are given.
+fn run_broadcast(o: &Opts) -> Result<String, String> {
+    let msg = publish_message(o);
+    let subs_on = [Some(o.addr), o.addr2].into_iter().flatten().collect();
+    let mut l = open_fan_out(o, subs_on, 1)?;
     let subs = o.conns;
     let mut lasts: Vec<u64> = Vec::with_capacity(o.rounds);
     let mut incomplete = 0;
     let w = Window::start(o.pid);
+    let cluster_cpu = ClusterCpu::start(o);
     let mut deliveries = 0u64;
     // TETHER_LOAD_TRACE=1 prints every round on stderr.
     let trace = std::env::var_os("TETHER_LOAD_TRACE").is_some();
@@ -1484,6 +1729,11 @@ fn run_broadcast(o: &Opts) -> Result<String, String> {
         }
         if l.delivered < subs {
             incomplete += 1;
+            // A setup that delivers nothing whole (a cluster not linked) is
+            // said in three rounds, not in `--rounds` two-second waits.
+            if incomplete >= 3 && lasts.is_empty() {
+                break;
+            }
         } else {
             lasts.push(l.last_delivery_ns / 1000);
         }
@@ -1494,6 +1744,7 @@ fn run_broadcast(o: &Opts) -> Result<String, String> {
         }
     }
     let (secs, server_cpu, self_cpu) = w.end(o.pid);
+    let cluster = cluster_cpu.json(deliveries);
     lasts.sort_unstable();
     let q = |p: f64| -> u64 {
         if lasts.is_empty() {
@@ -1505,7 +1756,7 @@ fn run_broadcast(o: &Opts) -> Result<String, String> {
     Ok(format!(
         "{{\"scenario\":\"broadcast\",\"subs\":{subs},\"rounds\":{},\"bytes\":{},\"incomplete_rounds\":{incomplete},\
          \"deliveries\":{deliveries},\"last_p50_us\":{},\"last_p99_us\":{},\"last_max_us\":{},\
-         \"delivery_p50_us\":{},\"delivery_p99_us\":{},\"failed\":{},{}}}",
+         \"delivery_p50_us\":{},\"delivery_p99_us\":{},\"failed\":{},{cluster}{}}}",
         o.rounds,
         msg.len(),
         q(0.5),
@@ -1515,6 +1766,136 @@ fn run_broadcast(o: &Opts) -> Result<String, String> {
         l.hist.quantile(0.99),
         l.failed,
         json_common(secs, server_cpu, self_cpu, deliveries)
+    ))
+}
+
+/// One throughput step: `rate` messages per second for `--step-secs`, then
+/// up to `--drain-ms` for the last deliveries. Its JSON object, and whether
+/// every subscriber got every message exactly once and none failed.
+fn throughput_step(l: &mut Load, o: &Opts, rate: f64) -> (String, bool) {
+    let base: Vec<u64> = l.conns[1..].iter().map(|c| c.recv).collect();
+    let failed0 = l.failed;
+    let w = Window::start(o.pid);
+    let cluster_cpu = ClusterCpu::start(o);
+    let t0 = Instant::now();
+    let total = (rate * o.step_secs).round().max(1.0) as u64;
+    let mut sent = 0u64;
+    while sent < total {
+        let due = ((rate * t0.elapsed().as_secs_f64()) as u64).min(total);
+        if due > sent {
+            l.queue_repeated(0, (due - sent) as usize);
+            sent = due;
+        }
+        l.turn(Some(Duration::from_millis(1)));
+    }
+    let got = |l: &Load| -> Vec<u64> {
+        l.conns[1..]
+            .iter()
+            .zip(&base)
+            .map(|(c, b)| c.recv - b)
+            .collect()
+    };
+    let sent_at = Instant::now();
+    let drain_until = sent_at + Duration::from_millis(o.drain_ms);
+    while got(l).iter().any(|&n| n < sent) && Instant::now() < drain_until {
+        l.turn(Some(Duration::from_millis(1)));
+    }
+    let drain_ms = sent_at.elapsed().as_millis();
+    let (secs, server_cpu, self_cpu) = w.end(o.pid);
+    let counts = got(l);
+    let deliveries: u64 = counts.iter().sum();
+    let (min, max) = (
+        counts.iter().copied().min().unwrap_or(0),
+        counts.iter().copied().max().unwrap_or(0),
+    );
+    let failed = l.failed - failed0;
+    let ok = min == sent && max == sent && failed == 0;
+    let json = format!(
+        "{{\"rate\":{rate:.0},\"sent\":{sent},\"min_got\":{min},\"max_got\":{max},\"drain_ms\":{drain_ms},\
+         \"failed\":{failed},\"ok\":{ok},{}{}}}",
+        cluster_cpu.json(deliveries),
+        json_common(secs, server_cpu, self_cpu, deliveries)
+    );
+    (json, ok)
+}
+
+/// Replaces the subscribers a step lost (closed by the server, e.g. as slow
+/// readers), so that the next step has them all again, joined.
+fn reopen_lost(l: &mut Load, o: &Opts) -> Result<(), String> {
+    let lost: Vec<usize> = (1..l.conns.len())
+        .filter(|&i| l.conns[i].st == St::Dead)
+        .collect();
+    for &i in &lost {
+        if l.conns[i].ready {
+            l.ready_count -= 1;
+        }
+        l.clock();
+        l.open_at(Some(i), Role::Client, &o.path, 1)
+            .map_err(|e| format!("connect: {e}"))?;
+    }
+    let joined = |l: &Load| {
+        l.conns[1..]
+            .iter()
+            .all(|c| c.st == St::Open && (l.join == Join::Nothing || c.ready))
+    };
+    if !lost.is_empty() && !wait_for(l, 30, joined) {
+        return Err(format!("{} lost subscribers did not come back", lost.len()));
+    }
+    Ok(())
+}
+
+/// throughput: the publisher on `--addr` sends at rising rates (×1.5 a
+/// step, then two steps between the last rate kept and the first lost) to
+/// N subscribers on `--addr2` (cross-node; `--addr` without it). A rate is
+/// kept when every subscriber got every message of its step exactly once
+/// within `--drain-ms` after the step, and no connection failed.
+fn run_throughput(o: &Opts) -> Result<String, String> {
+    let subs_on = vec![o.addr2.unwrap_or(o.addr)];
+    let mut l = open_fan_out(o, subs_on, 1)?;
+    let trace = std::env::var_os("TETHER_LOAD_TRACE").is_some();
+    let mut steps = Vec::new();
+    let mut kept: Option<(f64, String)> = None;
+    let mut lost: Option<f64> = None;
+    let mut rate = o.rate;
+    let mut refinements = 2;
+    while steps.len() < 24 {
+        let (json, ok) = throughput_step(&mut l, o, rate);
+        if trace {
+            eprintln!("step: {json}");
+        }
+        steps.push(json.clone());
+        if ok {
+            kept = Some((rate, json));
+        } else {
+            lost = Some(lost.map_or(rate, |r: f64| r.min(rate)));
+            // Let a backlog arrive before the next step counts.
+            l.settle(300, 10.0);
+            if l.conns[0].st == St::Dead {
+                return Err("the publisher's connection was closed".into());
+            }
+            reopen_lost(&mut l, o)?;
+        }
+        rate = match (kept.as_ref().map(|k| k.0), lost) {
+            (Some(k), None) if k >= o.rate_max => break,
+            (Some(k), None) => (k * 1.5).min(o.rate_max),
+            (Some(k), Some(f)) if refinements > 0 && f / k > 1.05 => {
+                refinements -= 1;
+                (k * f).sqrt()
+            }
+            _ => break,
+        };
+    }
+    let (max_rate, kept_json) = kept.unwrap_or((0.0, "null".into()));
+    Ok(format!(
+        "{{\"scenario\":\"throughput\",\"subs\":{},\"bytes\":{},\"step_secs\":{},\"drain_ms\":{},\
+         \"max_rate\":{max_rate:.0},\"rate_max\":{:.0},\"first_lost_rate\":{},\"kept\":{kept_json},\"steps\":[{}]}}",
+        o.conns,
+        publish_message(o).len(),
+        o.step_secs,
+        o.drain_ms,
+        o.rate_max,
+        lost.map_or("null".into(), |r| format!("{r:.0}")),
+        steps.join(",")
     ))
 }
 
@@ -1603,6 +1984,7 @@ fn main() {
         "echo" | "rpc" => run_echo(&o),
         "idle" => run_idle(&o),
         "handshakes" => run_handshakes(&o),
+        "throughput" => run_throughput(&o),
         _ => run_broadcast(&o),
     };
     match result {
@@ -1665,6 +2047,56 @@ mod tests {
         assert!(tls_config(&o).is_err());
         assert!(tls_config(&opts("echo --addr wss://127.0.0.1:9 --insecure").unwrap()).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn join_modes_read_messages_by_their_start() {
+        use Kind::*;
+        let io = |lead: &[u8]| classify(Join::SocketIo, lead);
+        assert_eq!(io(br#"0{"sid":"a","upgrades":[]"#), Other);
+        assert_eq!(io(br#"40{"sid":"b"}"#), Ready);
+        assert_eq!(io(b"2"), Ping);
+        assert_eq!(io(br#"42["b","xx"]"#), Delivery);
+        let room = |lead: &[u8]| classify(Join::TetherRoom, lead);
+        assert_eq!(room(br#"{"event":"connected","data":{}}"#), Other);
+        assert_eq!(
+            room(br#"{"event":"subscribed","data":{"room":"r"}}"#[..LEAD].as_ref()),
+            Ready
+        );
+        assert_eq!(room(br#"{"event":"b","data":"x","room":"r"}"#), Delivery);
+        assert_eq!(room(br#"{"event":"bench","data":1}"#), Other);
+        assert_eq!(classify(Join::Nothing, b"anything"), Delivery);
+    }
+
+    #[test]
+    fn publishers_wrap_the_payload() {
+        let o = opts("broadcast --addr 127.0.0.1:9 --size 2 --tether --room bench_r").unwrap();
+        assert_eq!(
+            publish_message(&o),
+            br#"{"event":"host.broadcast","data":{"event":"b","data":"xx","room":"bench_r"}}"#
+        );
+        let o = opts("broadcast --addr 127.0.0.1:9 --size 2 --tether").unwrap();
+        assert_eq!(
+            publish_message(&o),
+            br#"{"event":"host.broadcast","data":{"event":"b","data":"xx"}}"#
+        );
+        let o = opts("broadcast --addr 127.0.0.1:9 --size 2 --socketio").unwrap();
+        assert_eq!(publish_message(&o), br#"42["pub","xx"]"#);
+        let o = opts("broadcast --addr 127.0.0.1:9 --size 2").unwrap();
+        assert_eq!(publish_message(&o), b"xx");
+    }
+
+    #[test]
+    fn cluster_options_are_checked() {
+        let o =
+            opts("throughput --addr 127.0.0.1:9 --addr2 ws://127.0.0.1:10 --pid2 5 --redis-pid 6")
+                .unwrap();
+        assert_eq!(o.addr2.map(|a| a.port()), Some(10));
+        assert_eq!((o.pid2, o.redis_pid), (Some(5), Some(6)));
+        assert!(opts("broadcast --addr 127.0.0.1:9 --addr2 10.0.0.1:10").is_err());
+        assert!(opts("broadcast --addr 127.0.0.1:9 --socketio --tether").is_err());
+        assert!(opts("broadcast --addr 127.0.0.1:9 --room a\"b").is_err());
+        assert!(opts("throughput --addr 127.0.0.1:9 --rate 10 --rate-max 5").is_err());
     }
 
     #[test]

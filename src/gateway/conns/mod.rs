@@ -372,6 +372,12 @@ impl Conns {
         }
     }
 
+    /// Carries out what the core queued outside a connection's own call
+    /// (an endpoint delivered to local sessions).
+    pub fn apply_core_actions(&mut self, app: &mut App, now: Now) {
+        self.apply_outbox(app, now);
+    }
+
     pub fn mark_dirty(&mut self, key: usize) {
         if let Some(conn) = self.slab.get_mut(key) {
             if !conn.dirty {

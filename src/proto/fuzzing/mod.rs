@@ -20,11 +20,13 @@ mod frames;
 mod handshake;
 #[cfg(test)]
 mod regressions;
+mod resp;
 mod responses;
 
 pub use dispatch::dispatch;
 pub use frames::frames;
 pub use handshake::handshake;
+pub use resp::resp;
 pub use responses::responses;
 
 const SECRET: &[u8] = b"tether-fuzzing-secret-0123456789";

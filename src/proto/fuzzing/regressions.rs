@@ -85,3 +85,8 @@ fn dispatch_inputs_on_an_action_listener() {
         }
     }
 }
+
+#[test]
+fn resp_inputs() {
+    replay("resp", fuzzing::resp);
+}

@@ -3,7 +3,8 @@
 //! once and its bytes shared by every recipient.
 
 use super::{Hub, Session};
-use crate::proto::client_id::{client_id_str, key_of};
+use crate::proto::client_id::IdFormat;
+use crate::proto::cluster::RoomKind;
 use crate::proto::envelope::JsonWriter;
 use crate::proto::host_link::HostLink;
 use crate::proto::outbox::Broadcast;
@@ -64,6 +65,15 @@ impl Hub {
                 message.into()
             }
         };
+        if let Audience::Room(room) = audience {
+            self.forward_room(room, RoomKind::Broadcast, &shared);
+        }
+        self.send_to_audience(shared, audience)
+    }
+
+    /// Queues the JSON `message` for the audience on this node; returns how
+    /// many clients it was queued for.
+    pub(super) fn send_to_audience(&mut self, shared: Rc<[u8]>, audience: Audience<'_>) -> u64 {
         let targets: Vec<usize> = match audience {
             Audience::All => self.clients().map(|(key, _)| key).collect(),
             Audience::Room(room) => self
@@ -76,7 +86,9 @@ impl Hub {
                         .is_some_and(|s| is_client(&self.hosts, key, s))
                 })
                 .collect(),
-            Audience::Client(client) => key_of(client)
+            Audience::Client(client) => self
+                .ids
+                .local(client)
                 .filter(|&(key, id)| {
                     self.session(key)
                         .is_some_and(|s| s.id == id && is_client(&self.hosts, key, s))
@@ -122,7 +134,7 @@ impl Hub {
             if written > 0 {
                 buf.push(b',');
             }
-            write_client_info(buf, session);
+            write_client_info(buf, session, &self.ids);
             // With the closing `]`.
             if written > 0 && buf.len() + 1 - start > max_bytes {
                 buf.truncate(before);
@@ -150,9 +162,12 @@ impl Hub {
 }
 
 /// `{"id","sub","ip","rooms","permissions","connectedAt"}` of one client.
-fn write_client_info(buf: &mut Vec<u8>, session: &Session) {
+fn write_client_info(buf: &mut Vec<u8>, session: &Session, ids: &IdFormat) {
     let mut info = JsonWriter::object(buf);
-    info.str("id", &client_id_str(session.id));
+    info.str("id", &ids.str(session.id));
+    if let Some(node) = ids.node() {
+        info.str("node", node);
+    }
     match &session.identity {
         Some(identity) => info.str("sub", &identity.sub),
         None => info.raw("sub", "null"),

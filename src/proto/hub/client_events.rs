@@ -5,7 +5,7 @@ use super::recovery::Since;
 use super::{data_as, names_host, Hub, MAX_ROOMS_PER_CLIENT, MAX_ROOM_NAME};
 use crate::proto::action::Dialect;
 use crate::proto::auth::{AuthError, Identity};
-use crate::proto::client_id::client_id_str;
+use crate::proto::cluster::RoomKind;
 use crate::proto::envelope::ErrorCode;
 use crate::proto::outbox::Broadcast;
 use crate::proto::path_rooms::with_sub;
@@ -75,7 +75,7 @@ impl Hub {
                 if let Some(s) = self.session(key) {
                     warn!(
                         "client {} from {}: auth failed: {reason}",
-                        client_id_str(s.id),
+                        self.ids.str(s.id),
                         s.ip
                     );
                 }
@@ -102,7 +102,7 @@ impl Hub {
         if !may_join_all(&identity, &s.path_rooms) {
             warn!(
                 "client {} from {}: {:?} may not join the rooms of its path",
-                client_id_str(s.id),
+                self.ids.str(s.id),
                 s.ip,
                 identity.sub
             );
@@ -151,7 +151,7 @@ impl Hub {
         if first {
             info!(
                 "client {} from {} authenticated as {:?}",
-                client_id_str(s.id),
+                self.ids.str(s.id),
                 s.ip,
                 identity.sub
             );
@@ -189,14 +189,14 @@ impl Hub {
             return self.out.reply(key, "auth_success", rid, |data| {
                 data.str("message", "Authentication successful")
                     .str("user_id", &identity.sub)
-                    .str("clientId", &client_id_str(s.id))
+                    .str("clientId", &self.ids.str(s.id))
                     .str_array("permissions", &identity.permissions)
                     .str_array("rooms", &s.rooms)
                     .opt_u64("expiresAt", identity.expires_at);
             });
         }
         self.out.reply(key, event, rid, |data| {
-            data.str("clientId", &client_id_str(s.id))
+            data.str("clientId", &self.ids.str(s.id))
                 .str("sub", &identity.sub)
                 .str_array("permissions", &identity.permissions)
                 .str_array("rooms", &s.rooms)
@@ -345,8 +345,21 @@ impl Hub {
         self.reply_room(key, "published", &publish.room, Some(delivered), rid);
     }
 
-    /// Queues `message` for every member of `room` but `except`; returns how many.
+    /// Queues `message` for every member of `room` but `except`, and for the
+    /// other nodes of a cluster; returns how many local members got it.
     pub(super) fn deliver(
+        &mut self,
+        room: &str,
+        message: &mut Broadcast,
+        except: Option<ConnKey>,
+    ) -> u64 {
+        let form = message.event_form().clone();
+        self.forward_room(room, RoomKind::Publish, &form);
+        self.deliver_local(room, message, except)
+    }
+
+    /// [`Hub::deliver`] on this node only.
+    pub(super) fn deliver_local(
         &mut self,
         room: &str,
         message: &mut Broadcast,
@@ -370,10 +383,14 @@ impl Hub {
         delivered: Option<u64>,
         rid: Option<&RawValue>,
     ) {
+        let clustered = self.is_clustered();
         self.out.reply(key, event, rid, |data| {
             data.str("room", room);
             if let Some(n) = delivered {
                 data.u64("delivered", n);
+            }
+            if clustered && delivered.is_some() {
+                data.bool("cluster", true);
             }
         });
     }

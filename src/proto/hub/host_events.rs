@@ -7,7 +7,6 @@
 use super::{data_as, Audience, Hub, PublishData, MAX_ROOM_NAME};
 use crate::proto::action::Dialect;
 use crate::proto::auth::{parse_ttl, MintRequest, MAX_TTL_S};
-use crate::proto::client_id::{client_id_str, key_of};
 use crate::proto::envelope::{ErrorCode, JsonWriter};
 use crate::proto::host_link::{Pending, MAX_EVENTS_PER_HOST, MAX_HOSTS, MAX_PERMISSION_BYTES};
 use crate::proto::outbox::{Action, Body};
@@ -135,6 +134,7 @@ impl Hub {
             "host.reply" => self.host_reply(key, now, data, rid),
             "host.broadcast" => self.host_broadcast(key, now, data, rid),
             "host.send" => self.host_send(key, now, data, rid),
+            "host.clients" if data.is_none() && self.gather_clients(key, now, rid) => {}
             "host.clients" => self.host_clients(key, now, data, rid),
             "host.kick" => self.host_kick(key, now, data, rid),
             "host.token" => self.host_token(key, now, data, rid),
@@ -225,7 +225,7 @@ impl Hub {
             // Rooms are for clients: broadcasts and notices skip hosts.
             info!(
                 "client {} registered as a host: {}",
-                client_id_str(session.id),
+                self.ids.str(session.id),
                 served.join(", ")
             );
         }
@@ -279,7 +279,7 @@ impl Hub {
             .forward(key, host, rid.map(|r| r.to_owned()), deadline_ms);
         self.out.reply(host, "host.request", None, |body| {
             body.u64("id", id)
-                .str("client", &client_id_str(session.id))
+                .str("client", &self.ids.str(session.id))
                 .str("sub", &identity.sub)
                 .str_array("permissions", &identity.permissions)
                 .str("event", event)
@@ -356,15 +356,7 @@ impl Hub {
         };
         let data = broadcast.data.map_or("null", |d| d.get());
         let delivered = self.publish(&broadcast.event, data, audience, now);
-        self.out.ack(key, rid, |w| {
-            w.u64("delivered", delivered);
-        });
-    }
-
-    /// The live session a `clientId` names.
-    fn client_key(&self, client: &str) -> Option<ConnKey> {
-        let (key, id) = key_of(client)?;
-        self.session(key).filter(|s| s.id == id).map(|_| key)
+        self.ack_delivered(key, rid, delivered, broadcast.room.is_some());
     }
 
     fn host_send(
@@ -378,9 +370,12 @@ impl Hub {
             let msg = "data must be {\"client\", \"event\", \"data\"}";
             return self.error(key, ErrorCode::InvalidData, msg, now, rid);
         };
+        let data = send.data.map_or("null", |d| d.get());
+        if self.send_remote(key, rid, &send.client, (&send.event, data), now) {
+            return;
+        }
         let delivered = match self.client_key(&send.client) {
             Some(target) => {
-                let data = send.data.map_or("null", |d| d.get());
                 self.out.reply_raw(target, &send.event, None, data);
                 1
             }
@@ -434,10 +429,12 @@ impl Hub {
             return self.error(key, ErrorCode::InvalidData, msg, now, rid);
         };
         let reason = kick.reason.as_deref().unwrap_or("kicked by the host");
+        if self.kick_remote(key, rid, &kick.client, reason, now) {
+            return;
+        }
         let target = self.client_key(&kick.client);
-        // The acknowledgement comes before the `host.client_left` the kick
-        // causes, like the answer to any other host event; a host that kicks
-        // itself gets none (it is gone).
+        // The ack comes before the `host.client_left` the kick causes, like
+        // any host event's answer; a host that kicks itself gets none (gone).
         if target != Some(key) {
             self.out.ack(key, rid, |w| {
                 w.u64("delivered", u64::from(target.is_some()));
@@ -531,7 +528,7 @@ impl Hub {
         if let Some(s) = self.session(key) {
             info!(
                 "client {} lost the `host` permission: no longer a host",
-                client_id_str(s.id)
+                self.ids.str(s.id)
             );
         }
         self.report_orphans(orphans, now);
@@ -565,7 +562,7 @@ impl Hub {
         let mut msg = JsonWriter::object(&mut message);
         msg.str("event", "host.client_joined");
         msg.begin("data")
-            .str("client", &client_id_str(id))
+            .str("client", &self.ids.str(id))
             .str("sub", &identity.sub)
             .str("ip", &ip.to_string())
             .end();
@@ -581,7 +578,7 @@ impl Hub {
         let mut msg = JsonWriter::object(&mut message);
         msg.str("event", "host.client_left");
         msg.begin("data")
-            .str("client", &client_id_str(id))
+            .str("client", &self.ids.str(id))
             .str("sub", sub)
             .u64("code", u64::from(code))
             .end();

@@ -11,6 +11,7 @@ mod audience;
 mod client_events;
 #[cfg(test)]
 mod client_tests;
+mod cluster;
 #[cfg(test)]
 mod compat_tests;
 #[cfg(test)]
@@ -24,7 +25,7 @@ mod presence;
 mod recovery;
 mod sessions;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use crate::proto::client_id::client_id_str;
 pub use crate::proto::outbox::{Action, Body, Outbox};
@@ -36,6 +37,8 @@ pub use sessions::{is_bridged, BRIDGED_KEY_BASE, MAX_BRIDGED};
 use crate::proto::action::{self, Dialect, Incoming};
 use crate::proto::activity::Activity;
 use crate::proto::auth::{Authenticator, Identity};
+use crate::proto::client_id::IdFormat;
+use crate::proto::cluster::ClusterTap;
 use crate::proto::envelope::{self, ErrorCode};
 use crate::proto::history::{History, HistoryConfig};
 use crate::proto::host_link::HostLink;
@@ -126,6 +129,10 @@ pub struct Hub {
     rooms: Rooms,
     history: History,
     hosts: HostLink,
+    /// Set when this node is part of a cluster (SPEC §9).
+    cluster: Option<ClusterTap>,
+    /// How `clientId`s are written and read (node-qualified in a cluster).
+    ids: IdFormat,
     /// What the shell must do: drain it after every call (see [`Outbox`]).
     pub out: Outbox,
     pub stats: Stats,
@@ -153,6 +160,8 @@ impl Hub {
             active: 0,
             rooms: Rooms::default(),
             hosts: HostLink::default(),
+            cluster: None,
+            ids: IdFormat::default(),
             out: Outbox::default(),
             stats: Stats::default(),
             activity: Activity::default(),
@@ -197,6 +206,12 @@ impl Hub {
 
     pub fn session(&self, key: ConnKey) -> Option<&Session> {
         self.sessions.get(key).and_then(Option::as_ref)
+    }
+
+    /// The live session a `clientId` names.
+    pub(super) fn client_key(&self, client: &str) -> Option<ConnKey> {
+        let (key, id) = self.ids.local(client)?;
+        self.session(key).filter(|s| s.id == id).map(|_| key)
     }
 
     /// Whether a handshake token may open a session on `path`: the rooms
@@ -245,12 +260,12 @@ impl Hub {
         self.out.set_dialect(key, dialect);
         match dialect {
             Dialect::Event => self.out.reply(key, "connected", None, |data| {
-                data.str("clientId", &client_id_str(id))
+                data.str("clientId", &self.ids.str(id))
                     .bool("authenticated", identity.is_some())
                     .str("server", server);
             }),
             Dialect::Action => self.out.reply(key, "welcome", None, |data| {
-                data.str("clientId", &client_id_str(id))
+                data.str("clientId", &self.ids.str(id))
                     .str("server", server);
             }),
         }
@@ -368,7 +383,7 @@ impl Hub {
             }
         };
         if let Some(s) = self.session(key) {
-            debug!("client {} sent {:?}", client_id_str(s.id), env.event);
+            debug!("client {} sent {:?}", self.ids.str(s.id), env.event);
         }
         let rid = env.request_id;
         let authenticated = self.session(key).is_some_and(|s| s.identity.is_some());
@@ -419,7 +434,7 @@ impl Hub {
                 false
             }
             Verdict::Close => {
-                let id = client_id_str(s.id);
+                let id = self.ids.str(s.id);
                 warn!("client {id} closed: more than twice limits.max_messages_per_minute");
                 self.stats.flood_closes += 1;
                 self.close(key, 4008, "rate limit exceeded", now);

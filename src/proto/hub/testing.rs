@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 /// A hub over `auth` with these limits.
-pub(super) fn hub_with(auth: Authenticator, per_minute: u32, request_timeout_ms: u64) -> Hub {
+pub(crate) fn hub_with(auth: Authenticator, per_minute: u32, request_timeout_ms: u64) -> Hub {
     Hub::new(HubConfig {
         auth,
         auth_timeout_ms: 10_000,
@@ -32,7 +32,7 @@ pub(super) fn hub_with_features(features: RoomFeatures) -> Hub {
 }
 
 /// A token the hub accepts, minted at `unix`.
-pub(super) fn mint(
+pub(crate) fn mint(
     h: &Hub,
     sub: &str,
     permissions: &[&str],
@@ -51,7 +51,7 @@ pub(super) fn mint(
 }
 
 /// Drains the outbox as (recipient, JSON) and closes as (recipient, code).
-pub(super) fn drain(h: &mut Hub) -> Vec<(ConnKey, Value)> {
+pub(crate) fn drain(h: &mut Hub) -> Vec<(ConnKey, Value)> {
     let out = h
         .out
         .actions
@@ -65,12 +65,12 @@ pub(super) fn drain(h: &mut Hub) -> Vec<(ConnKey, Value)> {
     out
 }
 
-pub(super) const T0: Now = Now {
+pub(crate) const T0: Now = Now {
     ms: 0,
     unix: 1_800_000_000,
 };
 
-pub(super) fn at(ms: u64) -> Now {
+pub(crate) fn at(ms: u64) -> Now {
     Now {
         ms,
         unix: T0.unix + ms / 1000,
@@ -78,12 +78,12 @@ pub(super) fn at(ms: u64) -> Now {
 }
 
 /// A hub for host tests: a fixed key, 10,000 messages a minute, requests time out in 1 s.
-pub(super) fn hub_for_hosts() -> Hub {
+pub(crate) fn hub_for_hosts() -> Hub {
     let auth = Authenticator::new(&[9u8; 32], None, None, None, &[], BTreeMap::new());
     hub_with(auth, 10_000, 1_000)
 }
 
-pub(super) fn join(h: &mut Hub, key: ConnKey, sub: &str, permissions: &[&str], rooms: &[&str]) {
+pub(crate) fn join(h: &mut Hub, key: ConnKey, sub: &str, permissions: &[&str], rooms: &[&str]) {
     let token = mint(h, sub, permissions, rooms, 3600, T0.unix);
     let identity = h.config().auth.verify(&token, T0.unix).unwrap();
     h.open(
@@ -96,17 +96,17 @@ pub(super) fn join(h: &mut Hub, key: ConnKey, sub: &str, permissions: &[&str], r
     );
 }
 
-pub(super) fn send(h: &mut Hub, key: ConnKey, now: Now, msg: Value) -> Vec<(ConnKey, Value)> {
+pub(crate) fn send(h: &mut Hub, key: ConnKey, now: Now, msg: Value) -> Vec<(ConnKey, Value)> {
     h.on_text(key, now, &msg.to_string());
     drain(h)
 }
 
-pub(super) fn cid(h: &Hub, key: ConnKey) -> String {
+pub(crate) fn cid(h: &Hub, key: ConnKey) -> String {
     format!("{:x}", h.session(key).unwrap().id)
 }
 
 /// Connection `key` sends `host.register` for `events`; returns the outbox.
-pub(super) fn register(h: &mut Hub, key: ConnKey, events: Value) -> Vec<(ConnKey, Value)> {
+pub(crate) fn register(h: &mut Hub, key: ConnKey, events: Value) -> Vec<(ConnKey, Value)> {
     send(
         h,
         key,

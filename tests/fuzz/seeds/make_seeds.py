@@ -113,3 +113,12 @@ templates = b"".join([
 ])
 write("dispatch", "templates", bytes([2 | 4]) + templates)
 write("dispatch", "flood", bytes([2]) + op_open(0, 5) + b"".join(op_template(0, 2, 0, 2) for _ in range(16)))
+
+# --- resp: [role bit, chunk seed] + what the broker sends after the connect
+# (a command link owes replies to AUTH, SELECT and four GETs; a subscriber to AUTH).
+write("resp", "command_replies", b"\x00+OK\r\n+OK\r\n$-1\r\n$3\r\nabc\r\n:7\r\n-ERR x\r\n")
+write("resp", "subscriber_pushes", b"\x01+OK\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"
+      b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$5\r\nhello\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n")
+write("resp", "refused", b"\x00-WRONGPASS invalid username-password pair\r\n")
+write("resp", "nested", b"\x02+OK\r\n+OK\r\n*2\r\n*1\r\n:1\r\n*-1\r\n$5\r\nab")
+write("resp", "too_large", b"\x01+OK\r\n$9999\r\n")

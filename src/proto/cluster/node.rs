@@ -1,0 +1,563 @@
+//! One node of the cluster, sans-IO: two broker links (pub/sub and
+//! commands), the node's claim on its name, the JWT secret check, heartbeats
+//! and the node list, room channels subscribed while local members exist,
+//! and room messages in both directions.
+//!
+//! Driving contract: after the hub ran (every loop pass) call [`Node::pump`];
+//! move the links' bytes ([`Node::links`]); call [`Node::on_timer`] at
+//! [`Node::poll_timeout`]; stop the process when [`Node::fatal`] says so.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use log::{debug, error, info, warn};
+
+use super::envelope::{self, Kind};
+use super::tap::RoomKind;
+use crate::proto::hub::Hub;
+use crate::proto::redis::{Limits, Link, LinkConfig, LinkEvent, Role, Value};
+use crate::proto::Now;
+
+/// A room's channel is dropped this long after its last local member left,
+/// so that a member who rejoins at once does not churn subscriptions.
+const UNSUBSCRIBE_DELAY_MS: u64 = 1000;
+/// A node (and its name claim) is gone after this many missed heartbeats.
+const MISSED_HEARTBEATS: u64 = 3;
+
+const TAG_CLAIM: u64 = 1;
+const TAG_OWNER: u64 = 2;
+const TAG_FINGERPRINT: u64 = 3;
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub prefix: String,
+    pub heartbeat_ms: u64,
+    pub max_forward_bytes: usize,
+    /// The largest payload a node forwards (`limits.max_message_bytes` and
+    /// the message's own fields).
+    pub max_payload_bytes: usize,
+    /// A keyed fingerprint of the JWT secret (never the secret).
+    pub fingerprint: String,
+    /// Random per process: tells this node's claim from a namesake's.
+    pub instance: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub db: u32,
+}
+
+pub struct Node {
+    cfg: NodeConfig,
+    sub: Link,
+    cmd: Link,
+    name_ok: bool,
+    fingerprint_ok: bool,
+    joined: bool,
+    refused: Option<String>,
+    fatal: Option<String>,
+    /// Other nodes by name: when their last heartbeat came.
+    peers: BTreeMap<String, u64>,
+    last_echo_ms: u64,
+    next_heartbeat_ms: u64,
+    pending_unsubscribe: BTreeMap<Rc<str>, u64>,
+    forwarded: u64,
+    received: u64,
+    dropped: u64,
+    scratch: Vec<u8>,
+}
+
+impl Node {
+    pub fn new(cfg: NodeConfig, seed: u64) -> Node {
+        // What other nodes may send us: generous, so that a node with a
+        // larger `max_message_bytes` cannot make this link reset, and bounded.
+        let max_in = receive_limit(&cfg);
+        let link = |role| LinkConfig {
+            role,
+            user: cfg.user.clone(),
+            password: cfg.password.clone(),
+            db: cfg.db,
+            max_out_bytes: cfg.max_forward_bytes,
+            limits: Limits {
+                max_bulk: max_in,
+                max_elements: 8,
+                max_depth: 2,
+            },
+            max_reply_bytes: max_in + 1024,
+            connect_timeout_ms: 2000,
+            reply_timeout_ms: cfg.heartbeat_ms.max(1000) * MISSED_HEARTBEATS,
+            probe_after_ms: cfg.heartbeat_ms.max(1000),
+        };
+        let mut sub = Link::new(link(Role::Subscriber), seed);
+        let cmd = Link::new(link(Role::Command), seed.rotate_left(17));
+        sub.subscribe(control_channel(&cfg.prefix).as_bytes());
+        sub.subscribe(node_channel(&cfg.prefix, &cfg.name).as_bytes());
+        Node {
+            cfg,
+            sub,
+            cmd,
+            name_ok: false,
+            fingerprint_ok: false,
+            joined: false,
+            refused: None,
+            fatal: None,
+            peers: BTreeMap::new(),
+            last_echo_ms: 0,
+            next_heartbeat_ms: 0,
+            pending_unsubscribe: BTreeMap::new(),
+            forwarded: 0,
+            received: 0,
+            dropped: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// The subscriber link, then the command link, for the shell to drive.
+    pub fn links(&mut self) -> [&mut Link; 2] {
+        [&mut self.sub, &mut self.cmd]
+    }
+
+    /// Set when this process must stop: its name is a live node's.
+    pub fn fatal(&self) -> Option<&str> {
+        self.fatal.as_deref()
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.cfg.heartbeat_ms * MISSED_HEARTBEATS
+    }
+
+    /// Takes what the hub queued (room changes, forwards), handles what the
+    /// links received, and updates the hub's view of the node.
+    pub fn pump(&mut self, hub: &mut Hub, now: Now) {
+        for (room, opened) in hub.take_room_changes() {
+            if opened {
+                self.pending_unsubscribe.remove(&room);
+                self.sub
+                    .subscribe(room_channel(&self.cfg.prefix, &room).as_bytes());
+            } else {
+                self.pending_unsubscribe
+                    .insert(room, now.ms + UNSUBSCRIBE_DELAY_MS);
+            }
+        }
+        while let Some(forward) = hub.cluster_mut().and_then(|tap| tap.take_forward()) {
+            // Too big for any node's link (or refused): dropped and counted.
+            let size = forward.room.len() + forward.message.len() + 64;
+            if self.refused.is_some() || size > self.cfg.max_payload_bytes {
+                self.dropped += 1;
+                continue;
+            }
+            let kind = match forward.kind {
+                RoomKind::Publish => Kind::Publish,
+                RoomKind::Broadcast => Kind::Broadcast,
+            };
+            self.scratch.clear();
+            envelope::encode(
+                &mut self.scratch,
+                &self.cfg.name,
+                kind,
+                &forward.room,
+                &forward.message,
+            );
+            let channel = room_channel(&self.cfg.prefix, &forward.room);
+            if self.publish(&channel) {
+                self.forwarded += 1;
+            } else {
+                self.dropped += 1;
+            }
+        }
+        while let Some(directed) = hub.cluster_mut().and_then(|tap| tap.directed.take()) {
+            self.scratch.clear();
+            envelope::encode_directed(&mut self.scratch, &self.cfg.name, &directed);
+            // Unsent (link full), the host's ok comes at its timeout.
+            self.publish(&node_channel(&self.cfg.prefix, &directed.node));
+        }
+        while let Some((node, request)) = hub.cluster_mut().and_then(|t| t.gathers.take_question())
+        {
+            self.scratch.clear();
+            envelope::encode_request(
+                &mut self.scratch,
+                &self.cfg.name,
+                Kind::Clients,
+                request,
+                &[],
+            );
+            self.publish(&node_channel(&self.cfg.prefix, &node));
+        }
+        while let Some(event) = self.sub.poll_event() {
+            self.on_sub_event(event, hub, now);
+        }
+        while let Some(event) = self.cmd.poll_event() {
+            self.on_cmd_event(event, now);
+        }
+        self.update_status(hub, now);
+    }
+
+    fn on_sub_event(&mut self, event: LinkEvent, hub: &mut Hub, now: Now) {
+        match event {
+            LinkEvent::Up => {
+                info!("cluster: subscriber link up");
+                self.last_echo_ms = now.ms;
+            }
+            LinkEvent::Down(why) => warn!("cluster: subscriber link down: {why}"),
+            LinkEvent::Refused(text) => {
+                error!("cluster: the broker refused the subscriber link: {text}")
+            }
+            LinkEvent::Message { payload, .. } => self.on_message(&payload, hub, now),
+            LinkEvent::Reply { .. } => {}
+        }
+    }
+
+    fn on_message(&mut self, bytes: &[u8], hub: &mut Hub, now: Now) {
+        let Some(env) = envelope::decode(bytes) else {
+            debug!("cluster: ignored a malformed message");
+            return;
+        };
+        if env.origin == self.cfg.name {
+            if env.kind == Kind::Heartbeat {
+                self.last_echo_ms = now.ms;
+            }
+            return;
+        }
+        match env.kind {
+            Kind::Heartbeat => {
+                if self.peers.insert(env.origin.to_string(), now.ms).is_none() {
+                    info!("cluster: node {} is up", env.origin);
+                }
+            }
+            Kind::Bye => {
+                if self.peers.remove(env.origin).is_some() {
+                    info!("cluster: node {} stopped", env.origin);
+                }
+            }
+            Kind::Publish | Kind::Broadcast if self.joined => {
+                let kind = if env.kind == Kind::Publish {
+                    RoomKind::Publish
+                } else {
+                    RoomKind::Broadcast
+                };
+                self.received += 1;
+                hub.deliver_from_cluster(env.room, kind, env.payload.into());
+            }
+            Kind::Publish | Kind::Broadcast => {}
+            Kind::Send | Kind::Kick => {
+                let Some((request, op)) = envelope::decode_directed(&env) else {
+                    return;
+                };
+                let delivered = hub.directed_from_cluster(env.room, &op, now);
+                self.scratch.clear();
+                envelope::encode_result(&mut self.scratch, &self.cfg.name, request, delivered);
+                let channel = node_channel(&self.cfg.prefix, env.origin);
+                self.publish(&channel);
+            }
+            Kind::Clients => {
+                let Some((request, _)) = envelope::request_of(env.payload) else {
+                    return;
+                };
+                let mut list = Vec::with_capacity(256);
+                hub.write_client_page(&mut list, 0, usize::MAX, self.cfg.max_payload_bytes);
+                self.scratch.clear();
+                envelope::encode_request(
+                    &mut self.scratch,
+                    &self.cfg.name,
+                    Kind::ClientList,
+                    request,
+                    &list,
+                );
+                self.publish(&node_channel(&self.cfg.prefix, env.origin));
+            }
+            Kind::ClientList => {
+                if let Some((request, list)) = envelope::request_of(env.payload) {
+                    hub.gathered(request, env.origin, list);
+                }
+            }
+            Kind::Result => {
+                if let Some((request, delivered)) = envelope::decode_result(&env) {
+                    hub.complete_directed(request, delivered);
+                }
+            }
+        }
+    }
+
+    /// PUBLISHes `self.scratch` on `channel`; false when the link is full.
+    fn publish(&mut self, channel: &str) -> bool {
+        let payload = std::mem::take(&mut self.scratch);
+        let sent = self
+            .cmd
+            .command(&[b"PUBLISH", channel.as_bytes(), &payload], None)
+            .is_ok();
+        self.scratch = payload;
+        sent
+    }
+
+    fn on_cmd_event(&mut self, event: LinkEvent, now: Now) {
+        match event {
+            LinkEvent::Up => {
+                info!(
+                    "cluster: command link up; announcing node {}",
+                    self.cfg.name
+                );
+                self.joined = false;
+                self.name_ok = false;
+                self.fingerprint_ok = false;
+                self.claim_name();
+                self.check_fingerprint();
+            }
+            LinkEvent::Down(why) => {
+                warn!("cluster: command link down: {why}");
+                self.joined = false;
+            }
+            LinkEvent::Refused(text) => {
+                error!("cluster: the broker refused the command link: {text}")
+            }
+            LinkEvent::Message { .. } => {}
+            LinkEvent::Reply { tag, value } => self.on_reply(tag, value, now),
+        }
+    }
+
+    fn claim_name(&mut self) {
+        let key = node_key(&self.cfg.prefix, &self.cfg.name);
+        let ttl = self.ttl_ms().to_string();
+        let args: [&[u8]; 6] = [
+            b"SET",
+            key.as_bytes(),
+            self.cfg.instance.as_bytes(),
+            b"NX",
+            b"PX",
+            ttl.as_bytes(),
+        ];
+        let _ = self.cmd.command(&args, Some(TAG_CLAIM));
+    }
+
+    fn check_fingerprint(&mut self) {
+        let key = fingerprint_key(&self.cfg.prefix);
+        let ttl = self.ttl_ms().to_string();
+        let set: [&[u8]; 6] = [
+            b"SET",
+            key.as_bytes(),
+            self.cfg.fingerprint.as_bytes(),
+            b"NX",
+            b"PX",
+            ttl.as_bytes(),
+        ];
+        let _ = self.cmd.command(&set, None);
+        let _ = self
+            .cmd
+            .command(&[b"GET", key.as_bytes()], Some(TAG_FINGERPRINT));
+    }
+
+    fn on_reply(&mut self, tag: u64, value: Value, now: Now) {
+        if let Value::Error(text) = &value {
+            warn!("cluster: broker error: {}", String::from_utf8_lossy(text));
+            return;
+        }
+        match tag {
+            TAG_CLAIM if value.as_bytes().is_some() => self.name_ok = true,
+            TAG_CLAIM => {
+                let key = node_key(&self.cfg.prefix, &self.cfg.name);
+                let _ = self.cmd.command(&[b"GET", key.as_bytes()], Some(TAG_OWNER));
+            }
+            TAG_OWNER => match value.as_bytes() {
+                Some(owner) if owner == self.cfg.instance.as_bytes() => self.name_ok = true,
+                Some(_) => {
+                    let why = format!(
+                        "cluster.node: a live node already uses the name {:?}; give this node another name",
+                        self.cfg.name
+                    );
+                    error!("{why}");
+                    self.fatal = Some(why);
+                }
+                // Expired in between: claim again.
+                None => self.claim_name(),
+            },
+            TAG_FINGERPRINT => match value.as_bytes() {
+                Some(fp) if fp == self.cfg.fingerprint.as_bytes() => {
+                    self.fingerprint_ok = true;
+                    self.refused = None;
+                }
+                Some(_) => {
+                    if self.refused.is_none() {
+                        error!(
+                            "cluster: this node's JWT secret differs from the cluster's (compared by keyed fingerprint); not joining"
+                        );
+                    }
+                    self.refused = Some("the JWT secret differs from the cluster's".into());
+                }
+                None => self.check_fingerprint(),
+            },
+            _ => {}
+        }
+        if self.name_ok && self.fingerprint_ok && !self.joined && self.fatal.is_none() {
+            self.joined = true;
+            info!("cluster: node {} joined", self.cfg.name);
+            self.next_heartbeat_ms = now.ms;
+            self.heartbeat(now);
+        }
+    }
+
+    fn heartbeat(&mut self, now: Now) {
+        if now.ms < self.next_heartbeat_ms {
+            return;
+        }
+        self.next_heartbeat_ms = now.ms + self.cfg.heartbeat_ms;
+        if !self.joined || !self.cmd.is_up() {
+            return;
+        }
+        self.scratch.clear();
+        let hb = self.cfg.heartbeat_ms.to_string();
+        envelope::encode(
+            &mut self.scratch,
+            &self.cfg.name,
+            Kind::Heartbeat,
+            "",
+            hb.as_bytes(),
+        );
+        self.publish(&control_channel(&self.cfg.prefix));
+        let ttl = self.ttl_ms().to_string();
+        let key = node_key(&self.cfg.prefix, &self.cfg.name);
+        let renew: [&[u8]; 5] = [
+            b"SET",
+            key.as_bytes(),
+            self.cfg.instance.as_bytes(),
+            b"PX",
+            ttl.as_bytes(),
+        ];
+        let _ = self.cmd.command(&renew, None);
+        let fp = fingerprint_key(&self.cfg.prefix);
+        let _ = self
+            .cmd
+            .command(&[b"PEXPIRE", fp.as_bytes(), ttl.as_bytes()], None);
+    }
+
+    /// The process stops: tell the other nodes (they drop this one at once
+    /// rather than after 3 missed heartbeats) and free the name for a
+    /// restart. Nothing more is sent after it.
+    pub fn stop(&mut self) {
+        if !self.joined {
+            return;
+        }
+        self.joined = false;
+        self.scratch.clear();
+        envelope::encode(&mut self.scratch, &self.cfg.name, Kind::Bye, "", b"");
+        self.publish(&control_channel(&self.cfg.prefix));
+        let key = node_key(&self.cfg.prefix, &self.cfg.name);
+        let _ = self.cmd.command(&[b"DEL", key.as_bytes()], None);
+        info!("cluster: node {} leaving", self.cfg.name);
+    }
+
+    /// Heartbeats, delayed unsubscribes, forgetting silent nodes, and the
+    /// liveness of the subscriber link (this node hears its own heartbeat).
+    pub fn on_timer(&mut self, now: Now) {
+        self.sub.on_timer(now.ms);
+        self.cmd.on_timer(now.ms);
+        self.heartbeat(now);
+        let due: Vec<Rc<str>> = self
+            .pending_unsubscribe
+            .iter()
+            .filter(|(_, &at)| at <= now.ms)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in due {
+            self.pending_unsubscribe.remove(&room);
+            self.sub
+                .unsubscribe(room_channel(&self.cfg.prefix, &room).as_bytes());
+        }
+        let ttl = self.ttl_ms();
+        self.peers.retain(|name, seen| {
+            let alive = now.ms.saturating_sub(*seen) <= ttl;
+            if !alive {
+                info!("cluster: node {name} missed {MISSED_HEARTBEATS} heartbeats; gone");
+            }
+            alive
+        });
+        if self.joined && self.sub.is_up() && now.ms.saturating_sub(self.last_echo_ms) > ttl {
+            self.sub.on_closed(now.ms, "own heartbeat not heard back");
+        }
+    }
+
+    /// When [`Node::on_timer`] is next due.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let mut at = self.next_heartbeat_ms;
+        for t in [self.sub.poll_timeout(), self.cmd.poll_timeout()]
+            .into_iter()
+            .flatten()
+        {
+            at = at.min(t);
+        }
+        if let Some(&t) = self.pending_unsubscribe.values().min() {
+            at = at.min(t);
+        }
+        Some(at)
+    }
+
+    fn update_status(&self, hub: &mut Hub, now: Now) {
+        let ttl = self.ttl_ms();
+        let broker_up = self.joined && self.sub.is_up() && self.cmd.is_up();
+        let not_ready = if let Some(why) = &self.refused {
+            Some(why.clone())
+        } else if !broker_up {
+            Some("the broker is down".to_string())
+        } else {
+            None
+        };
+        let live: Vec<String> = if broker_up {
+            self.peers
+                .iter()
+                .filter(|(_, &seen)| now.ms.saturating_sub(seen) <= ttl)
+                .map(|(name, _)| name.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (forwarded, received, dropped) = (self.forwarded, self.received, self.dropped);
+        let reconnects = self.sub.reconnects() + self.cmd.reconnects();
+        if let Some(tap) = hub.cluster_mut() {
+            let status = &mut tap.status;
+            status.broker_up = broker_up;
+            status.nodes = 1 + live.len() as u64;
+            status.peers = live;
+            status.not_ready = not_ready;
+            status.forwarded = forwarded;
+            status.received = received;
+            status.dropped = dropped + tap.dropped;
+            status.reconnects = reconnects;
+        }
+    }
+}
+
+/// The largest message a node takes from the broker.
+fn receive_limit(cfg: &NodeConfig) -> usize {
+    cfg.max_payload_bytes.max(cfg.max_forward_bytes) + 1024
+}
+
+/// Bytes the node's broker links can hold at once: commands waiting
+/// (`max_forward_bytes`) and one reply being read on each link.
+pub fn memory_ceiling(cfg: &NodeConfig) -> usize {
+    cfg.max_forward_bytes + 2 * (receive_limit(cfg) + 1024)
+}
+
+fn room_channel(prefix: &str, room: &str) -> String {
+    format!("{prefix}:room:{room}")
+}
+
+fn node_channel(prefix: &str, node: &str) -> String {
+    format!("{prefix}:to:{node}")
+}
+
+fn control_channel(prefix: &str) -> String {
+    format!("{prefix}:control")
+}
+
+fn node_key(prefix: &str, node: &str) -> String {
+    format!("{prefix}:node:{node}")
+}
+
+fn fingerprint_key(prefix: &str) -> String {
+    format!("{prefix}:jwt-fingerprint")
+}
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;
