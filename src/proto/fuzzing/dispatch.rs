@@ -353,8 +353,9 @@ impl World {
                             String::from_utf8_lossy(out.body(body))
                         ),
                     };
-                    // An action client's messages name their event `action`.
-                    let name = message.get("event").or_else(|| message.get("action"));
+                    // An action client's messages name their event `action`; the
+                    // fields of their data (an `event` among them) sit beside it.
+                    let name = message.get("action").or_else(|| message.get("event"));
                     let Some(event) = name.and_then(Value::as_str) else {
                         panic!("outgoing message has no string event: {message}");
                     };

@@ -33,6 +33,17 @@ fn link(role: Role) -> Link {
     link
 }
 
+/// The events with the reason of a `Down` left out.
+fn without_reason(events: &[LinkEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| match event {
+            LinkEvent::Down(_) => "Down".to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
 /// What a link made of a byte stream fed in `chunks`.
 fn feed(role: Role, stream: &[u8], chunks: &mut dyn FnMut() -> usize) -> Vec<LinkEvent> {
     let mut link = link(role);
@@ -72,7 +83,14 @@ pub fn resp(data: &[u8]) {
         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         (seed >> 16) as usize % 17 + 1
     });
-    assert_eq!(whole, chunked, "chunking changed the result");
+    // Where the stream is both over a bound and malformed, which is seen
+    // first depends on how much of it has arrived: the link goes down at the
+    // same point either way, for either reason.
+    assert_eq!(
+        without_reason(&whole),
+        without_reason(&chunked),
+        "chunking changed the result"
+    );
     for event in &whole {
         if let LinkEvent::Message { channel, payload } = event {
             assert!(channel.len() <= LIMITS.max_bulk && payload.len() <= LIMITS.max_bulk);
