@@ -22,6 +22,8 @@ use tungstenite::handshake::HandshakeError;
 use tungstenite::http::{HeaderName, HeaderValue};
 use tungstenite::{Message, WebSocket};
 
+pub mod cluster;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tether");
 
