@@ -14,7 +14,11 @@ use crate::proto::Now;
 use log::{debug, info, warn};
 use mio::event::Event;
 use mio::{Registry, Token};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::borrow::Cow;
+use std::io;
 
 /// Notices waiting for a connection, at most (more are dropped: best effort).
 const MAX_WAITING_NOTICES: usize = 1024;
@@ -48,12 +52,15 @@ pub struct Bearer {
 }
 
 impl Bearer {
-    pub fn get(&mut self, app: &mut App, now: Now) -> String {
-        if let Some((token, exp)) = &self.current {
-            if now.unix + BEARER_TTL_S / 2 < *exp {
-                return token.clone();
-            }
+    pub fn get(&mut self, app: &mut App, now: Now) -> &str {
+        let fresh = matches!(&self.current, Some((_, exp)) if now.unix + BEARER_TTL_S / 2 < *exp);
+        if !fresh {
+            self.current = Self::mint(app, now);
         }
+        self.current.as_ref().map_or("", |(token, _)| token)
+    }
+
+    fn mint(app: &mut App, now: Now) -> Option<(String, u64)> {
         let request = MintRequest {
             sub: "tether".into(),
             permissions: vec!["host".into()],
@@ -61,16 +68,7 @@ impl Bearer {
             role: None,
             ttl_s: BEARER_TTL_S,
         };
-        let minted = app
-            .hub_mut()
-            .map(|hub| hub.config().auth.mint(&request, now.unix));
-        match minted {
-            Some(Ok((token, exp))) => {
-                self.current = Some((token.clone(), exp));
-                token
-            }
-            _ => String::new(),
-        }
+        app.hub_mut()?.config().auth.mint(&request, now.unix).ok()
     }
 }
 
@@ -88,10 +86,15 @@ pub struct BackendHost {
 }
 
 impl BackendHost {
-    pub fn new(cfg: BackendConfig, key: ConnKey, registry: Registry, token: Token) -> BackendHost {
+    pub fn new(
+        cfg: BackendConfig,
+        key: ConnKey,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<BackendHost> {
         let bounds = (cfg.max_message_bytes, cfg.request_timeout_ms);
-        BackendHost {
-            pool: HttpPool::new(cfg.target, cfg.max_in_flight, bounds, registry, token),
+        Ok(BackendHost {
+            pool: HttpPool::new(cfg.target, cfg.max_in_flight, bounds, registry, token)?,
             name: cfg.name,
             events: cfg.events,
             notify: cfg.notify,
@@ -100,7 +103,7 @@ impl BackendHost {
             started: false,
             start_at_ms: 0,
             bearer: Bearer::default(),
-        }
+        })
     }
 
     /// Opens its session and registers its events.
@@ -127,7 +130,7 @@ impl BackendHost {
         let mut done = Vec::new();
         self.pool.expire(now.ms, &mut done);
         let bearer = self.bearer.get(app, now);
-        self.pool.pump(&bearer, now.ms, &mut done);
+        self.pool.pump(bearer, now.ms, &mut done);
         for (job, outcome) in done {
             self.finish(job, outcome, app, now);
         }
@@ -142,7 +145,7 @@ impl BackendHost {
             }
             return;
         };
-        let data = match outcome {
+        let reply = match outcome {
             Outcome::Answer(response) => self.answer(id, &response),
             Outcome::Failed(why) => {
                 warn!("host {}: request {id} failed: {why}", self.name);
@@ -153,14 +156,14 @@ impl BackendHost {
                 failure(id, "host_timeout", "the backend did not answer in time")
             }
         };
-        let reply = json!({"event": "host.reply", "data": data});
         if let Some(hub) = app.hub_mut() {
-            hub.on_text(self.key, now, &reply.to_string());
+            hub.on_text(self.key, now, &reply);
         }
     }
 
-    /// The `host.reply` data of a backend's response.
-    fn answer(&self, id: u64, response: &Response) -> Value {
+    /// The `host.reply` of a backend's response: its event and data are
+    /// passed on as they came (valid JSON, not decoded and encoded again).
+    fn answer(&self, id: u64, response: &Response) -> String {
         if !(200..300).contains(&response.status) {
             warn!(
                 "host {}: request {id} answered {}",
@@ -168,31 +171,67 @@ impl BackendHost {
             );
             return failure(id, "host_unavailable", "the backend refused the request");
         }
-        let parsed: Option<Value> = serde_json::from_slice(&response.body).ok();
-        match parsed {
-            Some(Value::Object(mut answer)) => {
-                if let Some(error) = answer.get("error").filter(|e| e["code"].is_string()) {
-                    return json!({"id": id, "error": error});
-                }
-                if answer.get("event").is_some_and(Value::is_string) {
-                    let data = answer.remove("data").unwrap_or(Value::Null);
-                    return json!({"id": id, "event": answer["event"], "data": data});
-                }
-                failure(id, "host_unavailable", "the backend's answer has no event")
+        // An object: serde would also read a struct from an array.
+        let object = response.body.trim_ascii_start().starts_with(b"{");
+        let parsed = serde_json::from_slice::<Answer>(&response.body).ok();
+        let Some(answer) = parsed.filter(|_| object) else {
+            warn!(
+                "host {}: request {id}: the answer is not a JSON object",
+                self.name
+            );
+            return failure(id, "host_unavailable", "the backend's answer is not JSON");
+        };
+        let error = answer.error.and_then(|raw| {
+            let error: Value = serde_json::from_str(raw.get()).ok()?;
+            error["code"].is_string().then_some(error)
+        });
+        if let Some(error) = error {
+            return json!({"event": "host.reply", "data": {"id": id, "error": error}}).to_string();
+        }
+        match answer.event {
+            Some(event) if event.get().starts_with('"') => {
+                let data = answer.data.map_or("null", |d| d.get());
+                let event = event.get();
+                format!(
+                    "{{\"event\":\"host.reply\",\"data\":{{\"id\":{id},\"event\":{event},\"data\":{data}}}}}"
+                )
             }
-            _ => {
-                warn!(
-                    "host {}: request {id}: the answer is not a JSON object",
-                    self.name
-                );
-                failure(id, "host_unavailable", "the backend's answer is not JSON")
-            }
+            _ => failure(id, "host_unavailable", "the backend's answer has no event"),
         }
     }
 }
 
-fn failure(id: u64, code: &str, message: &str) -> Value {
-    json!({"id": id, "error": {"code": code, "message": message}})
+/// A backend's answer, its parts left as raw JSON.
+#[derive(Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    event: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+}
+
+/// What the gateway sends its bridged session: the event, and the data
+/// left as raw JSON (a request's data is the body POSTed as it is).
+#[derive(Deserialize)]
+struct ToHost<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// The id of a `host.request`'s data.
+#[derive(Deserialize)]
+struct RequestId {
+    id: u64,
+}
+
+/// A `host.reply` with an error, as text.
+fn failure(id: u64, code: &str, message: &str) -> String {
+    json!({"event": "host.reply", "data": {"id": id, "error": {"code": code, "message": message}}})
+        .to_string()
 }
 
 impl Endpoint for BackendHost {
@@ -209,15 +248,20 @@ impl Endpoint for BackendHost {
     }
 
     fn on_message(&mut self, body: &[u8], app: &mut App, now: Now) -> Option<u64> {
-        let Ok(message) = serde_json::from_slice::<Value>(body) else {
+        let Ok(message) = serde_json::from_slice::<ToHost>(body) else {
             return self.pool.deadline();
         };
-        let event = message["event"].as_str().unwrap_or("");
+        let event = message.event.as_ref();
         match event {
             "host.request" => {
-                if let Some(id) = message["data"]["id"].as_u64() {
-                    let body = message["data"].to_string().into_bytes();
-                    self.pool.submit(Job::Request(id), body);
+                let data = message.data.map_or("null", |d| d.get());
+                if let Ok(request) = serde_json::from_str::<RequestId>(data) {
+                    self.pool
+                        .submit(Job::Request(request.id), data.as_bytes().to_vec());
+                }
+                // With every connection busy it waits: nothing to look at now.
+                if !self.pool.has_free_slot() {
+                    return self.pool.deadline();
                 }
             }
             "host.client_joined" | "host.client_left" => {
@@ -231,7 +275,11 @@ impl Endpoint for BackendHost {
                     self.pool.submit(Job::Notice, body.to_vec());
                 }
             }
-            "error" => warn!("host {}: the gateway answered {message}", self.name),
+            "error" => warn!(
+                "host {}: the gateway answered {}",
+                self.name,
+                String::from_utf8_lossy(body)
+            ),
             _ => {}
         }
         self.pump(app, now)

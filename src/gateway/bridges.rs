@@ -9,8 +9,12 @@ use super::server::Server;
 use crate::proto::hub::{BRIDGED_KEY_BASE, MAX_BRIDGED};
 use crate::proto::rooms::ConnKey;
 use crate::settings::{ConfigSource, Settings};
-use mio::Token;
+use mio::{Registry, Token};
+use std::io;
 use std::path::{Path, PathBuf};
+
+/// Makes a bridged host's endpoint, given its session key and token.
+type MakeEndpoint = dyn FnOnce(&Registry, ConnKey, Token) -> io::Result<Box<dyn Endpoint>>;
 
 /// Where programs run: the settings file's directory.
 fn settings_dir(source: &ConfigSource) -> PathBuf {
@@ -34,11 +38,7 @@ pub fn add_bridged_hosts(
     }
     let cwd = settings_dir(source);
     for (i, host) in s.hosts.iter().enumerate() {
-        let registry = server
-            .registry()
-            .try_clone()
-            .map_err(|e| format!("hosts[{i}]: {e}"))?;
-        let endpoint: Box<dyn FnOnce(ConnKey, Token) -> Box<dyn Endpoint>> = match &host.command {
+        let endpoint: Box<MakeEndpoint> = match &host.command {
             Some(command) => {
                 let cfg = ProgramConfig {
                     name: host.name.clone(),
@@ -48,17 +48,22 @@ pub fn add_bridged_hosts(
                     max_message_bytes: s.limits.max_message_bytes,
                     max_outbound_bytes: s.limits.max_outbound_bytes,
                 };
-                Box::new(move |key, token| Box::new(ProgramHost::new(cfg, key, registry, token)))
+                Box::new(move |registry, key, token| {
+                    let registry = registry.try_clone()?;
+                    Ok(Box::new(ProgramHost::new(cfg, key, registry, token)))
+                })
             }
             None => {
                 let cfg = backend_config(s, i)?;
-                Box::new(move |key, token| Box::new(BackendHost::new(cfg, key, registry, token)))
+                Box::new(move |registry, key, token| {
+                    Ok(Box::new(BackendHost::new(cfg, key, registry, token)?))
+                })
             }
         };
         server
-            .add_endpoint(|_, token| {
+            .add_endpoint(|registry, token| {
                 let key = BRIDGED_KEY_BASE + (token.0 - ENDPOINT_BASE);
-                Ok(endpoint(key, token))
+                endpoint(registry, key, token)
             })
             .map_err(|e| format!("hosts[{i}]: {e}"))?;
     }

@@ -5,15 +5,17 @@
 //!                                       stdout, answers every host.request
 //!                                       line with a fixed host.reply line
 //!   tether-bridge-peer http PORT        a `url` host: HTTP/1.1 keep-alive on
-//!                                       127.0.0.1:PORT, a thread per connection,
-//!                                       every POST answered with a fixed 200
+//!                                       127.0.0.1:PORT, one thread (mio), every
+//!                                       POST answered with a fixed 200
 //!
 //! Both answer `{"event":"rpc","data":0}`, as the load tool's own host does,
 //! and parse only what they must (the request id; the head's Content-Length).
-//! Std only; no allocation per request.
+//! Std and mio only; no allocation per request.
 
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 
 const USAGE: &str = "usage: tether-bridge-peer line EVENT | http PORT";
 /// The answer of the backend, and the `host.reply` of the program.
@@ -71,16 +73,118 @@ fn line_host(event: &str) -> io::Result<()> {
     }
 }
 
-/// An HTTP backend: every connection on its own thread, kept alive.
+/// An HTTP backend on one thread (mio, edge-triggered, as event-driven
+/// servers are): each connection kept alive, its complete requests answered
+/// with one write.
 fn http_backend(port: u16) -> io::Result<()> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
-    for stream in listener.incoming() {
-        let stream = stream?;
-        std::thread::spawn(move || {
-            let _ = serve(stream);
-        });
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut listener = TcpListener::bind(addr)?;
+    let mut poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut events = Events::with_capacity(1024);
+    let mut conns: Vec<Option<HttpConn>> = Vec::new();
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        ANSWER.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(ANSWER);
+    loop {
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for event in events.iter() {
+            if event.token() == LISTENER {
+                while let Ok((mut sock, _)) = listener.accept() {
+                    let slot = conns
+                        .iter()
+                        .position(Option::is_none)
+                        .unwrap_or(conns.len());
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    poll.registry().register(&mut sock, Token(slot), interest)?;
+                    sock.set_nodelay(true)?;
+                    let conn = HttpConn {
+                        sock,
+                        buf: vec![0; 1 << 20],
+                        filled: 0,
+                        out: Vec::new(),
+                    };
+                    if slot == conns.len() {
+                        conns.push(Some(conn));
+                    } else {
+                        conns[slot] = Some(conn);
+                    }
+                }
+                continue;
+            }
+            let slot = event.token().0;
+            let Some(conn) = conns.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            if conn.serve(&response).is_err() {
+                let _ = poll.registry().deregister(&mut conn.sock);
+                conns[slot] = None;
+            }
+        }
     }
-    Ok(())
+}
+
+const LISTENER: Token = Token(usize::MAX);
+
+struct HttpConn {
+    sock: TcpStream,
+    buf: Vec<u8>,
+    filled: usize,
+    out: Vec<u8>,
+}
+
+impl HttpConn {
+    /// Reads what arrived, answers every complete request, writes what it
+    /// can; an error (or the peer's close) ends the connection.
+    fn serve(&mut self, response: &[u8]) -> io::Result<()> {
+        loop {
+            if self.filled == self.buf.len() {
+                return Err(io::Error::other("request over 1 MiB"));
+            }
+            match self.sock.read(&mut self.buf[self.filled..]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut start = 0;
+        while let Some(end) = self.buf[start..self.filled]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+        {
+            let head_end = start + end + 4;
+            let body = content_length(&self.buf[start..head_end])
+                .ok_or_else(|| io::Error::other("bad Content-Length"))?;
+            if head_end + body > self.filled {
+                break;
+            }
+            start = head_end + body;
+            self.out.extend_from_slice(response);
+        }
+        self.buf.copy_within(start..self.filled, 0);
+        self.filled -= start;
+        while !self.out.is_empty() {
+            match self.sock.write(&self.out) {
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `Content-Length` of a request head (0 when absent).
@@ -94,46 +198,6 @@ fn content_length(head: &[u8]) -> Option<usize> {
         }
     }
     Some(0)
-}
-
-fn serve(mut stream: TcpStream) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        ANSWER.len()
-    )
-    .into_bytes();
-    response.extend_from_slice(ANSWER);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut filled = 0;
-    loop {
-        // Answer every complete request buffered, then write once.
-        let mut start = 0;
-        let mut answers = 0;
-        while let Some(end) = buf[start..filled].windows(4).position(|w| w == b"\r\n\r\n") {
-            let head_end = start + end + 4;
-            let body = content_length(&buf[start..head_end])
-                .ok_or_else(|| io::Error::other("bad Content-Length"))?;
-            if head_end + body > filled {
-                break;
-            }
-            start = head_end + body;
-            answers += 1;
-        }
-        for _ in 0..answers {
-            stream.write_all(&response)?;
-        }
-        buf.copy_within(start..filled, 0);
-        filled -= start;
-        if filled == buf.len() {
-            return Err(io::Error::other("request over 1 MiB"));
-        }
-        let n = stream.read(&mut buf[filled..])?;
-        if n == 0 {
-            return Ok(());
-        }
-        filled += n;
-    }
 }
 
 #[cfg(test)]
