@@ -7,7 +7,9 @@
 use super::app::App;
 use super::endpoint::Endpoint;
 use super::http_pool::{HttpPool, HttpTarget, Outcome};
-use crate::proto::auth::MintRequest;
+use crate::proto::auth::{MintRequest, MAX_TOKEN_BYTES};
+use crate::proto::bounds::{host_request_bytes_bound, session_bytes_bound};
+use crate::proto::host_link::MAX_PENDING_PER_HOST;
 use crate::proto::http_response::Response;
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
@@ -35,7 +37,30 @@ pub struct BackendConfig {
     pub max_in_flight: usize,
     pub permissions: Vec<String>,
     pub max_message_bytes: usize,
+    /// What may wait for a connection, in bytes (requests and notices).
+    pub max_outbound_bytes: usize,
     pub request_timeout_ms: u64,
+}
+
+/// Worst-case bytes a `url` host holds (SPEC §8 addition), for its
+/// settings: the endpoint and its session in the core, its pool's
+/// `max_in_flight` connections (to a URL of `url_bytes`, with TLS when
+/// `tls`), and what waits for them: bodies of at most `max_outbound_bytes`,
+/// in at most as many requests as the core lets a host have pending, and
+/// notices.
+pub fn bytes_bound(
+    max_in_flight: usize,
+    (max_message_bytes, max_outbound_bytes): (usize, usize),
+    url_bytes: usize,
+    tls: bool,
+) -> usize {
+    let request = host_request_bytes_bound(max_message_bytes);
+    let entries = MAX_PENDING_PER_HOST + MAX_WAITING_NOTICES;
+    std::mem::size_of::<BackendHost>()
+        + session_bytes_bound()
+        + MAX_TOKEN_BYTES // the bearer token
+        + HttpPool::<Job>::bytes_bound(max_in_flight, max_message_bytes, request, url_bytes, tls)
+        + HttpPool::<Job>::queue_bytes_bound(entries, max_outbound_bytes)
 }
 
 /// What a POST was for.
@@ -83,6 +108,9 @@ pub struct BackendHost {
     /// When to open the session (again).
     start_at_ms: u64,
     bearer: Bearer,
+    max_outbound_bytes: usize,
+    /// More than `max_outbound_bytes` wait: the core routes no request here.
+    congested: bool,
 }
 
 impl BackendHost {
@@ -103,6 +131,8 @@ impl BackendHost {
             started: false,
             start_at_ms: 0,
             bearer: Bearer::default(),
+            max_outbound_bytes: cfg.max_outbound_bytes,
+            congested: false,
         })
     }
 
@@ -134,7 +164,47 @@ impl BackendHost {
         for (job, outcome) in done {
             self.finish(job, outcome, app, now);
         }
+        // Requests flow again once half of the backlog went out.
+        if self.congested && self.pool.queued_bytes() <= self.max_outbound_bytes / 2 {
+            self.set_congested(false, app);
+        }
         self.pool.deadline()
+    }
+
+    fn set_congested(&mut self, congested: bool, app: &mut App) {
+        self.congested = congested;
+        if congested {
+            warn!(
+                "host {}: over limits.max_outbound_bytes of requests wait for the backend: requests to it fail with host_unavailable",
+                self.name
+            );
+        } else {
+            info!("host {}: the backend caught up; requests flow", self.name);
+        }
+        if let Some(hub) = app.hub_mut() {
+            hub.set_host_congested(self.key, congested);
+        }
+    }
+
+    /// Whether `len` more bytes may wait for a connection.
+    fn has_room(&self, len: usize) -> bool {
+        self.pool.queued_bytes() + len <= self.max_outbound_bytes
+    }
+
+    /// Queues request `id`, or past the bound answers it `host_unavailable`
+    /// at once (the client hears; nothing waits beyond the bound).
+    fn request(&mut self, id: u64, data: &str, app: &mut App, now: Now) {
+        if self.has_room(data.len()) {
+            self.pool.submit(Job::Request(id), data.as_bytes().to_vec());
+            return;
+        }
+        if !self.congested {
+            self.set_congested(true, app);
+        }
+        let reply = failure(id, "host_unavailable", "the backend is behind; retry later");
+        if let Some(hub) = app.hub_mut() {
+            hub.on_text(self.key, now, &reply);
+        }
     }
 
     /// Relays the outcome of a request as its `host.reply`.
@@ -256,8 +326,7 @@ impl Endpoint for BackendHost {
             "host.request" => {
                 let data = message.data.map_or("null", |d| d.get());
                 if let Ok(request) = serde_json::from_str::<RequestId>(data) {
-                    self.pool
-                        .submit(Job::Request(request.id), data.as_bytes().to_vec());
+                    self.request(request.id, data, app, now);
                 }
                 // With every connection busy it waits: nothing to look at now.
                 if !self.pool.has_free_slot() {
@@ -271,7 +340,7 @@ impl Endpoint for BackendHost {
                     .waiting()
                     .filter(|j| matches!(j, Job::Notice))
                     .count();
-                if wanted && waiting < MAX_WAITING_NOTICES {
+                if wanted && waiting < MAX_WAITING_NOTICES && self.has_room(body.len()) {
                     self.pool.submit(Job::Notice, body.to_vec());
                 }
             }

@@ -58,6 +58,8 @@ pub struct ShellConfig {
     pub compression_min_bytes: usize,
     /// What the room histories may hold, all rooms together (not per connection).
     pub history_bytes: usize,
+    /// What the bridged hosts (SPEC §11) may hold, all together.
+    pub bridged_bytes: usize,
 }
 
 impl ShellConfig {
@@ -82,8 +84,8 @@ impl ShellConfig {
     }
 
     /// `max_connections` connections of `ceiling` bytes each, plus what is
-    /// not per connection (host roles; room histories; HTTP requests and
-    /// refusals, each with a request head and body), in MiB.
+    /// not per connection (host roles; room histories; bridged hosts; HTTP
+    /// requests and refusals, each with a request head and body), in MiB.
     pub fn worst_case_mib(&self, ceiling: usize) -> u64 {
         let side_conn = std::mem::size_of::<Conn>()
             + held::BYTES_PER_CONNECTION
@@ -91,6 +93,7 @@ impl ShellConfig {
             + BUF_SIZE;
         let shared = bounds::shared_bytes_bound()
             + self.history_bytes
+            + self.bridged_bytes
             + (MAX_HTTP_CONNS + REFUSAL_RESERVE) * side_conn;
         (ceiling as u64 * self.max_connections as u64 + shared as u64) >> 20
     }
@@ -119,6 +122,7 @@ impl ShellConfig {
             compression: false,
             compression_min_bytes: 256,
             history_bytes: 0,
+            bridged_bytes: 0,
         }
     }
 }

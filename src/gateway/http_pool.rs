@@ -10,7 +10,10 @@
 
 use super::http_tls::{self, TlsTarget};
 use super::nonblocking::retry;
-use crate::proto::http_response::{write_post, Parsed, Response, ResponseParser};
+use crate::proto::auth::MAX_TOKEN_BYTES;
+use crate::proto::bounds::grown_vec_bytes;
+use crate::proto::host_link::ALLOC_SLACK;
+use crate::proto::http_response::{raw_bytes_bound, write_post, Parsed, Response, ResponseParser};
 use log::debug;
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
@@ -121,7 +124,17 @@ pub struct HttpPool<T> {
     timeout_ms: u64,
     conns: Vec<Option<PoolConn<T>>>,
     queue: VecDeque<Waiting<T>>,
+    /// The bodies in `queue`, in bytes.
+    queued_bytes: usize,
 }
+
+/// What one `https://` connection's rustls client may hold beside the
+/// pool's own buffers: its state and keys, a received record being
+/// deframed, one decrypted record, and sealed records up to rustls's
+/// default buffer limit (64 KiB).
+const TLS_CLIENT_BYTES: usize = 8 * 1024 + 2 * (16 * 1024 + 2048) + 16 * 1024 + 64 * 1024;
+/// Room for the request head beside the bearer token and the URL.
+const REQUEST_HEAD_BYTES: usize = 256;
 
 impl<T> HttpPool<T> {
     /// At most `slots` connections (requests in flight) at once; events
@@ -145,7 +158,46 @@ impl<T> HttpPool<T> {
             timeout_ms,
             conns: (0..slots).map(|_| None).collect(),
             queue: VecDeque::new(),
+            queued_bytes: 0,
         })
+    }
+
+    /// Worst-case bytes a pool holds (SPEC §8 addition), its queue aside
+    /// (its user bounds what waits): the read buffer and the poll's events;
+    /// per connection its state, the request being written (`request_bytes`
+    /// of body, the head, the bearer token, the URL) and the response (raw
+    /// bytes, and the body copied out of them), with TLS when `tls`.
+    pub fn bytes_bound(
+        slots: usize,
+        max_body: usize,
+        request_bytes: usize,
+        url_bytes: usize,
+        tls: bool,
+    ) -> usize {
+        let request = request_bytes + REQUEST_HEAD_BYTES + MAX_TOKEN_BYTES + url_bytes;
+        let per_conn = std::mem::size_of::<Option<PoolConn<T>>>()
+            + grown_vec_bytes(request)
+            + request_bytes + ALLOC_SLACK // the body kept for a retry
+            + grown_vec_bytes(raw_bytes_bound(max_body))
+            + max_body
+            + ALLOC_SLACK
+            + if tls { TLS_CLIENT_BYTES } else { 0 };
+        std::mem::size_of::<HttpPool<T>>()
+            + READ_CHUNK
+            + slots * (per_conn + std::mem::size_of::<mio::event::Event>() + 1)
+    }
+
+    /// Worst-case bytes of a queue of at most `entries` requests whose
+    /// bodies add up to at most `body_bytes`.
+    pub fn queue_bytes_bound(entries: usize, body_bytes: usize) -> usize {
+        grown_vec_bytes(entries * std::mem::size_of::<Waiting<T>>())
+            + body_bytes
+            + entries * ALLOC_SLACK
+    }
+
+    /// The bodies waiting for a connection, in bytes.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
     }
 
     pub fn target(&self) -> &HttpTarget {
@@ -154,6 +206,7 @@ impl<T> HttpPool<T> {
 
     /// Queues a `POST` of `body`; `pump` sends it when a connection is free.
     pub fn submit(&mut self, tag: T, body: Vec<u8>) {
+        self.queued_bytes += body.len();
         self.queue.push_back(Waiting {
             tag,
             body,
@@ -253,6 +306,7 @@ impl<T> HttpPool<T> {
             let Some(waiting) = self.queue.pop_front() else {
                 return;
             };
+            self.queued_bytes -= waiting.body.len();
             if self.conns[slot].is_none() {
                 match self.connect(slot) {
                     Ok(conn) => self.conns[slot] = Some(conn),
@@ -356,6 +410,7 @@ impl<T> HttpPool<T> {
                 if again {
                     debug!("a kept-alive connection failed ({why}); retrying");
                     waiting.retried = true;
+                    self.queued_bytes += waiting.body.len();
                     self.queue.push_front(waiting);
                 } else {
                     done.push((waiting.tag, Outcome::Failed(why)));
