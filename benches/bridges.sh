@@ -68,22 +68,18 @@ wait_port() {
     log "nothing listens on $1"; cat "$WORK/tether.log" >&2; return 1
 }
 
+JWT_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 export JWT_SECRET
-JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# The program host runs on CPU 1 like the other hosts (taskset execs it).
 cat >"$WORK/tether.json" <<EOF
-{
-  "server": {"websocket": {"host": "127.0.0.1", "port": $PORT, "auth": {"allowed_ip": "127.0.0.0/8"}},
-             "health": {"host": "127.0.0.1", "port": $((PORT + 1))}},
-  "limits": {"max_connections": 1000, "max_connections_per_ip": 1000,
-             "max_connects_per_ip_per_hour": 1000000, "max_messages_per_minute": 1000000000,
-             "idle_timeout_s": 600, "ping_interval_s": 300},
-  "hosts": [
-    {"name": "bench-cmd", "command": ["taskset", "-c", "1", "$PEER", "line", "rpc.cmd"]},
-    {"name": "bench-url", "url": "http://127.0.0.1:$BACKEND_PORT/tether/",
-     "events": {"rpc.url": null}, "max_in_flight": $MAX_IN_FLIGHT}
-  ],
-  "log": {"level": "warn"}
-}
+{"server": {"websocket": {"host": "127.0.0.1", "port": $PORT, "auth": {"allowed_ip": "127.0.0.0/8"}},
+            "health": {"host": "127.0.0.1", "port": $((PORT + 1))}},
+ "limits": {"max_connections": 1000, "max_connections_per_ip": 1000,
+            "max_connects_per_ip_per_hour": 1000000, "max_messages_per_minute": 1000000000},
+ "log": {"level": "warn"},
+ "hosts": [{"name": "bench-cmd", "command": ["taskset", "-c", "1", "$PEER", "line", "rpc.cmd"]},
+           {"name": "bench-url", "url": "http://127.0.0.1:$BACKEND_PORT/tether/",
+            "events": {"rpc.url": null}, "max_in_flight": $MAX_IN_FLIGHT}]}
 EOF
 SUB=$("$TETHER_BIN" token --config "$WORK/tether.json" --sub bench --ttl 2h)
 HOST=$("$TETHER_BIN" token --config "$WORK/tether.json" --sub host --permissions host --ttl 2h)

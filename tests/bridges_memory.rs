@@ -40,7 +40,7 @@ time.sleep(600)
 fn backend() -> String {
     format!(
         r#"
-import http.server, json, time
+import http.server, json, sys, time
 BODY = json.dumps({{"event": "slow.ok", "data": "y" * ({MAX_MESSAGE} - 200)}}).encode()
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -54,9 +54,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(BODY)
     def log_message(self, *args):
         pass
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-print(srv.server_address[1], flush=True)
-srv.serve_forever()
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 "#
     )
 }
@@ -68,21 +66,20 @@ struct Backend {
 }
 
 impl Backend {
+    /// Starts the backend on a port free a moment ago; waits until it listens.
     fn start(dir: &Path) -> Backend {
-        use std::io::BufRead;
         std::fs::write(dir.join("backend.py"), backend()).unwrap();
-        let mut child = std::process::Command::new("python3")
-            .arg("backend.py")
+        let port = free_port();
+        let child = std::process::Command::new("python3")
+            .args(["backend.py", &port.to_string()])
             .current_dir(dir)
-            .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start the backend (python3)");
-        let mut line = String::new();
-        let stdout = child.stdout.take().unwrap();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().expect("the backend's port");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the backend does not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Backend { child, port }
     }
 }
