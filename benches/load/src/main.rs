@@ -2132,6 +2132,15 @@ mod tests {
     }
 
     #[test]
+    fn bridged_rpc_names_its_event() {
+        let o = opts("rpc --addr 127.0.0.1:9 --tether --bridged --event rpc.url").unwrap();
+        assert!(o.bridged);
+        assert_eq!(o.event, "rpc.url");
+        assert_eq!(opts("rpc --addr 127.0.0.1:9").unwrap().event, "rpc");
+        assert!(opts("rpc --addr 127.0.0.1:9 --event a\"b").is_err());
+    }
+
+    #[test]
     fn frames_are_masked() {
         let mut out = Vec::new();
         push_frame(&mut out, 0x1, b"abcd");
