@@ -13,6 +13,9 @@ use std::rc::Rc;
 use log::{debug, error, info, warn};
 
 use super::envelope::{self, Kind};
+use super::host_relay::{claim_verdict, Relay};
+use super::hosts::CLAIM_TAG_BASE;
+use super::keys::{control_channel, fingerprint_key, node_channel, node_key, room_channel};
 use super::tap::RoomKind;
 use crate::proto::hub::Hub;
 use crate::proto::redis::{Limits, Link, LinkConfig, LinkEvent, Role, Value};
@@ -64,6 +67,8 @@ pub struct Node {
     received: u64,
     dropped: u64,
     scratch: Vec<u8>,
+    /// A heartbeat went out: the hosts' claims and announcements are due.
+    hosts_due: bool,
 }
 
 impl Node {
@@ -108,6 +113,7 @@ impl Node {
             received: 0,
             dropped: 0,
             scratch: Vec::new(),
+            hosts_due: false,
         }
     }
 
@@ -186,11 +192,15 @@ impl Node {
             );
             self.publish(&node_channel(&self.cfg.prefix, &node));
         }
+        if std::mem::take(&mut self.hosts_due) {
+            hub.renew_hosts(now);
+        }
+        self.flush_hosts(hub);
         while let Some(event) = self.sub.poll_event() {
             self.on_sub_event(event, hub, now);
         }
         while let Some(event) = self.cmd.poll_event() {
-            self.on_cmd_event(event, now);
+            self.on_cmd_event(event, hub, now);
         }
         self.update_status(hub, now);
     }
@@ -230,6 +240,16 @@ impl Node {
             Kind::Bye => {
                 if self.peers.remove(env.origin).is_some() {
                     info!("cluster: node {} stopped", env.origin);
+                }
+                hub.remote_node_gone(env.origin, now);
+            }
+            Kind::HostAnnounce
+            | Kind::HostGone
+            | Kind::HostRequest
+            | Kind::HostAnswer
+            | Kind::HostNotice => {
+                if self.joined {
+                    relay(&self.cfg).on_message(&env, hub, now);
                 }
             }
             Kind::Publish | Kind::Broadcast if self.joined => {
@@ -281,6 +301,11 @@ impl Node {
         }
     }
 
+    /// Sends what the hub queued for hosts cluster-wide (also at shutdown).
+    pub fn flush_hosts(&mut self, hub: &mut Hub) {
+        relay(&self.cfg).send_queued(&mut self.cmd, hub);
+    }
+
     /// PUBLISHes `self.scratch` on `channel`; false when the link is full.
     fn publish(&mut self, channel: &str) -> bool {
         let payload = std::mem::take(&mut self.scratch);
@@ -292,7 +317,7 @@ impl Node {
         sent
     }
 
-    fn on_cmd_event(&mut self, event: LinkEvent, now: Now) {
+    fn on_cmd_event(&mut self, event: LinkEvent, hub: &mut Hub, now: Now) {
         match event {
             LinkEvent::Up => {
                 info!(
@@ -313,6 +338,9 @@ impl Node {
                 error!("cluster: the broker refused the command link: {text}")
             }
             LinkEvent::Message { .. } => {}
+            LinkEvent::Reply { tag, value } if tag >= CLAIM_TAG_BASE => {
+                hub.claim_answered(tag, claim_verdict(&value), now)
+            }
             LinkEvent::Reply { tag, value } => self.on_reply(tag, value, now),
         }
     }
@@ -429,6 +457,7 @@ impl Node {
         let _ = self
             .cmd
             .command(&[b"PEXPIRE", fp.as_bytes(), ttl.as_bytes()], None);
+        self.hosts_due = true;
     }
 
     /// The process stops: tell the other nodes (they drop this one at once
@@ -538,24 +567,13 @@ pub fn memory_ceiling(cfg: &NodeConfig) -> usize {
     cfg.max_forward_bytes + 2 * (receive_limit(cfg) + 1024)
 }
 
-fn room_channel(prefix: &str, room: &str) -> String {
-    format!("{prefix}:room:{room}")
-}
-
-fn node_channel(prefix: &str, node: &str) -> String {
-    format!("{prefix}:to:{node}")
-}
-
-fn control_channel(prefix: &str) -> String {
-    format!("{prefix}:control")
-}
-
-fn node_key(prefix: &str, node: &str) -> String {
-    format!("{prefix}:node:{node}")
-}
-
-fn fingerprint_key(prefix: &str) -> String {
-    format!("{prefix}:jwt-fingerprint")
+/// The hosts' relay of the node with `cfg`.
+fn relay(cfg: &NodeConfig) -> Relay<'_> {
+    Relay {
+        prefix: &cfg.prefix,
+        name: &cfg.name,
+        ttl_ms: cfg.heartbeat_ms * MISSED_HEARTBEATS,
+    }
 }
 
 #[cfg(test)]

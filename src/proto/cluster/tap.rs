@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 
 use super::directed::DirectedQueue;
 use super::gather::Gathers;
+use super::hosts::ClusterHosts;
 use std::rc::Rc;
 
 /// How a forwarded room message is delivered on the other nodes.
@@ -54,6 +55,8 @@ pub struct ClusterTap {
     pub directed: DirectedQueue,
     /// `host.clients` waiting for other nodes' lists.
     pub gathers: Gathers,
+    /// Hosts cluster-wide: other nodes' hosts, requests across nodes.
+    pub hosts: ClusterHosts,
     pub status: ClusterStatus,
 }
 
@@ -93,7 +96,10 @@ impl ClusterTap {
     }
 
     pub fn has_forwards(&self) -> bool {
-        !self.forwards.is_empty() || self.directed.has_out() || self.gathers.has_questions()
+        !self.forwards.is_empty()
+            || self.directed.has_out()
+            || self.gathers.has_questions()
+            || self.hosts.has_out()
     }
 
     pub fn max_forward_bytes(&self) -> usize {

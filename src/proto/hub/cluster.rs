@@ -169,15 +169,20 @@ impl Hub {
         for gather in gathers {
             self.reply_gathered(gather);
         }
+        self.expire_cluster_hosts(now);
     }
 
     /// When [`Hub::expire_directed`] is next due.
     pub fn directed_deadline(&self) -> Option<u64> {
         let tap = self.cluster.as_ref()?;
-        match (tap.directed.next_deadline(), tap.gathers.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            tap.directed.next_deadline(),
+            tap.gathers.next_deadline(),
+            tap.hosts.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn ack_directed(&mut self, ack: PendingAck, delivered: bool) {
@@ -234,7 +239,7 @@ impl Hub {
     }
 
     /// Session `key` is still the one with id `id` (keys are reused).
-    fn is_session(&self, key: ConnKey, id: u64) -> bool {
+    pub(super) fn is_session(&self, key: ConnKey, id: u64) -> bool {
         self.session(key).is_some_and(|s| s.id == id)
     }
 

@@ -12,6 +12,7 @@ mod client_events;
 #[cfg(test)]
 mod client_tests;
 mod cluster;
+mod cluster_hosts;
 #[cfg(test)]
 mod compat_tests;
 #[cfg(test)]
@@ -19,6 +20,7 @@ mod history_tests;
 mod host_events;
 #[cfg(test)]
 mod host_limits_tests;
+mod host_notices;
 #[cfg(test)]
 mod host_tests;
 mod presence;
@@ -290,8 +292,7 @@ impl Hub {
             self.exit_room(room, key, session.id, sub);
         }
         self.hosts.forget(key);
-        let orphans = self.hosts.host_gone(key);
-        self.report_orphans(orphans, now);
+        self.unregister_host(key, session.id, now);
         // Every client_joined gets its client_left, also for an (admin) client
         // that registered as a host since; the host itself is told no more.
         if let (true, Some(identity)) = (session.announced, &session.identity) {
