@@ -1,0 +1,182 @@
+//! SPEC §9, hosts cluster-wide, from outside: tether nodes over a real
+//! redis-server of the test's own (see tests/common/cluster.rs).
+
+mod common;
+
+use common::cluster::*;
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// A connection on `server` with the `host` permission that registered `events`.
+fn host(server: &Server, sub: &str, events: Value) -> Ws {
+    let token = server.token(sub, &["host"], &[], None, "1h");
+    let (mut ws, _) = open_authed(server.port(), &token);
+    let reply = request(
+        &mut ws,
+        &json!({"event":"host.register","data":{"events":events},"requestId":"reg"}),
+    );
+    assert_eq!(reply["event"], "host.registered", "{reply}");
+    ws
+}
+
+/// `host.register` of `event` on `server`, retried until granted or `within`
+/// passed; the time it took.
+fn register_within(server: &Server, event: &str, within: Duration) -> (Ws, Duration) {
+    let token = server.token("next", &["host"], &[], None, "1h");
+    let (mut ws, _) = open_authed(server.port(), &token);
+    let start = Instant::now();
+    loop {
+        let reply = request(
+            &mut ws,
+            &json!({"event":"host.register","data":{"events":{event: null}}}),
+        );
+        if reply["event"] == "host.registered" {
+            return (ws, start.elapsed());
+        }
+        assert_error(&reply, "invalid_data");
+        assert!(start.elapsed() < within, "{event} still taken: {reply}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn client(server: &Server, sub: &str) -> (Ws, String) {
+    let token = server.token(sub, &[], &[], None, "1h");
+    let (ws, authenticated) = open_authed(server.port(), &token);
+    let id = authenticated["data"]["clientId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (ws, id)
+}
+
+/// The announcement of a registration reaches the other nodes.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(2 * HEARTBEAT_MS));
+}
+
+/// The host's next message, skipping client notices.
+fn next_request(host: &mut Ws) -> Value {
+    loop {
+        let m = recv_json(host);
+        if m["event"] != "host.client_joined" && m["event"] != "host.client_left" {
+            assert_eq!(m["event"], "host.request", "{m}");
+            return m;
+        }
+    }
+}
+
+#[test]
+fn a_host_on_one_node_serves_clients_of_every_node() {
+    let redis = Redis::start(None);
+    let nodes: Vec<Server> = ["a", "b", "c"].iter().map(|n| node(&redis, n)).collect();
+    for (server, name) in nodes.iter().zip(["a", "b", "c"]) {
+        joined(server, name);
+    }
+    let mut game = host(&nodes[0], "game", json!({"play": null}));
+    settle();
+    for (i, server) in nodes.iter().enumerate().skip(1) {
+        let (mut ws, id) = client(server, "bob");
+        send_json(
+            &mut ws,
+            &json!({"event":"play","data":{"n":i},"requestId":format!("q{i}")}),
+        );
+        let req = next_request(&mut game);
+        assert_eq!(req["data"]["client"], id.as_str(), "{req}");
+        assert_eq!(req["data"]["sub"], "bob");
+        assert_eq!(req["data"]["data"], json!({"n": i}));
+        let ack = request(
+            &mut game,
+            &json!({"event":"host.reply","data":{"id":req["data"]["id"],"event":"played","data":i},"requestId":1}),
+        );
+        assert_eq!(ack["data"]["delivered"], 1, "{ack}");
+        assert_eq!(
+            recv_json(&mut ws),
+            json!({"event":"played","data":i,"requestId":format!("q{i}")})
+        );
+        // The host's errors pass through as they are.
+        send_json(&mut ws, &json!({"event":"play","requestId":2}));
+        let req = next_request(&mut game);
+        send_json(
+            &mut game,
+            &json!({"event":"host.reply","data":{"id":req["data"]["id"],"error":{"code":"game_over","message":"no more"}}}),
+        );
+        let error = recv_json(&mut ws);
+        assert_error(&error, "game_over");
+        assert_eq!(error["requestId"], 2);
+    }
+}
+
+#[test]
+fn registration_conflicts_are_cluster_wide() {
+    let (_redis, a, b) = two_nodes();
+    let _game = host(&a, "game", json!({"play": null}));
+    settle();
+    let token = b.token("rival", &["host"], &[], None, "1h");
+    let (mut rival, _) = open_authed(b.port(), &token);
+    let reply = request(
+        &mut rival,
+        &json!({"event":"host.register","data":{"events":{"play":null}},"requestId":1}),
+    );
+    assert_error(&reply, "invalid_data");
+    assert_eq!(reply["requestId"], 1);
+    let reply = request(
+        &mut rival,
+        &json!({"event":"host.register","data":{"events":{"chat":null}},"requestId":2}),
+    );
+    assert_eq!(reply["data"]["events"], json!(["chat"]), "{reply}");
+}
+
+#[test]
+fn client_notices_reach_a_host_on_another_node() {
+    let (_redis, a, b) = two_nodes();
+    let mut game = host(&a, "game", json!({}));
+    settle();
+    let (mut ws, id) = client(&b, "bob");
+    let joined = recv_json(&mut game);
+    assert_eq!(joined["event"], "host.client_joined", "{joined}");
+    assert_eq!(joined["data"]["client"], id.as_str());
+    assert_eq!(joined["data"]["sub"], "bob");
+    close_normally(&mut ws);
+    let left = recv_json(&mut game);
+    assert_eq!(left["event"], "host.client_left", "{left}");
+    assert_eq!(left["data"]["client"], id.as_str());
+}
+
+#[test]
+fn a_host_that_disconnects_frees_its_events_and_fails_requests() {
+    let (_redis, a, b) = two_nodes();
+    let mut game = host(&a, "game", json!({"play": null}));
+    settle();
+    let (mut ws, _) = client(&b, "bob");
+    send_json(&mut ws, &json!({"event":"play","requestId":"p"}));
+    next_request(&mut game);
+    close_normally(&mut game);
+    let error = recv_json(&mut ws);
+    assert_error(&error, "host_unavailable");
+    assert_eq!(error["requestId"], "p");
+    let (_next, took) = register_within(&b, "play", Duration::from_secs(2));
+    assert!(took < Duration::from_millis(HEARTBEAT_MS), "took {took:?}");
+}
+
+#[test]
+fn a_killed_host_node_fails_requests_and_frees_events_within_three_heartbeats() {
+    let (_redis, a, b) = two_nodes();
+    let mut game = host(&a, "game", json!({"play": null}));
+    settle();
+    let (mut ws, _) = client(&b, "bob");
+    send_json(&mut ws, &json!({"event":"play","requestId":"p"}));
+    next_request(&mut game);
+    a.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    let error = recv_json(&mut ws);
+    assert_error(&error, "host_unavailable");
+    assert!(
+        killed.elapsed() <= Duration::from_millis(3 * HEARTBEAT_MS + 300),
+        "took {:?}",
+        killed.elapsed()
+    );
+    let three = Duration::from_millis(3 * HEARTBEAT_MS + 300);
+    register_within(&b, "play", three);
+    assert!(killed.elapsed() <= three, "took {:?}", killed.elapsed());
+}
