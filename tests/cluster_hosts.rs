@@ -6,6 +6,8 @@ mod common;
 use common::cluster::*;
 use common::*;
 use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// A connection on `server` with the `host` permission that registered `events`.
@@ -64,6 +66,16 @@ fn next_request(host: &mut Ws) -> Value {
             return m;
         }
     }
+}
+
+/// A host of `play` on `a` and a client on `b` whose request it holds.
+fn unanswered_request(a: &Server, b: &Server) -> (Ws, Ws) {
+    let mut game = host(a, "game", json!({"play": null}));
+    settle();
+    let (mut ws, _) = client(b, "bob");
+    send_json(&mut ws, &json!({"event":"play","requestId":"p"}));
+    next_request(&mut game);
+    (game, ws)
 }
 
 #[test]
@@ -146,11 +158,7 @@ fn client_notices_reach_a_host_on_another_node() {
 #[test]
 fn a_host_that_disconnects_frees_its_events_and_fails_requests() {
     let (_redis, a, b) = two_nodes();
-    let mut game = host(&a, "game", json!({"play": null}));
-    settle();
-    let (mut ws, _) = client(&b, "bob");
-    send_json(&mut ws, &json!({"event":"play","requestId":"p"}));
-    next_request(&mut game);
+    let (mut game, mut ws) = unanswered_request(&a, &b);
     close_normally(&mut game);
     let error = recv_json(&mut ws);
     assert_error(&error, "host_unavailable");
@@ -162,11 +170,7 @@ fn a_host_that_disconnects_frees_its_events_and_fails_requests() {
 #[test]
 fn a_killed_host_node_fails_requests_and_frees_events_within_three_heartbeats() {
     let (_redis, a, b) = two_nodes();
-    let mut game = host(&a, "game", json!({"play": null}));
-    settle();
-    let (mut ws, _) = client(&b, "bob");
-    send_json(&mut ws, &json!({"event":"play","requestId":"p"}));
-    next_request(&mut game);
+    let (_game, mut ws) = unanswered_request(&a, &b);
     a.signal(libc::SIGKILL);
     let killed = Instant::now();
     let error = recv_json(&mut ws);
@@ -179,4 +183,85 @@ fn a_killed_host_node_fails_requests_and_frees_events_within_three_heartbeats() 
     let three = Duration::from_millis(3 * HEARTBEAT_MS + 300);
     register_within(&b, "play", three);
     assert!(killed.elapsed() <= three, "took {:?}", killed.elapsed());
+}
+
+/// An HTTP request with a bearer token on the health listener: status and JSON.
+fn http(server: &Server, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
+    let mut stream = TcpStream::connect(("127.0.0.1", health_port(server))).unwrap();
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let json = serde_json::from_str(body).unwrap_or(Value::Null);
+    (status_of(head).unwrap_or(0), json)
+}
+
+fn nodes_of(connections: &Value) -> Vec<String> {
+    let mut nodes: Vec<String> = connections["connections"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{connections}"))
+        .iter()
+        .map(|c| c["node"].as_str().unwrap().to_string())
+        .collect();
+    nodes.sort_unstable();
+    nodes
+}
+
+#[test]
+fn api_connections_lists_every_node_and_answers_without_a_silent_one() {
+    let (_redis, a, b) = two_nodes();
+    wait_health(&a, "two nodes", |h| h["cluster"]["nodes"] == 2);
+    let (_on_a, _) = client(&a, "alice");
+    let (_on_b, id_b) = client(&b, "bob");
+    let admin = a.token("ops", &["admin"], &[], None, "1h");
+    let (status, list) = http(&a, "GET", "/api/connections", &admin, "");
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(nodes_of(&list), ["a", "b"]);
+    assert!(list.to_string().contains(&id_b));
+    let user = a.token("u", &["publish"], &[], None, "1h");
+    assert_eq!(http(&a, "GET", "/api/connections", &user, "").0, 401);
+    // b stops answering (but is not yet known gone): a answers in time.
+    b.signal(libc::SIGSTOP);
+    let asked = Instant::now();
+    let (status, list) = http(&a, "GET", "/api/connections", &admin, "");
+    let took = asked.elapsed();
+    b.signal(libc::SIGCONT);
+    assert_eq!(status, 200);
+    assert_eq!(nodes_of(&list), ["a"]);
+    assert!(
+        took <= Duration::from_millis(REQUEST_TIMEOUT_MS + 400),
+        "took {took:?}"
+    );
+}
+
+#[test]
+fn api_publish_reaches_a_client_of_another_node() {
+    let (_redis, a, b) = two_nodes();
+    let (mut on_b, id_b) = client(&b, "bob");
+    let token = a.token("svc", &["publish"], &[], None, "1h");
+    let body = json!({"event":"note","data":{"x":1},"client":id_b}).to_string();
+    let (status, reply) = http(&a, "POST", "/api/publish", &token, &body);
+    assert_eq!((status, reply), (200, json!({"delivered": 1})));
+    assert_eq!(recv_json(&mut on_b), json!({"event":"note","data":{"x":1}}));
+    let gone = json!({"event":"note","client":"b.ffffff"}).to_string();
+    let (status, reply) = http(&a, "POST", "/api/publish", &token, &gone);
+    assert_eq!((status, reply), (200, json!({"delivered": 0})));
+    // A node nobody runs: delivered 0 after host.request_timeout_ms.
+    let asked = Instant::now();
+    let nowhere = json!({"event":"note","client":"zz.1000000"}).to_string();
+    let (status, reply) = http(&a, "POST", "/api/publish", &token, &nowhere);
+    assert_eq!((status, reply), (200, json!({"delivered": 0})));
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_millis(REQUEST_TIMEOUT_MS - 100)
+            && took <= Duration::from_millis(REQUEST_TIMEOUT_MS + 400),
+        "took {took:?}"
+    );
 }

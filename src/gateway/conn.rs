@@ -138,6 +138,8 @@ pub struct Conn {
     pub dirty: bool,
     /// Counted against `max_connections` (not a refusal).
     pub admitted: bool,
+    /// An HTTP request whose answer waits for other cluster nodes.
+    pub awaiting_http: bool,
     /// Counted in the accept-time table (`Conns::held`) as this kind.
     pub held: Option<Held>,
     /// The TLS session of a `wss` connection (`None`: plain ws, zero-copy path).
@@ -165,6 +167,7 @@ impl Conn {
             counted_ip: false,
             dirty: false,
             admitted: matches!(stage, Stage::Handshake { .. }),
+            awaiting_http: false,
             held: None,
             tls: None,
             proxied: None,

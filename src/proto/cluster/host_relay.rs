@@ -54,14 +54,10 @@ impl Relay<'_> {
     fn send(&self, cmd: &mut Link, out: HostOut) -> bool {
         let mut bytes = Vec::new();
         let (channel, kind, room, payload) = match out {
-            HostOut::Claim {
-                tag,
-                owner,
-                events,
-                all,
-            } => {
-                let mode: &[u8] = if all { b"all" } else { b"each" };
-                return self.eval(cmd, CLAIM_SCRIPT, &events, &owner, Some((tag, mode)));
+            HostOut::Claim(claim) => {
+                let mode: &[u8] = if claim.all { b"all" } else { b"each" };
+                let (events, owner) = (&claim.events, &claim.owner);
+                return self.eval(cmd, CLAIM_SCRIPT, events, owner, Some((claim.tag, mode)));
             }
             HostOut::Release { owner, events } => {
                 return self.eval(cmd, RELEASE_SCRIPT, &events, &owner, None);

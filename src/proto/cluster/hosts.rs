@@ -87,26 +87,34 @@ pub struct Claim {
     pub deadline_ms: u64,
 }
 
+/// Claim `events` for `owner` (a host's clientId): `all` of them or none
+/// (a registration), or each one that is free (a renewal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimOut {
+    pub tag: u64,
+    pub owner: Rc<str>,
+    pub events: Vec<Box<str>>,
+    pub all: bool,
+}
+
 /// What the node is to send for the hosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostOut {
-    /// Claim `events` for `owner` (a host's clientId): `all` of them or
-    /// none (a registration), or each one free (a renewal).
-    Claim {
-        tag: u64,
-        owner: Rc<str>,
-        events: Vec<Box<str>>,
-        all: bool,
-    },
+    Claim(ClaimOut),
     /// Delete the keys of `events` that `owner` still holds.
     Release {
         owner: Rc<str>,
         events: Vec<Box<str>>,
     },
     /// Host `host` serves the events of `events_json` (control channel).
-    Announce { host: Rc<str>, events_json: String },
+    Announce {
+        host: Rc<str>,
+        events_json: String,
+    },
     /// Host `host` is gone (control channel).
-    Gone { host: Rc<str> },
+    Gone {
+        host: Rc<str>,
+    },
     /// A client's request for `host` on `node`: the `host.request` fields
     /// but `id`, as a JSON object.
     Request {
@@ -122,14 +130,16 @@ pub enum HostOut {
         body: Vec<u8>,
     },
     /// `host.client_joined` / `host.client_left` for every node's hosts.
-    Notice { message: Rc<[u8]> },
+    Notice {
+        message: Rc<[u8]>,
+    },
 }
 
 impl HostOut {
     fn cost(&self) -> usize {
         let names = |events: &[Box<str>]| events.iter().map(|e| e.len() + 8).sum::<usize>();
         64 + match self {
-            HostOut::Claim { owner, events, .. } | HostOut::Release { owner, events } => {
+            HostOut::Claim(ClaimOut { owner, events, .. }) | HostOut::Release { owner, events } => {
                 owner.len() + names(events)
             }
             HostOut::Announce { host, events_json } => host.len() + events_json.len(),

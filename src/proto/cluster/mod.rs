@@ -11,6 +11,6 @@ pub mod tap;
 
 pub use directed::{Directed, DirectedOp, DirectedQueue, PendingAck};
 pub use gather::{Gather, Gathers};
-pub use hosts::{Claim, ClusterHosts, HostOut, RemotePending, Served};
+pub use hosts::{Claim, ClaimOut, ClusterHosts, HostOut, RemotePending, Served};
 pub use node::{memory_ceiling, Node, NodeConfig};
-pub use tap::{ClusterStatus, ClusterTap, Forward, RoomKind};
+pub use tap::{ClusterStatus, ClusterTap, Forward, HttpReply, RoomKind};

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use super::directed::DirectedQueue;
 use super::gather::Gathers;
 use super::hosts::ClusterHosts;
+use crate::proto::rooms::ConnKey;
 use std::rc::Rc;
 
 /// How a forwarded room message is delivered on the other nodes.
@@ -26,6 +27,15 @@ pub struct Forward {
     pub room: Rc<str>,
     pub kind: RoomKind,
     pub message: Rc<[u8]>,
+}
+
+/// An HTTP answer for the shell's connection `key` with id `conn_id`:
+/// 200 with the JSON `body` (`/api/*` across nodes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    pub key: ConnKey,
+    pub conn_id: u64,
+    pub body: Vec<u8>,
 }
 
 /// The node as `/health`, `/ready` and `/metrics` show it.
@@ -57,6 +67,8 @@ pub struct ClusterTap {
     pub gathers: Gathers,
     /// Hosts cluster-wide: other nodes' hosts, requests across nodes.
     pub hosts: ClusterHosts,
+    /// HTTP answers ready for the shell (`/api/*` across nodes).
+    pub http_replies: Vec<HttpReply>,
     pub status: ClusterStatus,
 }
 

@@ -1,6 +1,7 @@
 //! The hub's side of a cluster (SPEC §9): room messages go to the tap for
 //! the other nodes, and theirs are delivered here to local members.
 
+use super::cluster_http::http_waiter;
 use super::Hub;
 use crate::proto::client_id::IdFormat;
 use crate::proto::cluster::{ClusterTap, DirectedOp, Gather, PendingAck, RoomKind};
@@ -186,6 +187,9 @@ impl Hub {
     }
 
     fn ack_directed(&mut self, ack: PendingAck, delivered: bool) {
+        if let Some(conn_id) = http_waiter(ack.host_id) {
+            return self.http_delivered(ack.host, conn_id, delivered);
+        }
         // The host may have gone (and its key been reused) meanwhile.
         if self.is_session(ack.host, ack.host_id) {
             self.out.ack(ack.host, ack.rid.as_deref(), |w| {
@@ -244,6 +248,9 @@ impl Hub {
     }
 
     fn reply_gathered(&mut self, gather: Gather) {
+        if let Some(conn_id) = http_waiter(gather.host_id) {
+            return self.http_gathered(gather.host, conn_id, &gather.entries);
+        }
         if !self.is_session(gather.host, gather.host_id) {
             return;
         }

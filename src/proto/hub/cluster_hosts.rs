@@ -9,15 +9,14 @@
 //! conflict: whoever holds the key keeps the event, and the other host
 //! loses it (logged).
 
+use super::host_events::ReplyData;
 use super::Hub;
-use crate::proto::cluster::{Claim, HostOut, RemotePending, Served};
+use crate::proto::cluster::{Claim, ClaimOut, HostOut, RemotePending, Served};
 use crate::proto::envelope::{ErrorCode, JsonWriter};
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
 use log::{debug, warn};
-use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -31,25 +30,6 @@ pub(super) enum HostAnswer<'a> {
         code: &'a str,
         message: Option<&'a str>,
     },
-}
-
-#[derive(Deserialize)]
-struct AnswerError<'a> {
-    #[serde(borrow)]
-    code: Cow<'a, str>,
-    #[serde(default, borrow)]
-    message: Option<Cow<'a, str>>,
-}
-
-/// A [`HostAnswer`] as it crosses nodes.
-#[derive(Deserialize)]
-struct AnswerBody<'a> {
-    #[serde(default, borrow)]
-    event: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    data: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    error: Option<AnswerError<'a>>,
 }
 
 const GONE: &str = "the host that serves this event is gone";
@@ -101,12 +81,12 @@ impl Hub {
             return false;
         };
         let names = events.iter().map(|(name, _)| name.clone()).collect();
-        let out = HostOut::Claim {
+        let out = HostOut::Claim(ClaimOut {
             tag,
             owner,
             events: names,
             all: true,
-        };
+        });
         if self.send_hosts(out) {
             return true;
         }
@@ -199,12 +179,12 @@ impl Hub {
                 if let Some(tag) = tag {
                     let owner = self.ids.str(host_id).into();
                     let events = names;
-                    self.send_hosts(HostOut::Claim {
+                    self.send_hosts(HostOut::Claim(ClaimOut {
                         tag,
                         owner,
                         events,
                         all: false,
-                    });
+                    }));
                 }
             }
             self.announce_host(key);
@@ -339,7 +319,9 @@ impl Hub {
     /// Sends `answer` to `node`'s request `request`; false when full.
     fn send_answer(&mut self, node: Box<str>, request: u64, answer: &HostAnswer) -> bool {
         let mut body = Vec::with_capacity(64);
+        // As `host.reply` has it, the id being the asking node's.
         let mut doc = JsonWriter::object(&mut body);
+        doc.u64("id", request);
         match answer {
             HostAnswer::Event { event, data } => {
                 doc.str("event", event).raw("data", data);
@@ -487,8 +469,8 @@ impl Hub {
             return;
         }
         let (client, rid) = (pending.client, pending.rid.as_deref());
-        match serde_json::from_slice::<AnswerBody>(body) {
-            Ok(AnswerBody {
+        match serde_json::from_slice::<ReplyData>(body) {
+            Ok(ReplyData {
                 error: Some(error), ..
             }) => {
                 let message = error
@@ -497,7 +479,7 @@ impl Hub {
                     .unwrap_or("the host refused the request");
                 self.out.error(client, &error.code, message, now.unix, rid);
             }
-            Ok(AnswerBody {
+            Ok(ReplyData {
                 event: Some(event),
                 data,
                 ..

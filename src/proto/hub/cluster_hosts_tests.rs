@@ -56,24 +56,20 @@ impl Cluster {
     fn deliver(&mut self, from: usize, out: HostOut, now: Now) {
         let other = &mut self.hubs[1 - from];
         match out {
-            HostOut::Claim {
-                tag,
-                owner,
-                events,
-                all,
-            } => {
-                let keys = &mut self.keys;
-                let held: Vec<bool> = events
+            HostOut::Claim(claim) => {
+                let (keys, owner) = (&mut self.keys, &claim.owner);
+                let held: Vec<bool> = claim
+                    .events
                     .iter()
-                    .map(|e| keys.get(&**e).is_some_and(|o| **o != *owner))
+                    .map(|e| keys.get(&**e).is_some_and(|o| **o != **owner))
                     .collect();
                 let bad = held.iter().position(|&h| h).map_or(0, |i| i + 1);
-                if bad == 0 || !all {
-                    for (e, _) in events.iter().zip(&held).filter(|(_, &h)| !h) {
+                if bad == 0 || !claim.all {
+                    for (e, _) in claim.events.iter().zip(&held).filter(|(_, &h)| !h) {
                         keys.insert(e.to_string(), owner.to_string());
                     }
                 }
-                self.hubs[from].claim_answered(tag, Some(bad), now);
+                self.hubs[from].claim_answered(claim.tag, Some(bad), now);
             }
             HostOut::Release { owner, events } => {
                 for e in events.iter() {

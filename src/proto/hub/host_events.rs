@@ -36,22 +36,23 @@ struct RegisterData {
 }
 
 #[derive(Deserialize)]
-struct ReplyError<'a> {
+pub(super) struct ReplyError<'a> {
     #[serde(borrow)]
-    code: Cow<'a, str>,
+    pub code: Cow<'a, str>,
     #[serde(default, borrow)]
-    message: Option<Cow<'a, str>>,
+    pub message: Option<Cow<'a, str>>,
 }
 
+/// `host.reply`'s data; also a host's answer as it crosses nodes.
 #[derive(Deserialize)]
-struct ReplyData<'a> {
-    id: u64,
+pub(super) struct ReplyData<'a> {
+    pub id: u64,
     #[serde(default, borrow)]
-    event: Option<Cow<'a, str>>,
+    pub event: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    data: Option<&'a RawValue>,
+    pub data: Option<&'a RawValue>,
     #[serde(default, borrow)]
-    error: Option<ReplyError<'a>>,
+    pub error: Option<ReplyError<'a>>,
 }
 
 #[derive(Deserialize)]

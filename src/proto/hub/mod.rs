@@ -13,6 +13,7 @@ mod client_events;
 mod client_tests;
 mod cluster;
 mod cluster_hosts;
+mod cluster_http;
 #[cfg(test)]
 mod compat_tests;
 #[cfg(test)]
@@ -32,6 +33,7 @@ pub(crate) mod testing;
 pub use crate::proto::client_id::client_id_str;
 pub use crate::proto::outbox::{Action, Body, Outbox};
 pub use audience::{Audience, PublishData};
+pub use cluster_http::HTTP_WAITER;
 pub use presence::{PresenceConfig, MAX_PRESENCE_LISTED};
 use sessions::Sessions;
 pub use sessions::{is_bridged, BRIDGED_KEY_BASE, MAX_BRIDGED};
