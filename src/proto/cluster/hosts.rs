@@ -290,6 +290,11 @@ impl ClusterHosts {
         Some(self.next_request)
     }
 
+    /// Requests of this node's clients waiting for other nodes' hosts.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
     pub fn take_pending(&mut self, request: u64) -> Option<RemotePending> {
         self.pending.remove(&request)
     }
