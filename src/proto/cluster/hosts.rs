@@ -34,7 +34,10 @@ pub const CLAIM_TAG_BASE: u64 = 1 << 40;
 /// `max_forward_bytes` bounds): every pending request with its `requestId`,
 /// every remote host with all its events named twice and a permission each.
 pub const fn bytes_bound() -> usize {
-    let request = table_entry_bytes::<(u64, RemotePending)>() + MAX_REQUEST_ID_BYTES + 64;
+    let request = table_entry_bytes::<(u64, RemotePending)>()
+        + table_entry_bytes::<(ConnKey, usize)>()
+        + MAX_REQUEST_ID_BYTES
+        + 64;
     let served = table_entry_bytes::<(u64, Served)>() + 64;
     let event = 2 * (MAX_ROOM_NAME + ALLOC_SLACK) + MAX_ROOM_NAME + table_entry_bytes::<Route>();
     let host = MAX_EVENTS_PER_HOST * event + 128;
@@ -156,6 +159,9 @@ pub struct ClusterHosts {
     remote: BTreeMap<Rc<str>, RemoteHost>,
     routes: HashMap<Box<str>, Route>,
     pending: BTreeMap<u64, RemotePending>,
+    /// How many of `pending` each client has (bounded per client as local
+    /// requests are).
+    per_client: HashMap<ConnKey, usize>,
     next_request: u64,
     served: BTreeMap<u64, Served>,
     claims: BTreeMap<u64, Claim>,
@@ -255,7 +261,7 @@ impl ClusterHosts {
             .filter(|(_, p)| &*p.host == host)
             .map(|(&r, _)| r)
             .collect();
-        mine.iter().filter_map(|r| self.pending.remove(r)).collect()
+        mine.iter().filter_map(|&r| self.take_pending(r)).collect()
     }
 
     /// Every host of `node` is gone (it stopped); returns their requests.
@@ -286,6 +292,7 @@ impl ClusterHosts {
             return None;
         }
         self.next_request += 1;
+        *self.per_client.entry(pending.client).or_default() += 1;
         self.pending.insert(self.next_request, pending);
         Some(self.next_request)
     }
@@ -296,7 +303,23 @@ impl ClusterHosts {
     }
 
     pub fn take_pending(&mut self, request: u64) -> Option<RemotePending> {
-        self.pending.remove(&request)
+        let pending = self.pending.remove(&request)?;
+        self.uncount(&pending);
+        Some(pending)
+    }
+
+    fn uncount(&mut self, pending: &RemotePending) {
+        if let Some(n) = self.per_client.get_mut(&pending.client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&pending.client);
+            }
+        }
+    }
+
+    /// How many requests of client `key` wait for other nodes' hosts.
+    pub fn waiting_of(&self, key: ConnKey) -> usize {
+        self.per_client.get(&key).copied().unwrap_or(0)
     }
 
     /// The node a remote host is on.
@@ -348,6 +371,9 @@ impl ClusterHosts {
     pub fn expired(&mut self, now_ms: u64) -> (Vec<RemotePending>, Vec<Claim>) {
         take_due(&mut self.served, now_ms, |s| s.deadline_ms);
         let pending = take_due(&mut self.pending, now_ms, |p| p.deadline_ms);
+        for p in &pending {
+            self.uncount(p);
+        }
         (
             pending,
             take_due(&mut self.claims, now_ms, |c| c.deadline_ms),
@@ -403,7 +429,9 @@ mod tests {
     fn requests_claims_and_sends_are_bounded_and_expire() {
         let mut h = ClusterHosts::default();
         let r = h.add_pending(pending("a.1", 50)).unwrap();
+        assert_eq!(h.waiting_of(1), 1);
         assert!(h.take_pending(r).is_some());
+        assert_eq!(h.waiting_of(1), 0);
         h.add_pending(pending("a.1", 50));
         let served = |host| Served {
             node: "b".into(),
@@ -427,6 +455,7 @@ mod tests {
         assert_eq!(h.next_deadline(), Some(50));
         let (late, claims) = h.expired(70);
         assert_eq!((late.len(), claims.len()), (1, 1));
+        assert_eq!(h.waiting_of(1), 0);
         assert!(h.take_served(12, 4).is_none());
         assert_eq!(h.next_deadline(), None);
         let gone = HostOut::Gone { host: "a.1".into() };

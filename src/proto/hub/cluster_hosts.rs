@@ -13,6 +13,7 @@ use super::host_events::ReplyData;
 use super::Hub;
 use crate::proto::cluster::{Claim, ClaimOut, HostOut, RemotePending, Served};
 use crate::proto::envelope::{ErrorCode, JsonWriter};
+use crate::proto::host_link::MAX_PENDING_PER_CLIENT;
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
 use log::{debug, warn};
@@ -100,6 +101,12 @@ impl Hub {
             return;
         };
         if !self.is_session(claim.host, claim.host_id) {
+            // The host went meanwhile: what was granted is freed again.
+            if verdict == Some(0) && claim.register.is_some() {
+                let owner = self.ids.str(claim.host_id).into();
+                let events = claim.events.into_iter().map(|(name, _)| name).collect();
+                self.send_hosts(HostOut::Release { owner, events });
+            }
             return;
         }
         let lost = verdict
@@ -262,6 +269,13 @@ impl Hub {
                 self.error(key, ErrorCode::Forbidden, &msg, now, rid);
                 return true;
             }
+        }
+        let waiting = self.hosts.waiting_len(key)
+            + self.cluster.as_ref().map_or(0, |t| t.hosts.waiting_of(key));
+        if waiting >= MAX_PENDING_PER_CLIENT {
+            let msg = "too many requests are waiting for the host; retry later";
+            self.error(key, ErrorCode::HostUnavailable, msg, now, rid);
+            return true;
         }
         let mut body = Vec::with_capacity(128);
         JsonWriter::object(&mut body)

@@ -5,6 +5,7 @@
 use super::super::testing::{drain, hub_for_hosts, join, T0};
 use super::super::Hub;
 use crate::proto::cluster::{ClusterTap, HostOut};
+use crate::proto::host_link::MAX_PENDING_PER_CLIENT;
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
 use serde_json::{json, Value};
@@ -274,4 +275,20 @@ fn renewals_reannounce_and_settle_conflicts_after_the_broker_was_down() {
     c.drain(1);
     c.send(1, 1, json!({"event":"play","requestId":1}));
     assert_eq!(c.drain(0).last().unwrap().1["event"], "host.request");
+}
+
+#[test]
+fn a_clients_requests_to_other_nodes_are_bounded() {
+    let mut c = host_on_a_client_on_b();
+    for n in 0..MAX_PENDING_PER_CLIENT {
+        c.hubs[1].on_text(1, T0, &json!({"event":"play","requestId":n}).to_string());
+    }
+    assert!(c.drain(1).is_empty());
+    let out = c.send(1, 1, json!({"event":"play","requestId":"over"}));
+    assert_eq!(out[0].1["data"]["code"], "host_unavailable", "{out:?}");
+    assert_eq!(
+        c.drain(0).len(),
+        MAX_PENDING_PER_CLIENT,
+        "the host got each once"
+    );
 }
