@@ -23,8 +23,7 @@ impl Conns {
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };
-        conn.awaiting_http = true;
-        conn.stage = Stage::Handshake {
+        conn.stage = Stage::Awaiting {
             deadline_ms: now.ms.saturating_add(wait_ms),
         };
         self.schedule(key, app);
@@ -39,12 +38,10 @@ impl Conns {
         };
         let replies = hub.take_http_replies();
         for reply in replies {
-            let waiting = self
-                .slab
-                .get(reply.key)
-                .is_some_and(|c| c.awaiting_http && c.id == reply.conn_id);
+            let waiting = self.slab.get(reply.key).is_some_and(|c| {
+                matches!(c.stage, Stage::Awaiting { .. }) && c.id == reply.conn_id
+            });
             if waiting {
-                self.slab[reply.key].awaiting_http = false;
                 let answer = HttpAnswer::json(200, reply.body);
                 self.answer_http(reply.key, &answer, app, now);
             }

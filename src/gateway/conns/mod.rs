@@ -193,7 +193,7 @@ impl Conns {
         for key in keys {
             match self.slab[key].stage {
                 Stage::Open { .. } => self.start_close(key, 1001, "server shutting down", app, now),
-                Stage::Handshake { .. } => self.remove(key, app, now),
+                Stage::Handshake { .. } | Stage::Awaiting { .. } => self.remove(key, app, now),
                 Stage::Closing { .. } | Stage::Refusing { .. } => {}
             }
         }

@@ -154,7 +154,7 @@ impl Conns {
         };
         match conn.stage {
             // One request per connection: what follows a waiting one is dropped.
-            Stage::Handshake { .. } if conn.awaiting_http => {}
+            Stage::Awaiting { .. } => {}
             Stage::Handshake { .. } => self.on_request_bytes(key, data, app, now),
             Stage::Open { .. }
             | Stage::Closing {
