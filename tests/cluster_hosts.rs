@@ -140,6 +140,30 @@ fn registration_conflicts_are_cluster_wide() {
 }
 
 #[test]
+fn simultaneous_registrations_on_two_nodes_have_one_winner() {
+    let (_redis, a, b) = two_nodes();
+    let mut hosts: Vec<Ws> = [&a, &b]
+        .iter()
+        .map(|server| {
+            let token = server.token("racer", &["host"], &[], None, "1h");
+            open_authed(server.port(), &token).0
+        })
+        .collect();
+    for round in 0..5 {
+        let event = format!("race{round}");
+        let register = json!({"event":"host.register","data":{"events":{&event: null}}});
+        for ws in &mut hosts {
+            send_json(ws, &register);
+        }
+        let won: Vec<bool> = hosts
+            .iter_mut()
+            .map(|ws| recv_json(ws)["event"] == "host.registered")
+            .collect();
+        assert_eq!(won.iter().filter(|&&w| w).count(), 1, "{event}: {won:?}");
+    }
+}
+
+#[test]
 fn client_notices_reach_a_host_on_another_node() {
     let (_redis, a, b) = two_nodes();
     let mut game = host(&a, "game", json!({}));
