@@ -9,7 +9,7 @@
 //! conflict: whoever holds the key keeps the event, and the other host
 //! loses it (logged).
 
-use super::host_events::ReplyData;
+use super::host_events::{HostAnswer, ReplyData};
 use super::Hub;
 use crate::proto::cluster::{Claim, ClaimOut, HostOut, RemotePending, Served};
 use crate::proto::envelope::{ErrorCode, JsonWriter};
@@ -20,18 +20,6 @@ use log::{debug, warn};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-
-/// A host's answer to a request from another node.
-pub(super) enum HostAnswer<'a> {
-    Event {
-        event: &'a str,
-        data: &'a str,
-    },
-    Error {
-        code: &'a str,
-        message: Option<&'a str>,
-    },
-}
 
 const GONE: &str = "the host that serves this event is gone";
 

@@ -4,7 +4,6 @@
 //! [`HostLink`](crate::proto::host_link::HostLink); the handlers here need
 //! the whole hub (a kick closes a session, a broadcast reaches them all).
 
-use super::cluster_hosts::HostAnswer;
 use super::{data_as, Audience, Hub, PublishData, MAX_ROOM_NAME};
 use crate::proto::action::Dialect;
 use crate::proto::auth::{parse_ttl, MintRequest, MAX_TTL_S};
@@ -53,6 +52,18 @@ pub(super) struct ReplyData<'a> {
     pub data: Option<&'a RawValue>,
     #[serde(default, borrow)]
     pub error: Option<ReplyError<'a>>,
+}
+
+/// A host's answer to a request from another node.
+pub(super) enum HostAnswer<'a> {
+    Event {
+        event: &'a str,
+        data: &'a str,
+    },
+    Error {
+        code: &'a str,
+        message: Option<&'a str>,
+    },
 }
 
 #[derive(Deserialize)]
