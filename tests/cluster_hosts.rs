@@ -289,3 +289,46 @@ fn api_publish_reaches_a_client_of_another_node() {
         "took {took:?}"
     );
 }
+
+#[test]
+fn registrations_while_redis_is_down_are_settled_when_it_is_back() {
+    let mut redis = Redis::start(None);
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    joined(&a, "a");
+    joined(&b, "b");
+    redis.kill();
+    wait_health(&a, "a degraded", |h| h["status"] == "degraded");
+    wait_health(&b, "b degraded", |h| h["status"] == "degraded");
+    // Decided by each node alone, answered at once.
+    let asked = Instant::now();
+    let mut first = host(&a, "first", json!({"solo": null}));
+    assert!(asked.elapsed() < Duration::from_millis(REQUEST_TIMEOUT_MS / 2));
+    std::thread::sleep(Duration::from_millis(HEARTBEAT_MS));
+    let mut second = host(&b, "second", json!({"solo": null}));
+
+    redis.spawn();
+    for (server, name) in [(&a, "a"), (&b, "b")] {
+        wait_health(server, name, |h| h["cluster"]["broker"] == "up");
+    }
+    assert!(
+        b.wait_log("lost `solo` to another node's host", Duration::from_secs(5))
+            || a.wait_log("lost `solo` to another node's host", Duration::from_secs(1)),
+        "nobody lost the conflict"
+    );
+    settle();
+    // One host serves `solo` for the clients of both nodes.
+    let a_won = b.logs().iter().any(|l| l.contains("lost `solo`"));
+    let winner = if a_won { &mut first } else { &mut second };
+    for server in [&a, &b] {
+        let (mut ws, id) = client(server, "bob");
+        send_json(&mut ws, &json!({"event":"solo","requestId":1}));
+        let req = next_request(winner);
+        assert_eq!(req["data"]["client"], id.as_str());
+        send_json(
+            winner,
+            &json!({"event":"host.reply","data":{"id":req["data"]["id"],"event":"ok","data":null}}),
+        );
+        assert_eq!(recv_json(&mut ws)["requestId"], 1);
+    }
+}
