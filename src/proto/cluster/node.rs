@@ -5,13 +5,16 @@
 //!
 //! Driving contract: after the hub ran (every loop pass) call [`Node::pump`];
 //! move the links' bytes ([`Node::links`]); call [`Node::on_timer`] at
-//! [`Node::poll_timeout`]; stop the process when [`Node::fatal`] says so.
+//! [`Node::poll_timeout`]; stop the process when [`Node::fatal`] says so;
+//! while [`Node::has_backlog`], pump again on the next pass (after the
+//! members' sockets were written).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use log::{debug, error, info, warn};
 
+use super::batch::Batch;
 use super::envelope::{self, Kind};
 use super::tap::RoomKind;
 use crate::proto::hub::Hub;
@@ -186,8 +189,13 @@ impl Node {
             );
             self.publish(&node_channel(&self.cfg.prefix, &node));
         }
-        while let Some(event) = self.sub.poll_event() {
-            self.on_sub_event(event, hub, now);
+        // Room messages in a bounded batch: the rest after a flush.
+        let mut batch = Batch::default();
+        while !batch.is_full() {
+            let Some(event) = self.sub.poll_event() else {
+                break;
+            };
+            self.on_sub_event(event, hub, now, &mut batch);
         }
         while let Some(event) = self.cmd.poll_event() {
             self.on_cmd_event(event, now);
@@ -195,7 +203,12 @@ impl Node {
         self.update_status(hub, now);
     }
 
-    fn on_sub_event(&mut self, event: LinkEvent, hub: &mut Hub, now: Now) {
+    /// Received messages not yet handled (a batch was full).
+    pub fn has_backlog(&self) -> bool {
+        self.sub.has_events()
+    }
+
+    fn on_sub_event(&mut self, event: LinkEvent, hub: &mut Hub, now: Now, batch: &mut Batch) {
         match event {
             LinkEvent::Up => {
                 info!("cluster: subscriber link up");
@@ -205,7 +218,13 @@ impl Node {
             LinkEvent::Refused(text) => {
                 error!("cluster: the broker refused the subscriber link: {text}")
             }
-            LinkEvent::Message { payload, .. } => self.on_message(&payload, hub, now),
+            LinkEvent::Message { payload, .. } => {
+                // What it queued for local members counts against the batch.
+                let queued = hub.out.actions.len();
+                self.on_message(&payload, hub, now);
+                let delivered = hub.out.actions.len().saturating_sub(queued);
+                batch.add(payload.len(), delivered as u64);
+            }
             LinkEvent::Reply { .. } => {}
         }
     }
