@@ -3,8 +3,10 @@
 //! and writing until `WouldBlock`; every decision is `proto::cluster::Node`'s.
 //! Both sockets share the endpoint's token; an event services both.
 //! A burst from the broker is taken a batch per loop pass (the node bounds
-//! it), so that members' sockets are written between batches; a socket not
-//! read to `WouldBlock` is read again on the next pass (mio is edge-triggered).
+//! it; `on_pass`, the pass's last call before the clients' sockets are
+//! written, starts the next), so that members' sockets are written between
+//! batches; a socket not read to `WouldBlock` is read again on the next pass
+//! (mio is edge-triggered).
 
 use super::app::App;
 use super::endpoint::Endpoint;
@@ -291,17 +293,22 @@ impl Endpoint for BrokerEndpoint {
         None
     }
 
+    /// The last call before the pass writes the clients' sockets: what the
+    /// hub queued goes out, and the broker's input batch starts afresh.
     fn on_pass(&mut self, app: &mut App, now: Now) -> Option<u64> {
         let App::Gateway(hub) = &*app else {
             return None;
         };
-        if !hub.cluster().is_some_and(|tap| tap.has_forwards())
-            && !hub.has_room_changes()
-            && !self.has_backlog()
+        let wake = if hub.cluster().is_some_and(|tap| tap.has_forwards())
+            || hub.has_room_changes()
+            || self.has_backlog()
         {
-            return None;
-        }
-        self.drive(app, now)
+            self.drive(app, now)
+        } else {
+            None
+        };
+        self.node.end_pass();
+        wake
     }
 
     /// Input is waiting that no event will announce: received messages

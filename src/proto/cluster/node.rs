@@ -6,8 +6,8 @@
 //! Driving contract: after the hub ran (every loop pass) call [`Node::pump`];
 //! move the links' bytes ([`Node::links`]); call [`Node::on_timer`] at
 //! [`Node::poll_timeout`]; stop the process when [`Node::fatal`] says so;
-//! while [`Node::has_backlog`], pump again on the next pass (after the
-//! members' sockets were written).
+//! call [`Node::end_pass`] last in every loop pass (before the members'
+//! sockets are written); while [`Node::has_backlog`], pump on the next.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -18,7 +18,7 @@ use super::batch::Batch;
 use super::envelope::{self, Kind};
 use super::tap::RoomKind;
 use crate::proto::hub::Hub;
-use crate::proto::redis::{Limits, Link, LinkConfig, LinkEvent, Role, Value};
+use crate::proto::redis::{Limits, Link, LinkConfig, LinkEvent, Role, Value, INBOX_BYTES};
 use crate::proto::Now;
 
 /// A room's channel is dropped this long after its last local member left,
@@ -63,6 +63,8 @@ pub struct Node {
     last_echo_ms: u64,
     next_heartbeat_ms: u64,
     pending_unsubscribe: BTreeMap<Rc<str>, u64>,
+    /// Room messages delivered in this loop pass (bounded, see `batch`).
+    batch: Batch,
     forwarded: u64,
     received: u64,
     dropped: u64,
@@ -107,6 +109,7 @@ impl Node {
             last_echo_ms: 0,
             next_heartbeat_ms: 0,
             pending_unsubscribe: BTreeMap::new(),
+            batch: Batch::default(),
             forwarded: 0,
             received: 0,
             dropped: 0,
@@ -189,13 +192,12 @@ impl Node {
             );
             self.publish(&node_channel(&self.cfg.prefix, &node));
         }
-        // Room messages in a bounded batch: the rest after a flush.
-        let mut batch = Batch::default();
-        while !batch.is_full() {
+        // Room messages in a bounded batch per pass: the rest after a flush.
+        while !self.batch.is_full() {
             let Some(event) = self.sub.poll_event() else {
                 break;
             };
-            self.on_sub_event(event, hub, now, &mut batch);
+            self.on_sub_event(event, hub, now);
         }
         while let Some(event) = self.cmd.poll_event() {
             self.on_cmd_event(event, now);
@@ -203,12 +205,18 @@ impl Node {
         self.update_status(hub, now);
     }
 
-    /// Received messages not yet handled (a batch was full).
+    /// Received messages not yet handled (the pass's batch was full).
     pub fn has_backlog(&self) -> bool {
         self.sub.has_events()
     }
 
-    fn on_sub_event(&mut self, event: LinkEvent, hub: &mut Hub, now: Now, batch: &mut Batch) {
+    /// The loop pass ends (members' sockets are written next): the next
+    /// pass may deliver a new batch.
+    pub fn end_pass(&mut self) {
+        self.batch = Batch::default();
+    }
+
+    fn on_sub_event(&mut self, event: LinkEvent, hub: &mut Hub, now: Now) {
         match event {
             LinkEvent::Up => {
                 info!("cluster: subscriber link up");
@@ -223,7 +231,7 @@ impl Node {
                 let queued = hub.out.actions.len();
                 self.on_message(&payload, hub, now);
                 let delivered = hub.out.actions.len().saturating_sub(queued);
-                batch.add(payload.len(), delivered as u64);
+                self.batch.add(payload.len(), delivered as u64);
             }
             LinkEvent::Reply { .. } => {}
         }
@@ -552,9 +560,11 @@ fn receive_limit(cfg: &NodeConfig) -> usize {
 }
 
 /// Bytes the node's broker links can hold at once: commands waiting
-/// (`max_forward_bytes`) and one reply being read on each link.
+/// (`max_forward_bytes`), one reply being read on each link, and received
+/// messages not yet delivered (the inbox's bound, and what the read that
+/// crossed it added).
 pub fn memory_ceiling(cfg: &NodeConfig) -> usize {
-    cfg.max_forward_bytes + 2 * (receive_limit(cfg) + 1024)
+    cfg.max_forward_bytes + 2 * (receive_limit(cfg) + 1024) + 2 * INBOX_BYTES
 }
 
 fn room_channel(prefix: &str, room: &str) -> String {

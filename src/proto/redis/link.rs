@@ -80,6 +80,13 @@ enum Expect {
 /// Bytes of received, not yet taken messages past which the link asks for
 /// no more input: what a burst from the broker may hold here at once.
 pub const INBOX_BYTES: usize = 256 * 1024;
+/// What a held message costs beside its channel and payload (the event and
+/// two allocations), so that tiny messages count too.
+const MESSAGE_OVERHEAD: usize = 128;
+
+fn inbox_cost(channel: &[u8], payload: &[u8]) -> usize {
+    channel.len() + payload.len() + MESSAGE_OVERHEAD
+}
 
 /// Error value given to tags outstanding when the link is lost.
 pub const LINK_LOST: &[u8] = b"ERR tether: broker link lost";
@@ -97,7 +104,7 @@ pub struct Link {
     input: Vec<u8>,
     channels: BTreeSet<Vec<u8>>,
     events: VecDeque<LinkEvent>,
-    /// Payload bytes of the [`LinkEvent::Message`]s in `events`.
+    /// What the [`LinkEvent::Message`]s in `events` hold (see `inbox_cost`).
     inbox_bytes: usize,
     last_read_ms: u64,
     probing: bool,
@@ -305,7 +312,7 @@ impl Link {
             return;
         }
         if let (Some(channel), Some(payload)) = (channel.into_bytes(), payload.into_bytes()) {
-            self.inbox_bytes += payload.len();
+            self.inbox_bytes += inbox_cost(&channel, &payload);
             self.events
                 .push_back(LinkEvent::Message { channel, payload });
         }
@@ -389,8 +396,8 @@ impl Link {
 
     pub fn poll_event(&mut self) -> Option<LinkEvent> {
         let event = self.events.pop_front()?;
-        if let LinkEvent::Message { payload, .. } = &event {
-            self.inbox_bytes -= payload.len();
+        if let LinkEvent::Message { channel, payload } = &event {
+            self.inbox_bytes -= inbox_cost(channel, payload);
         }
         Some(event)
     }

@@ -206,19 +206,22 @@ fn inbox_full_asks_for_no_input_until_taken() {
     assert_eq!(events(&mut link), vec![LinkEvent::Up]);
     let payload = [b'x'; 1000];
     let mut burst = Vec::new();
-    for _ in 0..INBOX_BYTES / payload.len() + 1 {
+    for _ in 0..2 * INBOX_BYTES / payload.len() {
         burst.extend(push(b"c", &payload));
     }
-    // Read in odd-sized pieces: replies cut anywhere, kept whole.
-    let mut sent = 0;
-    for (i, piece) in burst.chunks(1777).enumerate() {
-        assert!(link.wants_input(), "piece {i}");
+    // Read in odd-sized pieces (replies cut anywhere) while it wants input.
+    let mut pieces = burst.chunks(1777);
+    let mut read = 0;
+    while link.wants_input() {
+        let piece = pieces.next().expect("stops before the burst ends");
         link.on_bytes(piece, 1);
-        sent += piece.len();
+        read += piece.len();
         assert!(link.input.len() < 1200, "only a partial reply is held");
     }
-    assert_eq!(sent, burst.len());
-    assert!(!link.wants_input());
+    assert!(
+        read > INBOX_BYTES / 2 && read < INBOX_BYTES + 1777,
+        "{read}"
+    );
     assert!(link.has_events());
     let mut taken = 0;
     while let Some(LinkEvent::Message { payload: got, .. }) = link.poll_event() {
@@ -228,6 +231,6 @@ fn inbox_full_asks_for_no_input_until_taken() {
             assert!(link.wants_input(), "under the bound again");
         }
     }
-    assert_eq!(taken, INBOX_BYTES / payload.len() + 1);
+    assert!(taken > 200, "{taken}");
     assert!(!link.has_events() && link.wants_input());
 }
