@@ -260,7 +260,7 @@ fn bursts_from_redis_reach_fast_members_without_slow_reader_closes() {
         .map(|i| member(&b, &format!("m{i}"), "lobby"))
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    const BURSTS: u64 = 10;
+    const BURSTS: u64 = 6;
     const PER_BURST: u64 = 500;
     let count = BURSTS * PER_BURST;
     let readers: Vec<_> = members
@@ -279,7 +279,8 @@ fn bursts_from_redis_reach_fast_members_without_slow_reader_closes() {
         // One write: Redis fans it out to b's subscriber link at once.
         raw.write_all(&burst).unwrap();
         sent += burst.len();
-        std::thread::sleep(Duration::from_millis(200));
+        // The members catch up between bursts (on a loaded machine too).
+        std::thread::sleep(Duration::from_millis(300));
     }
     for reader in readers {
         let (_, got) = reader.join().expect("a member was closed");
