@@ -22,7 +22,9 @@ use tungstenite::handshake::HandshakeError;
 use tungstenite::http::{HeaderName, HeaderValue};
 use tungstenite::{Message, WebSocket};
 
+pub mod browser;
 pub mod cluster;
+pub mod control;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tether");
