@@ -191,6 +191,7 @@ export class Client {
   close() {
     if (this._closed) return;
     this._closed = true;
+    this._ready = false;
     this._stopTimers();
     const ws = this._ws;
     this._detach();
@@ -396,7 +397,9 @@ export class Client {
     if (!ws) return;
     ws.onmessage = null;
     ws.onclose = null;
-    ws.onerror = null;
+    // Kept as a no-op: the ws package throws an error event nobody listens to
+    // (closing while still connecting).
+    ws.onerror = () => {};
   }
 
   // -- liveness and token refresh ----------------------------------------------

@@ -16,26 +16,15 @@ pub fn artifacts_dir() -> PathBuf {
 /// Panics with one line naming the install command when chromium or
 /// Python playwright is missing.
 pub fn require_browser() {
-    let chromium = ["chromium", "chromium-browser"].iter().any(|name| {
-        Command::new(name)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
+    let chromium = ["chromium", "chromium-browser"]
+        .iter()
+        .any(|name| super::succeeds(name, &["--version"]));
     assert!(
         chromium,
         "no chromium: the browser tests need `apt-get install chromium`"
     );
-    let playwright = Command::new("python3")
-        .args(["-c", "import playwright.sync_api"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
     assert!(
-        playwright,
+        super::succeeds("python3", &["-c", "import playwright.sync_api"]),
         "no Python playwright: the browser tests need `pip install playwright`"
     );
 }
