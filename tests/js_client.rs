@@ -29,27 +29,7 @@ fn js_library_end_to_end() {
         "fresh": mint_valid("carol", &[], &[], 3600),
     });
     let server = Arc::new(Mutex::new(server));
-    let shared = Arc::clone(&server);
-    let control = control::serve(move |command| {
-        let mut server = shared.lock().expect("the server");
-        match command {
-            "restart" => {
-                server.restart();
-                "restarted".into()
-            }
-            "freeze" => {
-                server.signal(libc::SIGSTOP);
-                "frozen".into()
-            }
-            "thaw" => {
-                server.signal(libc::SIGCONT);
-                "thawed".into()
-            }
-            // A token that expires soon, minted when the script needs it.
-            "short token" => mint_valid("carol", &[], &[], 3),
-            other => format!("unknown command {other}"),
-        }
-    });
+    let control = control::serve_gateway(Arc::clone(&server));
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut child = KillOnDrop(
         Command::new("node")

@@ -74,6 +74,7 @@ export class Client {
     this._waiters = [];
     this._closed = false;
     this._attempt = 0;
+    this._upSince = 0;
     this._timers = new Set();
     this._refreshTimer = null;
     this._watchdog = null;
@@ -291,12 +292,11 @@ export class Client {
     if (typeof ws.on === "function") {
       // The ws package shows the gateway's pings: they prove the peer alive.
       ws.on("ping", () => this._seen());
-      this._pingsVisible = true;
     }
     this._session(authenticated.data);
     this._startWatchdog(ws);
     await this._resubscribe();
-    this._attempt = 0;
+    this._upSince = Date.now();
     this._ready = true;
     this._wake(null);
     this._dispatch(authenticated);
@@ -327,8 +327,11 @@ export class Client {
       }
       const recovered = Boolean(reply && reply.recovered);
       if (reply && reply.epoch !== undefined && reply.epoch !== state.epoch) {
+        // A new history: what follows is counted from the lower of the new
+        // current offset and the one asked for, so nothing sent is dropped.
+        const current = typeof reply.offset === "number" ? reply.offset : null;
         state.epoch = reply.epoch;
-        state.offset = typeof reply.offset === "number" ? reply.offset : null;
+        state.offset = current === null || state.offset === null ? current : Math.min(current, state.offset);
       }
       this._emit("resubscribed", {
         room,
@@ -349,7 +352,12 @@ export class Client {
     if (this._closed) return;
     this._emit("disconnected", { code, reason });
     if (this._opening) return; // _open fails and its caller decides
-    if (!this.options.reconnect || FINAL_CLOSE_CODES.has(code)) {
+    // Backoff starts over only after a connection that lasted: a gateway
+    // that accepts and drops at once is not hammered.
+    if (Date.now() - this._upSince > this.options.backoff.ceiling) this._attempt = 0;
+    const renewable = this.options.refreshToken || typeof this.options.token === "function";
+    const hopeless = CREDENTIAL_CLOSE_CODES.has(code) && !renewable;
+    if (!this.options.reconnect || FINAL_CLOSE_CODES.has(code) || hopeless) {
       this._emit("closed", { code, reason });
       this.close();
       return;
@@ -409,9 +417,10 @@ export class Client {
     this._probed = false;
   }
 
-  /** Dead-peer detection: the gateway pings every `pingInterval`; where the
-   * WebSocket hides pings (browsers) a silent connection gets a `ping` event
-   * instead. Nothing for `pingInterval + pingTimeout` → reconnect. */
+  /** Dead-peer detection: the gateway pings every `pingInterval`. A
+   * connection silent that long (browsers hide pings; the gateway's interval
+   * may be longer) also sends a `ping` event, whose `pong` proves the peer
+   * alive. Nothing for `pingInterval + pingTimeout` → reconnect (code 4000). */
   _startWatchdog(ws) {
     const { pingInterval, pingTimeout } = this.options;
     if (!(pingInterval > 0)) return;
@@ -424,7 +433,7 @@ export class Client {
         if (typeof ws.terminate === "function") ws.terminate();
         else ws.close();
         this._lost(ws, 4000, "dead peer: no ping from the gateway");
-      } else if (!this._pingsVisible && idle >= pingInterval && !this._probed && ws.readyState === OPEN) {
+      } else if (idle >= pingInterval && !this._probed && ws.readyState === OPEN) {
         this._probed = true;
         ws.send(JSON.stringify({ event: "ping", requestId: PROBE_ID }));
       }

@@ -104,6 +104,26 @@ def main():
           }
           short.close();
         }""", control("short token"))
+        # Browsers hide the gateway's pings: the library's own `ping` probe
+        # goes unanswered while the gateway is frozen.
+        opened.page.evaluate("""async () => {
+          window.watched = await t.open(t.tokens.alice, {pingInterval: 1000, pingTimeout: 1000, openTimeout: 1000});
+          window.lost = t.next(watched, 'disconnected', 10000);
+          lost.catch(() => {});
+        }""")
+        if control("freeze") != "frozen":
+            fail("the gateway was not frozen")
+        try:
+            dead = opened.page.evaluate("async () => (await lost).code")
+        finally:
+            control("thaw")
+        if dead != 4000:
+            fail("dead_peer: disconnected with %r, not 4000" % dead)
+        step(opened, "dead_peer", """async () => {
+          await t.next(watched, 'authenticated', 15000);
+          if ((await watched.request('whoami')).sub !== 'alice') throw new Error('whoami');
+          watched.close();
+        }""")
         opened.page.evaluate("() => { alice.close(); bob.close(); }")
         opened.screenshot("done")
         if opened.errors:
