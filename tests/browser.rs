@@ -16,7 +16,7 @@ fn tether_js_in_chromium() {
     let health = free_port();
     let server = Server::start(json!({
         "server": { "health": { "port": health } },
-        "limits": { "max_messages_per_minute": 1000 },
+        "limits": { "max_messages_per_minute": 1000, "max_connections_per_ip": 100 },
         "rooms": { "history": { "size": 100 } }
     }));
     let port = server.port();

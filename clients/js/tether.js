@@ -194,6 +194,7 @@ export class Client {
     this._closed = true;
     this._ready = false;
     this._stopTimers();
+    if (this._abortOpen) this._abortOpen(new TetherError("closed", "the client was closed"));
     const ws = this._ws;
     this._detach();
     if (ws) {
@@ -249,11 +250,13 @@ export class Client {
 
   async _openOnce() {
     const token = await this._currentToken();
+    if (this._closed) throw new TetherError("closed", "the client was closed");
     const protocols = token ? ["tether.v1", `tether.bearer.${token}`] : ["tether.v1"];
     const ws = new this.WebSocket(this.url, protocols);
     this._ws = ws;
     const authenticated = await new Promise((resolve, reject) => {
       const fail = (error) => {
+        this._abortOpen = null;
         clearTimeout(timer);
         this._detach();
         try {
@@ -286,7 +289,10 @@ export class Client {
       ws.onclose = (e) =>
         fail(new TetherError("connect_failed", `closed ${e.code}${e.reason ? ` ${e.reason}` : ""} before authentication`));
       ws.onerror = () => {}; // a close follows
+      this._abortOpen = fail;
     });
+    this._abortOpen = null;
+    if (this._closed) throw new TetherError("closed", "the client was closed");
     ws.onmessage = (e) => this._receive(ws, e.data);
     ws.onclose = (e) => this._lost(ws, e.code, e.reason || "");
     if (typeof ws.on === "function") {

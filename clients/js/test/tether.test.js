@@ -125,6 +125,32 @@ test("request/response through a host, error codes, timeout", async () => {
   });
 });
 
+test("kicked: closed for good, no reconnect", async () => {
+  await withClients([TOKENS.host, TOKENS.alice], async (host, alice) => {
+    const kicked = next(alice, "kicked");
+    const closed = next(alice, "closed");
+    let reconnecting = false;
+    alice.on("reconnecting", () => (reconnecting = true));
+    await host.request("host.kick", { client: alice.session.clientId, reason: "bye" });
+    assert.deepEqual(await kicked, { reason: "bye" });
+    assert.equal((await closed).code, 4010);
+    await sleep(300);
+    assert.equal(reconnecting, false);
+    assert.equal(alice.connected, false);
+    assert.equal(await codeOf(alice.request("whoami")), "closed");
+  });
+});
+
+test("close() while connecting rejects connect() at once", async () => {
+  const { Client } = await import("../tether.js");
+  const client = new Client(URL, { token: TOKENS.alice, ...OPTIONS });
+  const opening = client._start();
+  client.close();
+  const started = Date.now();
+  assert.equal(await codeOf(opening), "closed");
+  assert.ok(Date.now() - started < 1000);
+});
+
 test("subscribe, publish, handlers and async iteration", async () => {
   await withClients([TOKENS.alice, TOKENS.bob], async (alice, bob) => {
     const subscribed = await alice.subscribe("chat_1");
