@@ -35,7 +35,7 @@ fn tether_js_in_chromium() {
             ("TETHER_TOKENS", tokens.to_string()),
             ("TETHER_CONTROL", control.to_string()),
         ],
-        Duration::from_secs(90),
+        Duration::from_secs(180),
     );
     assert_eq!(
         passed,

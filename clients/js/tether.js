@@ -232,10 +232,20 @@ export class Client {
     }
   }
 
+  /** The token for a new connection: the last refreshed one, else the
+   * option's. One that is expired (by its `exp`) or was refused gets
+   * replaced through `refreshToken` first, e.g. after a long outage. */
   async _currentToken() {
     const source = this.options.token;
-    if (this._token) return this._token;
-    return typeof source === "function" ? source() : source;
+    let token = this._token || (typeof source === "function" ? await source() : source);
+    const exp = tokenExpiry(token);
+    const stale = this._needsRefresh || (exp !== null && exp * 1000 <= Date.now() + 1000);
+    if (stale && this.options.refreshToken) {
+      token = await this.options.refreshToken();
+      this._token = token;
+      this._needsRefresh = false;
+    }
+    return token;
   }
 
   /** One connection up to `authenticated`, then re-subscribes. */
@@ -382,10 +392,6 @@ export class Client {
     this._later(delay, async () => {
       if (this._closed) return;
       try {
-        if (this._needsRefresh) {
-          this._token = await this.options.refreshToken();
-          this._needsRefresh = false;
-        }
         await this._open();
       } catch {
         if (this._closed) return;
@@ -612,6 +618,21 @@ function parse(text) {
   try {
     const message = JSON.parse(text);
     return message && typeof message === "object" && !Array.isArray(message) ? message : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The `exp` claim of a JWT (UNIX seconds), or null when it has none or
+ * is not a JWT. Read only to know when to refresh; the gateway verifies. */
+function tokenExpiry(token) {
+  if (typeof token !== "string") return null;
+  const payload = token.split(".")[1];
+  if (!payload) return null;
+  try {
+    const json = atob(payload.replace(/-/g, "+").replace(/_/g, "/"));
+    const exp = JSON.parse(json).exp;
+    return typeof exp === "number" ? exp : null;
   } catch {
     return null;
   }

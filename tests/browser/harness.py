@@ -16,6 +16,7 @@ A test script talks to the Rust test that started the gateway through
 
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -75,6 +76,7 @@ class Opened:
         self.page = page
         self.name = name
         self.errors = []  # console errors and uncaught page errors, as text
+        self.allowed = []  # (pattern, count) of errors a test expects
         self.requests = []  # every URL the page requested
         self.shots = 0
 
@@ -82,11 +84,21 @@ class Opened:
             where = (message.location or {}).get("url", "")
             # The browser's own favicon probe is not the page's doing.
             if message.type == "error" and not where.endswith("/favicon.ico"):
-                self.errors.append("console: %s (%s)" % (message.text, where))
+                self._error("console: %s (%s)" % (message.text, where))
 
         page.on("console", on_console)
-        page.on("pageerror", lambda error: self.errors.append("page: %s" % error))
+        page.on("pageerror", lambda error: self._error("page: %s" % error))
         page.on("request", lambda request: self.requests.append(request.url))
+
+    def allow(self, pattern):
+        """From now on, errors matching the regular expression `pattern`
+        are expected (e.g. the browser's own line for a WebSocket refused
+        while the test restarts the gateway) and not kept in `errors`."""
+        self.allowed.append(re.compile(pattern))
+
+    def _error(self, text):
+        if not any(p.search(text) for p in self.allowed):
+            self.errors.append(text)
 
     def screenshot(self, label=None):
         """Saves a full-page PNG under target/browser/ and returns its path."""

@@ -75,6 +75,9 @@ def main():
           while (missed.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
           if (JSON.stringify(missed) !== '[1,2]') throw new Error('missed ' + JSON.stringify(missed));
         }""")
+        # Chromium logs each reconnect attempt refused while the gateway is
+        # down, or timed out while it is frozen.
+        opened.allow(r"^console: WebSocket connection to 'ws://127\.0\.0\.1:\d+/' failed")
         opened.page.evaluate("""() => {
           window.back = t.next(alice, 'resubscribed', 20000);
           window.bobBack = t.next(bob, 'authenticated', 20000);

@@ -242,6 +242,20 @@ test("token refresh before expiresAt keeps the session", async () => {
   });
 });
 
+test("an expired token is refreshed before connecting", async () => {
+  const expired = await control("expired token");
+  let asked = 0;
+  const refreshToken = () => {
+    asked += 1;
+    return TOKENS.fresh;
+  };
+  await assert.rejects(open(expired), (e) => e.code === "connect_failed");
+  await withClients([[expired, { refreshToken }]], async (carol) => {
+    assert.equal(carol.session.sub, "carol");
+    assert.equal(asked, 1);
+  });
+});
+
 test("dead peer: missed pings reconnect", async () => {
   await withClients([[TOKENS.alice, { pingInterval: 1000, pingTimeout: 1000, openTimeout: 1000 }]], async (alice) => {
     const id = alice.session.clientId;
