@@ -79,6 +79,7 @@ class Opened:
         self.allowed = []  # (pattern, count) of errors a test expects
         self.requests = []  # every URL the page requested
         self.shots = 0
+        self.status = None  # the HTTP status of the page's answer
 
         def on_console(message):
             where = (message.location or {}).get("url", "")
@@ -151,11 +152,13 @@ class Browser:
             self._playwright.stop()
 
     def open(self, url, token=None, *, token_key="tether.token", bypass_csp=False,
-             name="page", viewport=(1280, 800)):
+             name="page", viewport=(1280, 800), expect_ok=True):
         """Loads `url` (a page the gateway serves) in a fresh context; with
         `token`, `sessionStorage[token_key]` holds it before any script runs.
         `bypass_csp` lets the page's scripts reach the gateway's other
-        listener (a cross-port WebSocket) despite `default-src 'self'`."""
+        listener (a cross-port WebSocket) despite `default-src 'self'`.
+        The script fails unless the page answers 2xx (`expect_ok=False`
+        keeps any answer; `opened.status` has it)."""
         context = self._browser.new_context(
             bypass_csp=bypass_csp,
             viewport={"width": viewport[0], "height": viewport[1]},
@@ -168,7 +171,8 @@ class Browser:
         page = context.new_page()
         opened = Opened(page, name)
         response = page.goto(url)
-        if response is None or not response.ok:
+        opened.status = response.status if response is not None else None
+        if expect_ok and (response is None or not response.ok):
             status = response.status if response is not None else "no answer"
             fail("%s: %s" % (url, status))
         return opened
