@@ -110,7 +110,7 @@ test("request/response through a host, error codes, timeout", async () => {
     assert.ok(error instanceof Error && error.code === "forbidden" && error.message.includes("forbidden"));
     const started = Date.now();
     assert.equal(await codeOf(alice.request("slow.call", {}, { timeout: 300 })), "timeout");
-    assert.ok(Date.now() - started < 2000);
+    assert.ok(Date.now() - started < 3000);
     // Pending requests reject with a clear code on reconnect and on close.
     const lost = codeOf(alice.request("slow.call", {}, { timeout: 5000 }));
     await sleep(50);
@@ -269,7 +269,7 @@ test("dead peer: missed pings reconnect", async () => {
       assert.equal(await control("thaw"), "thawed");
     }
     assert.equal(dead.code, 4000, JSON.stringify(dead));
-    assert.ok(Date.now() - started < 4000);
+    assert.ok(Date.now() - started < 8000, "found dead within a few pings");
     await next(alice, "authenticated", 15000);
     assert.notEqual(alice.session.clientId, id);
     assert.equal((await alice.request("whoami")).sub, "alice");
