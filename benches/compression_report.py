@@ -100,19 +100,20 @@ def main():
     md.append("")
 
     md.append(f"## Broadcast of the same message to 1,000 subscribers\n")
-    md.append("| server | compression | bytes per delivery | server CPU per delivery | last delivery p50 / p99 | compressed deliveries |")
-    md.append("|---|---|---:|---:|---:|---:|")
+    md.append("| server | compression | bytes per delivery | server CPU per delivery | last delivery p50 / p99 | messages received compressed / deliveries in time | incomplete rounds |")
+    md.append("|---|---|---:|---:|---:|---:|---:|")
     for s in servers:
         for d in (False, True):
             runs = rows.get((s, "broadcast", d), [])
             compressed = sum(r.get("compressed_in", 0) for r in runs)
             deliveries = sum(r.get("deliveries", 0) for r in runs)
+            incomplete = sum(r.get("incomplete_rounds", 0) for r in runs)
             md.append(
                 f"| {s} | {'on' if d else 'off'} | {fmt(mean(rows, s, 'broadcast', d, 'ws_bytes_in_per_msg'), '{:,.0f}')} "
                 f"| {fmt(mean(rows, s, 'broadcast', d, 'server_us_per_msg'), '{:.2f} µs')} "
                 f"| {fmt(mean(rows, s, 'broadcast', d, 'last_p50_us'), '{:,.0f}')} / "
                 f"{fmt(mean(rows, s, 'broadcast', d, 'last_p99_us'), '{:,.0f}')} µs "
-                f"| {compressed:,} of {deliveries:,} |"
+                f"| {compressed:,} / {deliveries:,} | {incomplete} |"
             )
     md.append("")
     for s in servers:
