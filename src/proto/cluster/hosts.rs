@@ -26,9 +26,10 @@ pub const MAX_REMOTE_HOSTS: usize = 256;
 /// Registrations and renewals waiting for the broker at once.
 pub const MAX_CLAIMS: usize = 256;
 
-/// Tags of the broker commands that claim hosts' events start here (the
-/// node's own commands use small tags).
-pub const CLAIM_TAG_BASE: u64 = 1 << 40;
+/// Tags of the broker commands that claim hosts' events start here: above
+/// the node's own small tags and the range from 1 << 40 that history in
+/// Redis counts up in.
+pub const CLAIM_TAG_BASE: u64 = 1 << 56;
 
 /// Worst-case bytes the tables hold beside the send queue (which
 /// `max_forward_bytes` bounds): every pending request with its `requestId`,
