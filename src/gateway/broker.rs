@@ -281,7 +281,7 @@ impl Endpoint for BrokerEndpoint {
         let App::Gateway(hub) = &*app else {
             return None;
         };
-        if !hub.cluster().is_some_and(|tap| tap.has_forwards()) && !hub.has_room_changes() {
+        if !hub.cluster().is_some_and(|tap| tap.has_work()) && !hub.has_room_changes() {
             return None;
         }
         self.drive(app, now)

@@ -2,8 +2,14 @@
 
 pub mod directed;
 pub mod envelope;
+pub mod features;
 pub mod gather;
+pub mod history;
 pub mod node;
+pub mod numbering;
+pub mod presence;
+pub mod presence_node;
+pub mod scripts;
 pub mod tap;
 
 pub use directed::{Directed, DirectedOp, DirectedQueue, PendingAck};

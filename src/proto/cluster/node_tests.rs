@@ -17,6 +17,7 @@ fn config(name: &str) -> NodeConfig {
         user: None,
         password: None,
         db: 0,
+        history: None,
     }
 }
 

@@ -8,16 +8,11 @@ use std::collections::VecDeque;
 
 use super::directed::DirectedQueue;
 use super::gather::Gathers;
+use super::numbering::HistoryTap;
+use super::presence::PresenceTap;
 use std::rc::Rc;
 
-/// How a forwarded room message is delivered on the other nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoomKind {
-    /// A client's `publish`: every member of the room.
-    Publish,
-    /// `host.broadcast` / `POST /api/publish` to a room: its clients.
-    Broadcast,
-}
+pub use super::numbering::RoomKind;
 
 /// One room message for the other nodes: the JSON as local members got it.
 #[derive(Debug, Clone)]
@@ -54,6 +49,10 @@ pub struct ClusterTap {
     pub directed: DirectedQueue,
     /// `host.clients` waiting for other nodes' lists.
     pub gathers: Gathers,
+    /// Room messages to number and reads, when history is the cluster's.
+    pub history: Option<HistoryTap>,
+    /// Joins and leaves for the other nodes, and their members here.
+    pub presence: Option<PresenceTap>,
     pub status: ClusterStatus,
 }
 
@@ -93,7 +92,15 @@ impl ClusterTap {
     }
 
     pub fn has_forwards(&self) -> bool {
-        !self.forwards.is_empty() || self.directed.has_out() || self.gathers.has_questions()
+        !self.forwards.is_empty()
+            || self.directed.has_out()
+            || self.gathers.has_questions()
+            || self.history.as_ref().is_some_and(HistoryTap::has_out)
+    }
+
+    /// Anything for the node: forwards, or presence changes.
+    pub fn has_work(&self) -> bool {
+        self.has_forwards() || self.presence.as_ref().is_some_and(PresenceTap::has_out)
     }
 
     pub fn max_forward_bytes(&self) -> usize {

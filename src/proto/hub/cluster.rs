@@ -17,6 +17,7 @@ impl Hub {
         self.rooms.track_changes();
         self.ids = IdFormat::clustered(&tap.status.node);
         self.cluster = Some(tap);
+        self.enable_cluster_presence();
     }
 
     pub fn is_clustered(&self) -> bool {
@@ -163,6 +164,7 @@ impl Hub {
             Some(tap) => (tap.directed.expired(now.ms), tap.gathers.expired(now.ms)),
             None => return,
         };
+        self.expire_cluster_reads(now);
         for ack in acks {
             self.ack_directed(ack, false);
         }
@@ -174,10 +176,14 @@ impl Hub {
     /// When [`Hub::expire_directed`] is next due.
     pub fn directed_deadline(&self) -> Option<u64> {
         let tap = self.cluster.as_ref()?;
-        match (tap.directed.next_deadline(), tap.gathers.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            tap.directed.next_deadline(),
+            tap.gathers.next_deadline(),
+            self.cluster_reads_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn ack_directed(&mut self, ack: PendingAck, delivered: bool) {

@@ -12,6 +12,8 @@ mod client_events;
 #[cfg(test)]
 mod client_tests;
 mod cluster;
+mod cluster_history;
+mod cluster_presence;
 #[cfg(test)]
 mod compat_tests;
 #[cfg(test)]
