@@ -276,3 +276,102 @@ fn history_answers_alike_on_either_node() {
     }
     assert_eq!(answers[0], answers[1]);
 }
+
+/// `presence` of the room as `ws` sees it: (count, sorted subs).
+fn presence(ws: &mut Ws) -> (u64, Vec<String>) {
+    send_json(ws, &json!({"event":"presence","data":{"room":ROOM}}));
+    let reply = next_but_presence(ws);
+    assert_eq!(reply["event"], "presence", "{reply}");
+    let mut subs: Vec<String> = reply["data"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["sub"].as_str().unwrap_or_default().to_string())
+        .collect();
+    subs.sort();
+    (reply["data"]["count"].as_u64().unwrap_or(0), subs)
+}
+
+/// Asks `presence` until it says `count` members (the other nodes'
+/// announcements travel through Redis).
+fn presence_becomes(ws: &mut Ws, count: u64) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (n, subs) = presence(ws);
+        if n == count {
+            return subs;
+        }
+        assert!(std::time::Instant::now() < deadline, "count {n}: {subs:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The next presence notice: (event, client, sub).
+fn notice(ws: &mut Ws) -> (String, String, String) {
+    let m = recv_json(ws);
+    let event = m["event"].as_str().unwrap_or_default().to_string();
+    assert!(event.starts_with("presence."), "{m}");
+    let text = |k: &str| m["data"][k].as_str().unwrap_or_default().to_string();
+    (event, text("client"), text("sub"))
+}
+
+fn client_id(ws: &mut Ws) -> String {
+    let me = request(ws, &json!({"event":"whoami"}));
+    me["data"]["clientId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn presence_counts_and_notices_span_the_nodes() {
+    let (_redis, a, b) = two_history_nodes(10, 300);
+    let mut first = listener(&a, "first");
+    let mut second = listener(&a, "second");
+    assert_eq!(notice(&mut first).2, "second");
+    let mut far = listener(&b, "far");
+    let far_id = client_id(&mut far);
+    assert!(far_id.starts_with("b."), "{far_id}");
+    let (event, client, sub) = notice(&mut first);
+    assert_eq!(
+        (event.as_str(), client.as_str(), sub.as_str()),
+        ("presence.join", far_id.as_str(), "far")
+    );
+    assert_eq!(notice(&mut second).1, far_id);
+    let everyone = vec!["far".to_string(), "first".into(), "second".into()];
+    assert_eq!(presence_becomes(&mut first, 3), everyone);
+    assert_eq!(presence_becomes(&mut far, 3), everyone);
+    drop(far);
+    let (event, client, _) = notice(&mut first);
+    assert_eq!(
+        (event.as_str(), client.as_str()),
+        ("presence.leave", far_id.as_str())
+    );
+    assert_eq!(presence_becomes(&mut second, 2), ["first", "second"]);
+    // A room opened on a node later reads who is in it elsewhere.
+    let mut late = listener(&b, "late");
+    assert_eq!(presence_becomes(&mut late, 3), ["first", "late", "second"]);
+}
+
+#[test]
+fn a_killed_nodes_members_leave_within_three_heartbeats() {
+    let (_redis, a, b) = two_history_nodes(10, 300);
+    let mut here = listener(&a, "here");
+    let mut there = listener(&b, "there");
+    let there_id = client_id(&mut there);
+    assert_eq!(notice(&mut here).1, there_id);
+    assert_eq!(presence_becomes(&mut here, 2), ["here", "there"]);
+    b.signal(libc::SIGKILL);
+    let killed = std::time::Instant::now();
+    let (event, client, _) = notice(&mut here);
+    let took = killed.elapsed();
+    assert_eq!(
+        (event.as_str(), client.as_str()),
+        ("presence.leave", there_id.as_str())
+    );
+    assert!(
+        took <= Duration::from_millis(3 * HEARTBEAT_MS + 600),
+        "took {took:?}"
+    );
+    assert_eq!(presence(&mut here), (1, vec!["here".to_string()]));
+}
