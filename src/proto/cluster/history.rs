@@ -409,29 +409,5 @@ fn answer_of(value: &Value) -> Option<ReadAnswer> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbered_payloads_and_read_answers_parse() {
-        let payload = b"7 1700-5 a.100\n{\"event\":\"e\",\"offset\":7}";
-        let (offset, epoch, sender, body) = split_numbered(payload).unwrap();
-        assert_eq!((offset, epoch, sender), (7, "1700-5", "a.100"));
-        assert_eq!(offset_of(body), Some(7));
-        assert_eq!(split_numbered(b"x y z\n{}"), None);
-        assert_eq!(split_numbered(b"7 e"), None);
-        let value = Value::Array(Some(vec![
-            Value::Integer(7),
-            Value::Bulk(Some(b"1700-5".to_vec())),
-            Value::Integer(1),
-            Value::Array(Some(vec![Value::Bulk(Some(body.to_vec()))])),
-        ]));
-        let answer = answer_of(&value).unwrap();
-        assert_eq!(
-            (answer.offset, &*answer.epoch, answer.complete),
-            (7, "1700-5", true)
-        );
-        assert_eq!(answer.messages.len(), 1);
-        assert_eq!(answer_of(&Value::Integer(1)), None);
-    }
-}
+#[path = "history_tests.rs"]
+mod tests;

@@ -275,7 +275,9 @@ impl Hub {
             w.since.then_some(recovered),
             rid,
         );
-        let after = answer.as_ref().map_or(0, |a| a.offset);
+        // A recovery replays up to the position; a plain subscribe sends
+        // every held message (a token member was getting them live).
+        let after = answer.as_ref().filter(|_| w.since).map_or(0, |a| a.offset);
         let replay = answer
             .into_iter()
             .filter(|_| w.since)
