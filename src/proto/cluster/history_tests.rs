@@ -30,6 +30,7 @@ mod scripted {
     use crate::proto::cluster::numbering::ClusterHistoryConfig;
     use crate::proto::cluster::{envelope, ClusterTap, Node, NodeConfig};
     use crate::proto::hub::testing::{drain, join, send, T0};
+    use crate::proto::hub::Hub;
     use crate::proto::redis::resp::{decode, Limits};
     use crate::proto::redis::{Link, Value};
     use crate::proto::Now;
@@ -104,8 +105,8 @@ mod scripted {
         m
     }
 
-    #[test]
-    fn a_subscribe_waits_for_redis_and_recovers_before_the_live_messages() {
+    /// A clustered hub with history and its node, joined, scripts loaded.
+    fn ready() -> (Hub, Node) {
         let mut hub = crate::proto::hub::testing::hub_for_hosts();
         hub.enable_cluster(ClusterTap::new("n1", 1 << 16));
         let history = ClusterHistoryConfig {
@@ -131,6 +132,19 @@ mod scripted {
             link.on_connecting(0);
             link.on_connected(0);
         }
+        let mut load = |_: &[Vec<u8>]| bulk(&[b'f'; 40]);
+        node.pump(&mut hub, at(0));
+        answer(&mut node, &mut load, 1);
+        node.pump(&mut hub, at(1));
+        assert!(hub.cluster().unwrap().status.broker_up);
+        answer(&mut node, &mut load, 2);
+        node.pump(&mut hub, at(2));
+        (hub, node)
+    }
+
+    #[test]
+    fn a_subscribe_waits_for_redis_and_recovers_before_the_live_messages() {
+        let (mut hub, mut node) = ready();
         // The scripts load; the first read is refused as if Redis had
         // forgotten them, and its EVAL retry answers.
         let mut evalsha_refused = false;
@@ -152,11 +166,6 @@ mod scripted {
                 }
             }
         };
-        node.pump(&mut hub, at(0));
-        answer(&mut node, &mut script, 1);
-        node.pump(&mut hub, at(1));
-        assert!(hub.cluster().unwrap().status.broker_up);
-        answer(&mut node, &mut script, 2);
         join(&mut hub, 0, "a", &[], &["lobby"]);
         drain(&mut hub);
         let since =
@@ -205,6 +214,42 @@ mod scripted {
         sub.on_bytes(&numbered_message(5), 6);
         node.pump(&mut hub, at(6));
         assert_eq!(drain(&mut hub).len(), 1);
+    }
+
+    #[test]
+    fn an_offset_that_skips_is_filled_from_the_stream_first() {
+        let (mut hub, mut node) = ready();
+        join(&mut hub, 0, "a", &[], &["lobby"]);
+        node.pump(&mut hub, at(3));
+        answer(&mut node, &mut |_| b"+OK\r\n".to_vec(), 3);
+        drain(&mut hub);
+        let [sub, _] = node.links();
+        let mut live = numbered_message(1);
+        live.extend(numbered_message(4));
+        live.extend(numbered_message(5));
+        sub.on_bytes(&live, 4);
+        node.pump(&mut hub, at(4));
+        let first: Vec<u64> = drain(&mut hub)
+            .iter()
+            .map(|(_, m)| m["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(first, [1], "4 and 5 wait for 2 and 3");
+        let mut missed = |args: &[Vec<u8>]| {
+            assert_eq!(&args[0][..], b"EVALSHA");
+            let mut reply = b"*4\r\n:5\r\n$2\r\ne1\r\n:1\r\n*4\r\n".to_vec();
+            for n in 2..=5 {
+                let m = format!(r#"{{"event":"x","data":{n},"room":"lobby","offset":{n}}}"#);
+                reply.extend(bulk(m.as_bytes()));
+            }
+            reply
+        };
+        answer(&mut node, &mut missed, 5);
+        node.pump(&mut hub, at(5));
+        let rest: Vec<u64> = drain(&mut hub)
+            .iter()
+            .map(|(_, m)| m["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(rest, [2, 3, 4, 5]);
     }
 
     fn commands_peek(link: &Link) -> String {
