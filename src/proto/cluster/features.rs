@@ -60,10 +60,14 @@ impl Features {
             .cluster_mut()
             .and_then(|t| t.history.as_mut()?.take_numbered())
         {
+            let (room, kind, body) = (message.room.clone(), message.kind, message.body.clone());
+            let sender = message.sender.clone();
             if history.publish(cmd, message) {
                 counts.0 += 1;
             } else {
+                // The link is full: this node's members get it unnumbered.
                 counts.1 += 1;
+                hub.deliver_numbered(&room, kind, 0, body, sender.as_deref().unwrap_or("-"));
             }
         }
         while let Some(read) = hub

@@ -15,6 +15,7 @@ use super::scripts;
 use super::tap::RoomKind;
 use crate::proto::history::MAX_REPLAY;
 use crate::proto::hub::Hub;
+use crate::proto::redis::link::LINK_LOST;
 use crate::proto::redis::{Full, Link, Value};
 
 /// Replies tagged from here on are this module's.
@@ -232,10 +233,11 @@ impl NodeHistory {
             if text.starts_with(b"NOSCRIPT") {
                 return self.retry(pending, cmd, hub);
             }
-            warn!(
-                "cluster history: broker error: {}",
-                String::from_utf8_lossy(text)
-            );
+            // A lost link answers every command it had; the link's own warning says so.
+            if text != LINK_LOST {
+                let text = String::from_utf8_lossy(text);
+                warn!("cluster history: broker error: {text}");
+            }
         }
         match pending {
             Pending::Load(script) => {
