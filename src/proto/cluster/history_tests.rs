@@ -115,17 +115,8 @@ mod scripted {
         };
         hub.enable_cluster_history(history);
         let cfg = NodeConfig {
-            name: "n1".into(),
-            prefix: "t".into(),
-            heartbeat_ms: 100,
-            max_forward_bytes: 1 << 16,
-            max_payload_bytes: 4096,
-            fingerprint: "fp1".into(),
-            instance: "i1".into(),
-            user: None,
-            password: None,
-            db: 0,
             history: Some(history),
+            ..crate::proto::cluster::node::tests::config("n1")
         };
         let mut node = Node::new(cfg, 5);
         for link in node.links() {

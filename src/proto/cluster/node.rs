@@ -596,4 +596,4 @@ fn fingerprint_key(prefix: &str) -> String {
 
 #[cfg(test)]
 #[path = "node_tests.rs"]
-mod tests;
+pub(super) mod tests;
