@@ -354,7 +354,7 @@ fn presence_counts_and_notices_span_the_nodes() {
 
 #[test]
 fn a_killed_nodes_members_leave_within_three_heartbeats() {
-    let (_redis, a, b) = two_history_nodes(10, 300);
+    let (redis, a, b) = two_history_nodes(10, 300);
     let mut here = listener(&a, "here");
     let mut there = listener(&b, "there");
     let there_id = client_id(&mut there);
@@ -372,5 +372,11 @@ fn a_killed_nodes_members_leave_within_three_heartbeats() {
         took <= Duration::from_millis(3 * HEARTBEAT_MS + 600),
         "took {took:?}"
     );
+    assert_eq!(presence(&mut here), (1, vec!["here".to_string()]));
+    // Restarted under its name, the node lists none of its old members.
+    std::thread::sleep(Duration::from_millis(2 * HEARTBEAT_MS));
+    let _b = history_node(&redis, "b", 10, 300);
+    wait_health(&a, "b back", |h| h["cluster"]["nodes"] == 2);
+    std::thread::sleep(Duration::from_millis(2 * HEARTBEAT_MS));
     assert_eq!(presence(&mut here), (1, vec!["here".to_string()]));
 }

@@ -6,6 +6,7 @@ use super::config::{ReloadError, Reloaded, ShellConfig};
 use crate::proto::auth::Authenticator;
 use crate::proto::cluster::gather::MAX_GATHERS;
 use crate::proto::cluster::numbering::{ClusterHistoryConfig, HistoryTap, MAX_PENDING_READS};
+use crate::proto::cluster::presence::PresenceTap;
 use crate::proto::cluster::{memory_ceiling, ClusterTap, Node, NodeConfig};
 use crate::proto::history::HistoryConfig;
 use crate::proto::hub::{Hub, HubConfig, PresenceConfig, RoomFeatures};
@@ -71,11 +72,14 @@ pub fn cluster_node(
         cluster.prefix, cluster.heartbeat_ms
     );
     // The hub's side: forwards and directed requests (each within
-    // max_forward_bytes) and the host.clients gathers.
-    let hub_side = 2 * cluster.max_forward_bytes + MAX_GATHERS * hub.config().max_reply_bytes;
+    // max_forward_bytes), the host.clients gathers, and the presence
+    // mirror with its change queue.
+    let presence = PresenceTap::new(cluster.max_forward_bytes).ceiling();
+    let hub_side =
+        2 * cluster.max_forward_bytes + MAX_GATHERS * hub.config().max_reply_bytes + presence;
     let ceiling = memory_ceiling(&cfg) + hub_side;
     info!(
-        "cluster memory ceiling: {ceiling} bytes ({} MiB) for the broker links and forward queues",
+        "cluster memory ceiling: {ceiling} bytes ({} MiB) for the broker links, forward queues and presence ({presence} bytes)",
         ceiling.div_ceil(1 << 20)
     );
     hub.enable_cluster(ClusterTap::new(&name, cluster.max_forward_bytes));

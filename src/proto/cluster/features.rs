@@ -82,11 +82,16 @@ impl Features {
         counts
     }
 
-    pub fn on_cmd_up(&mut self, cmd: &mut Link, hub: &Hub) {
+    pub fn on_cmd_up(&mut self, cmd: &mut Link) {
         if let Some(history) = &mut self.history {
             history.on_up(cmd);
         }
-        self.presence.on_up(cmd, hub, &Self::peers(hub));
+    }
+
+    /// The node (re)joined: its presence is written anew (before its first
+    /// heartbeat, so other nodes read it whole).
+    pub fn on_joined(&mut self, cmd: &mut Link, hub: &Hub) {
+        self.presence.on_joined(cmd, hub, &Self::peers(hub));
     }
 
     pub fn on_sub_down(&mut self) {

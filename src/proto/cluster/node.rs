@@ -332,7 +332,7 @@ impl Node {
                 self.fingerprint_ok = false;
                 self.claim_name();
                 self.check_fingerprint();
-                self.features.on_cmd_up(&mut self.cmd, hub);
+                self.features.on_cmd_up(&mut self.cmd);
             }
             LinkEvent::Down(why) => {
                 warn!("cluster: command link down: {why}");
@@ -345,7 +345,7 @@ impl Node {
             LinkEvent::Reply { tag, value } if Features::owns(tag) => {
                 self.features.on_reply(tag, value, &mut self.cmd, hub)
             }
-            LinkEvent::Reply { tag, value } => self.on_reply(tag, value, now),
+            LinkEvent::Reply { tag, value } => self.on_reply(tag, value, hub, now),
         }
     }
 
@@ -380,7 +380,7 @@ impl Node {
             .command(&[b"GET", key.as_bytes()], Some(TAG_FINGERPRINT));
     }
 
-    fn on_reply(&mut self, tag: u64, value: Value, now: Now) {
+    fn on_reply(&mut self, tag: u64, value: Value, hub: &Hub, now: Now) {
         if let Value::Error(text) = &value {
             warn!("cluster: broker error: {}", String::from_utf8_lossy(text));
             return;
@@ -424,6 +424,7 @@ impl Node {
         if self.name_ok && self.fingerprint_ok && !self.joined && self.fatal.is_none() {
             self.joined = true;
             info!("cluster: node {} joined", self.cfg.name);
+            self.features.on_joined(&mut self.cmd, hub);
             self.next_heartbeat_ms = now.ms;
             self.heartbeat(now);
         }

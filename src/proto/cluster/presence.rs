@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
 /// Other nodes' members mirrored at most; beyond, they are not listed or counted.
-pub const MAX_REMOTE_MEMBERS: usize = 65_536;
+pub const MAX_REMOTE_MEMBERS: usize = 16_384;
 /// Bytes one mirrored member costs beside its names, allocation slack included.
 const REMOTE_MEMBER_BYTES: usize = 160;
 

@@ -4,13 +4,16 @@
 //! and reads the other live nodes' hashes (HSCAN, in pages) when a room
 //! opens here or a node comes up. A node that stops or misses 3 heartbeats
 //! is dropped with its members (their leaves are sent); its hashes expire
-//! unread, since only live nodes' are read.
+//! unread, since only live nodes' are read; the set
+//! `{prefix}:presence-rooms:{node}` names them, so that a restarted node
+//! of that name removes them before it announces itself.
 
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
 use super::envelope::{self, Envelope, Kind};
 use super::presence::PresenceChange;
+use super::scripts;
 use crate::proto::hub::Hub;
 use crate::proto::redis::{Link, Value};
 
@@ -35,6 +38,8 @@ pub struct NodePresence {
     /// HSCANs waiting: tag -> (room, node).
     scans: HashMap<u64, (Rc<str>, Rc<str>)>,
     next_tag: u64,
+    /// What a previous process of this name left was removed.
+    reset: bool,
 }
 
 impl NodePresence {
@@ -47,6 +52,7 @@ impl NodePresence {
             refresh_after: None,
             scans: HashMap::new(),
             next_tag: TAG_BASE,
+            reset: false,
         }
     }
 
@@ -56,6 +62,11 @@ impl NodePresence {
 
     fn key(&self, room: &str, node: &str) -> String {
         format!("{}:presence:{room}:{node}", self.prefix)
+    }
+
+    /// The set of the rooms this node has a hash for.
+    fn rooms_key(&self) -> String {
+        format!("{}:presence-rooms:{}", self.prefix, self.origin)
     }
 
     /// Long enough for a whole expiry round, and at least 10 heartbeats.
@@ -92,11 +103,14 @@ impl NodePresence {
     /// A room got its first local member (read the other nodes' members)
     /// or lost its last.
     pub fn on_room(&mut self, room: &Rc<str>, opened: bool, cmd: &mut Link, peers: &[String]) {
+        let set = self.rooms_key();
         if !opened {
             self.rooms.remove(room);
+            let _ = cmd.command(&[b"SREM", set.as_bytes(), room.as_bytes()], None);
             return;
         }
         self.rooms.insert(room.clone());
+        let _ = cmd.command(&[b"SADD", set.as_bytes(), room.as_bytes()], None);
         for peer in peers {
             self.scan(cmd, room, peer, b"0");
         }
@@ -120,12 +134,28 @@ impl NodePresence {
         }
     }
 
-    /// The command link came (back) up: this node's hashes are written
-    /// anew (they may have expired meanwhile) and the others' read again.
-    pub fn on_up(&mut self, cmd: &mut Link, hub: &Hub, peers: &[String]) {
+    /// The node (re)joined: this node's hashes are written anew (they may
+    /// have expired meanwhile) and the others' read again. The first time,
+    /// what a previous process of this name left is removed first.
+    pub fn on_joined(&mut self, cmd: &mut Link, hub: &Hub, peers: &[String]) {
+        let set = self.rooms_key();
+        if !self.reset {
+            self.reset = true;
+            let prefix = format!("{}:presence:", self.prefix);
+            let args: [&[u8]; 6] = [
+                b"EVAL",
+                scripts::PRESENCE_RESET.as_bytes(),
+                b"1",
+                set.as_bytes(),
+                prefix.as_bytes(),
+                self.origin.as_bytes(),
+            ];
+            let _ = cmd.command(&args, None);
+        }
         let rooms: Vec<Rc<str>> = self.rooms.iter().cloned().collect();
         let ttl = self.ttl_ms();
         for room in &rooms {
+            let _ = cmd.command(&[b"SADD", set.as_bytes(), room.as_bytes()], None);
             let key = self.key(room, &self.origin);
             let _ = cmd.command(&[b"DEL", key.as_bytes()], None);
             let members = hub.local_presence(room);
@@ -147,6 +177,8 @@ impl NodePresence {
     /// Renews the expiry of the next rooms' hashes.
     pub fn on_heartbeat(&mut self, cmd: &mut Link) {
         let ttl = self.ttl_ms();
+        let set = self.rooms_key();
+        let _ = cmd.command(&[b"PEXPIRE", set.as_bytes(), ttl.as_bytes()], None);
         let next: Vec<Rc<str>> = match &self.refresh_after {
             Some(after) => self
                 .rooms

@@ -85,3 +85,12 @@ if n == want then complete = 1 end
 return {off, epoch, complete, out}
 "#
 );
+
+/// KEYS: the set of a node's presence rooms. ARGV: 1 `{prefix}:presence:`,
+/// 2 the node. Removes the node's hash of every room in the set, and the set.
+pub const PRESENCE_RESET: &str = r#"
+local rooms = redis.call('SMEMBERS', KEYS[1])
+for i = 1, #rooms do redis.call('DEL', ARGV[1] .. rooms[i] .. ':' .. ARGV[2]) end
+redis.call('DEL', KEYS[1])
+return #rooms
+"#;
