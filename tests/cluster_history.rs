@@ -380,3 +380,27 @@ fn a_killed_nodes_members_leave_within_three_heartbeats() {
     std::thread::sleep(Duration::from_millis(2 * HEARTBEAT_MS));
     assert_eq!(presence(&mut here), (1, vec!["here".to_string()]));
 }
+
+#[test]
+fn with_the_broker_down_messages_stay_local_and_reads_say_unknown() {
+    let (mut redis, a, _b) = two_history_nodes(10, 300);
+    let (mut m, epoch, _) = member_got_one(&a, &a);
+    redis.kill();
+    wait_health(&a, "degraded", |h| h["status"] == "degraded");
+    let unknown = subscribe(&mut m, Some((1, &epoch)));
+    assert_eq!(
+        unknown,
+        json!({"room":ROOM,"offset":0,"epoch":"","recovered":false})
+    );
+    let reply = request(&mut m, &json!({"event":"history","data":{"room":ROOM}}));
+    assert_eq!(
+        reply["data"],
+        json!({"room":ROOM,"offset":0,"epoch":"","messages":[]}),
+        "{reply}"
+    );
+    let mut local = publisher(&a, "p2");
+    send(&mut local, json!(2));
+    let live = next_but_presence(&mut m);
+    assert_eq!((&live["event"], &live["data"]), (&json!("tick"), &json!(2)));
+    assert!(live.get("offset").is_none(), "unnumbered: {live}");
+}
