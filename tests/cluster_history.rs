@@ -404,3 +404,29 @@ fn with_the_broker_down_messages_stay_local_and_reads_say_unknown() {
     assert_eq!((&live["event"], &live["data"]), (&json!("tick"), &json!(2)));
     assert!(live.get("offset").is_none(), "unnumbered: {live}");
 }
+
+#[test]
+fn history_of_a_long_room_is_bounded_and_the_link_stays_up() {
+    // More messages than one broker reply may list.
+    let (_redis, a, b) = two_history_nodes(3000, 300);
+    let mut pub_a = publisher(&a, "pa");
+    for n in 1..=2100 {
+        send(&mut pub_a, json!(n));
+    }
+    settle();
+    let mut m = listener(&b, "h");
+    let reply = request(&mut m, &json!({"event":"history","data":{"room":ROOM}}));
+    let messages = reply["data"]["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(reply["data"]["offset"], 2100, "{}", reply["data"]["offset"]);
+    assert_eq!(messages.len(), 1024);
+    assert_eq!(messages[0]["offset"], 1077);
+    send(&mut pub_a, json!(2101));
+    assert_eq!(
+        ticks(&mut m, 1),
+        numbered(2101..=2101),
+        "the broker link is up"
+    );
+}

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use log::{debug, warn};
 
 use super::envelope::{self, Envelope, Kind};
-use super::numbering::{ClusterHistoryConfig, Read, ReadAnswer, ReadKind, ToNumber};
+use super::numbering::{ClusterHistoryConfig, Read, ReadAnswer, ReadKind, ToNumber, MAX_LISTED};
 use super::scripts;
 use super::tap::RoomKind;
 use crate::proto::history::MAX_REPLAY;
@@ -22,6 +22,9 @@ use crate::proto::redis::{Full, Link, Value};
 pub const TAG_BASE: u64 = 1 << 40;
 /// How long a room's offsets are remembered without a publish or a read.
 const MIN_META_TTL_S: u64 = 86_400;
+/// Most messages one `history` answer reads: its reply stays well within
+/// what the command link decodes.
+pub const MAX_RECENT: usize = MAX_LISTED / 2;
 /// Live messages of one room held while its gap is fetched.
 const MAX_GAP_HELD: usize = MAX_REPLAY;
 
@@ -173,7 +176,7 @@ impl NodeHistory {
         let (mode, since, epoch, most) = match &read.kind {
             ReadKind::Position => ("p", 0, "", 0),
             ReadKind::Since { offset, epoch } => ("s", *offset, epoch.as_str(), MAX_REPLAY),
-            ReadKind::Recent { limit } => ("r", 0, "", (*limit).min(self.cfg.size)),
+            ReadKind::Recent { limit } => ("r", 0, "", (*limit).min(self.cfg.size).min(MAX_RECENT)),
         };
         let (meta, stream) = self.keys(&read.room);
         let (size, _, meta_ttl) = self.numbers();

@@ -22,8 +22,9 @@ pub const TAG_BASE: u64 = 1 << 41;
 /// Rooms whose hash expiry is renewed per heartbeat, so that a node with
 /// many rooms does not fill its link; expiry covers the whole round.
 const REFRESH_PER_HEARTBEAT: usize = 500;
-/// Entries one HSCAN page asks for (a hint to Redis).
-const SCAN_COUNT: &[u8] = b"500";
+/// Entries one HSCAN page asks for (a hint to Redis; a page well within
+/// what the command link decodes).
+const SCAN_COUNT: &[u8] = b"200";
 /// Members written per HSET when a room's hash is rewritten.
 const WRITE_CHUNK: usize = 256;
 
