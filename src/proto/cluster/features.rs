@@ -89,8 +89,12 @@ impl Features {
     }
 
     /// The node (re)joined: its presence is written anew (before its first
-    /// heartbeat, so other nodes read it whole).
-    pub fn on_joined(&mut self, cmd: &mut Link, hub: &Hub) {
+    /// heartbeat, so other nodes read it whole), and the other nodes' read
+    /// anew (leaves may have been missed meanwhile).
+    pub fn on_joined(&mut self, cmd: &mut Link, hub: &mut Hub) {
+        if let Some(presence) = hub.cluster_mut().and_then(|t| t.presence.as_mut()) {
+            presence.clear();
+        }
         self.presence.on_joined(cmd, hub, &Self::peers(hub));
     }
 

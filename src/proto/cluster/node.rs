@@ -380,7 +380,7 @@ impl Node {
             .command(&[b"GET", key.as_bytes()], Some(TAG_FINGERPRINT));
     }
 
-    fn on_reply(&mut self, tag: u64, value: Value, hub: &Hub, now: Now) {
+    fn on_reply(&mut self, tag: u64, value: Value, hub: &mut Hub, now: Now) {
         if let Value::Error(text) = &value {
             warn!("cluster: broker error: {}", String::from_utf8_lossy(text));
             return;

@@ -109,6 +109,12 @@ impl PresenceTap {
         self.remote.get(room).map_or(0, BTreeMap::len)
     }
 
+    /// Forgets every other node's members (to be read anew).
+    pub fn clear(&mut self) {
+        self.remote.clear();
+        self.remote_count = 0;
+    }
+
     /// The room has no local member any more: its mirror goes.
     pub fn drop_room(&mut self, room: &str) {
         if let Some(members) = self.remote.remove(room) {
