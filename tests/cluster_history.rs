@@ -14,11 +14,8 @@ const ROOM: &str = "r";
 
 /// A node of `redis` with `rooms.history` of `size` messages kept `ttl_s`.
 fn history_node(redis: &Redis, name: &str, size: usize, ttl_s: u64) -> Server {
-    let tmp = TempDir::new(name);
-    let dir = tmp.path().to_path_buf();
-    std::mem::forget(tmp);
-    let server = Server::start_in(
-        &dir,
+    let server = node_from(
+        name,
         json!({
             "cluster": {"redis": redis.url(), "node": name, "heartbeat_ms": HEARTBEAT_MS},
             "limits": {"max_messages_per_minute": 100000},

@@ -1,7 +1,8 @@
 //! The HTTP endpoints of SPEC §7: `/health`, `/metrics`, `/api/connections`
-//! and `/api/publish`. A request in, a complete HTTP answer out; the shell
+//! and `/api/publish`, and the embedded files of SPEC §14 (`/tether.js`). A request in, a complete HTTP answer out; the shell
 //! reads the request (bounded) and writes the answer, then closes.
 
+use super::assets;
 use super::metrics::{self, ShellGauges, ShellMetrics};
 use crate::proto::auth::Identity;
 use crate::proto::envelope::JsonWriter;
@@ -23,7 +24,7 @@ const PATHS: [&str; 5] = [
 /// Whether `path` is one of the endpoints (on a shared port, other plain
 /// requests get 426).
 pub fn is_endpoint(path: &str) -> bool {
-    PATHS.contains(&path)
+    PATHS.contains(&path) || assets::PATHS.contains(&path)
 }
 
 pub struct HttpRequest<'a> {
@@ -43,7 +44,7 @@ pub struct HttpAnswer {
 }
 
 impl HttpAnswer {
-    fn json(status: u16, body: Vec<u8>) -> HttpAnswer {
+    pub(super) fn json(status: u16, body: Vec<u8>) -> HttpAnswer {
         HttpAnswer {
             status,
             content_type: "application/json",
@@ -73,6 +74,16 @@ impl HttpAnswer {
         }
     }
 
+    /// An embedded file, with the security headers of served pages.
+    fn asset(asset: &assets::Asset) -> HttpAnswer {
+        HttpAnswer {
+            status: 200,
+            content_type: asset.content_type,
+            headers: assets::SECURITY_HEADERS,
+            body: asset.body.to_vec(),
+        }
+    }
+
     /// The whole HTTP/1.1 response; the connection closes after it.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = format!(
@@ -90,7 +101,7 @@ impl HttpAnswer {
 }
 
 /// The identity of a bearer token that passes `allowed`; else a 401 answer.
-fn authorize(
+pub(super) fn authorize(
     req: &HttpRequest<'_>,
     hub: &Hub,
     now: Now,
@@ -148,7 +159,11 @@ pub fn answer(
             HttpAnswer::method_not_allowed("Allow: GET\r\n")
         }
         "/api/publish" => HttpAnswer::method_not_allowed("Allow: POST\r\n"),
-        _ => HttpAnswer::error(404, "no such endpoint"),
+        path => match assets::find(path) {
+            Some(asset) if get => HttpAnswer::asset(asset),
+            Some(_) => HttpAnswer::method_not_allowed("Allow: GET\r\n"),
+            None => HttpAnswer::error(404, "no such endpoint"),
+        },
     }
 }
 
@@ -200,7 +215,7 @@ fn ready(hub: &Hub) -> HttpAnswer {
     HttpAnswer::json(if reason.is_none() { 200 } else { 503 }, body)
 }
 
-fn may_publish(identity: &Identity) -> bool {
+pub(super) fn may_publish(identity: &Identity) -> bool {
     identity.has("publish") || identity.has("host")
 }
 
@@ -470,6 +485,10 @@ mod tests {
         assert_eq!(call(&mut h, "POST", "/health", None, "").0, 405);
         assert_eq!(call(&mut h, "GET", "/api/publish", None, "").0, 405);
         assert_eq!(call(&mut h, "GET", "/nope", None, "").0, 404);
+        // The served bytes and headers: tests/js_client.rs, over HTTP.
+        assert_eq!(call(&mut h, "GET", "/tether.js", None, "").0, 200);
+        assert!(is_endpoint("/tether.js"));
+        assert_eq!(call(&mut h, "POST", "/tether.js", None, "").0, 405);
         let answer = HttpAnswer::error(401, "x").to_bytes();
         assert!(answer.starts_with(b"HTTP/1.1 401 Unauthorized\r\n"));
     }

@@ -9,6 +9,7 @@
 
 pub mod accept;
 pub mod app;
+pub mod assets;
 pub mod auth_proxy;
 pub mod backend;
 pub mod bridges;
@@ -20,6 +21,7 @@ pub mod endpoint;
 pub mod fd_limit;
 pub mod held;
 pub mod http_api;
+pub mod http_cluster;
 pub mod http_pool;
 pub mod http_tls;
 pub mod listen;

@@ -5,6 +5,7 @@ use super::broker::BrokerAddress;
 use super::config::{ReloadError, Reloaded, ShellConfig};
 use crate::proto::auth::Authenticator;
 use crate::proto::cluster::gather::MAX_GATHERS;
+use crate::proto::cluster::hosts::bytes_bound as cluster_hosts_bytes;
 use crate::proto::cluster::numbering::{ClusterHistoryConfig, HistoryTap, MAX_PENDING_READS};
 use crate::proto::cluster::presence::PresenceTap;
 use crate::proto::cluster::{memory_ceiling, ClusterTap, Node, NodeConfig};
@@ -71,12 +72,14 @@ pub fn cluster_node(
         "cluster: node {name}, broker {target}, prefix {:?}, heartbeat every {} ms",
         cluster.prefix, cluster.heartbeat_ms
     );
-    // The hub's side: forwards and directed requests (each within
-    // max_forward_bytes), the host.clients gathers, and the presence
-    // mirror with its change queue.
+    // The hub's side: forwards, directed requests and host messages (each
+    // within max_forward_bytes), the host.clients gathers, the tables of
+    // hosts cluster-wide, and the presence mirror with its change queue.
     let presence = PresenceTap::new(cluster.max_forward_bytes).ceiling();
-    let hub_side =
-        2 * cluster.max_forward_bytes + MAX_GATHERS * hub.config().max_reply_bytes + presence;
+    let hub_side = 3 * cluster.max_forward_bytes
+        + MAX_GATHERS * hub.config().max_reply_bytes
+        + cluster_hosts_bytes()
+        + presence;
     let ceiling = memory_ceiling(&cfg) + hub_side;
     info!(
         "cluster memory ceiling: {ceiling} bytes ({} MiB) for the broker links, forward queues and presence ({presence} bytes)",

@@ -22,7 +22,10 @@ use tungstenite::handshake::HandshakeError;
 use tungstenite::http::{HeaderName, HeaderValue};
 use tungstenite::{Message, WebSocket};
 
+pub mod browser;
 pub mod cluster;
+pub mod control;
+pub mod node;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tether");
@@ -1067,8 +1070,12 @@ pub fn example_bin(name: &str) -> PathBuf {
     if profile_dir.file_name().is_some_and(|p| p == "release") {
         build.arg("--release");
     }
-    let status = build.status().expect("run cargo build --example");
-    assert!(status.success(), "cargo build --example {name} failed");
+    let out = build.output().expect("run cargo build --example");
+    assert!(
+        out.status.success(),
+        "cargo build --example {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(path.exists(), "{} missing after the build", path.display());
     path
 }
@@ -1327,6 +1334,17 @@ fn python_deps() -> Result<Option<PathBuf>, String> {
     Err(format!(
         "python3 has no `{WEBSOCKETS_REQUIREMENT}` and pip could not install it ({why}): run `{install}`"
     ))
+}
+
+/// Whether `program ARGS` runs and exits 0 (output discarded): a probe for
+/// a test's prerequisite.
+pub fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Resident memory of a process, from /proc (KiB).

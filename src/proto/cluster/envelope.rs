@@ -36,6 +36,18 @@ pub enum Kind {
     Joined,
     /// A client of the origin left the room: `{client} {sub}`.
     Left,
+    /// The events the host named in `room` serves: a JSON object (control).
+    HostAnnounce,
+    /// The host named in `room` is gone (control).
+    HostGone,
+    /// A client's request for the host named in `room`: request id, the
+    /// `host.request` fields but `id` (JSON object; node channel).
+    HostRequest,
+    /// The answer to a HostRequest: request id, `{"event","data"}` or
+    /// `{"error"}` (node channel).
+    HostAnswer,
+    /// `host.client_joined` / `host.client_left` as hosts get it (control).
+    HostNotice,
 }
 
 impl Kind {
@@ -54,6 +66,11 @@ impl Kind {
             Kind::NumberedBroadcast => b'B',
             Kind::Joined => b'J',
             Kind::Left => b'L',
+            Kind::HostAnnounce => b'H',
+            Kind::HostGone => b'G',
+            Kind::HostRequest => b'Q',
+            Kind::HostAnswer => b'A',
+            Kind::HostNotice => b'n',
         }
     }
 
@@ -72,6 +89,11 @@ impl Kind {
             b'B' => Kind::NumberedBroadcast,
             b'J' => Kind::Joined,
             b'L' => Kind::Left,
+            b'H' => Kind::HostAnnounce,
+            b'G' => Kind::HostGone,
+            b'Q' => Kind::HostRequest,
+            b'A' => Kind::HostAnswer,
+            b'n' => Kind::HostNotice,
             _ => return None,
         })
     }

@@ -98,8 +98,9 @@ impl NodeHistory {
         }
     }
 
+    /// This module's tags and presence's (below the hosts' claims).
     pub fn owns(tag: u64) -> bool {
-        tag >= TAG_BASE
+        (TAG_BASE..TAG_BASE << 2).contains(&tag)
     }
 
     /// The command link came up: load the scripts (EVAL until they are).
@@ -145,7 +146,7 @@ impl NodeHistory {
         let mut head = Vec::with_capacity(64 + m.room.len());
         envelope::encode(&mut head, &self.origin, kind, &m.room, b"");
         let (meta, stream) = self.keys(&m.room);
-        let channel = super::node::room_channel(&self.prefix, &m.room);
+        let channel = super::keys::room_channel(&self.prefix, &m.room);
         let (size, ttl, meta_ttl) = self.numbers();
         let sender = m.sender.as_deref().unwrap_or("-");
         let args: [&[u8]; 9] = [

@@ -5,19 +5,25 @@
 //!
 //! Driving contract: after the hub ran (every loop pass) call [`Node::pump`];
 //! move the links' bytes ([`Node::links`]); call [`Node::on_timer`] at
-//! [`Node::poll_timeout`]; stop the process when [`Node::fatal`] says so.
+//! [`Node::poll_timeout`]; stop the process when [`Node::fatal`] says so;
+//! call [`Node::end_pass`] last in every loop pass (before the members'
+//! sockets are written); while [`Node::has_backlog`], pump on the next.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use log::{debug, error, info, warn};
 
+use super::batch::Batch;
 use super::envelope::{self, Kind};
 use super::features::{link_limits, Features};
+use super::host_relay::{claim_verdict, Relay};
+use super::hosts::CLAIM_TAG_BASE;
+use super::keys::{control_channel, fingerprint_key, node_channel, node_key, room_channel};
 use super::numbering::ClusterHistoryConfig;
 use super::tap::RoomKind;
 use crate::proto::hub::Hub;
-use crate::proto::redis::{Link, LinkConfig, LinkEvent, Role, Value};
+use crate::proto::redis::{Link, LinkConfig, LinkEvent, Role, INBOX_BYTES};
 use crate::proto::Now;
 
 /// A room's channel is dropped this long after its last local member left,
@@ -64,6 +70,8 @@ pub struct Node {
     last_echo_ms: u64,
     next_heartbeat_ms: u64,
     pending_unsubscribe: BTreeMap<Rc<str>, u64>,
+    /// Room messages delivered in this loop pass (bounded, see `batch`).
+    batch: Batch,
     forwarded: u64,
     received: u64,
     dropped: u64,
@@ -72,6 +80,8 @@ pub struct Node {
     features: Features,
     /// Nodes found gone by the timer, for the next pump.
     gone_peers: Vec<String>,
+    /// A heartbeat went out: the hosts' claims and announcements are due.
+    hosts_due: bool,
 }
 
 impl Node {
@@ -112,10 +122,12 @@ impl Node {
             last_echo_ms: 0,
             next_heartbeat_ms: 0,
             pending_unsubscribe: BTreeMap::new(),
+            batch: Batch::default(),
             forwarded: 0,
             received: 0,
             dropped: 0,
             scratch: Vec::new(),
+            hosts_due: false,
         }
     }
 
@@ -201,13 +213,32 @@ impl Node {
             );
             self.publish(&node_channel(&self.cfg.prefix, &node));
         }
-        while let Some(event) = self.sub.poll_event() {
+        if std::mem::take(&mut self.hosts_due) {
+            hub.renew_hosts(now);
+        }
+        self.flush_hosts(hub);
+        // Room messages in a bounded batch per pass: the rest after a flush.
+        while !self.batch.is_full() {
+            let Some(event) = self.sub.poll_event() else {
+                break;
+            };
             self.on_sub_event(event, hub, now);
         }
         while let Some(event) = self.cmd.poll_event() {
             self.on_cmd_event(event, hub, now);
         }
         self.update_status(hub, now);
+    }
+
+    /// Received messages not yet handled (the pass's batch was full).
+    pub fn has_backlog(&self) -> bool {
+        self.sub.has_events()
+    }
+
+    /// The loop pass ends (members' sockets are written next): the next
+    /// pass may deliver a new batch.
+    pub fn end_pass(&mut self) {
+        self.batch = Batch::default();
     }
 
     fn on_sub_event(&mut self, event: LinkEvent, hub: &mut Hub, now: Now) {
@@ -223,7 +254,13 @@ impl Node {
             LinkEvent::Refused(text) => {
                 error!("cluster: the broker refused the subscriber link: {text}")
             }
-            LinkEvent::Message { payload, .. } => self.on_message(&payload, hub, now),
+            LinkEvent::Message { payload, .. } => {
+                // What it queued for local members counts against the batch.
+                let queued = hub.out.actions.len();
+                self.on_message(&payload, hub, now);
+                let delivered = hub.out.actions.len().saturating_sub(queued);
+                self.batch.add(payload.len(), delivered as u64);
+            }
             LinkEvent::Reply { .. } => {}
         }
     }
@@ -256,6 +293,16 @@ impl Node {
                 if self.peers.remove(env.origin).is_some() {
                     info!("cluster: node {} stopped", env.origin);
                     self.features.on_peer(env.origin, false, &mut self.cmd, hub);
+                }
+                hub.remote_node_gone(env.origin, now);
+            }
+            Kind::HostAnnounce
+            | Kind::HostGone
+            | Kind::HostRequest
+            | Kind::HostAnswer
+            | Kind::HostNotice => {
+                if self.joined {
+                    relay(&self.cfg).on_message(&env, hub, now);
                 }
             }
             Kind::Publish | Kind::Broadcast if self.joined => {
@@ -309,6 +356,11 @@ impl Node {
         }
     }
 
+    /// Sends what the hub queued for hosts cluster-wide (also at shutdown).
+    pub fn flush_hosts(&mut self, hub: &mut Hub) {
+        relay(&self.cfg).send_queued(&mut self.cmd, hub);
+    }
+
     /// PUBLISHes `self.scratch` on `channel`; false when the link is full.
     fn publish(&mut self, channel: &str) -> bool {
         let payload = std::mem::take(&mut self.scratch);
@@ -345,88 +397,10 @@ impl Node {
             LinkEvent::Reply { tag, value } if Features::owns(tag) => {
                 self.features.on_reply(tag, value, &mut self.cmd, hub)
             }
-            LinkEvent::Reply { tag, value } => self.on_reply(tag, value, hub, now),
-        }
-    }
-
-    fn claim_name(&mut self) {
-        let key = node_key(&self.cfg.prefix, &self.cfg.name);
-        let ttl = self.ttl_ms().to_string();
-        let args: [&[u8]; 6] = [
-            b"SET",
-            key.as_bytes(),
-            self.cfg.instance.as_bytes(),
-            b"NX",
-            b"PX",
-            ttl.as_bytes(),
-        ];
-        let _ = self.cmd.command(&args, Some(TAG_CLAIM));
-    }
-
-    fn check_fingerprint(&mut self) {
-        let key = fingerprint_key(&self.cfg.prefix);
-        let ttl = self.ttl_ms().to_string();
-        let set: [&[u8]; 6] = [
-            b"SET",
-            key.as_bytes(),
-            self.cfg.fingerprint.as_bytes(),
-            b"NX",
-            b"PX",
-            ttl.as_bytes(),
-        ];
-        let _ = self.cmd.command(&set, None);
-        let _ = self
-            .cmd
-            .command(&[b"GET", key.as_bytes()], Some(TAG_FINGERPRINT));
-    }
-
-    fn on_reply(&mut self, tag: u64, value: Value, hub: &mut Hub, now: Now) {
-        if let Value::Error(text) = &value {
-            warn!("cluster: broker error: {}", String::from_utf8_lossy(text));
-            return;
-        }
-        match tag {
-            TAG_CLAIM if value.as_bytes().is_some() => self.name_ok = true,
-            TAG_CLAIM => {
-                let key = node_key(&self.cfg.prefix, &self.cfg.name);
-                let _ = self.cmd.command(&[b"GET", key.as_bytes()], Some(TAG_OWNER));
+            LinkEvent::Reply { tag, value } if tag >= CLAIM_TAG_BASE => {
+                hub.claim_answered(tag, claim_verdict(&value), now)
             }
-            TAG_OWNER => match value.as_bytes() {
-                Some(owner) if owner == self.cfg.instance.as_bytes() => self.name_ok = true,
-                Some(_) => {
-                    let why = format!(
-                        "cluster.node: a live node already uses the name {:?}; give this node another name",
-                        self.cfg.name
-                    );
-                    error!("{why}");
-                    self.fatal = Some(why);
-                }
-                // Expired in between: claim again.
-                None => self.claim_name(),
-            },
-            TAG_FINGERPRINT => match value.as_bytes() {
-                Some(fp) if fp == self.cfg.fingerprint.as_bytes() => {
-                    self.fingerprint_ok = true;
-                    self.refused = None;
-                }
-                Some(_) => {
-                    if self.refused.is_none() {
-                        error!(
-                            "cluster: this node's JWT secret differs from the cluster's (compared by keyed fingerprint); not joining"
-                        );
-                    }
-                    self.refused = Some("the JWT secret differs from the cluster's".into());
-                }
-                None => self.check_fingerprint(),
-            },
-            _ => {}
-        }
-        if self.name_ok && self.fingerprint_ok && !self.joined && self.fatal.is_none() {
-            self.joined = true;
-            info!("cluster: node {} joined", self.cfg.name);
-            self.features.on_joined(&mut self.cmd, hub);
-            self.next_heartbeat_ms = now.ms;
-            self.heartbeat(now);
+            LinkEvent::Reply { tag, value } => self.on_reply(tag, value, hub, now),
         }
     }
 
@@ -463,6 +437,7 @@ impl Node {
         let _ = self
             .cmd
             .command(&[b"PEXPIRE", fp.as_bytes(), ttl.as_bytes()], None);
+        self.hosts_due = true;
     }
 
     /// The process stops: tell the other nodes (they drop this one at once
@@ -570,30 +545,24 @@ fn receive_limit(cfg: &NodeConfig) -> usize {
 }
 
 /// Bytes the node's broker links can hold at once: commands waiting
-/// (`max_forward_bytes`) and one reply being read on each link.
+/// (`max_forward_bytes`), one reply being read on each link, and received
+/// messages not yet delivered (the inbox's bound, and what the read that
+/// crossed it added).
 pub fn memory_ceiling(cfg: &NodeConfig) -> usize {
-    cfg.max_forward_bytes + 2 * (receive_limit(cfg) + 1024)
+    cfg.max_forward_bytes + 2 * (receive_limit(cfg) + 1024) + 2 * INBOX_BYTES
 }
 
-pub(super) fn room_channel(prefix: &str, room: &str) -> String {
-    format!("{prefix}:room:{room}")
+/// The hosts' relay of the node with `cfg`.
+fn relay(cfg: &NodeConfig) -> Relay<'_> {
+    Relay {
+        prefix: &cfg.prefix,
+        name: &cfg.name,
+        ttl_ms: cfg.heartbeat_ms * MISSED_HEARTBEATS,
+    }
 }
 
-fn node_channel(prefix: &str, node: &str) -> String {
-    format!("{prefix}:to:{node}")
-}
-
-fn control_channel(prefix: &str) -> String {
-    format!("{prefix}:control")
-}
-
-fn node_key(prefix: &str, node: &str) -> String {
-    format!("{prefix}:node:{node}")
-}
-
-fn fingerprint_key(prefix: &str) -> String {
-    format!("{prefix}:jwt-fingerprint")
-}
+#[path = "node_join.rs"]
+mod join;
 
 #[cfg(test)]
 #[path = "node_tests.rs"]

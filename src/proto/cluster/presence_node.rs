@@ -58,7 +58,7 @@ impl NodePresence {
     }
 
     pub fn owns(tag: u64) -> bool {
-        tag >= TAG_BASE
+        (TAG_BASE..TAG_BASE << 1).contains(&tag)
     }
 
     fn key(&self, room: &str, node: &str) -> String {
@@ -97,7 +97,7 @@ impl NodePresence {
         payload.extend_from_slice(sub);
         scratch.clear();
         envelope::encode(scratch, &self.origin, kind, &change.room, &payload);
-        let channel = super::node::room_channel(&self.prefix, &change.room);
+        let channel = super::keys::room_channel(&self.prefix, &change.room);
         let _ = cmd.command(&[b"PUBLISH", channel.as_bytes(), scratch], None);
     }
 

@@ -8,8 +8,10 @@ use std::collections::VecDeque;
 
 use super::directed::DirectedQueue;
 use super::gather::Gathers;
+use super::hosts::ClusterHosts;
 use super::numbering::HistoryTap;
 use super::presence::PresenceTap;
+use crate::proto::rooms::ConnKey;
 use std::rc::Rc;
 
 pub use super::numbering::RoomKind;
@@ -20,6 +22,15 @@ pub struct Forward {
     pub room: Rc<str>,
     pub kind: RoomKind,
     pub message: Rc<[u8]>,
+}
+
+/// An HTTP answer for the shell's connection `key` with id `conn_id`:
+/// 200 with the JSON `body` (`/api/*` across nodes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    pub key: ConnKey,
+    pub conn_id: u64,
+    pub body: Vec<u8>,
 }
 
 /// The node as `/health`, `/ready` and `/metrics` show it.
@@ -49,6 +60,10 @@ pub struct ClusterTap {
     pub directed: DirectedQueue,
     /// `host.clients` waiting for other nodes' lists.
     pub gathers: Gathers,
+    /// Hosts cluster-wide: other nodes' hosts, requests across nodes.
+    pub hosts: ClusterHosts,
+    /// HTTP answers ready for the shell (`/api/*` across nodes).
+    pub http_replies: Vec<HttpReply>,
     /// Room messages to number and reads, when history is the cluster's.
     pub history: Option<HistoryTap>,
     /// Joins and leaves for the other nodes, and their members here.
@@ -95,6 +110,7 @@ impl ClusterTap {
         !self.forwards.is_empty()
             || self.directed.has_out()
             || self.gathers.has_questions()
+            || self.hosts.has_out()
             || self.history.as_ref().is_some_and(HistoryTap::has_out)
     }
 
