@@ -24,11 +24,8 @@ const PAD: usize = 8000;
 
 /// A node with a small forward bound and per-message logs off.
 fn lean_node(redis: &Redis, name: &str, max_outbound_bytes: u64) -> Server {
-    let tmp = TempDir::new(name);
-    let dir = tmp.path().to_path_buf();
-    std::mem::forget(tmp);
-    let server = Server::start_in(
-        &dir,
+    let server = node_from(
+        name,
         json!({
             "cluster": {"redis": redis.url(), "node": name, "heartbeat_ms": HEARTBEAT_MS,
                         "max_forward_bytes": MAX_FORWARD_BYTES},

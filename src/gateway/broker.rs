@@ -304,7 +304,7 @@ impl Endpoint for BrokerEndpoint {
         let App::Gateway(hub) = &*app else {
             return None;
         };
-        let wake = if hub.cluster().is_some_and(|tap| tap.has_forwards())
+        let wake = if hub.cluster().is_some_and(|tap| tap.has_work())
             || hub.has_room_changes()
             || self.has_backlog()
         {

@@ -6,6 +6,8 @@ use super::config::{ReloadError, Reloaded, ShellConfig};
 use crate::proto::auth::Authenticator;
 use crate::proto::cluster::gather::MAX_GATHERS;
 use crate::proto::cluster::hosts::bytes_bound as cluster_hosts_bytes;
+use crate::proto::cluster::numbering::{ClusterHistoryConfig, HistoryTap, MAX_PENDING_READS};
+use crate::proto::cluster::presence::PresenceTap;
 use crate::proto::cluster::{memory_ceiling, ClusterTap, Node, NodeConfig};
 use crate::proto::history::HistoryConfig;
 use crate::proto::hub::{Hub, HubConfig, PresenceConfig, RoomFeatures};
@@ -64,23 +66,36 @@ pub fn cluster_node(
         user: target.user.clone(),
         password: target.password.clone(),
         db: target.db,
+        history: cluster_history(s),
     };
     info!(
         "cluster: node {name}, broker {target}, prefix {:?}, heartbeat every {} ms",
         cluster.prefix, cluster.heartbeat_ms
     );
     // The hub's side: forwards, directed requests and host messages (each
-    // within max_forward_bytes), the host.clients gathers, and the tables of
-    // hosts cluster-wide.
+    // within max_forward_bytes), the host.clients gathers, the tables of
+    // hosts cluster-wide, and the presence mirror with its change queue.
+    let presence = PresenceTap::new(cluster.max_forward_bytes).ceiling();
     let hub_side = 3 * cluster.max_forward_bytes
         + MAX_GATHERS * hub.config().max_reply_bytes
-        + cluster_hosts_bytes();
+        + cluster_hosts_bytes()
+        + presence;
     let ceiling = memory_ceiling(&cfg) + hub_side;
     info!(
-        "cluster memory ceiling: {ceiling} bytes ({} MiB) for the broker links and forward queues",
+        "cluster memory ceiling: {ceiling} bytes ({} MiB) for the broker links, forward queues and presence ({presence} bytes)",
         ceiling.div_ceil(1 << 20)
     );
     hub.enable_cluster(ClusterTap::new(&name, cluster.max_forward_bytes));
+    if let Some(history) = cfg.history {
+        hub.enable_cluster_history(history);
+        info!(
+            "cluster history: rooms keep {} messages for {} s in Redis streams; this node holds at most {} bytes of it (numbering queue, held messages, {} waiting reads)",
+            history.size,
+            history.ttl_s,
+            cluster_history_bytes(s),
+            MAX_PENDING_READS
+        );
+    }
     let seed = u64::from_be_bytes([
         bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
     ]);
@@ -192,11 +207,31 @@ fn history_bytes_bound(s: &Settings) -> usize {
     if history.size == 0 {
         return 0;
     }
+    if s.cluster.target().is_some() {
+        return cluster_history_bytes(s);
+    }
     let one = s.limits.max_message_bytes + crate::proto::history::ENTRY_OVERHEAD;
     history.max_bytes
         + one
         + crate::proto::history::ROOM_OVERHEAD
         + crate::proto::hub::MAX_ROOM_NAME
+}
+
+/// `rooms.history` for a cluster, when on.
+fn cluster_history(s: &Settings) -> Option<ClusterHistoryConfig> {
+    let history = &s.rooms.history;
+    (history.size > 0).then_some(ClusterHistoryConfig {
+        size: history.size,
+        ttl_s: history.ttl_s,
+    })
+}
+
+/// What a cluster node holds of history: Redis keeps the messages; the
+/// node its numbering queue, held messages and waiting reads.
+fn cluster_history_bytes(s: &Settings) -> usize {
+    cluster_history(s).map_or(0, |cfg| {
+        HistoryTap::new(cfg, s.cluster.max_forward_bytes).ceiling()
+    })
 }
 
 /// Leaf keys (dotted paths) whose values differ between two JSON documents.

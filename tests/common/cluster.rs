@@ -115,18 +115,20 @@ pub fn node_with(redis: &Redis, name: &str, envs: &[(&str, &str)]) -> Server {
 }
 
 pub fn node_beating(redis: &Redis, name: &str, envs: &[(&str, &str)], heartbeat_ms: u64) -> Server {
+    let settings = json!({
+        "cluster": {"redis": redis.url(), "node": name, "heartbeat_ms": heartbeat_ms},
+        "limits": {"max_messages_per_minute": 10000},
+        "host": {"request_timeout_ms": REQUEST_TIMEOUT_MS}
+    });
+    node_from(name, settings, envs)
+}
+
+/// A node started with `settings` in a directory of its own (kept).
+pub fn node_from(name: &str, settings: Value, envs: &[(&str, &str)]) -> Server {
     let tmp = TempDir::new(name);
     let dir = tmp.path().to_path_buf();
     std::mem::forget(tmp);
-    Server::start_in(
-        &dir,
-        json!({
-            "cluster": {"redis": redis.url(), "node": name, "heartbeat_ms": heartbeat_ms},
-            "limits": {"max_messages_per_minute": 10000},
-            "host": {"request_timeout_ms": REQUEST_TIMEOUT_MS}
-        }),
-        envs,
-    )
+    Server::start_in(&dir, settings, envs)
 }
 
 /// A Redis and two joined nodes, `a` and `b`.

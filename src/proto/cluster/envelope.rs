@@ -27,6 +27,15 @@ pub enum Kind {
     Clients,
     /// The answer to Clients: request id, the node's client list (JSON).
     ClientList,
+    /// A publish numbered by the history script: `{offset} {epoch}
+    /// {sender}\n{message}` (see cluster/history.rs).
+    NumberedPublish,
+    /// A room broadcast numbered by the history script, as NumberedPublish.
+    NumberedBroadcast,
+    /// A client of the origin joined the room: `{client} {sub}`.
+    Joined,
+    /// A client of the origin left the room: `{client} {sub}`.
+    Left,
     /// The events the host named in `room` serves: a JSON object (control).
     HostAnnounce,
     /// The host named in `room` is gone (control).
@@ -53,6 +62,10 @@ impl Kind {
             Kind::Result => b'r',
             Kind::Clients => b'c',
             Kind::ClientList => b'l',
+            Kind::NumberedPublish => b'P',
+            Kind::NumberedBroadcast => b'B',
+            Kind::Joined => b'J',
+            Kind::Left => b'L',
             Kind::HostAnnounce => b'H',
             Kind::HostGone => b'G',
             Kind::HostRequest => b'Q',
@@ -72,6 +85,10 @@ impl Kind {
             b'r' => Kind::Result,
             b'c' => Kind::Clients,
             b'l' => Kind::ClientList,
+            b'P' => Kind::NumberedPublish,
+            b'B' => Kind::NumberedBroadcast,
+            b'J' => Kind::Joined,
+            b'L' => Kind::Left,
             b'H' => Kind::HostAnnounce,
             b'G' => Kind::HostGone,
             b'Q' => Kind::HostRequest,

@@ -3,11 +3,17 @@
 pub mod batch;
 pub mod directed;
 pub mod envelope;
+pub mod features;
 pub mod gather;
+pub mod history;
 pub mod host_relay;
 pub mod hosts;
 mod keys;
 pub mod node;
+pub mod numbering;
+pub mod presence;
+pub mod presence_node;
+pub mod scripts;
 pub mod tap;
 
 pub use directed::{Directed, DirectedOp, DirectedQueue, PendingAck};

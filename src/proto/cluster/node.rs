@@ -16,12 +16,14 @@ use log::{debug, error, info, warn};
 
 use super::batch::Batch;
 use super::envelope::{self, Kind};
+use super::features::{link_limits, Features};
 use super::host_relay::{claim_verdict, Relay};
 use super::hosts::CLAIM_TAG_BASE;
 use super::keys::{control_channel, fingerprint_key, node_channel, node_key, room_channel};
+use super::numbering::ClusterHistoryConfig;
 use super::tap::RoomKind;
 use crate::proto::hub::Hub;
-use crate::proto::redis::{Limits, Link, LinkConfig, LinkEvent, Role, INBOX_BYTES};
+use crate::proto::redis::{Link, LinkConfig, LinkEvent, Role, INBOX_BYTES};
 use crate::proto::Now;
 
 /// A room's channel is dropped this long after its last local member left,
@@ -50,6 +52,8 @@ pub struct NodeConfig {
     pub user: Option<String>,
     pub password: Option<String>,
     pub db: u32,
+    /// `rooms.history` when it is on: kept in Redis (see cluster/history.rs).
+    pub history: Option<ClusterHistoryConfig>,
 }
 
 pub struct Node {
@@ -72,6 +76,10 @@ pub struct Node {
     received: u64,
     dropped: u64,
     scratch: Vec<u8>,
+    /// History and presence in Redis.
+    features: Features,
+    /// Nodes found gone by the timer, for the next pump.
+    gone_peers: Vec<String>,
     /// A heartbeat went out: the hosts' claims and announcements are due.
     hosts_due: bool,
 }
@@ -82,16 +90,12 @@ impl Node {
         // larger `max_message_bytes` cannot make this link reset, and bounded.
         let max_in = receive_limit(&cfg);
         let link = |role| LinkConfig {
+            limits: link_limits(role, max_in),
             role,
             user: cfg.user.clone(),
             password: cfg.password.clone(),
             db: cfg.db,
             max_out_bytes: cfg.max_forward_bytes,
-            limits: Limits {
-                max_bulk: max_in,
-                max_elements: 8,
-                max_depth: 2,
-            },
             max_reply_bytes: max_in + 1024,
             connect_timeout_ms: 2000,
             reply_timeout_ms: cfg.heartbeat_ms.max(1000) * MISSED_HEARTBEATS,
@@ -101,7 +105,11 @@ impl Node {
         let cmd = Link::new(link(Role::Command), seed.rotate_left(17));
         sub.subscribe(control_channel(&cfg.prefix).as_bytes());
         sub.subscribe(node_channel(&cfg.prefix, &cfg.name).as_bytes());
+        let (prefix, name, read_budget) = (&cfg.prefix, &cfg.name, receive_limit(&cfg) / 2);
+        let features = Features::new(cfg.history, prefix, name, cfg.heartbeat_ms, read_budget);
         Node {
+            features,
+            gone_peers: Vec::new(),
             cfg,
             sub,
             cmd,
@@ -145,6 +153,7 @@ impl Node {
     /// links received, and updates the hub's view of the node.
     pub fn pump(&mut self, hub: &mut Hub, now: Now) {
         for (room, opened) in hub.take_room_changes() {
+            self.features.on_room(&room, opened, &mut self.cmd, hub);
             if opened {
                 self.pending_unsubscribe.remove(&room);
                 self.sub
@@ -180,6 +189,12 @@ impl Node {
                 self.dropped += 1;
             }
         }
+        for node in std::mem::take(&mut self.gone_peers) {
+            self.features.on_peer(&node, false, &mut self.cmd, hub);
+        }
+        let (forwarded, dropped) = self.features.pump(&mut self.cmd, hub);
+        self.forwarded += forwarded;
+        self.dropped += dropped;
         while let Some(directed) = hub.cluster_mut().and_then(|tap| tap.directed.take()) {
             self.scratch.clear();
             envelope::encode_directed(&mut self.scratch, &self.cfg.name, &directed);
@@ -232,7 +247,10 @@ impl Node {
                 info!("cluster: subscriber link up");
                 self.last_echo_ms = now.ms;
             }
-            LinkEvent::Down(why) => warn!("cluster: subscriber link down: {why}"),
+            LinkEvent::Down(why) => {
+                warn!("cluster: subscriber link down: {why}");
+                self.features.on_sub_down();
+            }
             LinkEvent::Refused(text) => {
                 error!("cluster: the broker refused the subscriber link: {text}")
             }
@@ -252,6 +270,12 @@ impl Node {
             debug!("cluster: ignored a malformed message");
             return;
         };
+        if self.joined {
+            if let Some(counted) = self.features.on_message(&env, &mut self.cmd, hub) {
+                self.received += u64::from(counted);
+                return;
+            }
+        }
         if env.origin == self.cfg.name {
             if env.kind == Kind::Heartbeat {
                 self.last_echo_ms = now.ms;
@@ -262,11 +286,13 @@ impl Node {
             Kind::Heartbeat => {
                 if self.peers.insert(env.origin.to_string(), now.ms).is_none() {
                     info!("cluster: node {} is up", env.origin);
+                    self.features.on_peer(env.origin, true, &mut self.cmd, hub);
                 }
             }
             Kind::Bye => {
                 if self.peers.remove(env.origin).is_some() {
                     info!("cluster: node {} stopped", env.origin);
+                    self.features.on_peer(env.origin, false, &mut self.cmd, hub);
                 }
                 hub.remote_node_gone(env.origin, now);
             }
@@ -288,7 +314,6 @@ impl Node {
                 self.received += 1;
                 hub.deliver_from_cluster(env.room, kind, env.payload.into());
             }
-            Kind::Publish | Kind::Broadcast => {}
             Kind::Send | Kind::Kick => {
                 let Some((request, op)) = envelope::decode_directed(&env) else {
                     return;
@@ -325,6 +350,9 @@ impl Node {
                     hub.complete_directed(request, delivered);
                 }
             }
+            // Not joined yet; history and presence are the features' when joined.
+            Kind::Publish | Kind::Broadcast | Kind::NumberedPublish => {}
+            Kind::NumberedBroadcast | Kind::Joined | Kind::Left => {}
         }
     }
 
@@ -356,6 +384,7 @@ impl Node {
                 self.fingerprint_ok = false;
                 self.claim_name();
                 self.check_fingerprint();
+                self.features.on_cmd_up(&mut self.cmd);
             }
             LinkEvent::Down(why) => {
                 warn!("cluster: command link down: {why}");
@@ -365,10 +394,13 @@ impl Node {
                 error!("cluster: the broker refused the command link: {text}")
             }
             LinkEvent::Message { .. } => {}
+            LinkEvent::Reply { tag, value } if Features::owns(tag) => {
+                self.features.on_reply(tag, value, &mut self.cmd, hub)
+            }
             LinkEvent::Reply { tag, value } if tag >= CLAIM_TAG_BASE => {
                 hub.claim_answered(tag, claim_verdict(&value), now)
             }
-            LinkEvent::Reply { tag, value } => self.on_reply(tag, value, now),
+            LinkEvent::Reply { tag, value } => self.on_reply(tag, value, hub, now),
         }
     }
 
@@ -390,6 +422,7 @@ impl Node {
             hb.as_bytes(),
         );
         self.publish(&control_channel(&self.cfg.prefix));
+        self.features.on_heartbeat(&mut self.cmd);
         let ttl = self.ttl_ms().to_string();
         let key = node_key(&self.cfg.prefix, &self.cfg.name);
         let renew: [&[u8]; 5] = [
@@ -439,12 +472,15 @@ impl Node {
             self.pending_unsubscribe.remove(&room);
             self.sub
                 .unsubscribe(room_channel(&self.cfg.prefix, &room).as_bytes());
+            self.features.on_unsubscribed(&room);
         }
         let ttl = self.ttl_ms();
+        let gone = &mut self.gone_peers;
         self.peers.retain(|name, seen| {
             let alive = now.ms.saturating_sub(*seen) <= ttl;
             if !alive {
                 info!("cluster: node {name} missed {MISSED_HEARTBEATS} heartbeats; gone");
+                gone.push(name.clone());
             }
             alive
         });
@@ -530,4 +566,4 @@ mod join;
 
 #[cfg(test)]
 #[path = "node_tests.rs"]
-mod tests;
+pub(super) mod tests;

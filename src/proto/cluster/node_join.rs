@@ -6,6 +6,7 @@ use log::{error, info, warn};
 
 use super::{Node, TAG_CLAIM, TAG_FINGERPRINT, TAG_OWNER};
 use crate::proto::cluster::keys::{fingerprint_key, node_key};
+use crate::proto::hub::Hub;
 use crate::proto::redis::Value;
 use crate::proto::Now;
 
@@ -41,7 +42,7 @@ impl Node {
             .command(&[b"GET", key.as_bytes()], Some(TAG_FINGERPRINT));
     }
 
-    pub(super) fn on_reply(&mut self, tag: u64, value: Value, now: Now) {
+    pub(super) fn on_reply(&mut self, tag: u64, value: Value, hub: &mut Hub, now: Now) {
         if let Value::Error(text) = &value {
             warn!("cluster: broker error: {}", String::from_utf8_lossy(text));
             return;
@@ -85,6 +86,7 @@ impl Node {
         if self.name_ok && self.fingerprint_ok && !self.joined && self.fatal.is_none() {
             self.joined = true;
             info!("cluster: node {} joined", self.cfg.name);
+            self.features.on_joined(&mut self.cmd, hub);
             self.next_heartbeat_ms = now.ms;
             self.heartbeat(now);
         }

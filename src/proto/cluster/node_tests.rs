@@ -5,7 +5,7 @@ use crate::proto::cluster::ClusterTap;
 use crate::proto::hub::testing::{hub_for_hosts, join, send, T0};
 use serde_json::json;
 
-fn config(name: &str) -> NodeConfig {
+pub(in crate::proto::cluster) fn config(name: &str) -> NodeConfig {
     NodeConfig {
         name: name.into(),
         prefix: "t".into(),
@@ -17,6 +17,7 @@ fn config(name: &str) -> NodeConfig {
         user: None,
         password: None,
         db: 0,
+        history: None,
     }
 }
 

@@ -9,17 +9,12 @@ use std::collections::VecDeque;
 use super::directed::DirectedQueue;
 use super::gather::Gathers;
 use super::hosts::ClusterHosts;
+use super::numbering::HistoryTap;
+use super::presence::PresenceTap;
 use crate::proto::rooms::ConnKey;
 use std::rc::Rc;
 
-/// How a forwarded room message is delivered on the other nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoomKind {
-    /// A client's `publish`: every member of the room.
-    Publish,
-    /// `host.broadcast` / `POST /api/publish` to a room: its clients.
-    Broadcast,
-}
+pub use super::numbering::RoomKind;
 
 /// One room message for the other nodes: the JSON as local members got it.
 #[derive(Debug, Clone)]
@@ -69,6 +64,10 @@ pub struct ClusterTap {
     pub hosts: ClusterHosts,
     /// HTTP answers ready for the shell (`/api/*` across nodes).
     pub http_replies: Vec<HttpReply>,
+    /// Room messages to number and reads, when history is the cluster's.
+    pub history: Option<HistoryTap>,
+    /// Joins and leaves for the other nodes, and their members here.
+    pub presence: Option<PresenceTap>,
     pub status: ClusterStatus,
 }
 
@@ -112,6 +111,12 @@ impl ClusterTap {
             || self.directed.has_out()
             || self.gathers.has_questions()
             || self.hosts.has_out()
+            || self.history.as_ref().is_some_and(HistoryTap::has_out)
+    }
+
+    /// Anything for the node: forwards, or presence changes.
+    pub fn has_work(&self) -> bool {
+        self.has_forwards() || self.presence.as_ref().is_some_and(PresenceTap::has_out)
     }
 
     pub fn max_forward_bytes(&self) -> usize {

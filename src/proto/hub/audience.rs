@@ -43,7 +43,7 @@ pub enum Audience<'a> {
 }
 
 /// Clients receive published events; hosts and unauthenticated sessions do not.
-fn is_client(hosts: &HostLink, key: ConnKey, session: &Session) -> bool {
+pub(super) fn is_client(hosts: &HostLink, key: ConnKey, session: &Session) -> bool {
     session.identity.is_some() && !hosts.is_host(key)
 }
 
@@ -66,6 +66,9 @@ impl Hub {
             }
         };
         if let Audience::Room(room) = audience {
+            if let Some(n) = self.number_in_cluster(room, RoomKind::Broadcast, &shared, None) {
+                return n;
+            }
             self.forward_room(room, RoomKind::Broadcast, &shared);
         }
         self.send_to_audience(shared, audience)

@@ -354,6 +354,9 @@ impl Hub {
         except: Option<ConnKey>,
     ) -> u64 {
         let form = message.event_form().clone();
+        if let Some(n) = self.number_in_cluster(room, RoomKind::Publish, &form, except) {
+            return n;
+        }
         self.forward_room(room, RoomKind::Publish, &form);
         self.deliver_local(room, message, except)
     }

@@ -18,6 +18,7 @@ impl Hub {
         self.rooms.track_changes();
         self.ids = IdFormat::clustered(&tap.status.node);
         self.cluster = Some(tap);
+        self.enable_cluster_presence();
     }
 
     pub fn is_clustered(&self) -> bool {
@@ -164,6 +165,7 @@ impl Hub {
             Some(tap) => (tap.directed.expired(now.ms), tap.gathers.expired(now.ms)),
             None => return,
         };
+        self.expire_cluster_reads(now);
         for ack in acks {
             self.ack_directed(ack, false);
         }
@@ -179,6 +181,7 @@ impl Hub {
         [
             tap.directed.next_deadline(),
             tap.gathers.next_deadline(),
+            self.cluster_reads_deadline(),
             tap.hosts.next_deadline(),
         ]
         .into_iter()

@@ -12,8 +12,10 @@ mod client_events;
 #[cfg(test)]
 mod client_tests;
 mod cluster;
+mod cluster_history;
 mod cluster_hosts;
 mod cluster_http;
+mod cluster_presence;
 #[cfg(test)]
 mod compat_tests;
 #[cfg(test)]

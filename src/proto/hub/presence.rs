@@ -4,7 +4,6 @@
 //! `presence` event.
 
 use super::Hub;
-use crate::proto::client_id::client_id_str;
 use crate::proto::envelope::{ErrorCode, JsonWriter};
 use crate::proto::outbox::Broadcast;
 use crate::proto::rooms::ConnKey;
@@ -35,8 +34,10 @@ impl Hub {
     ) -> Option<Rc<str>> {
         let (name, added) = self.rooms.join(room, key);
         if added {
-            let size = self.rooms.members(room).len();
-            self.notify_presence("presence.join", room, size, key, id, sub);
+            self.share_presence(room, id, sub, true);
+            let size = self.rooms.members(room).len() + self.remote_members(room);
+            let client = self.ids.str(id);
+            self.notify_presence("presence.join", room, size, Some(key), &client, sub);
         }
         added.then_some(name)
     }
@@ -47,24 +48,27 @@ impl Hub {
             return;
         }
         self.rooms.leave(room, key);
-        if self.rooms.members(room).is_empty() {
-            self.history.vacate(room);
-        }
+        self.share_presence(room, id, sub, false);
         // The room's size with the leaver, as when it joined: a member that
         // was announced is seen off.
-        let size = self.rooms.members(room).len() + 1;
-        self.notify_presence("presence.leave", room, size, key, id, sub);
+        let size = self.rooms.members(room).len() + 1 + self.remote_members(room);
+        let client = self.ids.str(id);
+        self.notify_presence("presence.leave", room, size, Some(key), &client, sub);
+        if self.rooms.members(room).is_empty() {
+            self.history.vacate(room);
+            self.drop_remote_members(room);
+        }
     }
 
-    /// `{"room","client","sub"}` to every other member of a room of `size`
-    /// members, when that is small enough.
-    fn notify_presence(
+    /// `{"room","client","sub"}` to every member of a room of `size`
+    /// members but `except`, when that is small enough.
+    pub(super) fn notify_presence(
         &mut self,
         event: &str,
         room: &str,
         size: usize,
-        key: ConnKey,
-        id: u64,
+        except: Option<ConnKey>,
+        client: &str,
         sub: &str,
     ) {
         let presence = &self.cfg.features.presence;
@@ -76,13 +80,11 @@ impl Hub {
         let mut msg = JsonWriter::object(&mut message);
         msg.str("event", event);
         let mut data = msg.begin("data");
-        data.str("room", room)
-            .str("client", &client_id_str(id))
-            .str("sub", sub);
+        data.str("room", room).str("client", client).str("sub", sub);
         data.end();
         msg.end();
         let mut message = Broadcast::shared(message.into());
-        for &to in members.iter().filter(|&&m| m != key) {
+        for &to in members.iter().filter(|&&m| Some(m) != except) {
             self.out.send_shared(to, &mut message);
         }
     }
@@ -100,26 +102,30 @@ impl Hub {
         };
         let members = self.rooms.members(&room);
         let budget = self.cfg.max_reply_bytes.saturating_sub(128 + room.len());
-        let sessions = &self.sessions;
+        let (sessions, ids) = (&self.sessions, &self.ids);
+        let remote = self.remote_member_list(&room);
+        let count = members.len() + remote.len();
         self.out.reply(key, "presence", rid, |w| {
             w.str("room", &room)
-                .u64("count", members.len() as u64)
+                .u64("count", count as u64)
                 .with_raw("members", |buf| {
                     let start = buf.len();
                     buf.push(b'[');
-                    let listed = members.iter().filter_map(|&m| {
+                    let local = members.iter().filter_map(|&m| {
                         let s = sessions.get(m)?.as_ref()?;
-                        Some((s.id, s.identity.as_ref()?))
+                        Some((
+                            Rc::from(ids.str(s.id)),
+                            Rc::from(&*s.identity.as_ref()?.sub),
+                        ))
                     });
-                    for (n, (id, identity)) in listed.take(MAX_PRESENCE_LISTED).enumerate() {
+                    let listed = local.chain(remote);
+                    for (n, (client, sub)) in listed.take(MAX_PRESENCE_LISTED).enumerate() {
                         let before = buf.len();
                         if n > 0 {
                             buf.push(b',');
                         }
                         let mut member = JsonWriter::object(buf);
-                        member
-                            .str("client", &client_id_str(id))
-                            .str("sub", &identity.sub);
+                        member.str("client", &client).str("sub", &sub);
                         member.end();
                         if buf.len() - start > budget {
                             buf.truncate(before);

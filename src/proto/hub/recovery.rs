@@ -62,6 +62,9 @@ impl Hub {
         now: Now,
         rid: Option<&RawValue>,
     ) {
+        if self.subscribe_in_cluster(key, room, since.as_ref(), now, rid) {
+            return;
+        }
         let (position, recovery) = match &since {
             Some(since) => match self.history.since(room, since.offset, &since.epoch, now.ms) {
                 Some(Recovery {
@@ -104,10 +107,26 @@ impl Hub {
             .and_then(|d| serde_json::from_str::<HistoryData>(d.get()).ok())
             .and_then(|d| d.limit)
             .unwrap_or(usize::MAX);
+        if self.history_in_cluster(key, &room, limit, now, rid) {
+            return;
+        }
         let (position, messages) = self
             .history
             .recent(&room, limit, now.ms)
             .unwrap_or_else(|| (Position::none(), Vec::new()));
+        self.reply_history(key, &room, &position, &messages, rid);
+    }
+
+    /// `history` `{"room","offset","epoch","messages":[...]}` with the
+    /// newest of `messages` that fit one reply.
+    pub(super) fn reply_history(
+        &mut self,
+        key: ConnKey,
+        room: &str,
+        position: &Position,
+        messages: &[Rc<[u8]>],
+        rid: Option<&RawValue>,
+    ) {
         // The newest messages that fit the reply budget.
         let mut budget = self
             .cfg
@@ -124,7 +143,7 @@ impl Hub {
             .count();
         let shown = &messages[messages.len() - fitting..];
         self.out.reply(key, "history", rid, |w| {
-            w.str("room", &room)
+            w.str("room", room)
                 .u64("offset", position.offset)
                 .str("epoch", &position.epoch)
                 .with_raw("messages", |buf| {

@@ -270,6 +270,34 @@ mod tests {
     }
 
     #[test]
+    fn decodes_nested_replies_of_xrange_and_scripts_within_the_depth() {
+        // XRANGE: entries of [id, [field, value, ...]]; a script's reply
+        // holds such arrays one level down.
+        let xrange = b"*1\r\n*2\r\n$3\r\n4-0\r\n*2\r\n$1\r\nm\r\n$2\r\n{}\r\n";
+        let deep = Limits {
+            max_depth: 3,
+            ..LIMITS
+        };
+        let (v, used) = decode(xrange, &deep).unwrap().unwrap();
+        assert_eq!(used, xrange.len());
+        let field = |b: &[u8]| Value::Bulk(Some(b.to_vec()));
+        assert_eq!(
+            v,
+            Value::Array(Some(vec![Value::Array(Some(vec![
+                field(b"4-0"),
+                Value::Array(Some(vec![field(b"m"), field(b"{}")])),
+            ]))]))
+        );
+        for cut in 0..xrange.len() {
+            assert_eq!(decode(&xrange[..cut], &deep), Ok(None), "cut {cut}");
+        }
+        let mut script = b"*2\r\n:5\r\n".to_vec();
+        script.extend_from_slice(xrange);
+        assert_eq!(decode(&script, &deep), Err(DecodeError::TooLarge));
+        assert_eq!(decode(xrange, &LIMITS), Err(DecodeError::TooLarge));
+    }
+
+    #[test]
     fn encodes_commands_with_their_length() {
         let mut out = Vec::new();
         let args: [&[u8]; 3] = [b"PUBLISH", b"ch", b""];

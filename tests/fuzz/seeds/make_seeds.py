@@ -122,3 +122,11 @@ write("resp", "subscriber_pushes", b"\x01+OK\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nc
 write("resp", "refused", b"\x00-WRONGPASS invalid username-password pair\r\n")
 write("resp", "nested", b"\x02+OK\r\n+OK\r\n*2\r\n*1\r\n:1\r\n*-1\r\n$5\r\nab")
 write("resp", "too_large", b"\x01+OK\r\n$9999\r\n")
+# The history read script's reply, an XRANGE-shaped reply and an HSCAN page
+# (cluster history and presence): nested arrays on the command link.
+write("resp", "history_read", b"\x00+OK\r\n+OK\r\n*4\r\n:5\r\n$6\r\n1700-9\r\n:1\r\n"
+      b"*2\r\n$13\r\n{\"offset\":4}\r\n$13\r\n{\"offset\":5}\r\n")
+write("resp", "xrange", b"\x04+OK\r\n+OK\r\n*2\r\n*2\r\n$3\r\n4-0\r\n*4\r\n$1\r\nm\r\n$2\r\n{}\r\n"
+      b"$1\r\nt\r\n$3\r\n170\r\n*2\r\n$3\r\n5-0\r\n*2\r\n$1\r\nm\r\n$-1\r\n")
+write("resp", "hscan", b"\x06+OK\r\n+OK\r\n*2\r\n$1\r\n0\r\n*4\r\n$3\r\na.1\r\n$1\r\ns\r\n"
+      b"$3\r\na.2\r\n$1\r\nt\r\n-NOSCRIPT No matching script\r\n")

@@ -1,0 +1,249 @@
+//! The node's history side driven over scripted broker replies, and its
+//! parsers.
+
+use super::*;
+
+#[test]
+fn numbered_payloads_and_read_answers_parse() {
+    let payload = b"7 1700-5 a.100\n{\"event\":\"e\",\"offset\":7}";
+    let (offset, epoch, sender, body) = split_numbered(payload).unwrap();
+    assert_eq!((offset, epoch, sender), (7, "1700-5", "a.100"));
+    assert_eq!(offset_of(body), Some(7));
+    assert_eq!(split_numbered(b"x y z\n{}"), None);
+    assert_eq!(split_numbered(b"7 e"), None);
+    let value = Value::Array(Some(vec![
+        Value::Integer(7),
+        Value::Bulk(Some(b"1700-5".to_vec())),
+        Value::Integer(1),
+        Value::Array(Some(vec![Value::Bulk(Some(body.to_vec()))])),
+    ]));
+    let answer = answer_of(&value).unwrap();
+    assert_eq!(
+        (answer.offset, &*answer.epoch, answer.complete),
+        (7, "1700-5", true)
+    );
+    assert_eq!(answer.messages.len(), 1);
+    assert_eq!(answer_of(&Value::Integer(1)), None);
+}
+
+mod scripted {
+    use crate::proto::cluster::numbering::ClusterHistoryConfig;
+    use crate::proto::cluster::{envelope, ClusterTap, Node, NodeConfig};
+    use crate::proto::hub::testing::{drain, join, send, T0};
+    use crate::proto::hub::Hub;
+    use crate::proto::redis::resp::{decode, Limits};
+    use crate::proto::redis::{Link, Value};
+    use crate::proto::Now;
+    use serde_json::json;
+
+    fn at(ms: u64) -> Now {
+        Now { ms, unix: T0.unix }
+    }
+
+    /// The commands a link sent, each as its arguments.
+    fn commands(link: &mut Link) -> Vec<Vec<Vec<u8>>> {
+        let bytes = link.output().to_vec();
+        link.consume(bytes.len());
+        let limits = Limits {
+            max_bulk: 1 << 20,
+            max_elements: 64,
+            max_depth: 1,
+        };
+        let mut rest = &bytes[..];
+        let mut out = Vec::new();
+        while let Ok(Some((Value::Array(Some(args)), used))) = decode(rest, &limits) {
+            out.push(
+                args.iter()
+                    .map(|a| a.as_bytes().unwrap_or_default().to_vec())
+                    .collect(),
+            );
+            rest = &rest[used..];
+        }
+        out
+    }
+
+    fn bulk(bytes: &[u8]) -> Vec<u8> {
+        let mut out = format!("${}\r\n", bytes.len()).into_bytes();
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// Answers every command the command link sent: `script` for the
+    /// scripts (by their first argument), the join handshake, else OK.
+    fn answer(node: &mut Node, script: &mut dyn FnMut(&[Vec<u8>]) -> Vec<u8>, ms: u64) {
+        let [_, cmd] = node.links();
+        let mut replies = Vec::new();
+        for args in commands(cmd) {
+            let verb = String::from_utf8_lossy(&args[0]).to_uppercase();
+            let key = args.get(1).map(|k| String::from_utf8_lossy(k).into_owned());
+            replies.extend(match (verb.as_str(), key.as_deref()) {
+                ("SET", Some("t:jwt-fingerprint")) => b"$-1\r\n".to_vec(),
+                ("GET", Some("t:jwt-fingerprint")) => bulk(b"fp1"),
+                ("SCRIPT", _) | ("EVAL", _) | ("EVALSHA", _) => script(&args),
+                _ => b"+OK\r\n".to_vec(),
+            });
+        }
+        cmd.on_bytes(&replies, ms);
+    }
+
+    fn numbered_message(offset: u64) -> Vec<u8> {
+        let mut env = Vec::new();
+        let body = format!(r#"{{"event":"x","data":{offset},"room":"lobby","offset":{offset}}}"#);
+        let payload = format!("{offset} e1 -\n{body}");
+        envelope::encode(
+            &mut env,
+            "n2",
+            envelope::Kind::NumberedPublish,
+            "lobby",
+            payload.as_bytes(),
+        );
+        let channel = b"t:room:lobby";
+        let mut m = b"*3\r\n$7\r\nmessage\r\n".to_vec();
+        m.extend(bulk(channel));
+        m.extend(bulk(&env));
+        m
+    }
+
+    /// A clustered hub with history and its node, joined, scripts loaded.
+    fn ready() -> (Hub, Node) {
+        let mut hub = crate::proto::hub::testing::hub_for_hosts();
+        hub.enable_cluster(ClusterTap::new("n1", 1 << 16));
+        let history = ClusterHistoryConfig {
+            size: 10,
+            ttl_s: 300,
+        };
+        hub.enable_cluster_history(history);
+        let cfg = NodeConfig {
+            history: Some(history),
+            ..crate::proto::cluster::node::tests::config("n1")
+        };
+        let mut node = Node::new(cfg, 5);
+        for link in node.links() {
+            link.on_connecting(0);
+            link.on_connected(0);
+        }
+        let mut load = |_: &[Vec<u8>]| bulk(&[b'f'; 40]);
+        node.pump(&mut hub, at(0));
+        answer(&mut node, &mut load, 1);
+        node.pump(&mut hub, at(1));
+        assert!(hub.cluster().unwrap().status.broker_up);
+        answer(&mut node, &mut load, 2);
+        node.pump(&mut hub, at(2));
+        (hub, node)
+    }
+
+    #[test]
+    fn a_subscribe_waits_for_redis_and_recovers_before_the_live_messages() {
+        let (mut hub, mut node) = ready();
+        // The scripts load; the first read is refused as if Redis had
+        // forgotten them, and its EVAL retry answers.
+        let mut evalsha_refused = false;
+        let mut script = |args: &[Vec<u8>]| -> Vec<u8> {
+            match &args[0][..] {
+                b"SCRIPT" => bulk(&[b'f'; 40]),
+                b"EVALSHA" if !evalsha_refused => {
+                    evalsha_refused = true;
+                    b"-NOSCRIPT No matching script.\r\n".to_vec()
+                }
+                _ => {
+                    let mut reply = b"*4\r\n:3\r\n$2\r\ne1\r\n:1\r\n*2\r\n".to_vec();
+                    for n in [2, 3] {
+                        let m =
+                            format!(r#"{{"event":"x","data":{n},"room":"lobby","offset":{n}}}"#);
+                        reply.extend(bulk(m.as_bytes()));
+                    }
+                    reply
+                }
+            }
+        };
+        join(&mut hub, 0, "a", &[], &["lobby"]);
+        drain(&mut hub);
+        let since =
+            json!({"event":"subscribe","data":{"room":"lobby","since":{"offset":1,"epoch":"e1"}}});
+        assert_eq!(
+            send(&mut hub, 0, T0, since),
+            vec![],
+            "the reply waits for Redis"
+        );
+        node.pump(&mut hub, at(3));
+        let [_, cmd] = node.links();
+        let sent = commands(cmd);
+        assert!(sent.iter().any(|c| c[0] == b"EVALSHA"), "read by EVALSHA");
+        let mut replies = Vec::new();
+        for args in &sent {
+            replies.extend(match &args[0][..] {
+                b"EVALSHA" => script(args),
+                _ => b"+OK\r\n".to_vec(),
+            });
+        }
+        cmd.on_bytes(&replies, 4);
+        // A live message comes before the read is answered: it is held.
+        let [sub, _] = node.links();
+        sub.on_bytes(&numbered_message(4), 4);
+        node.pump(&mut hub, at(4));
+        assert_eq!(drain(&mut hub), vec![], "held");
+        let [_, cmd] = node.links();
+        assert!(
+            commands_peek(cmd).contains("$4\r\nEVAL\r\n"),
+            "retried with EVAL"
+        );
+        answer(&mut node, &mut script, 5);
+        node.pump(&mut hub, at(5));
+        let out = drain(&mut hub);
+        let offsets: Vec<u64> = out[1..]
+            .iter()
+            .map(|(_, m)| m["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            out[0].1,
+            json!({"event":"subscribed","data":{"room":"lobby","offset":3,"epoch":"e1","recovered":true}})
+        );
+        assert_eq!(offsets, [2, 3, 4], "the replay, then what was held");
+        // Later messages go straight to the member.
+        let [sub, _] = node.links();
+        sub.on_bytes(&numbered_message(5), 6);
+        node.pump(&mut hub, at(6));
+        assert_eq!(drain(&mut hub).len(), 1);
+    }
+
+    #[test]
+    fn an_offset_that_skips_is_filled_from_the_stream_first() {
+        let (mut hub, mut node) = ready();
+        join(&mut hub, 0, "a", &[], &["lobby"]);
+        node.pump(&mut hub, at(3));
+        answer(&mut node, &mut |_| b"+OK\r\n".to_vec(), 3);
+        drain(&mut hub);
+        let [sub, _] = node.links();
+        let mut live = numbered_message(1);
+        live.extend(numbered_message(4));
+        live.extend(numbered_message(5));
+        sub.on_bytes(&live, 4);
+        node.pump(&mut hub, at(4));
+        let first: Vec<u64> = drain(&mut hub)
+            .iter()
+            .map(|(_, m)| m["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(first, [1], "4 and 5 wait for 2 and 3");
+        let mut missed = |args: &[Vec<u8>]| {
+            assert_eq!(&args[0][..], b"EVALSHA");
+            let mut reply = b"*4\r\n:5\r\n$2\r\ne1\r\n:1\r\n*4\r\n".to_vec();
+            for n in 2..=5 {
+                let m = format!(r#"{{"event":"x","data":{n},"room":"lobby","offset":{n}}}"#);
+                reply.extend(bulk(m.as_bytes()));
+            }
+            reply
+        };
+        answer(&mut node, &mut missed, 5);
+        node.pump(&mut hub, at(5));
+        let rest: Vec<u64> = drain(&mut hub)
+            .iter()
+            .map(|(_, m)| m["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(rest, [2, 3, 4, 5]);
+    }
+
+    fn commands_peek(link: &Link) -> String {
+        String::from_utf8_lossy(link.output()).into_owned()
+    }
+}
