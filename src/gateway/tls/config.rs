@@ -142,6 +142,9 @@ fn load_config(cert: &Path, key: &Path) -> Result<(Arc<ServerConfig>, String), T
         })?;
     // WebSocket runs over HTTP/1.1 (RFC 6455); clients that offer ALPN get it.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Past the handshake, TLS 1.3 sessions move to our record layer
+    // (`record`), which takes the traffic keys out of rustls.
+    config.enable_secret_extraction = true;
     Ok((Arc::new(config), fingerprint))
 }
 

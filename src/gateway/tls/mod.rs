@@ -15,6 +15,10 @@
 mod config;
 mod error;
 mod io;
+mod record;
+mod records_io;
+#[cfg(test)]
+mod records_tests;
 mod seal;
 mod session;
 
