@@ -14,6 +14,9 @@
 
 mod config;
 mod error;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
+mod input;
 mod io;
 mod record;
 mod records_io;

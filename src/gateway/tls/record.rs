@@ -174,6 +174,17 @@ impl RecordLayer {
         })
     }
 
+    /// A close_notify or fatal alert went out.
+    pub fn tx_closed(&self) -> bool {
+        self.tx_closed
+    }
+
+    /// Moves the send sequence number (to reach the key update limit).
+    #[cfg(test)]
+    pub fn set_tx_seq(&mut self, seq: u64) {
+        self.tx.seq = seq;
+    }
+
     /// The AEAD for the records read now (build once per batch of reads;
     /// again after [`Inbound::KeyUpdated`]).
     pub fn opener(&self) -> Box<dyn MessageDecrypter> {

@@ -1,7 +1,7 @@
 //! [`feed`], [`flush`] and [`close_notify`] for a session our TLS 1.3
 //! record layer runs, with the same buffers and results as with rustls.
 
-use super::io::{plain_or, Input, TlsRead};
+use super::input::{plain_or, Input, TlsRead};
 use super::record::{record_len, Fatal, Inbound, RecordLayer, HEADER};
 use super::seal::{seal_and_send, Sealed, Sealer, SEALED_LIMIT};
 use super::session::{Stage, TlsSession};
@@ -132,14 +132,12 @@ pub fn flush(
         if !sealed.write_to(sock, pool)? {
             return Ok(false);
         }
-        if out.is_empty() {
+        // After our close_notify nothing more goes out (as with rustls).
+        if out.is_empty() || layer.tx_closed() {
             return Ok(true);
         }
         let aead = layer.sealer();
-        let sealer = Sealer::Records {
-            layer: &mut **layer,
-            aead,
-        };
+        let sealer = Sealer::Records { layer, aead };
         seal_and_send(sealer, sock, out, pool, staging, sealed)?;
     }
 }

@@ -18,14 +18,14 @@ fn on_records(session: &TlsSession) -> bool {
     matches!(session.stage, Stage::Records(_))
 }
 
-/// A session established with a client that offers only `suite`.
+/// A session established with a client that offers only `suites`.
 fn established_with(
-    suite: SupportedCipherSuite,
+    suites: &[SupportedCipherSuite],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> (TlsSession, ClientConnection, OutQueue, BufPool) {
     let (mut server, ca) = session_for(&rcgen::PKCS_ECDSA_P256_SHA256, "suite");
     let mut provider = default_provider();
-    provider.cipher_suites = vec![suite];
+    provider.cipher_suites = suites.to_vec();
     let mut client = client_from(client_config_with(&ca, versions, provider));
     let mut out = OutQueue::default();
     let mut pool = BufPool::new(4);
@@ -67,7 +67,7 @@ fn tls13_sessions_with_a_32_byte_key_move_to_the_record_layer() {
             false,
         ),
     ] {
-        let (mut server, mut client, mut out, mut pool) = established_with(suite, versions);
+        let (mut server, mut client, mut out, mut pool) = established_with(&[suite], versions);
         assert_eq!(on_records(&server), moved, "{suite:?}");
         for text in [&b"hello"[..], &[7u8; 15_000][..]] {
             echo(&mut server, &mut client, &mut out, &mut pool, text);
@@ -76,6 +76,21 @@ fn tls13_sessions_with_a_32_byte_key_move_to_the_record_layer() {
         out.release(&mut pool);
         assert_eq!(pool.lent, 0);
     }
+}
+
+#[test]
+fn a_browser_listing_aes_128_first_gets_a_suite_that_moves() {
+    let suites = [
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+        cipher_suite::TLS13_AES_256_GCM_SHA384,
+        cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    let (server, client, _, _) = established_with(&suites, &[&rustls::version::TLS13]);
+    assert_eq!(
+        client.negotiated_cipher_suite(),
+        Some(cipher_suite::TLS13_AES_256_GCM_SHA384)
+    );
+    assert!(on_records(&server));
 }
 
 #[test]
@@ -94,6 +109,24 @@ fn a_key_update_from_the_client_is_answered() {
             format!("after {round}").as_bytes(),
         );
     }
+}
+
+#[test]
+fn keys_are_updated_before_the_confidentiality_limit() {
+    let (mut server, _, mut out, mut pool) = established(&rcgen::PKCS_ED25519, "limit");
+    let Stage::Records(layer) = &mut server.stage else {
+        panic!("not on the record layer");
+    };
+    // AES-256-GCM: 2^24 records per key. (The client's count is not moved,
+    // so only the records' shapes are checked here; the KeyUpdate itself is
+    // what `a_key_update_from_the_client_is_answered` has the client open.)
+    layer.set_tx_seq(1 << 24);
+    out.push_copy(&mut pool, &[b"after the limit"]);
+    let mut wire = Vec::new();
+    assert!(flush(&mut server, &mut wire, &mut out, &mut pool, &mut [0; 65536]).unwrap());
+    // A KeyUpdate record (5 bytes, the content type, the tag), then the data.
+    assert_eq!(wire[..5], [23, 3, 3, 0, 5 + 1 + 16]);
+    assert_eq!(wire.len(), 27 + 5 + 15 + 1 + 16);
 }
 
 #[test]
