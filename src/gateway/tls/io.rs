@@ -46,7 +46,10 @@ pub fn feed(
         let compactable = session.compactable();
         let conn = match &mut session.stage {
             Stage::Rustls(conn) => conn,
-            Stage::Records(_) => return records_io::feed(session, input, scratch, pool, filled),
+            Stage::Records(layer) => {
+                let (sealed, closed) = (&mut session.sealed, &mut session.peer_closed);
+                return records_io::feed(layer, sealed, closed, input, scratch, pool, filled);
+            }
             Stage::Gone => return TlsRead::Failed("TLS session gone".into()),
         };
         let status = conn.process_tls_records(input.unprocessed());
@@ -148,7 +151,13 @@ pub fn flush(
         let compactable = session.compactable();
         let conn = match &mut session.stage {
             Stage::Rustls(conn) => conn,
-            Stage::Records(_) => return records_io::flush(session, sock, out, pool, staging),
+            Stage::Records(layer) => {
+                let sealed = &mut session.sealed;
+                if records_io::seal_queued(layer, sealed, sock, out, pool, staging)? {
+                    return Ok(true);
+                }
+                continue;
+            }
             Stage::Gone => return Err(io::Error::other("TLS session gone")),
         };
         let held = session.held.as_deref_mut().unwrap_or(&mut []);
@@ -212,7 +221,7 @@ pub fn write_records(
 pub fn close_notify(session: &mut TlsSession, pool: &mut BufPool) -> io::Result<()> {
     let conn = match &mut session.stage {
         Stage::Rustls(conn) => conn,
-        Stage::Records(_) => return records_io::close_notify(session, pool),
+        Stage::Records(layer) => return records_io::close_notify(layer, &mut session.sealed, pool),
         Stage::Gone => return Ok(()),
     };
     let held = session.held.as_deref_mut().unwrap_or(&mut []);
@@ -509,19 +518,29 @@ pub(super) mod tests {
         }
     }
 
+    /// Feeds `bytes`, which must fail the session; returns the alert sealed.
+    pub(in crate::gateway::tls) fn fails_with_alert(
+        server: &mut TlsSession,
+        bytes: &[u8],
+        pool: &mut BufPool,
+    ) -> Vec<u8> {
+        let mut bytes = bytes.to_vec();
+        let mut input = Input::new(&mut bytes);
+        let mut scratch = [0u8; 1024];
+        assert!(matches!(
+            feed(server, &mut input, &mut scratch, pool),
+            TlsRead::Failed(_)
+        ));
+        let mut alert = Vec::new();
+        assert!(write_records(server, &mut alert, pool).unwrap());
+        alert
+    }
+
     #[test]
     fn junk_instead_of_a_client_hello_fails_with_an_alert() {
         let (mut server, _) = session_for(&rcgen::PKCS_ECDSA_P256_SHA256, "junk");
         let mut pool = BufPool::new(4);
-        let mut junk = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
-        let mut input = Input::new(&mut junk);
-        let mut scratch = [0u8; 1024];
-        assert!(matches!(
-            feed(&mut server, &mut input, &mut scratch, &mut pool),
-            TlsRead::Failed(_)
-        ));
-        let mut alert = Vec::new();
-        assert!(write_records(&mut server, &mut alert, &mut pool).unwrap());
+        let alert = fails_with_alert(&mut server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut pool);
         assert_eq!(alert.first(), Some(&21), "a TLS alert record");
         assert_eq!(pool.lent, 0);
     }

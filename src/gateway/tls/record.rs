@@ -256,16 +256,7 @@ impl RecordLayer {
                 ))
             }
         };
-        let next = self
-            .kernel
-            .update_rx_secret()
-            .map_err(|e| Fatal::new(AlertDescription::InternalError, e.to_string()))?;
-        self.rx = Keys::new(next).ok_or_else(|| {
-            Fatal::new(
-                AlertDescription::InternalError,
-                "key update changed the key size",
-            )
-        })?;
+        self.rx = next_keys(self.kernel.update_rx_secret())?;
         Ok(Inbound::KeyUpdated { reply })
     }
 
@@ -308,16 +299,7 @@ impl RecordLayer {
     ) -> Result<usize, Fatal> {
         let message = [KEY_UPDATE, 0, 0, 1, u8::from(request)];
         let used = self.seal_one(sealer.as_mut(), ContentType::Handshake, &message, out)?;
-        let next = self
-            .kernel
-            .update_tx_secret()
-            .map_err(|e| Fatal::new(AlertDescription::InternalError, e.to_string()))?;
-        self.tx = Keys::new(next).ok_or_else(|| {
-            Fatal::new(
-                AlertDescription::InternalError,
-                "key update changed the key size",
-            )
-        })?;
+        self.tx = next_keys(self.kernel.update_tx_secret())?;
         *sealer = self.sealer();
         Ok(used)
     }
@@ -380,6 +362,17 @@ impl RecordLayer {
             .copy_from_slice(&record);
         Ok(used)
     }
+}
+
+/// The keys after a key update, from what [`KernelConnection`] derived.
+fn next_keys(next: Result<(u64, ConnectionTrafficSecrets), rustls::Error>) -> Result<Keys, Fatal> {
+    let next = next.map_err(|e| Fatal::new(AlertDescription::InternalError, e.to_string()))?;
+    Keys::new(next).ok_or_else(|| {
+        Fatal::new(
+            AlertDescription::InternalError,
+            "key update changed the key size",
+        )
+    })
 }
 
 /// An alert record's meaning: close_notify ends the session cleanly,

@@ -4,7 +4,6 @@
 use super::input::{plain_or, Input, TlsRead};
 use super::record::{record_len, Fatal, Inbound, RecordLayer, HEADER};
 use super::seal::{seal_and_send, Sealed, Sealer, SEALED_LIMIT};
-use super::session::{Stage, TlsSession};
 use crate::gateway::outqueue::OutQueue;
 use crate::gateway::pool::BufPool;
 use rustls::AlertDescription;
@@ -14,23 +13,16 @@ use std::io::{self, Write};
 const SMALL_RECORD: usize = 64;
 
 /// Opens whole records of `input` into `scratch` after its first `filled`
-/// bytes, until the input is used up or the next record may not fit.
+/// bytes (answers and alerts go to `sealed`), until the input is used up or the next record may not fit.
 pub fn feed(
-    session: &mut TlsSession,
+    layer: &mut RecordLayer,
+    sealed: &mut Sealed,
+    peer_closed: &mut bool,
     input: &mut Input<'_>,
     scratch: &mut [u8],
     pool: &mut BufPool,
     mut filled: usize,
 ) -> TlsRead {
-    let TlsSession {
-        stage: Stage::Records(layer),
-        sealed,
-        peer_closed,
-        ..
-    } = session
-    else {
-        return TlsRead::Failed("TLS session not on the record layer".into());
-    };
     let mut opener = None;
     loop {
         if *peer_closed {
@@ -112,46 +104,33 @@ fn seal_into(
     used.map(drop)
 }
 
-/// Seals queued plaintext and writes it, as [`super::flush`] does.
-pub fn flush(
-    session: &mut TlsSession,
+/// One pass of [`super::flush`] once the sealed records are written:
+/// seals queued plaintext (up to the staging buffer) and writes it. True
+/// when nothing is left to seal.
+pub fn seal_queued(
+    layer: &mut RecordLayer,
+    sealed: &mut Sealed,
     sock: &mut impl Write,
     out: &mut OutQueue,
     pool: &mut BufPool,
     staging: &mut [u8],
 ) -> io::Result<bool> {
-    let TlsSession {
-        stage: Stage::Records(layer),
-        sealed,
-        ..
-    } = session
-    else {
-        return Err(io::Error::other("TLS session not on the record layer"));
-    };
-    loop {
-        if !sealed.write_to(sock, pool)? {
-            return Ok(false);
-        }
-        // After our close_notify nothing more goes out (as with rustls).
-        if out.is_empty() || layer.tx_closed() {
-            return Ok(true);
-        }
-        let aead = layer.sealer();
-        let sealer = Sealer::Records { layer, aead };
-        seal_and_send(sealer, sock, out, pool, staging, sealed)?;
+    // After our close_notify nothing more goes out (as with rustls).
+    if out.is_empty() || layer.tx_closed() {
+        return Ok(true);
     }
+    let aead = layer.sealer();
+    let sealer = Sealer::Records { layer, aead };
+    seal_and_send(sealer, sock, out, pool, staging, sealed)?;
+    Ok(false)
 }
 
 /// Seals a close_notify (once).
-pub fn close_notify(session: &mut TlsSession, pool: &mut BufPool) -> io::Result<()> {
-    let TlsSession {
-        stage: Stage::Records(layer),
-        sealed,
-        ..
-    } = session
-    else {
-        return Ok(());
-    };
+pub fn close_notify(
+    layer: &mut RecordLayer,
+    sealed: &mut Sealed,
+    pool: &mut BufPool,
+) -> io::Result<()> {
     seal_into(sealed, pool, |room| {
         layer.seal_alert(AlertDescription::CloseNotify, room)
     })

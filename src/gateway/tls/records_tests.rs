@@ -3,8 +3,8 @@
 //! KeyUpdate, close_notify and a tampered record.
 
 use super::io::tests::{
-    client_config_with, client_from, client_to_server, established, pump, server_to_client,
-    session_for,
+    client_config_with, client_from, client_to_server, established, fails_with_alert, pump,
+    server_to_client, session_for,
 };
 use super::session::{Stage, TlsSession};
 use super::*;
@@ -137,14 +137,7 @@ fn a_tampered_record_fails_with_bad_record_mac() {
     client.write_tls(&mut wire).unwrap();
     let last = wire.len() - 1;
     wire[last] ^= 1;
-    let mut input = Input::new(&mut wire);
-    let mut scratch = [0u8; 1024];
-    assert!(matches!(
-        feed(&mut server, &mut input, &mut scratch, &mut pool),
-        TlsRead::Failed(_)
-    ));
-    let mut alert = Vec::new();
-    assert!(write_records(&mut server, &mut alert, &mut pool).unwrap());
+    let alert = fails_with_alert(&mut server, &wire, &mut pool);
     let mut src = &alert[..];
     client.read_tls(&mut src).unwrap();
     let error = client.process_new_packets().unwrap_err();
@@ -159,13 +152,8 @@ fn a_tampered_record_fails_with_bad_record_mac() {
 #[test]
 fn an_unencrypted_record_after_the_handshake_fails() {
     let (mut server, _, _, mut pool) = established(&rcgen::PKCS_ED25519, "plainrec");
-    let mut junk = vec![22, 3, 3, 0, 1, 0];
-    let mut input = Input::new(&mut junk);
-    let mut scratch = [0u8; 64];
-    assert!(matches!(
-        feed(&mut server, &mut input, &mut scratch, &mut pool),
-        TlsRead::Failed(_)
-    ));
+    let alert = fails_with_alert(&mut server, &[22, 3, 3, 0, 1, 0], &mut pool);
+    assert_eq!(alert.first(), Some(&23), "an encrypted alert");
     server.release(&mut pool);
 }
 

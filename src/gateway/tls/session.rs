@@ -161,9 +161,10 @@ mod tests {
     #[ignore = "prints the session's size"]
     fn session_size() {
         println!(
-            "TlsSession {} RecordLayer {} LessSafeKey {} UnbufferedServerConnection {} ServerConnection {}",
+            "TlsSession {} RecordLayer {} KernelConnection {} LessSafeKey {} UnbufferedServerConnection {} ServerConnection {}",
             std::mem::size_of::<TlsSession>(),
             std::mem::size_of::<RecordLayer>(),
+            std::mem::size_of::<rustls::kernel::KernelConnection<rustls::server::ServerConnectionData>>(),
             std::mem::size_of::<ring::aead::LessSafeKey>(),
             std::mem::size_of::<UnbufferedServerConnection>(),
             std::mem::size_of::<rustls::ServerConnection>()
