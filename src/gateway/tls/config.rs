@@ -120,8 +120,7 @@ impl TlsState {
 fn load_config(cert: &Path, key: &Path) -> Result<(Arc<ServerConfig>, String), TlsError> {
     let (chain, key_der) = read_pair(cert, key)?;
     let fingerprint = sha256_fingerprint(&chain[0]);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(TlsError::Config)?
         .with_no_client_auth();
@@ -142,7 +141,29 @@ fn load_config(cert: &Path, key: &Path) -> Result<(Arc<ServerConfig>, String), T
         })?;
     // WebSocket runs over HTTP/1.1 (RFC 6455); clients that offer ALPN get it.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Past the handshake, TLS 1.3 sessions move to our record layer
+    // (`record`), which takes the traffic keys out of rustls.
+    config.enable_secret_extraction = true;
+    // The server's order (`provider`), so that browsers, which list
+    // AES-128 first, get a suite whose sessions move to the record layer.
+    config.ignore_client_order = true;
     Ok((Arc::new(config), fingerprint))
+}
+
+/// ring, with the TLS 1.3 suites in the order the server picks them:
+/// first those with 32-byte keys, which the record layer takes over from
+/// rustls (AES-128 sessions stay with rustls for life).
+fn provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring::cipher_suite as suite;
+    let mut provider = rustls::crypto::ring::default_provider();
+    let tls13_first = [
+        suite::TLS13_AES_256_GCM_SHA384,
+        suite::TLS13_CHACHA20_POLY1305_SHA256,
+        suite::TLS13_AES_128_GCM_SHA256,
+    ];
+    provider.cipher_suites.retain(|s| !tls13_first.contains(s));
+    provider.cipher_suites.splice(0..0, tls13_first);
+    provider
 }
 
 /// Reads a PEM certificate chain and a PEM private key (PKCS#8, SEC1 or

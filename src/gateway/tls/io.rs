@@ -4,65 +4,27 @@
 //! buffer the caller lends it; a session keeps only the bytes that are not
 //! yet a whole record, and the sealed records the socket has not taken.
 
+use super::input::plain_or;
+pub use super::input::{Input, TlsRead};
+use super::records_io;
 #[cfg(test)]
 use super::seal::BUFFER_LIMIT;
-use super::seal::{seal_handshake, seal_with, Plaintext};
-use super::session::TlsSession;
+use super::seal::{seal_and_send, seal_handshake, seal_with, Sealer};
 #[cfg(test)]
 use super::session::HELD_LIMIT;
-use crate::gateway::nonblocking::retry;
+use super::session::{Stage, TlsSession};
 use crate::gateway::outqueue::OutQueue;
 use crate::gateway::pool::BufPool;
 use rustls::unbuffered::ConnectionState;
 use std::io::{self, Write};
-
-/// What one step of feeding a TLS connection gave.
-#[derive(Debug, PartialEq, Eq)]
-pub enum TlsRead {
-    /// This many plaintext bytes are at the front of the scratch buffer.
-    Plain(usize),
-    /// The input is used up (but for a partial record, to hold) and no
-    /// plaintext is left: read the socket again.
-    WouldBlock,
-    /// The peer closed (close_notify).
-    Closed,
-    /// A TLS protocol error (junk, a bad handshake): any alert is sealed
-    /// and should be written before the socket is dropped.
-    Failed(String),
-}
-
-/// The bytes of one read (after those held since the last), consumed from
-/// the front as rustls is done with them.
-pub struct Input<'a> {
-    buf: &'a mut [u8],
-    start: usize,
-}
-
-impl<'a> Input<'a> {
-    pub fn new(buf: &'a mut [u8]) -> Input<'a> {
-        Input { buf, start: 0 }
-    }
-
-    /// What rustls has not discarded: a partial record (or handshake
-    /// message) to hold until the next read.
-    pub fn rest(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-
-    fn unprocessed(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..]
-    }
-
-    fn discard(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.buf.len());
-    }
-}
 
 /// What a step of the state machine leaves the read loop to do.
 enum Step {
     Again,
     ScratchFull,
     NeedInput,
+    /// The handshake is done: hand the session to our record layer.
+    Compact,
     Closed,
     Failed(String),
 }
@@ -81,7 +43,16 @@ pub fn feed(
         if session.peer_closed {
             return plain_or(filled, TlsRead::Closed);
         }
-        let status = session.conn.process_tls_records(input.unprocessed());
+        let compactable = session.compactable();
+        let conn = match &mut session.stage {
+            Stage::Rustls(conn) => conn,
+            Stage::Records(layer) => {
+                let (sealed, closed) = (&mut session.sealed, &mut session.peer_closed);
+                return records_io::feed(layer, sealed, closed, input, scratch, pool, filled);
+            }
+            Stage::Gone => return TlsRead::Failed("TLS session gone".into()),
+        };
+        let status = conn.process_tls_records(input.unprocessed());
         let discard = status.discard;
         let step = match status.state {
             Ok(ConnectionState::ReadTraffic(mut traffic)) => {
@@ -117,6 +88,7 @@ pub fn feed(
                 transmit.done();
                 Step::Again
             }
+            Ok(ConnectionState::WriteTraffic(_)) if compactable => Step::Compact,
             Ok(ConnectionState::WriteTraffic(_) | ConnectionState::BlockedHandshake) => {
                 Step::NeedInput
             }
@@ -130,6 +102,11 @@ pub fn feed(
             Step::Again => {}
             Step::ScratchFull => return TlsRead::Plain(filled),
             Step::NeedInput => return plain_or(filled, TlsRead::WouldBlock),
+            Step::Compact => {
+                if let Err(reason) = session.compact() {
+                    return TlsRead::Failed(reason);
+                }
+            }
             Step::Closed => session.peer_closed = true,
             Step::Failed(reason) => {
                 seal_alert(session, input, pool);
@@ -139,19 +116,14 @@ pub fn feed(
     }
 }
 
-fn plain_or(filled: usize, otherwise: TlsRead) -> TlsRead {
-    if filled > 0 {
-        TlsRead::Plain(filled)
-    } else {
-        otherwise
-    }
-}
-
 /// After an error rustls has queued its alert, which the next step hands
 /// out before it reads any input: seal it. Only that one step is taken, as
 /// stepping on would read the bad input again (best effort).
 fn seal_alert(session: &mut TlsSession, input: &mut Input<'_>, pool: &mut BufPool) {
-    let status = session.conn.process_tls_records(input.unprocessed());
+    let Stage::Rustls(conn) = &mut session.stage else {
+        return;
+    };
+    let status = conn.process_tls_records(input.unprocessed());
     let discard = status.discard;
     if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
         let _ = seal_handshake(&mut session.sealed, &mut encode, pool);
@@ -176,9 +148,22 @@ pub fn flush(
         if !session.sealed.write_to(sock, pool)? {
             return Ok(false);
         }
+        let compactable = session.compactable();
+        let conn = match &mut session.stage {
+            Stage::Rustls(conn) => conn,
+            Stage::Records(layer) => {
+                let sealed = &mut session.sealed;
+                if records_io::seal_queued(layer, sealed, sock, out, pool, staging)? {
+                    return Ok(true);
+                }
+                continue;
+            }
+            Stage::Gone => return Err(io::Error::other("TLS session gone")),
+        };
         let held = session.held.as_deref_mut().unwrap_or(&mut []);
-        let status = session.conn.process_tls_records(held);
+        let status = conn.process_tls_records(held);
         let discard = status.discard;
+        let mut hand_over = false;
         let done = match status.state {
             Ok(ConnectionState::EncodeTlsData(mut encode)) => {
                 seal_handshake(&mut session.sealed, &mut encode, pool).map_err(io::Error::other)?;
@@ -188,23 +173,17 @@ pub fn flush(
                 transmit.done();
                 None
             }
+            // The records pass goes on once the session is handed over.
+            Ok(ConnectionState::WriteTraffic(_)) if compactable => {
+                hand_over = true;
+                None
+            }
             Ok(ConnectionState::WriteTraffic(traffic)) => {
                 if out.is_empty() {
                     Some(true)
                 } else {
-                    let before = out.queued();
-                    let mut sink = Plaintext {
-                        traffic,
-                        staging: &mut *staging,
-                        len: 0,
-                    };
-                    out.write_to(&mut sink, pool)?;
-                    let sealed = sink.len;
-                    if out.queued() == before {
-                        return Err(io::Error::other("TLS: no plaintext could be sealed"));
-                    }
-                    let sent = write_some(sock, &staging[..sealed])?;
-                    session.sealed.push(&staging[sent..sealed], pool);
+                    let sealer = Sealer::Rustls(traffic);
+                    seal_and_send(sealer, sock, out, pool, staging, &mut session.sealed)?;
                     None
                 }
             }
@@ -222,20 +201,10 @@ pub fn flush(
         if let Some(done) = done {
             return Ok(done);
         }
-    }
-}
-
-/// Writes as much of `bytes` as the socket takes now.
-fn write_some(sock: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
-    let mut sent = 0;
-    while sent < bytes.len() {
-        match retry(|| sock.write(&bytes[sent..]))? {
-            Some(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Some(n) => sent += n,
-            None => break,
+        if hand_over {
+            session.compact().map_err(io::Error::other)?;
         }
     }
-    Ok(sent)
 }
 
 /// Writes sealed records; false if the socket would block first.
@@ -250,8 +219,13 @@ pub fn write_records(
 /// Seals a close_notify alert (once the handshake is done; sending it
 /// twice sends it once). Write it with [`write_records`].
 pub fn close_notify(session: &mut TlsSession, pool: &mut BufPool) -> io::Result<()> {
+    let conn = match &mut session.stage {
+        Stage::Rustls(conn) => conn,
+        Stage::Records(layer) => return records_io::close_notify(layer, &mut session.sealed, pool),
+        Stage::Gone => return Ok(()),
+    };
     let held = session.held.as_deref_mut().unwrap_or(&mut []);
-    let status = session.conn.process_tls_records(held);
+    let status = conn.process_tls_records(held);
     let discard = status.discard;
     let sealed = match status.state {
         Ok(ConnectionState::WriteTraffic(mut traffic)) => {
@@ -269,7 +243,7 @@ pub fn close_notify(session: &mut TlsSession, pool: &mut BufPool) -> io::Result<
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::testing::{issue, temp_dir, write_pair};
     use super::super::TlsState;
     use super::*;
@@ -287,7 +261,7 @@ mod tests {
         client_from(client_config(ca_pem, versions))
     }
 
-    fn client_from(config: Arc<ClientConfig>) -> ClientConnection {
+    pub(in crate::gateway::tls) fn client_from(config: Arc<ClientConfig>) -> ClientConnection {
         ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap()
     }
 
@@ -295,23 +269,34 @@ mod tests {
         ca_pem: &str,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Arc<ClientConfig> {
+        client_config_with(ca_pem, versions, rustls::crypto::ring::default_provider())
+    }
+
+    pub(in crate::gateway::tls) fn client_config_with(
+        ca_pem: &str,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        provider: rustls::crypto::CryptoProvider,
+    ) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
-        let config =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(versions)
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+        let config = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         Arc::new(config)
     }
 
     /// What the read pass does with one read: the held bytes first, then
     /// feed until the input is used up, holding the rest. Returns the
     /// plaintext.
-    fn deliver(server: &mut TlsSession, wire: &[u8], pool: &mut BufPool) -> Vec<u8> {
+    pub(in crate::gateway::tls) fn deliver(
+        server: &mut TlsSession,
+        wire: &[u8],
+        pool: &mut BufPool,
+    ) -> Vec<u8> {
         let held = server.held_len();
         let mut records = vec![0u8; held + wire.len()];
         server.unhold(&mut records[..held], pool);
@@ -331,7 +316,7 @@ mod tests {
     }
 
     /// Moves the client's records to the server `step` bytes at a time.
-    fn client_to_server(
+    pub(in crate::gateway::tls) fn client_to_server(
         client: &mut ClientConnection,
         server: &mut TlsSession,
         pool: &mut BufPool,
@@ -348,7 +333,7 @@ mod tests {
         plain
     }
 
-    fn server_to_client(client: &mut ClientConnection, wire: &[u8]) {
+    pub(in crate::gateway::tls) fn server_to_client(client: &mut ClientConnection, wire: &[u8]) {
         let mut src = wire;
         while !src.is_empty() {
             client.read_tls(&mut src).unwrap();
@@ -357,7 +342,7 @@ mod tests {
     }
 
     /// Pumps records between a client and a server session through memory.
-    fn pump(
+    pub(in crate::gateway::tls) fn pump(
         client: &mut ClientConnection,
         server: &mut TlsSession,
         out: &mut OutQueue,
@@ -372,7 +357,10 @@ mod tests {
         }
     }
 
-    fn session_for(alg: &'static rcgen::SignatureAlgorithm, tag: &str) -> (TlsSession, String) {
+    pub(in crate::gateway::tls) fn session_for(
+        alg: &'static rcgen::SignatureAlgorithm,
+        tag: &str,
+    ) -> (TlsSession, String) {
         let dir = temp_dir(tag);
         let (ca, cert, key) = issue(alg);
         let (c, k) = write_pair(&dir, "a", &cert, &key);
@@ -382,7 +370,7 @@ mod tests {
     }
 
     /// A TLS 1.3 session with its handshake done, and its client.
-    fn established(
+    pub(in crate::gateway::tls) fn established(
         alg: &'static rcgen::SignatureAlgorithm,
         tag: &str,
     ) -> (TlsSession, ClientConnection, OutQueue, BufPool) {
@@ -512,30 +500,6 @@ mod tests {
         assert_eq!(client.reader().read(&mut got).unwrap(), 1000);
     }
 
-    #[test]
-    fn close_notify_reaches_the_peer() {
-        let (mut server, mut client, _, mut pool) =
-            established(&rcgen::PKCS_ECDSA_P256_SHA256, "close");
-        close_notify(&mut server, &mut pool).unwrap();
-        close_notify(&mut server, &mut pool).unwrap();
-        let mut wire = Vec::new();
-        assert!(write_records(&mut server, &mut wire, &mut pool).unwrap());
-        server_to_client(&mut client, &wire);
-        let mut got = [0u8; 8];
-        assert_eq!(client.reader().read(&mut got).unwrap(), 0, "clean close");
-        // The client's close_notify: the read pass sees the end.
-        client.send_close_notify();
-        let mut wire = Vec::new();
-        client.write_tls(&mut wire).unwrap();
-        let mut input_bytes = wire.clone();
-        let mut input = Input::new(&mut input_bytes);
-        let mut scratch = [0u8; 64];
-        assert_eq!(
-            feed(&mut server, &mut input, &mut scratch, &mut pool),
-            TlsRead::Closed
-        );
-    }
-
     /// A sink that accepts `left` bytes, then would block.
     struct Limited<'a>(&'a mut Vec<u8>, usize);
 
@@ -554,19 +518,29 @@ mod tests {
         }
     }
 
+    /// Feeds `bytes`, which must fail the session; returns the alert sealed.
+    pub(in crate::gateway::tls) fn fails_with_alert(
+        server: &mut TlsSession,
+        bytes: &[u8],
+        pool: &mut BufPool,
+    ) -> Vec<u8> {
+        let mut bytes = bytes.to_vec();
+        let mut input = Input::new(&mut bytes);
+        let mut scratch = [0u8; 1024];
+        assert!(matches!(
+            feed(server, &mut input, &mut scratch, pool),
+            TlsRead::Failed(_)
+        ));
+        let mut alert = Vec::new();
+        assert!(write_records(server, &mut alert, pool).unwrap());
+        alert
+    }
+
     #[test]
     fn junk_instead_of_a_client_hello_fails_with_an_alert() {
         let (mut server, _) = session_for(&rcgen::PKCS_ECDSA_P256_SHA256, "junk");
         let mut pool = BufPool::new(4);
-        let mut junk = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
-        let mut input = Input::new(&mut junk);
-        let mut scratch = [0u8; 1024];
-        assert!(matches!(
-            feed(&mut server, &mut input, &mut scratch, &mut pool),
-            TlsRead::Failed(_)
-        ));
-        let mut alert = Vec::new();
-        assert!(write_records(&mut server, &mut alert, &mut pool).unwrap());
+        let alert = fails_with_alert(&mut server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &mut pool);
         assert_eq!(alert.first(), Some(&21), "a TLS alert record");
         assert_eq!(pool.lent, 0);
     }

@@ -14,7 +14,14 @@
 
 mod config;
 mod error;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
+mod input;
 mod io;
+mod record;
+mod records_io;
+#[cfg(test)]
+mod records_tests;
 mod seal;
 mod session;
 

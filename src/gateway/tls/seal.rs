@@ -2,12 +2,16 @@
 //! pool only while it holds some), and sealing into it, from handshake
 //! records rustls made and from queued plaintext.
 
+use super::record::{RecordLayer, MAX_PLAINTEXT};
 use crate::gateway::nonblocking::retry;
+use crate::gateway::outqueue::OutQueue;
 use crate::gateway::pool::BufPool;
+use rustls::crypto::cipher::MessageEncrypter;
 use rustls::server::ServerConnectionData;
 use rustls::unbuffered::{
     EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError, WriteTraffic,
 };
+use rustls::ContentType;
 use std::io::{self, IoSlice, Write};
 
 /// Bound of the sealed application data waiting for the socket (as the
@@ -18,8 +22,6 @@ pub const BUFFER_LIMIT: usize = 32 * 1024;
 /// updates) up to this. A peer that makes the server answer past it
 /// without reading is dropped.
 pub const SEALED_LIMIT: usize = 2 * BUFFER_LIMIT;
-/// Plaintext in one record (RFC 8446 §5.1).
-const MAX_PLAINTEXT: usize = 16 * 1024;
 /// Room reserved per record beyond its plaintext: header, nonce, tag and
 /// padding, more than any suite rustls offers needs.
 const RECORD_OVERHEAD: usize = 5 + 256;
@@ -169,14 +171,64 @@ pub fn seal_with(
     }
 }
 
+/// What seals an established session's plaintext: rustls (TLS 1.2, or
+/// AES-128), or our record layer with the AEAD built for this pass.
+pub enum Sealer<'c> {
+    Rustls(WriteTraffic<'c, ServerConnectionData>),
+    Records {
+        layer: &'c mut RecordLayer,
+        aead: Box<dyn MessageEncrypter>,
+    },
+}
+
+/// Seals queued plaintext into `staging` (shared, at least
+/// [`BUFFER_LIMIT`] long) and writes it: only what the socket does not
+/// take is copied into `sealed`.
+pub fn seal_and_send(
+    sealer: Sealer<'_>,
+    sock: &mut impl Write,
+    out: &mut OutQueue,
+    pool: &mut BufPool,
+    staging: &mut [u8],
+    sealed: &mut Sealed,
+) -> io::Result<()> {
+    let before = out.queued();
+    let mut sink = Plaintext {
+        sealer,
+        staging: &mut *staging,
+        len: 0,
+    };
+    out.write_to(&mut sink, pool)?;
+    let len = sink.len;
+    if out.queued() == before {
+        return Err(io::Error::other("TLS: no plaintext could be sealed"));
+    }
+    let sent = write_some(sock, &staging[..len])?;
+    sealed.push(&staging[sent..len], pool);
+    Ok(())
+}
+
+/// Writes as much of `bytes` as the socket takes now.
+fn write_some(sock: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match retry(|| sock.write(&bytes[sent..]))? {
+            Some(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Some(n) => sent += n,
+            None => break,
+        }
+    }
+    Ok(sent)
+}
+
 /// The plaintext side of an established session as a `Write`: what is
 /// written is sealed into `staging` (a buffer shared by all connections,
 /// written to the socket right after); full is `WouldBlock`.
-pub struct Plaintext<'c, 's> {
-    pub traffic: WriteTraffic<'c, ServerConnectionData>,
-    pub staging: &'s mut [u8],
+struct Plaintext<'c, 's> {
+    sealer: Sealer<'c>,
+    staging: &'s mut [u8],
     /// Bytes of `staging` sealed so far.
-    pub len: usize,
+    len: usize,
 }
 
 impl Plaintext<'_, '_> {
@@ -189,17 +241,34 @@ impl Plaintext<'_, '_> {
     }
 
     fn seal(&mut self, plain: &[u8]) -> io::Result<usize> {
-        match self.traffic.encrypt(plain, &mut self.staging[self.len..]) {
-            Ok(used) => {
-                self.len += used;
-                Ok(plain.len())
+        let room = &mut self.staging[self.len..];
+        let sealed = match &mut self.sealer {
+            Sealer::Rustls(traffic) => match traffic.encrypt(plain, room) {
+                Ok(used) => used,
+                // rustls had records of its own to put first (a key update).
+                Err(EncryptError::InsufficientSize(_)) if self.len > 0 => {
+                    return Err(io::ErrorKind::WouldBlock.into())
+                }
+                Err(e) => return Err(io::Error::other(e.to_string())),
+            },
+            Sealer::Records { layer, aead } => {
+                // One record per call: the caller writes the rest again.
+                let plain = &plain[..plain.len().min(MAX_PLAINTEXT)];
+                if room.len() < layer.sealed_len(aead.as_ref(), plain.len()) {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                match layer.seal(aead, ContentType::ApplicationData, plain, room) {
+                    Ok(0) => return Err(io::Error::other("TLS: the session is closed")),
+                    Ok(used) => {
+                        self.len += used;
+                        return Ok(plain.len());
+                    }
+                    Err(fatal) => return Err(io::Error::other(fatal.reason)),
+                }
             }
-            // rustls had records of its own to put first (a key update).
-            Err(EncryptError::InsufficientSize(_)) if self.len > 0 => {
-                Err(io::ErrorKind::WouldBlock.into())
-            }
-            Err(e) => Err(io::Error::other(e.to_string())),
-        }
+        };
+        self.len += sealed;
+        Ok(plain.len())
     }
 }
 

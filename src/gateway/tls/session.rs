@@ -3,6 +3,7 @@
 //! (here), and sealed records not yet written (`seal`). Both are lent from
 //! the pool only while they hold bytes, so an idle session holds no buffer.
 
+use super::record::{self, RecordLayer};
 use super::seal::Sealed;
 use crate::gateway::pool::BufPool;
 use rustls::server::UnbufferedServerConnection;
@@ -31,9 +32,19 @@ pub fn keep_freed_heap() {
     }
 }
 
+/// Who runs the session's records.
+pub(super) enum Stage {
+    /// rustls: the handshake, and TLS 1.2 or AES-128 sessions for life.
+    Rustls(Box<UnbufferedServerConnection>),
+    /// Our TLS 1.3 record layer, once the handshake is done.
+    Records(Box<RecordLayer>),
+    /// The hand-over failed; the session is over.
+    Gone,
+}
+
 /// What a session holds, and the flags the caller needs about it.
 pub struct TlsSession {
-    pub(super) conn: UnbufferedServerConnection,
+    pub(super) stage: Stage,
     /// Received bytes not yet a whole record (lent while non-empty).
     pub(super) held: Option<Vec<u8>>,
     pub(super) sealed: Sealed,
@@ -44,11 +55,38 @@ pub struct TlsSession {
 impl TlsSession {
     pub fn new(conn: UnbufferedServerConnection) -> TlsSession {
         TlsSession {
-            conn,
+            stage: Stage::Rustls(Box::new(conn)),
             held: None,
             sealed: Sealed::default(),
             peer_closed: false,
         }
+    }
+
+    /// Whether the handshake is done and the session may move to
+    /// [`RecordLayer`] (call [`TlsSession::compact`] only once rustls said
+    /// `WriteTraffic`: then nothing of its own waits to be sent).
+    pub(super) fn compactable(&self) -> bool {
+        match &self.stage {
+            Stage::Rustls(conn) => {
+                !conn.is_handshaking() && record::fits(conn.negotiated_cipher_suite())
+            }
+            _ => false,
+        }
+    }
+
+    /// Hands the session from rustls to [`RecordLayer`]: rustls' state
+    /// goes, its traffic keys and key schedule stay.
+    pub(super) fn compact(&mut self) -> Result<(), String> {
+        let Stage::Rustls(conn) = std::mem::replace(&mut self.stage, Stage::Gone) else {
+            return Err("TLS session already handed over".into());
+        };
+        let (secrets, kernel) = conn
+            .dangerous_into_kernel_connection()
+            .map_err(|e| e.to_string())?;
+        let layer = RecordLayer::new(secrets, kernel)
+            .ok_or("TLS session with a suite the record layer does not take")?;
+        self.stage = Stage::Records(Box::new(layer));
+        Ok(())
     }
 
     /// Sealed records wait for the socket.
@@ -123,8 +161,10 @@ mod tests {
     #[ignore = "prints the session's size"]
     fn session_size() {
         println!(
-            "TlsSession {} LessSafeKey {} UnbufferedServerConnection {} ServerConnection {}",
+            "TlsSession {} RecordLayer {} KernelConnection {} LessSafeKey {} UnbufferedServerConnection {} ServerConnection {}",
             std::mem::size_of::<TlsSession>(),
+            std::mem::size_of::<RecordLayer>(),
+            std::mem::size_of::<rustls::kernel::KernelConnection<rustls::server::ServerConnectionData>>(),
             std::mem::size_of::<ring::aead::LessSafeKey>(),
             std::mem::size_of::<UnbufferedServerConnection>(),
             std::mem::size_of::<rustls::ServerConnection>()

@@ -20,7 +20,7 @@ mod dispatch;
 mod frames;
 mod handshake;
 #[cfg(test)]
-mod regressions;
+pub(crate) mod regressions;
 mod resp;
 mod responses;
 

@@ -29,7 +29,9 @@ fn inputs(target: &str) -> Vec<PathBuf> {
     files
 }
 
-fn replay(target: &str, harness: fn(&[u8])) {
+/// Runs every saved input of `target` through `harness` (also for the
+/// harnesses outside `proto`, such as the TLS record layer's).
+pub(crate) fn replay(target: &str, harness: fn(&[u8])) {
     for path in inputs(target) {
         let data = fs::read(&path).expect("read a fuzz input");
         let result = std::panic::catch_unwind(|| harness(&data));
