@@ -1,7 +1,8 @@
 //! The HTTP endpoints of SPEC §7: `/health`, `/metrics`, `/api/connections`
-//! and `/api/publish`. A request in, a complete HTTP answer out; the shell
+//! and `/api/publish`; for the dashboard (SPEC §14) `/api/rooms` and its files. A request in, a complete HTTP answer out; the shell
 //! reads the request (bounded) and writes the answer, then closes.
 
+use super::dashboard;
 use super::metrics::{self, ShellGauges, ShellMetrics};
 use crate::proto::auth::Identity;
 use crate::proto::envelope::JsonWriter;
@@ -12,12 +13,13 @@ use crate::proto::Now;
 /// Largest request body accepted (`/api/publish`).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-const PATHS: [&str; 5] = [
+const PATHS: [&str; 6] = [
     "/health",
     "/ready",
     "/metrics",
     "/api/connections",
     "/api/publish",
+    "/api/rooms",
 ];
 
 /// Whether `path` is one of the endpoints (on a shared port, other plain
@@ -43,6 +45,21 @@ pub struct HttpAnswer {
 }
 
 impl HttpAnswer {
+    /// An answer with `headers` (each line ending in CRLF).
+    fn with_headers(
+        status: u16,
+        content_type: &'static str,
+        headers: &'static str,
+        body: Vec<u8>,
+    ) -> HttpAnswer {
+        HttpAnswer {
+            status,
+            content_type,
+            headers,
+            body,
+        }
+    }
+
     fn json(status: u16, body: Vec<u8>) -> HttpAnswer {
         HttpAnswer {
             status,
@@ -131,24 +148,44 @@ pub fn answer(
             headers: "",
             body: metrics::render(shell, gauges, hub, now.unix).into_bytes(),
         },
-        "/api/connections" if get => {
-            match authorize(req, hub, now, Identity::is_admin, "the admin permission") {
-                Ok(_) => {
-                    let mut body = Vec::with_capacity(256);
-                    let mut doc = JsonWriter::object(&mut body);
-                    doc.with_raw("connections", |buf| hub.write_client_list(buf));
-                    doc.end();
-                    HttpAnswer::json(200, body)
-                }
-                Err(answer) => answer,
-            }
-        }
+        "/api/connections" if get => admin_json(req, hub, now, |hub, body| {
+            let mut doc = JsonWriter::object(body);
+            doc.with_raw("connections", |buf| hub.write_client_list(buf));
+            doc.end();
+        }),
+        "/api/rooms" if get => admin_json(req, hub, now, |hub, body| hub.write_room_list(body)),
         "/api/publish" if req.method == "POST" => publish(req, hub, now),
-        "/health" | "/ready" | "/metrics" | "/api/connections" => {
+        "/health" | "/ready" | "/metrics" | "/api/connections" | "/api/rooms" => {
             HttpAnswer::method_not_allowed("Allow: GET\r\n")
         }
         "/api/publish" => HttpAnswer::method_not_allowed("Allow: POST\r\n"),
+        path if get => match dashboard::file(path) {
+            Some((content_type, body)) => HttpAnswer::with_headers(
+                200,
+                content_type,
+                dashboard::SECURITY_HEADERS,
+                body.to_vec(),
+            ),
+            None => HttpAnswer::error(404, "no such endpoint"),
+        },
         _ => HttpAnswer::error(404, "no such endpoint"),
+    }
+}
+
+/// 200 with the JSON `write` makes, for a bearer token with admin; else 401.
+fn admin_json(
+    req: &HttpRequest<'_>,
+    hub: &Hub,
+    now: Now,
+    write: impl FnOnce(&Hub, &mut Vec<u8>),
+) -> HttpAnswer {
+    match authorize(req, hub, now, Identity::is_admin, "the admin permission") {
+        Ok(_) => {
+            let mut body = Vec::with_capacity(256);
+            write(hub, &mut body);
+            HttpAnswer::json(200, body)
+        }
+        Err(answer) => answer,
     }
 }
 
@@ -462,6 +499,23 @@ mod tests {
             call(&mut h, "POST", "/api/publish", None, r#"{"event":"e"}"#).0,
             401
         );
+    }
+
+    #[test]
+    fn rooms_need_an_admin_token() {
+        let mut h = hub();
+        open_client(&mut h, 0, &["red"]);
+        assert_eq!(call(&mut h, "GET", "/api/rooms", None, "").0, 401);
+        let user = token(&["publish"], &[]);
+        assert_eq!(call(&mut h, "GET", "/api/rooms", Some(&user), "").0, 401);
+        let admin = token(&["admin"], &[]);
+        let (status, body) = call(&mut h, "GET", "/api/rooms", Some(&admin), "");
+        assert_eq!(status, 200);
+        assert_eq!(body["rooms"], json!([{"room": "red", "members": 1}]));
+        assert_eq!(call(&mut h, "POST", "/api/rooms", Some(&admin), "").0, 405);
+        assert!(is_endpoint("/api/rooms"));
+        // The page is not on a shared port, where other plain requests get 426.
+        assert!(!is_endpoint("/"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod compress;
 mod deadlines;
 mod ingress;
 mod read;
+mod viewer;
 mod ws;
 
 pub use deadlines::{open_timer, wake_at, OpenTimer};

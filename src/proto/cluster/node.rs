@@ -239,7 +239,7 @@ impl Node {
                     RoomKind::Broadcast
                 };
                 self.received += 1;
-                hub.deliver_from_cluster(env.room, kind, env.payload.into());
+                hub.deliver_from_cluster(env.room, kind, env.payload.into(), now);
             }
             Kind::Publish | Kind::Broadcast => {}
             Kind::Send | Kind::Kick => {

@@ -14,6 +14,7 @@ mod client_tests;
 mod cluster;
 #[cfg(test)]
 mod compat_tests;
+mod dashboard;
 #[cfg(test)]
 mod history_tests;
 mod host_events;
@@ -46,6 +47,7 @@ use crate::proto::limits::{MessageLimiter, Verdict};
 use crate::proto::path_rooms::PathRooms;
 pub use crate::proto::rooms::MAX_ROOM_NAME;
 use crate::proto::rooms::{ConnKey, Rooms};
+use crate::proto::tail::Tail;
 use crate::proto::Now;
 use log::{debug, warn};
 use serde::Deserialize;
@@ -138,6 +140,8 @@ pub struct Hub {
     pub stats: Stats,
     /// Rolling figures: sessions in the last 24 h, messages per minute, durations.
     pub activity: Activity,
+    /// The dashboards watching room messages (SPEC §14).
+    tail: Tail,
 }
 
 /// A token made for a host names `host` itself (`admin` alone does not count):
@@ -165,6 +169,7 @@ impl Hub {
             out: Outbox::default(),
             stats: Stats::default(),
             activity: Activity::default(),
+            tail: Tail::default(),
         }
     }
 
@@ -255,6 +260,7 @@ impl Hub {
         let server = &self.cfg.server_name;
         let dialect = match &identity {
             Some(identity) if names_host(identity) => Dialect::Event,
+            _ if self.tail.is_viewer(key) => Dialect::Event,
             _ => self.cfg.compat.dialect,
         };
         self.out.set_dialect(key, dialect);
@@ -282,6 +288,7 @@ impl Hub {
             return;
         };
         self.active -= 1;
+        self.tail.remove(key);
         self.out.set_dialect(key, Dialect::Event);
         let lasted = now.unix.saturating_sub(session.connected_at);
         self.activity.session_ended(lasted);
