@@ -4,12 +4,12 @@
 
 mod common;
 
+use common::node::node_ws;
 use common::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const OFFER: &str = "permessage-deflate; client_max_window_bits";
@@ -379,28 +379,6 @@ fn run_client(mut cmd: Command, port: u16, ok_line: &str) {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// `node_modules/ws`, installed once with npm into the test's temp dir.
-fn node_ws() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("node-ws");
-    if dir.join("node_modules/ws/package.json").is_file() {
-        return dir;
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    let status = Command::new("npm")
-        .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&dir)
-        .arg("ws@8")
-        .stdin(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| {
-            panic!(
-                "npm not found ({e}): this test needs node and npm (`apt-get install nodejs npm`)"
-            )
-        });
-    assert!(status.success(), "`npm install ws@8` failed");
-    dir
 }
 
 #[test]

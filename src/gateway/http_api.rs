@@ -1,7 +1,9 @@
 //! The HTTP endpoints of SPEC §7: `/health`, `/metrics`, `/api/connections`
-//! and `/api/publish`; for the dashboard (SPEC §14) `/api/rooms` and its files. A request in, a complete HTTP answer out; the shell
-//! reads the request (bounded) and writes the answer, then closes.
+//! and `/api/publish`; for SPEC §14 the embedded files (`/tether.js`, the
+//! dashboard) and `/api/rooms`. A request in, a complete HTTP answer out;
+//! the shell reads the request (bounded) and writes the answer, then closes.
 
+use super::assets;
 use super::dashboard;
 use super::metrics::{self, ShellGauges, ShellMetrics};
 use crate::proto::auth::Identity;
@@ -25,7 +27,7 @@ const PATHS: [&str; 6] = [
 /// Whether `path` is one of the endpoints (on a shared port, other plain
 /// requests get 426).
 pub fn is_endpoint(path: &str) -> bool {
-    PATHS.contains(&path)
+    PATHS.contains(&path) || assets::PATHS.contains(&path)
 }
 
 pub struct HttpRequest<'a> {
@@ -45,21 +47,6 @@ pub struct HttpAnswer {
 }
 
 impl HttpAnswer {
-    /// An answer with `headers` (each line ending in CRLF).
-    fn with_headers(
-        status: u16,
-        content_type: &'static str,
-        headers: &'static str,
-        body: Vec<u8>,
-    ) -> HttpAnswer {
-        HttpAnswer {
-            status,
-            content_type,
-            headers,
-            body,
-        }
-    }
-
     fn json(status: u16, body: Vec<u8>) -> HttpAnswer {
         HttpAnswer {
             status,
@@ -87,6 +74,16 @@ impl HttpAnswer {
         HttpAnswer {
             headers: allow,
             ..HttpAnswer::error(405, "method not allowed")
+        }
+    }
+
+    /// An embedded file, with the security headers of served pages.
+    fn asset(asset: &assets::Asset) -> HttpAnswer {
+        HttpAnswer {
+            status: 200,
+            content_type: asset.content_type,
+            headers: assets::SECURITY_HEADERS,
+            body: asset.body.to_vec(),
         }
     }
 
@@ -159,16 +156,11 @@ pub fn answer(
             HttpAnswer::method_not_allowed("Allow: GET\r\n")
         }
         "/api/publish" => HttpAnswer::method_not_allowed("Allow: POST\r\n"),
-        path if get => match dashboard::file(path) {
-            Some((content_type, body)) => HttpAnswer::with_headers(
-                200,
-                content_type,
-                dashboard::SECURITY_HEADERS,
-                body.to_vec(),
-            ),
+        path => match assets::find(path).or_else(|| dashboard::file(path)) {
+            Some(asset) if get => HttpAnswer::asset(asset),
+            Some(_) => HttpAnswer::method_not_allowed("Allow: GET\r\n"),
             None => HttpAnswer::error(404, "no such endpoint"),
         },
-        _ => HttpAnswer::error(404, "no such endpoint"),
     }
 }
 
@@ -524,6 +516,36 @@ mod tests {
         assert_eq!(call(&mut h, "POST", "/health", None, "").0, 405);
         assert_eq!(call(&mut h, "GET", "/api/publish", None, "").0, 405);
         assert_eq!(call(&mut h, "GET", "/nope", None, "").0, 404);
+        let script = answer(
+            &HttpRequest {
+                method: "GET",
+                path: "/tether.js",
+                bearer: None,
+                body: b"",
+            },
+            &mut h,
+            &ShellMetrics::default(),
+            &ShellGauges {
+                open_sockets: 0,
+                max_connections: 1,
+                pool_lent: 0,
+                pool_free: 0,
+                uptime_s: 0,
+            },
+            NOW,
+        )
+        .to_bytes();
+        let head = String::from_utf8_lossy(&script[..script.len().min(400)]).to_string();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        for header in [
+            "Content-Type: text/javascript",
+            "Content-Security-Policy: default-src 'self'\r\n",
+            "X-Content-Type-Options: nosniff\r\n",
+        ] {
+            assert!(head.contains(header), "{header} in {head}");
+        }
+        assert!(is_endpoint("/tether.js"));
+        assert_eq!(call(&mut h, "POST", "/tether.js", None, "").0, 405);
         let answer = HttpAnswer::error(401, "x").to_bytes();
         assert!(answer.starts_with(b"HTTP/1.1 401 Unauthorized\r\n"));
     }

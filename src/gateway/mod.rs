@@ -9,6 +9,7 @@
 
 pub mod accept;
 pub mod app;
+pub mod assets;
 pub mod auth_proxy;
 pub mod backend;
 pub mod bridges;

@@ -22,7 +22,10 @@ use tungstenite::handshake::HandshakeError;
 use tungstenite::http::{HeaderName, HeaderValue};
 use tungstenite::{Message, WebSocket};
 
+pub mod browser;
 pub mod cluster;
+pub mod control;
+pub mod node;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tether");
@@ -1327,6 +1330,17 @@ fn python_deps() -> Result<Option<PathBuf>, String> {
     Err(format!(
         "python3 has no `{WEBSOCKETS_REQUIREMENT}` and pip could not install it ({why}): run `{install}`"
     ))
+}
+
+/// Whether `program ARGS` runs and exits 0 (output discarded): a probe for
+/// a test's prerequisite.
+pub fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Resident memory of a process, from /proc (KiB).

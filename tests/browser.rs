@@ -1,0 +1,65 @@
+//! tether.js in a real browser: Debian's chromium, headless, driven by
+//! tests/browser/tether_js.py (Python Playwright), loads a page from the
+//! health listener, imports `/tether.js` from it and runs the library
+//! against this gateway, which the script asks to restart once.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[test]
+fn tether_js_in_chromium() {
+    let health = free_port();
+    let server = Server::start(json!({
+        "server": { "health": { "port": health } },
+        "limits": { "max_messages_per_minute": 1000 },
+        "rooms": { "history": { "size": 100 } }
+    }));
+    let port = server.port();
+    let tokens = json!({
+        "alice": mint_valid("alice", &["room:chat_*"], &[], 3600),
+        "bob": mint_valid("bob", &["publish", "room:chat_*"], &[], 3600),
+        "fresh": mint_valid("carol", &[], &[], 3600),
+    });
+    let server = Arc::new(Mutex::new(server));
+    let shared = Arc::clone(&server);
+    let control = control::serve(move |command| match command {
+        "restart" => {
+            shared.lock().expect("the server").restart();
+            "restarted".into()
+        }
+        // A token that expires soon, minted when the script needs it.
+        "short token" => mint_valid("carol", &[], &[], 3),
+        other => format!("unknown command {other}"),
+    });
+    let passed = browser::run_script(
+        "tether_js.py",
+        &[
+            ("TETHER_URL", format!("ws://127.0.0.1:{port}/")),
+            ("TETHER_PAGE", format!("http://127.0.0.1:{health}/health")),
+            ("TETHER_TOKENS", tokens.to_string()),
+            ("TETHER_CONTROL", control.to_string()),
+        ],
+        Duration::from_secs(90),
+    );
+    assert_eq!(
+        passed,
+        [
+            "import",
+            "connect",
+            "request",
+            "subscribe",
+            "reconnect_recovers",
+            "recovery_after_restart",
+            "token_refresh",
+            "clean"
+        ]
+    );
+    let server = server.lock().expect("the server");
+    for token in tokens.as_object().expect("tokens").values() {
+        server.assert_not_logged(token.as_str().expect("a token"));
+    }
+}
