@@ -162,7 +162,8 @@ function closeFeed() {
 
 function addTail(data) {
   const item = el("li");
-  item.append(el("span", data.room, "room"), el("span", data.text));
+  const time = new Date().toLocaleTimeString();
+  item.append(el("span", time, "time"), el("span", data.room, "room"), el("span", data.text));
   if (data.truncated) item.append(el("span", ` … (${data.bytes} bytes)`, "skipped"));
   if (data.skipped) item.append(el("span", `+${data.skipped} not shown`, "skipped"));
   const list = $("tail");
