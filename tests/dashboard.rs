@@ -222,3 +222,51 @@ fn the_feed_lists_and_kicks_clients_as_a_host_would() {
     assert_eq!(recv_json(&mut target)["event"], "kicked");
     assert_eq!(expect_close(&mut target), 4010);
 }
+
+#[test]
+fn in_a_cluster_the_feed_lists_kicks_and_tails_across_nodes() {
+    let (_redis, a, b) = common::cluster::two_nodes();
+    let admin = a.token("ops", &["admin"], &[], None, "1h");
+    let mut feed = viewer(health_port(&a), &admin).unwrap();
+    let mut on_b = common::cluster::member(&b, "bob", "red");
+    let mut publisher = common::cluster::member(&b, "pub", "red");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let bob = loop {
+        let listed = request(&mut feed, &json!({"event": "host.clients", "requestId": 1}));
+        let clients = listed["data"]["clients"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(bob) = clients.iter().find(|c| c["sub"] == "bob") {
+            break bob.clone();
+        }
+        assert!(Instant::now() < deadline, "bob is not listed: {listed}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(bob["node"], "b", "{bob}");
+    // A message published on b reaches a's tail once a has a member of
+    // the room (a node hears only the rooms its own clients are in).
+    let mut on_a = common::cluster::member(&a, "alice", "red");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for seq in 1.. {
+        common::cluster::publish(&mut publisher, "red", seq);
+        assert_eq!(recv_json(&mut on_b)["room"], "red");
+        if !read_for(&mut on_a, Duration::from_millis(300)).is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b's messages do not reach a");
+    }
+    let tail = read_for(&mut feed, Duration::from_millis(1500));
+    assert!(
+        tail.iter()
+            .any(|t| t["event"] == "dashboard.tail" && t["data"]["room"] == "red"),
+        "{tail:?}"
+    );
+    let kicked = request(
+        &mut feed,
+        &json!({"event": "host.kick", "data": {"client": bob["id"], "reason": "bye"}, "requestId": 2}),
+    );
+    assert_eq!(kicked["data"]["delivered"], 1, "{kicked}");
+    assert_eq!(recv_json(&mut on_b)["event"], "kicked");
+    assert_eq!(expect_close(&mut on_b), 4010);
+}
