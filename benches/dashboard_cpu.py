@@ -1,15 +1,16 @@
 """What an open dashboard costs the gateway (SPEC §14, "cost nothing
 measurable while no dashboard is open, and little while one is").
 
-Starts `tether serve` (a release build, given by --tether), puts a steady
-publish load on one room (one publisher at --rate messages/s, --subscribers
-members reading them), and reads the gateway's CPU time (utime + stime of
-/proc/PID/stat) over --seconds, twice: with no dashboard open, then with the
-dashboard open in headless chromium (tests/browser/harness.py: polling every
-3 s and watching the sampled tail). Prints one line per phase.
+Starts `tether serve` (a release build, given by --tether) and reads its CPU
+time (utime + stime of /proc/PID/stat) over --seconds per phase: idle without
+and with the dashboard open in headless chromium (tests/browser/harness.py;
+the page polls every 3 s and watches the sampled tail), then under a steady
+publish load (one publisher at --rate messages/s into one room of
+--subscribers members) without and with the page, twice in turn so that the
+machine's own noise shows. Prints one line per phase.
 
     cargo build --release
-    python3 benches/dashboard_cpu.py --tether target/release/tether --seconds 60
+    python3 benches/dashboard_cpu.py --tether target/release/tether --seconds 30
 """
 
 import argparse
@@ -112,10 +113,11 @@ def measure(pid, seconds, load, label):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tether", default=os.path.join(HERE, "..", "target", "release", "tether"))
-    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--subscribers", type=int, default=20)
     args = parser.parse_args()
+    args.tether = os.path.abspath(args.tether)
     port, health = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         settings = os.path.join(tmp, "settings.json")
@@ -142,30 +144,49 @@ def main():
         }
         gateway = subprocess.Popen([args.tether, "serve", "--config", settings], env=env, cwd=tmp,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(1)
-            load = Load("ws://127.0.0.1:%d/" % port, tokens, args.rate, args.subscribers)
-            load.start()
-            time.sleep(2)
-            print("load: %d msgs/s into one room of %d members (each delivered %d times)"
-                  % (args.rate, args.subscribers, args.subscribers), flush=True)
-            measure(gateway.pid, args.seconds, load, "no dashboard")
-            from harness import Browser
+        from harness import Browser
 
+        page = "http://127.0.0.1:%d/" % health
+        try:
             with Browser() as browser:
-                opened = browser.open("http://127.0.0.1:%d/" % health, tokens["admin"], name="cpu")
-                opened.page.wait_for_function(
-                    "() => document.querySelector('#feed-state').textContent === 'feed live'", timeout=20000)
+                time.sleep(1)
+                load = Load("ws://127.0.0.1:%d/" % port, tokens, args.rate, args.subscribers)
+                measure(gateway.pid, args.seconds, load, "idle, no dashboard")
+                with Dashboard(browser, page, tokens["admin"]):
+                    measure(gateway.pid, args.seconds, load, "idle, dashboard open")
+                load.start()
                 time.sleep(2)
-                measure(gateway.pid, args.seconds, load, "one dashboard open")
-                tail = opened.page.evaluate("() => document.querySelectorAll('#tail li').length")
-                print("the page shows %d tail entries (it keeps 100); errors: %s" % (tail, opened.errors))
-            time.sleep(2)
-            measure(gateway.pid, args.seconds, load, "closed again")
-            load.stop = True
+                print("load: %d msgs/s into one room of %d members"
+                      % (args.rate, args.subscribers), flush=True)
+                # Alternating, so that the machine's own noise shows.
+                for _ in range(2):
+                    measure(gateway.pid, args.seconds, load, "load, no dashboard")
+                    with Dashboard(browser, page, tokens["admin"]) as opened:
+                        measure(gateway.pid, args.seconds, load, "load, dashboard open")
+                        tail = opened.page.evaluate("() => document.querySelectorAll('#tail li').length")
+                        print("  (the page shows %d tail entries; errors: %s)" % (tail, opened.errors))
+                load.stop = True
         finally:
             gateway.terminate()
             gateway.wait(10)
+
+
+class Dashboard:
+    """The page open (signed in, feed live) for the `with` block."""
+
+    def __init__(self, browser, page, token):
+        self.browser, self.page, self.token = browser, page, token
+
+    def __enter__(self):
+        self.opened = self.browser.open(self.page, self.token, name="cpu")
+        self.opened.page.wait_for_function(
+            "() => document.querySelector('#feed-state').textContent === 'feed live'", timeout=20000)
+        time.sleep(2)
+        return self.opened
+
+    def __exit__(self, *exc):
+        self.opened.page.context.close()
+        time.sleep(2)
 
 
 if __name__ == "__main__":
