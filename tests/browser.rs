@@ -1,7 +1,8 @@
 //! tether.js in a real browser: Debian's chromium, headless, driven by
 //! tests/browser/tether_js.py (Python Playwright), loads a page from the
 //! health listener, imports `/tether.js` from it and runs the library
-//! against this gateway, which the script asks to restart once.
+//! against this gateway, which the script asks to restart once and to
+//! freeze (a dead peer) once.
 
 mod common;
 
@@ -15,7 +16,7 @@ fn tether_js_in_chromium() {
     let health = free_port();
     let server = Server::start(json!({
         "server": { "health": { "port": health } },
-        "limits": { "max_messages_per_minute": 1000 },
+        "limits": { "max_messages_per_minute": 1000, "max_connections_per_ip": 100 },
         "rooms": { "history": { "size": 100 } }
     }));
     let port = server.port();
@@ -25,16 +26,7 @@ fn tether_js_in_chromium() {
         "fresh": mint_valid("carol", &[], &[], 3600),
     });
     let server = Arc::new(Mutex::new(server));
-    let shared = Arc::clone(&server);
-    let control = control::serve(move |command| match command {
-        "restart" => {
-            shared.lock().expect("the server").restart();
-            "restarted".into()
-        }
-        // A token that expires soon, minted when the script needs it.
-        "short token" => mint_valid("carol", &[], &[], 3),
-        other => format!("unknown command {other}"),
-    });
+    let control = control::serve_gateway(Arc::clone(&server));
     let passed = browser::run_script(
         "tether_js.py",
         &[
@@ -43,7 +35,7 @@ fn tether_js_in_chromium() {
             ("TETHER_TOKENS", tokens.to_string()),
             ("TETHER_CONTROL", control.to_string()),
         ],
-        Duration::from_secs(90),
+        Duration::from_secs(180),
     );
     assert_eq!(
         passed,
@@ -55,6 +47,7 @@ fn tether_js_in_chromium() {
             "reconnect_recovers",
             "recovery_after_restart",
             "token_refresh",
+            "dead_peer",
             "clean"
         ]
     );

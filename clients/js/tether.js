@@ -74,6 +74,7 @@ export class Client {
     this._waiters = [];
     this._closed = false;
     this._attempt = 0;
+    this._upSince = 0;
     this._timers = new Set();
     this._refreshTimer = null;
     this._watchdog = null;
@@ -193,6 +194,7 @@ export class Client {
     this._closed = true;
     this._ready = false;
     this._stopTimers();
+    if (this._abortOpen) this._abortOpen(new TetherError("closed", "the client was closed"));
     const ws = this._ws;
     this._detach();
     if (ws) {
@@ -230,10 +232,20 @@ export class Client {
     }
   }
 
+  /** The token for a new connection: the last refreshed one, else the
+   * option's. One that is expired (by its `exp`) or was refused gets
+   * replaced through `refreshToken` first, e.g. after a long outage. */
   async _currentToken() {
     const source = this.options.token;
-    if (this._token) return this._token;
-    return typeof source === "function" ? source() : source;
+    let token = this._token || (typeof source === "function" ? await source() : source);
+    const exp = tokenExpiry(token);
+    const stale = this._needsRefresh || (exp !== null && exp * 1000 <= Date.now() + 1000);
+    if (stale && this.options.refreshToken) {
+      token = await this.options.refreshToken();
+      this._token = token;
+      this._needsRefresh = false;
+    }
+    return token;
   }
 
   /** One connection up to `authenticated`, then re-subscribes. */
@@ -248,11 +260,13 @@ export class Client {
 
   async _openOnce() {
     const token = await this._currentToken();
+    if (this._closed) throw new TetherError("closed", "the client was closed");
     const protocols = token ? ["tether.v1", `tether.bearer.${token}`] : ["tether.v1"];
     const ws = new this.WebSocket(this.url, protocols);
     this._ws = ws;
     const authenticated = await new Promise((resolve, reject) => {
       const fail = (error) => {
+        this._abortOpen = null;
         clearTimeout(timer);
         this._detach();
         try {
@@ -285,18 +299,20 @@ export class Client {
       ws.onclose = (e) =>
         fail(new TetherError("connect_failed", `closed ${e.code}${e.reason ? ` ${e.reason}` : ""} before authentication`));
       ws.onerror = () => {}; // a close follows
+      this._abortOpen = fail;
     });
+    this._abortOpen = null;
+    if (this._closed) throw new TetherError("closed", "the client was closed");
     ws.onmessage = (e) => this._receive(ws, e.data);
     ws.onclose = (e) => this._lost(ws, e.code, e.reason || "");
     if (typeof ws.on === "function") {
       // The ws package shows the gateway's pings: they prove the peer alive.
       ws.on("ping", () => this._seen());
-      this._pingsVisible = true;
     }
     this._session(authenticated.data);
     this._startWatchdog(ws);
     await this._resubscribe();
-    this._attempt = 0;
+    this._upSince = Date.now();
     this._ready = true;
     this._wake(null);
     this._dispatch(authenticated);
@@ -327,8 +343,11 @@ export class Client {
       }
       const recovered = Boolean(reply && reply.recovered);
       if (reply && reply.epoch !== undefined && reply.epoch !== state.epoch) {
+        // A new history: what follows is counted from the lower of the new
+        // current offset and the one asked for, so nothing sent is dropped.
+        const current = typeof reply.offset === "number" ? reply.offset : null;
         state.epoch = reply.epoch;
-        state.offset = typeof reply.offset === "number" ? reply.offset : null;
+        state.offset = current === null || state.offset === null ? current : Math.min(current, state.offset);
       }
       this._emit("resubscribed", {
         room,
@@ -349,7 +368,12 @@ export class Client {
     if (this._closed) return;
     this._emit("disconnected", { code, reason });
     if (this._opening) return; // _open fails and its caller decides
-    if (!this.options.reconnect || FINAL_CLOSE_CODES.has(code)) {
+    // Backoff starts over only after a connection that lasted: a gateway
+    // that accepts and drops at once is not hammered.
+    if (Date.now() - this._upSince > this.options.backoff.ceiling) this._attempt = 0;
+    const renewable = this.options.refreshToken || typeof this.options.token === "function";
+    const hopeless = CREDENTIAL_CLOSE_CODES.has(code) && !renewable;
+    if (!this.options.reconnect || FINAL_CLOSE_CODES.has(code) || hopeless) {
       this._emit("closed", { code, reason });
       this.close();
       return;
@@ -368,10 +392,6 @@ export class Client {
     this._later(delay, async () => {
       if (this._closed) return;
       try {
-        if (this._needsRefresh) {
-          this._token = await this.options.refreshToken();
-          this._needsRefresh = false;
-        }
         await this._open();
       } catch {
         if (this._closed) return;
@@ -409,9 +429,10 @@ export class Client {
     this._probed = false;
   }
 
-  /** Dead-peer detection: the gateway pings every `pingInterval`; where the
-   * WebSocket hides pings (browsers) a silent connection gets a `ping` event
-   * instead. Nothing for `pingInterval + pingTimeout` → reconnect. */
+  /** Dead-peer detection: the gateway pings every `pingInterval`. A
+   * connection silent that long (browsers hide pings; the gateway's interval
+   * may be longer) also sends a `ping` event, whose `pong` proves the peer
+   * alive. Nothing for `pingInterval + pingTimeout` → reconnect (code 4000). */
   _startWatchdog(ws) {
     const { pingInterval, pingTimeout } = this.options;
     if (!(pingInterval > 0)) return;
@@ -424,7 +445,7 @@ export class Client {
         if (typeof ws.terminate === "function") ws.terminate();
         else ws.close();
         this._lost(ws, 4000, "dead peer: no ping from the gateway");
-      } else if (!this._pingsVisible && idle >= pingInterval && !this._probed && ws.readyState === OPEN) {
+      } else if (idle >= pingInterval && !this._probed && ws.readyState === OPEN) {
         this._probed = true;
         ws.send(JSON.stringify({ event: "ping", requestId: PROBE_ID }));
       }
@@ -597,6 +618,21 @@ function parse(text) {
   try {
     const message = JSON.parse(text);
     return message && typeof message === "object" && !Array.isArray(message) ? message : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The `exp` claim of a JWT (UNIX seconds), or null when it has none or
+ * is not a JWT. Read only to know when to refresh; the gateway verifies. */
+function tokenExpiry(token) {
+  if (typeof token !== "string") return null;
+  const payload = token.split(".")[1];
+  if (!payload) return null;
+  try {
+    const json = atob(payload.replace(/-/g, "+").replace(/_/g, "/"));
+    const exp = JSON.parse(json).exp;
+    return typeof exp === "number" ? exp : null;
   } catch {
     return null;
   }

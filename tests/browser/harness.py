@@ -16,6 +16,7 @@ A test script talks to the Rust test that started the gateway through
 
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -75,18 +76,30 @@ class Opened:
         self.page = page
         self.name = name
         self.errors = []  # console errors and uncaught page errors, as text
+        self.allowed = []  # (pattern, count) of errors a test expects
         self.requests = []  # every URL the page requested
         self.shots = 0
+        self.status = None  # the HTTP status of the page's answer
 
         def on_console(message):
             where = (message.location or {}).get("url", "")
             # The browser's own favicon probe is not the page's doing.
             if message.type == "error" and not where.endswith("/favicon.ico"):
-                self.errors.append("console: %s (%s)" % (message.text, where))
+                self._error("console: %s (%s)" % (message.text, where))
 
         page.on("console", on_console)
-        page.on("pageerror", lambda error: self.errors.append("page: %s" % error))
+        page.on("pageerror", lambda error: self._error("page: %s" % error))
         page.on("request", lambda request: self.requests.append(request.url))
+
+    def allow(self, pattern):
+        """From now on, errors matching the regular expression `pattern`
+        are expected (e.g. the browser's own line for a WebSocket refused
+        while the test restarts the gateway) and not kept in `errors`."""
+        self.allowed.append(re.compile(pattern))
+
+    def _error(self, text):
+        if not any(p.search(text) for p in self.allowed):
+            self.errors.append(text)
 
     def screenshot(self, label=None):
         """Saves a full-page PNG under target/browser/ and returns its path."""
@@ -139,11 +152,13 @@ class Browser:
             self._playwright.stop()
 
     def open(self, url, token=None, *, token_key="tether.token", bypass_csp=False,
-             name="page", viewport=(1280, 800)):
+             name="page", viewport=(1280, 800), expect_ok=True):
         """Loads `url` (a page the gateway serves) in a fresh context; with
         `token`, `sessionStorage[token_key]` holds it before any script runs.
         `bypass_csp` lets the page's scripts reach the gateway's other
-        listener (a cross-port WebSocket) despite `default-src 'self'`."""
+        listener (a cross-port WebSocket) despite `default-src 'self'`.
+        The script fails unless the page answers 2xx (`expect_ok=False`
+        keeps any answer; `opened.status` has it)."""
         context = self._browser.new_context(
             bypass_csp=bypass_csp,
             viewport={"width": viewport[0], "height": viewport[1]},
@@ -156,7 +171,8 @@ class Browser:
         page = context.new_page()
         opened = Opened(page, name)
         response = page.goto(url)
-        if response is None or not response.ok:
+        opened.status = response.status if response is not None else None
+        if expect_ok and (response is None or not response.ok):
             status = response.status if response is not None else "no answer"
             fail("%s: %s" % (url, status))
         return opened

@@ -75,6 +75,9 @@ def main():
           while (missed.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
           if (JSON.stringify(missed) !== '[1,2]') throw new Error('missed ' + JSON.stringify(missed));
         }""")
+        # Chromium logs each reconnect attempt refused while the gateway is
+        # down, or timed out while it is frozen.
+        opened.allow(r"^console: WebSocket connection to 'ws://127\.0\.0\.1:\d+/' failed")
         opened.page.evaluate("""() => {
           window.back = t.next(alice, 'resubscribed', 20000);
           window.bobBack = t.next(bob, 'authenticated', 20000);
@@ -104,6 +107,26 @@ def main():
           }
           short.close();
         }""", control("short token"))
+        # Browsers hide the gateway's pings: the library's own `ping` probe
+        # goes unanswered while the gateway is frozen.
+        opened.page.evaluate("""async () => {
+          window.watched = await t.open(t.tokens.alice, {pingInterval: 1000, pingTimeout: 1000, openTimeout: 1000});
+          window.lost = t.next(watched, 'disconnected', 10000);
+          lost.catch(() => {});
+        }""")
+        if control("freeze") != "frozen":
+            fail("the gateway was not frozen")
+        try:
+            dead = opened.page.evaluate("async () => (await lost).code")
+        finally:
+            control("thaw")
+        if dead != 4000:
+            fail("dead_peer: disconnected with %r, not 4000" % dead)
+        step(opened, "dead_peer", """async () => {
+          await t.next(watched, 'authenticated', 15000);
+          if ((await watched.request('whoami')).sub !== 'alice') throw new Error('whoami');
+          watched.close();
+        }""")
         opened.page.evaluate("() => { alice.close(); bob.close(); }")
         opened.screenshot("done")
         if opened.errors:

@@ -5,6 +5,9 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use super::{mint, mint_valid, unix_now, Server, SECRET};
 
 /// Answers each line sent to the returned port with `handler(line)`, one
 /// connection at a time, for as long as the test runs.
@@ -26,4 +29,37 @@ pub fn serve(mut handler: impl FnMut(&str) -> String + Send + 'static) -> u16 {
         }
     });
     port
+}
+
+/// The commands the client library tests use: `restart` (SIGTERM, then the
+/// same settings on the same port: a new history epoch), `freeze`/`thaw`
+/// (SIGSTOP/SIGCONT: a peer that stops answering, then recovers) and
+/// `short token` (a token for `carol` that expires in 3 s, minted now) and
+/// `expired token` (one that expired a minute ago).
+pub fn serve_gateway(server: Arc<Mutex<Server>>) -> u16 {
+    serve(move |command| {
+        let mut server = server.lock().expect("the server");
+        match command {
+            "restart" => {
+                server.restart();
+                "restarted".into()
+            }
+            "freeze" => {
+                server.signal(libc::SIGSTOP);
+                "frozen".into()
+            }
+            "thaw" => {
+                server.signal(libc::SIGCONT);
+                "thawed".into()
+            }
+            "short token" => mint_valid("carol", &[], &[], 3),
+            "expired token" => mint(
+                SECRET.as_bytes(),
+                Some("carol"),
+                Some(unix_now() - 60),
+                serde_json::json!({}),
+            ),
+            other => format!("unknown command {other}"),
+        }
+    })
 }
