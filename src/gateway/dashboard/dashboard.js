@@ -278,7 +278,7 @@ function renderConnections(clients, health) {
       c.ip,
       (c.rooms || []).join(", "),
       c.node || here,
-      since.toLocaleTimeString(),
+      Date.now() - since < 86400000 ? since.toLocaleTimeString() : since.toLocaleString(),
       kick,
     ]);
     tr.dataset.client = c.id;
