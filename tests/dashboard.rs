@@ -17,10 +17,24 @@ const SAMPLE_BYTES: usize = 256;
 
 /// `GET path` on `port`: the head and the body.
 fn get(port: u16, path: &str, bearer: Option<&str>) -> (String, String) {
+    exchange(port, "GET", path, bearer, "")
+}
+
+/// `METHOD path` with `body` on `port`: the head and the body.
+fn exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
+    let length = body.len();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {length}\r\n\r\n{body}"
+    );
     stream.write_all(request.as_bytes()).unwrap();
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
@@ -221,6 +235,20 @@ fn the_feed_lists_and_kicks_clients_as_a_host_would() {
     assert_eq!(kicked["data"]["delivered"], 1, "{kicked}");
     assert_eq!(recv_json(&mut target)["event"], "kicked");
     assert_eq!(expect_close(&mut target), 4010);
+    // The same over HTTP, for an operator with curl.
+    let (mut other, other_id) = client(server.port(), "other", &[], &[]);
+    let body = json!({"client": other_id}).to_string();
+    let (head, answer) = exchange(hp, "POST", "/api/kick", Some(&admin), &body);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap(),
+        json!({"delivered": 1})
+    );
+    assert_eq!(
+        recv_json(&mut other)["data"]["reason"],
+        "kicked by an operator"
+    );
+    assert_eq!(expect_close(&mut other), 4010);
 }
 
 #[test]
@@ -269,4 +297,16 @@ fn in_a_cluster_the_feed_lists_kicks_and_tails_across_nodes() {
     assert_eq!(kicked["data"]["delivered"], 1, "{kicked}");
     assert_eq!(recv_json(&mut on_b)["event"], "kicked");
     assert_eq!(expect_close(&mut on_b), 4010);
+    // POST /api/kick on a sends the kick to b, without waiting for it.
+    let (mut carol, carol_id) = client(b.port(), "carol", &[], &[]);
+    let body = json!({"client": carol_id, "reason": "maintenance"}).to_string();
+    let (head, answer) = exchange(health_port(&a), "POST", "/api/kick", Some(&admin), &body);
+    assert!(head.starts_with("HTTP/1.1 202"), "{head} {answer}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap(),
+        json!({"node": "b"})
+    );
+    let notice = recv_json(&mut carol);
+    assert_eq!(notice["data"]["reason"], "maintenance", "{notice}");
+    assert_eq!(expect_close(&mut carol), 4010);
 }

@@ -1,6 +1,6 @@
 //! The HTTP endpoints of SPEC §7: `/health`, `/metrics`, `/api/connections`
 //! and `/api/publish`; for SPEC §14 the embedded files (`/tether.js`, the
-//! dashboard) and `/api/rooms`. A request in, a complete HTTP answer out;
+//! dashboard), `/api/rooms` and `/api/kick`. A request in, a complete HTTP answer out;
 //! the shell reads the request (bounded) and writes the answer, then closes.
 
 use super::assets;
@@ -9,19 +9,20 @@ use super::metrics::{self, ShellGauges, ShellMetrics};
 use crate::proto::auth::Identity;
 use crate::proto::envelope::JsonWriter;
 use crate::proto::handshake::status_phrase;
-use crate::proto::hub::{Audience, Hub, PublishData};
+use crate::proto::hub::{Audience, Hub, KickData, Kicked, PublishData};
 use crate::proto::Now;
 
 /// Largest request body accepted (`/api/publish`).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-const PATHS: [&str; 6] = [
+const PATHS: [&str; 7] = [
     "/health",
     "/ready",
     "/metrics",
     "/api/connections",
     "/api/publish",
     "/api/rooms",
+    "/api/kick",
 ];
 
 /// Whether `path` is one of the endpoints (on a shared port, other plain
@@ -152,10 +153,11 @@ pub fn answer(
         }),
         "/api/rooms" if get => admin_json(req, hub, now, |hub, body| hub.write_room_list(body)),
         "/api/publish" if req.method == "POST" => publish(req, hub, now),
+        "/api/kick" if req.method == "POST" => kick(req, hub, now),
         "/health" | "/ready" | "/metrics" | "/api/connections" | "/api/rooms" => {
             HttpAnswer::method_not_allowed("Allow: GET\r\n")
         }
-        "/api/publish" => HttpAnswer::method_not_allowed("Allow: POST\r\n"),
+        "/api/publish" | "/api/kick" => HttpAnswer::method_not_allowed("Allow: POST\r\n"),
         path => match assets::find(path).or_else(|| dashboard::file(path)) {
             Some(asset) if get => HttpAnswer::asset(asset),
             Some(_) => HttpAnswer::method_not_allowed("Allow: GET\r\n"),
@@ -179,6 +181,34 @@ fn admin_json(
         }
         Err(answer) => answer,
     }
+}
+
+/// `POST /api/kick` `{"client","reason"?}` (admin): 200 `{"delivered"}` for
+/// a client of this node, 202 `{"node"}` once sent to the client's node.
+fn kick(req: &HttpRequest<'_>, hub: &mut Hub, now: Now) -> HttpAnswer {
+    let admin = Identity::is_admin;
+    if let Err(answer) = authorize(req, hub, now, admin, "the admin permission") {
+        return answer;
+    }
+    let Ok(body) = serde_json::from_slice::<KickData>(req.body) else {
+        return HttpAnswer::error(400, "body must be {\"client\",\"reason\"?}");
+    };
+    let reason = body.reason.as_deref().unwrap_or("kicked by an operator");
+    let mut out = Vec::with_capacity(40);
+    let mut doc = JsonWriter::object(&mut out);
+    let status = match hub.kick(&body.client, reason, now) {
+        Kicked::Here(found) => {
+            doc.u64("delivered", u64::from(found));
+            200
+        }
+        Kicked::Sent(node) => {
+            doc.str("node", node);
+            202
+        }
+        Kicked::QueueFull => return HttpAnswer::error(503, "the queue to other nodes is full"),
+    };
+    doc.end();
+    HttpAnswer::json(status, out)
 }
 
 fn health(hub: &Hub, gauges: &ShellGauges, now_unix: u64) -> HttpAnswer {
@@ -278,6 +308,10 @@ fn publish(req: &HttpRequest<'_>, hub: &mut Hub, now: Now) -> HttpAnswer {
 }
 
 #[cfg(test)]
+#[path = "http_api_admin_tests.rs"]
+mod admin_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::proto::auth::{Authenticator, MintRequest};
@@ -295,7 +329,7 @@ mod tests {
         Authenticator::new(SECRET, None, None, None, &[], BTreeMap::new())
     }
 
-    fn hub() -> Hub {
+    pub(super) fn hub() -> Hub {
         Hub::new(HubConfig {
             auth: auth(),
             auth_timeout_ms: 10_000,
@@ -308,7 +342,7 @@ mod tests {
         })
     }
 
-    fn token(permissions: &[&str], rooms: &[&str]) -> String {
+    pub(super) fn token(permissions: &[&str], rooms: &[&str]) -> String {
         let request = MintRequest {
             sub: "u".into(),
             permissions: permissions.iter().map(|p| p.to_string()).collect(),
@@ -319,7 +353,7 @@ mod tests {
         auth().mint(&request, NOW.unix).unwrap().0
     }
 
-    fn call(
+    pub(super) fn call(
         hub: &mut Hub,
         method: &str,
         path: &str,
@@ -344,7 +378,7 @@ mod tests {
         (answer.status, value)
     }
 
-    fn open_client(hub: &mut Hub, key: usize, rooms: &[&str]) -> u64 {
+    pub(super) fn open_client(hub: &mut Hub, key: usize, rooms: &[&str]) -> u64 {
         let id = (key as u64) | (7 << 24);
         let identity = auth().verify(&token(&[], rooms), NOW.unix).unwrap();
         hub.open(
@@ -491,23 +525,6 @@ mod tests {
             call(&mut h, "POST", "/api/publish", None, r#"{"event":"e"}"#).0,
             401
         );
-    }
-
-    #[test]
-    fn rooms_need_an_admin_token() {
-        let mut h = hub();
-        open_client(&mut h, 0, &["red"]);
-        assert_eq!(call(&mut h, "GET", "/api/rooms", None, "").0, 401);
-        let user = token(&["publish"], &[]);
-        assert_eq!(call(&mut h, "GET", "/api/rooms", Some(&user), "").0, 401);
-        let admin = token(&["admin"], &[]);
-        let (status, body) = call(&mut h, "GET", "/api/rooms", Some(&admin), "");
-        assert_eq!(status, 200);
-        assert_eq!(body["rooms"], json!([{"room": "red", "members": 1}]));
-        assert_eq!(call(&mut h, "POST", "/api/rooms", Some(&admin), "").0, 405);
-        assert!(is_endpoint("/api/rooms"));
-        // The page is not on a shared port, where other plain requests get 426.
-        assert!(!is_endpoint("/"));
     }
 
     #[test]

@@ -135,7 +135,7 @@ async function openFeed() {
     setFeedState("feed refused", false);
     $("kick-result").textContent =
       `The live feed refused this dashboard (at most 4 may watch at once): ${e.message}. ` +
-      "Kicking needs the feed; the figures still update.";
+      "The figures still update; no tail until the feed is back.";
     return;
   }
   if (!state.token || document.hidden) {
@@ -288,16 +288,23 @@ function renderConnections(clients, health) {
   $("connections").tBodies[0].replaceChildren(...rows);
 }
 
+/** Kicks through the feed (host.kick answers once the client's node has
+ * acted), else with POST /api/kick (which cannot wait for another node). */
 async function kickClient(id, sub) {
   const result = $("kick-result");
   const feed = state.feed;
-  if (!feed || !feed.connected) {
-    result.textContent = "Kicking needs the live feed, which is not connected.";
-    return;
-  }
+  const data = { client: id, reason: "kicked from the dashboard" };
   try {
-    const reply = await feed.request("host.kick", { client: id, reason: "kicked from the dashboard" });
-    result.textContent = reply && reply.delivered ? `Kicked ${sub} (${id}).` : `${sub} (${id}) was already gone.`;
+    const reply =
+      feed && feed.connected
+        ? await feed.request("host.kick", data)
+        : await api("/api/kick", {
+            method: "POST",
+            headers: { "Content-Type": "application/json" },
+            body: JSON.stringify(data),
+          });
+    if (reply && reply.node) result.textContent = `Kick of ${sub} (${id}) sent to node ${reply.node}.`;
+    else result.textContent = reply && reply.delivered ? `Kicked ${sub} (${id}).` : `${sub} (${id}) was already gone.`;
   } catch (e) {
     result.textContent = `Kick failed: ${e.message}`;
   }

@@ -2,7 +2,8 @@
 //! the binary and served by the health listener with a strict policy
 //! (`assets::SECURITY_HEADERS`: this origin only, never framed, never cached).
 //! The page reads the admin endpoints (`/health`, `/api/connections`,
-//! `/api/rooms`, `/api/publish`) and watches the feed (`viewer.rs`).
+//! `/api/rooms`, `/api/publish`, `/api/kick`) and watches the feed
+//! (`viewer.rs`).
 
 use super::assets::Asset;
 

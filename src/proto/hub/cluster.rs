@@ -274,12 +274,7 @@ impl Hub {
         };
         match op {
             DirectedOp::Send { event, data } => self.out.reply_raw(target, event, None, data),
-            DirectedOp::Kick { reason } => {
-                self.out.reply(target, "kicked", None, |data| {
-                    data.str("reason", reason);
-                });
-                self.close(target, 4010, "kicked", now);
-            }
+            DirectedOp::Kick { reason } => self.kick_session(target, reason, now),
         }
         true
     }

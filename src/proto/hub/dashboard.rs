@@ -3,6 +3,7 @@
 //! clients), the tail itself, and the room list of `GET /api/rooms`.
 
 use super::Hub;
+use crate::proto::cluster::{DirectedOp, PendingAck};
 use crate::proto::envelope::JsonWriter;
 use crate::proto::outbox::Broadcast;
 use crate::proto::rooms::ConnKey;
@@ -12,6 +13,17 @@ use crate::proto::Now;
 pub const MAX_ROOMS_LISTED: usize = 500;
 /// Members listed per room with presence on; `members` is exact.
 pub const MAX_MEMBERS_LISTED: usize = 50;
+
+/// What [`Hub::kick`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Kicked<'a> {
+    /// On this node: whether such a client was here.
+    Here(bool),
+    /// Sent to the client's node.
+    Sent(&'a str),
+    /// The queue to the other nodes is full (`cluster.max_forward_bytes`).
+    QueueFull,
+}
 
 impl Hub {
     /// Whether another dashboard may watch (see [`crate::proto::tail::MAX_VIEWERS`]).
@@ -28,6 +40,41 @@ impl Hub {
 
     pub fn is_viewer(&self, key: ConnKey) -> bool {
         self.tail.is_viewer(key)
+    }
+
+    /// `POST /api/kick`: kicks a client of this node, or sends the kick to
+    /// the client's node (whose answer nobody waits for: an HTTP answer
+    /// cannot).
+    pub fn kick<'a>(&mut self, client: &'a str, reason: &str, now: Now) -> Kicked<'a> {
+        if let Some(node) = self.ids.remote_node(client) {
+            let Some(tap) = self.cluster.as_mut() else {
+                return Kicked::Here(false);
+            };
+            // No session has this key: the other node's ack is dropped.
+            let ack = PendingAck {
+                host: ConnKey::MAX,
+                host_id: 0,
+                rid: None,
+                deadline_ms: now.ms.saturating_add(self.cfg.request_timeout_ms),
+            };
+            let op = DirectedOp::Kick {
+                reason: reason.to_string(),
+            };
+            let max = tap.max_forward_bytes();
+            let sent = tap.directed.push(node, client, op, ack, max);
+            return if sent {
+                Kicked::Sent(node)
+            } else {
+                Kicked::QueueFull
+            };
+        }
+        match self.client_key(client) {
+            Some(target) => {
+                self.kick_session(target, reason, now);
+                Kicked::Here(true)
+            }
+            None => Kicked::Here(false),
+        }
     }
 
     /// Offers one room message (its section-4 JSON) to the tail; nothing

@@ -31,6 +31,8 @@ pub(crate) mod testing;
 pub use crate::proto::client_id::client_id_str;
 pub use crate::proto::outbox::{Action, Body, Outbox};
 pub use audience::{Audience, PublishData};
+pub use dashboard::Kicked;
+pub use host_events::KickData;
 pub use presence::{PresenceConfig, MAX_PRESENCE_LISTED};
 use sessions::Sessions;
 pub use sessions::{is_bridged, BRIDGED_KEY_BASE, MAX_BRIDGED};
@@ -459,6 +461,14 @@ impl Hub {
         rid: Option<&RawValue>,
     ) {
         self.out.error(key, code.as_str(), message, now.unix, rid);
+    }
+
+    /// `kicked` `{"reason"}`, then close 4010 (SPEC §6 `host.kick`).
+    fn kick_session(&mut self, key: ConnKey, reason: &str, now: Now) {
+        self.out.reply(key, "kicked", None, |data| {
+            data.str("reason", reason);
+        });
+        self.close(key, 4010, "kicked", now);
     }
 
     /// Ends a session from the core's side: the shell sends the close frame.
