@@ -29,7 +29,6 @@ else
 fi
 # handshakes: connection attempts in parallel (each closed once upgraded).
 HS_CONNS=32
-LOAD_TIMEOUT=240
 PORT=39200
 
 OUT=$ROOT/benches/results
@@ -37,36 +36,15 @@ WORK=$(mktemp -d /tmp/tether-bench.XXXXXX)
 mkdir -p "$OUT"
 JSONL=$OUT/results.jsonl
 : >"$JSONL"
-: >"$OUT/rounds.log"
-SERVER_PID=
-# wss runs set these: the load tool's address scheme and its extra options.
-SCHEME=
-LOAD_TLS=()
-
-cleanup() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-log() { printf '== %s\n' "$*" >&2; }
+ROUNDS_LOG=$OUT/rounds.log
+: >"$ROUNDS_LOG"
+source benches/lib.sh
 
 # ---------------------------------------------------------------- build
 log "building tether, the load tool and the Rust peers"
-# tether's figures are those of the shipped binary: the dist profile (fat LTO).
-cargo build --profile dist --quiet
-cargo build --release --quiet --manifest-path benches/load/Cargo.toml
+build_tether_and_load
 cargo build --release --quiet --manifest-path benches/peers/Cargo.toml
-TETHER=$ROOT/target/dist/tether
-LOAD=$ROOT/benches/load/target/release/tether-load
 PEERS=$ROOT/benches/peers/target/release
-if [[ ! -d benches/peers/node/node_modules/uwebsockets || ! -d benches/peers/node/node_modules/ws ]]; then
-    log "npm install (uwebsockets, ws)"
-    (cd benches/peers/node && npm install --no-audit --no-fund --silent)
-fi
 # Python: the peer needs websockets >= 14 (websockets.asyncio.server), the
 # report matplotlib; from the system if it has them, else from a venv.
 PY=python3
@@ -83,47 +61,7 @@ if ! python3 -c 'from websockets.asyncio.server import broadcast, serve; import 
 fi
 
 # ---------------------------------------------------------------- method
-# Raise the priority of this session's autogroup (the machine is shared).
-if ! echo -19 >/proc/self/autogroup 2>/dev/null; then
-    log "warning: cannot renice the autogroup (not root?); figures will be noisier"
-fi
-NICE=(nice -n -19)
-"${NICE[@]}" true 2>/dev/null || NICE=()
-on_cpu() { local cpu=$1; shift; exec "${NICE[@]}" taskset -c "$cpu" "$@"; }
-
-# Starts a server pinned to CPU 0 and waits until its port accepts.
-start_server() {
-    local port=$1; shift
-    (on_cpu 0 "$@") >"$WORK/server.log" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    log "server did not start: $*"; cat "$WORK/server.log" >&2
-    return 1
-}
-
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-    sleep 0.5
-}
-
-# Runs the load tool pinned to CPU 1; appends its JSON line tagged with the server.
-load() {
-    local server=$1 port=$2; shift 2
-    local line
-    echo "## $server: $*" | sed 's/token=[^ "]*/token=JWT/g' >>"$OUT/rounds.log"
-    if line=$( (TETHER_LOAD_TRACE=1 on_cpu 1 timeout "$LOAD_TIMEOUT" "$LOAD" "$@" --addr "${SCHEME}127.0.0.1:$port" "${LOAD_TLS[@]}" --pid "$SERVER_PID") 2>>"$OUT/rounds.log"); then
-        echo "{\"server\":\"$server\",${line:1}" >>"$JSONL"
-        echo "   $server: $line" >&2
-    else
-        log "$server: load tool failed: $(tail -1 "$OUT/rounds.log")"
-        echo "{\"server\":\"$server\",\"scenario\":\"$1\",\"error\":true}" >>"$JSONL"
-    fi
-}
+bench_method
 
 # The standard scenarios against an echo/broadcast server (paths / /sub /pub).
 peer_scenarios() {
@@ -134,23 +72,10 @@ peer_scenarios() {
     load "$name" "$port" broadcast --conns 10000 --rounds "$B10K_ROUNDS" --path /sub --pub-path /pub
 }
 
-echo "{\"meta\":true,\"quick\":$QUICK,\"date\":\"$(date -u +%FT%TZ)\",\"loadavg_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"nproc\":$(nproc),\"cpu\":\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\"}" >>"$JSONL"
+meta_line "\"quick\":$QUICK,"
 
 # ---------------------------------------------------------------- tether
-export JWT_SECRET
-JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-cat >"$WORK/tether.json" <<EOF
-{
-  "server": {"websocket": {"host": "127.0.0.1", "port": $PORT, "auth": {"allowed_ip": "127.0.0.0/8"}},
-             "health": {"host": "127.0.0.1", "port": $((PORT + 50))}},
-  "limits": {"max_connections": 19000, "max_connections_per_ip": 19000,
-             "max_connects_per_ip_per_hour": 1000000, "max_messages_per_minute": 1000000000,
-             "idle_timeout_s": 600, "ping_interval_s": 300},
-  "log": {"level": "warn"}
-}
-EOF
-SUB_TOKEN=$("$TETHER" token --config "$WORK/tether.json" --sub bench --permissions 'publish,room:bench_*' --ttl 2h)
-HOST_TOKEN=$("$TETHER" token --config "$WORK/tether.json" --sub host --permissions host --ttl 2h)
+tether_settings $PORT
 
 log "tether echo (tether echo: WebSocket layer only)"
 start_server $PORT "$TETHER" echo --config "$WORK/tether.json"
@@ -225,16 +150,8 @@ stop_server
 # the same certificate for both, each wss figure beside its ws pair:
 # echo (100 conns, 32 B, 8 in flight), broadcast to 1,000 and new
 # connections per second (handshakes, 32 attempts in parallel).
-log "TLS: a P-256 certificate for 127.0.0.1 (openssl, in $WORK)"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
-    -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -addext "basicConstraints=critical,CA:FALSE" \
-    -addext "extendedKeyUsage=serverAuth" -keyout "$WORK/tls-key.pem" -out "$WORK/tls-cert.pem" 2>/dev/null
-sed 's|"auth": {"allowed_ip": "127.0.0.0/8"}|&, "tls": {"cert": "'"$WORK"'/tls-cert.pem", "key": "'"$WORK"'/tls-key.pem"}|' \
-    "$WORK/tether.json" >"$WORK/tether-tls.json"
-grep -q '"tls"' "$WORK/tether-tls.json"
+tls_settings
 hs() { load "$1" "$2" handshakes --conns "$HS_CONNS" --warmup 1 --secs "$HS_SECS"; }
-tls_on() { SCHEME=wss:// LOAD_TLS=(--ca "$WORK/tls-cert.pem"); }
-tls_off() { SCHEME= LOAD_TLS=(); }
 
 # Each pair runs back to back, twice (ws, wss, ws, wss), so that the ratio
 # compares neighbours in time on this shared machine; the report averages
@@ -278,7 +195,7 @@ tls_pairs() {
 tls_pairs ""
 tls_pairs "#2"
 
-echo "{\"meta_end\":true,\"loadavg_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >>"$JSONL"
+meta_end_line
 
 log "writing benches/results/results.md and chart.png"
 "$PY" benches/report.py "$JSONL" "$OUT"

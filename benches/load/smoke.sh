@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of tether-load's wss:// mode against tether echo with TLS:
 # echo and handshakes must complete with the right CA, and be refused with
-# a certificate the server does not have. Usage (from the repository root):
+# a certificate the server does not have; --deflate echoes must all come
+# back compressed (tether echo with compression on). Usage (from the repository root):
 #   bash benches/load/smoke.sh [TETHER_BIN] [LOAD_BIN]
 # Needs openssl. Uses 127.0.0.1:39461 (and 39462 for tether's health port).
 set -euo pipefail
@@ -26,6 +27,7 @@ cert server
 cert other
 cat >"$D/tether.json" <<EOF
 {"server": {"websocket": {"host": "127.0.0.1", "port": $PORT, "auth": {"allowed_ip": "127.0.0.0/8"},
+                          "compression": {"enabled": true, "min_bytes": 64},
                           "tls": {"cert": "$D/server-cert.pem", "key": "$D/server-key.pem"}},
             "health": {"host": "127.0.0.1", "port": $((PORT + 1))}},
  "limits": {"max_connects_per_ip_per_hour": 1000000, "max_messages_per_minute": 1000000000},
@@ -51,8 +53,15 @@ out=$("$LOAD" handshakes --addr "wss://127.0.0.1:$PORT" --ca "$D/server-cert.pem
 echo "$out"
 [[ $(field handshakes <<<"$out") -gt 0 ]] || fail "wss handshakes: none completed"
 
+out=$("$LOAD" echo --addr "wss://127.0.0.1:$PORT" --ca "$D/server-cert.pem" --conns 4 --warmup 0.2 --secs 1 \
+    --text-file benches/compression-2k.json --deflate)
+echo "$out"
+msgs=$(field msgs <<<"$out")
+[[ $msgs -gt 0 && $(field compressed_in <<<"$out") -eq $msgs ]] || fail "--deflate echo: not all compressed"
+[[ $(field ws_bytes_in_per_msg <<<"$out" | cut -d. -f1) -lt 1000 ]] || fail "--deflate echo: 2 KB JSON not smaller"
+
 if "$LOAD" echo --addr "wss://127.0.0.1:$PORT" --ca "$D/other-cert.pem" --conns 2 --secs 1 2>"$D/refused.log"; then
     fail "a certificate outside --ca was accepted"
 fi
 grep -q "invalid peer certificate" "$D/refused.log" || fail "wrong CA: $(cat "$D/refused.log")"
-echo "smoke: wss echo, handshakes and certificate refusal ok"
+echo "smoke: wss echo, handshakes, certificate refusal and --deflate ok"

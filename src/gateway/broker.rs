@@ -2,6 +2,11 @@
 //! the shared Poll and timer wheel. It only moves bytes: connecting, reading
 //! and writing until `WouldBlock`; every decision is `proto::cluster::Node`'s.
 //! Both sockets share the endpoint's token; an event services both.
+//! A burst from the broker is taken a batch per loop pass (the node bounds
+//! it; `on_pass`, the pass's last call before the clients' sockets are
+//! written, starts the next), so that members' sockets are written between
+//! batches; a socket not read to `WouldBlock` is read again on the next pass
+//! (mio is edge-triggered).
 
 use super::app::App;
 use super::endpoint::Endpoint;
@@ -18,7 +23,8 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-/// Reads per socket per call, so that a flood from the broker cannot starve clients.
+/// Reads per socket per call, so that a flood from the broker cannot starve
+/// clients (the link also stops asking for input while its inbox is full).
 const MAX_READS_PER_CALL: usize = 64;
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -104,6 +110,9 @@ struct Slot {
     stream: Option<Stream>,
     connected: bool,
     attempts: usize,
+    /// Reading stopped before `WouldBlock`: no new event will come for what
+    /// is already there.
+    unread: bool,
 }
 
 pub struct BrokerEndpoint {
@@ -204,7 +213,7 @@ impl BrokerEndpoint {
             }
         }
         if slot.connected {
-            read_all(stream, link, &mut self.buf, now);
+            slot.unread = !read_all(stream, link, &mut self.buf, now);
         }
         self.flush(i, now);
     }
@@ -222,22 +231,29 @@ impl BrokerEndpoint {
                 let _ = self.registry.deregister(stream.source());
             }
             slot.connected = false;
+            slot.unread = false;
         }
     }
 }
 
-fn read_all(stream: &mut Stream, link: &mut Link, buf: &mut [u8], now: Now) {
+/// Reads while the link wants input; true when the socket was read to
+/// `WouldBlock` (or is gone), false when bytes may be left in it.
+fn read_all(stream: &mut Stream, link: &mut Link, buf: &mut [u8], now: Now) -> bool {
     for _ in 0..MAX_READS_PER_CALL {
+        if !link.wants_input() {
+            return false;
+        }
         match retry(|| stream.read(buf)) {
-            Ok(Some(0)) => return link.on_closed(now.ms, "the broker closed the connection"),
+            Ok(Some(0)) => link.on_closed(now.ms, "the broker closed the connection"),
             Ok(Some(n)) => link.on_bytes(&buf[..n], now.ms),
-            Ok(None) => return,
-            Err(e) => return link.on_closed(now.ms, closed_reason(&e)),
+            Ok(None) => return true,
+            Err(e) => link.on_closed(now.ms, closed_reason(&e)),
         }
         if link.is_down() {
-            return;
+            return true;
         }
     }
+    false
 }
 
 fn write_all(stream: &mut Stream, link: &mut Link, now: Now) {
@@ -277,13 +293,31 @@ impl Endpoint for BrokerEndpoint {
         None
     }
 
+    /// The last call before the pass writes the clients' sockets: what the
+    /// hub queued goes out, and the broker's input batch starts afresh.
     fn on_pass(&mut self, app: &mut App, now: Now) -> Option<u64> {
         let App::Gateway(hub) = &*app else {
             return None;
         };
-        if !hub.cluster().is_some_and(|tap| tap.has_forwards()) && !hub.has_room_changes() {
-            return None;
-        }
-        self.drive(app, now)
+        let wake = if hub.cluster().is_some_and(|tap| tap.has_forwards())
+            || hub.has_room_changes()
+            || self.has_backlog()
+        {
+            self.drive(app, now)
+        } else {
+            None
+        };
+        self.node.end_pass();
+        wake
+    }
+
+    /// Input is waiting that no event will announce: received messages
+    /// beyond the last batch, or a socket not read to the end.
+    fn has_backlog(&self) -> bool {
+        self.node.has_backlog()
+            || self
+                .slots
+                .iter()
+                .any(|s| s.unread && s.connected && s.stream.is_some())
     }
 }

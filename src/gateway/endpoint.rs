@@ -82,6 +82,11 @@ pub trait Endpoint {
     fn on_shutdown(&mut self, _app: &mut App, _now: Now) -> Option<u64> {
         None
     }
+    /// Work is waiting that no event or timer will announce (input taken a
+    /// batch per pass): the loop does not sleep, and calls `on_pass` next.
+    fn has_backlog(&self) -> bool {
+        false
+    }
     /// Nothing left to wind down (the loop may end).
     fn is_finished(&self) -> bool {
         true
@@ -204,6 +209,12 @@ impl Endpoints {
 
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+
+    /// Whether some endpoint has work for the next pass (see
+    /// [`Endpoint::has_backlog`]).
+    pub fn has_backlog(&self) -> bool {
+        self.slots.iter().any(|(_, e)| e.has_backlog())
     }
 
     /// Whether every endpoint has wound down.

@@ -227,7 +227,7 @@ impl Server {
         loop {
             self.pet_watchdog();
             let again = std::mem::take(&mut self.ready_again);
-            let timeout = self.poll_timeout(!again.is_empty());
+            let timeout = self.poll_timeout(!again.is_empty() || self.endpoints.has_backlog());
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);

@@ -1070,8 +1070,12 @@ pub fn example_bin(name: &str) -> PathBuf {
     if profile_dir.file_name().is_some_and(|p| p == "release") {
         build.arg("--release");
     }
-    let status = build.status().expect("run cargo build --example");
-    assert!(status.success(), "cargo build --example {name} failed");
+    let out = build.output().expect("run cargo build --example");
+    assert!(
+        out.status.success(),
+        "cargo build --example {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(path.exists(), "{} missing after the build", path.display());
     path
 }

@@ -26,6 +26,12 @@
 //! JSON line. `--room` (tether) and `--socketio` make subscribers join a room
 //! first (see `Join`) and count only that room's messages as deliveries.
 //!
+//! `--deflate`: clients (not the publisher or host) offer permessage-deflate,
+//! fail unless the server agrees, and send their messages compressed (one
+//! frame compressed at start, see `deflate`); the JSON line then says how
+//! many WebSocket bytes (frame headers and payloads, before TLS) each
+//! message took each way and how many arrived compressed.
+//!
 //! Only loopback targets are accepted. With `--addr wss://127.0.0.1:PORT` every
 //! connection runs a rustls `ClientConnection` (ring provider, no session
 //! resumption) on its non-blocking socket: one socket read of up to 256 KiB is
@@ -34,6 +40,8 @@
 //! sealed records written with one (vectored) `write_tls` call at a time.
 //! rustls itself still allocates per TLS record (a sealed record, a received
 //! plaintext chunk), never per WebSocket message of this tool.
+
+mod deflate;
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -62,6 +70,9 @@ scenarios: echo | idle | broadcast | rpc | handshakes | throughput
   --inflight D       messages in flight per connection (echo, rpc) [8]
   --size B           payload bytes of generated messages [32]
   --text S           use S as the message payload instead of B bytes of 'x'
+  --text-file F      use the contents of F as the message payload
+  --json-data        tether: the payload is JSON, put in host.broadcast's data as it is
+  --deflate          clients offer permessage-deflate (required) and send compressed
   --warmup S         seconds before measuring (echo, rpc, handshakes) [1]
   --secs S           seconds measured (echo, rpc, handshakes) or held (idle) [5]
   --rounds R         broadcast rounds [50]
@@ -95,6 +106,10 @@ struct Opts {
     inflight: usize,
     size: usize,
     text: Option<String>,
+    /// tether: the payload is a JSON value, not a string's contents.
+    json_data: bool,
+    /// Clients negotiate permessage-deflate and compress what they send.
+    deflate: bool,
     warmup: f64,
     secs: f64,
     rounds: usize,
@@ -136,6 +151,8 @@ fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
         inflight: 8,
         size: 32,
         text: None,
+        json_data: false,
+        deflate: false,
         warmup: 1.0,
         secs: 5.0,
         rounds: 50,
@@ -204,6 +221,14 @@ fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--inflight" => o.inflight = num("--inflight", args.next())?,
             "--size" => o.size = num("--size", args.next())?,
             "--text" => o.text = args.next(),
+            "--text-file" => {
+                let path = args.next().ok_or("--text-file: missing")?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("--text-file {path}: {e}"))?;
+                o.text = Some(text.trim_end().to_string());
+            }
+            "--json-data" => o.json_data = true,
+            "--deflate" => o.deflate = true,
             "--warmup" => o.warmup = num("--warmup", args.next())?,
             "--secs" => o.secs = num("--secs", args.next())?,
             "--rounds" => o.rounds = num("--rounds", args.next())?,
@@ -349,7 +374,12 @@ const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 /// Appends one masked client frame (FIN set) to `out`.
 fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
-    out.push(0x80 | opcode);
+    push_frame_with(out, 0x80 | opcode, payload);
+}
+
+/// Appends one masked client frame whose first header byte is `first`.
+fn push_frame_with(out: &mut Vec<u8>, first: u8, payload: &[u8]) {
+    out.push(first);
     let len = payload.len();
     if len < 126 {
         out.push(0x80 | len as u8);
@@ -371,9 +401,18 @@ struct Repeated {
 }
 
 impl Repeated {
-    fn new(opcode: u8, payload: &[u8], copies: usize) -> Repeated {
+    /// `compressed`: the frame carries `payload` deflated, with RSV1 set.
+    fn new(opcode: u8, payload: &[u8], copies: usize, compressed: bool) -> Repeated {
         let mut one = Vec::new();
-        push_frame(&mut one, opcode, payload);
+        if compressed {
+            push_frame_with(
+                &mut one,
+                0x80 | deflate::RSV1 | opcode,
+                &deflate::compress(payload),
+            );
+        } else {
+            push_frame(&mut one, opcode, payload);
+        }
         let frame_len = one.len();
         let copies = copies.max(1).max(4096 / frame_len.max(1));
         Repeated {
@@ -732,6 +771,12 @@ struct Load {
     /// Subscribers whose join was answered; the Socket.IO publisher's.
     ready_count: usize,
     pub_ready: bool,
+    /// `--deflate`: clients offer permessage-deflate and need it agreed.
+    deflate: bool,
+    /// Client WebSocket bytes received (frames, after the upgrade), and the
+    /// messages among them that arrived compressed (RSV1).
+    rx_bytes: u64,
+    rx_compressed: u64,
 }
 
 impl Load {
@@ -776,6 +821,9 @@ impl Load {
             join_msg: Vec::new(),
             ready_count: 0,
             pub_ready: false,
+            deflate: o.deflate,
+            rx_bytes: 0,
+            rx_compressed: 0,
         })
     }
 
@@ -810,9 +858,13 @@ impl Load {
             Token(i),
             Interest::READABLE | Interest::WRITABLE,
         )?;
+        let offer = match role {
+            Role::Client if self.deflate => deflate::OFFER,
+            _ => "",
+        };
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n",
             dst
         );
         let tls = match &self.tls {
@@ -1194,6 +1246,10 @@ impl Load {
             eprintln!("handshake refused: {}", line.lines().next().unwrap_or(""));
             return self.kill(i);
         }
+        if self.deflate && c.role == Role::Client && !deflate::agreed(&c.head[..end]) {
+            eprintln!("permessage-deflate was offered and not agreed");
+            return self.kill(i);
+        }
         let head = std::mem::take(&mut c.head);
         c.st = St::Open;
         self.opened += 1;
@@ -1215,6 +1271,10 @@ impl Load {
     fn on_bytes(&mut self, i: usize, data: &[u8]) {
         let capture = self.tether_host && self.conns[i].role == Role::Pub;
         let peek = self.join != Join::Nothing;
+        let client = self.conns[i].role == Role::Client;
+        if client {
+            self.rx_bytes += data.len() as u64;
+        }
         let mut at = 0;
         let mut done_here: u32 = 0;
         while at < data.len() {
@@ -1243,6 +1303,9 @@ impl Load {
                 c.fin = b0 & 0x80 != 0;
                 if c.op != 0 {
                     c.lead_len = 0;
+                }
+                if client && b0 & deflate::RSV1 != 0 {
+                    self.rx_compressed += 1;
                 }
                 at += 2;
                 if capture {
@@ -1284,6 +1347,9 @@ impl Load {
             c.fin = c.hdr[0] & 0x80 != 0;
             if c.op != 0 {
                 c.lead_len = 0;
+            }
+            if client && c.hdr[0] & deflate::RSV1 != 0 {
+                self.rx_compressed += 1;
             }
             c.hdr_len = 0;
             if capture {
@@ -1526,7 +1592,7 @@ fn run_echo(o: &Opts) -> Result<String, String> {
     } else {
         payload(o)
     };
-    let mut l = Load::new(o, Repeated::new(0x1, &msg, 64))?;
+    let mut l = Load::new(o, Repeated::new(0x1, &msg, 64, o.deflate))?;
     if rpc {
         l.tether_host = true;
         l.open_many(1, Role::Pub, &o.pub_path, 1, 1)?;
@@ -1555,13 +1621,15 @@ fn run_echo(o: &Opts) -> Result<String, String> {
     l.hist.clear();
     l.timing = true;
     let before = l.total;
+    l.rx_bytes = 0;
+    l.rx_compressed = 0;
     let w = Window::start(o.pid);
     l.run_for(o.secs);
     let (secs, server_cpu, self_cpu) = w.end(o.pid);
     let msgs = l.total - before;
     Ok(format!(
         "{{\"scenario\":\"{}\",\"conns\":{},\"inflight\":{},\"bytes\":{},\"msgs\":{msgs},\
-         \"msgs_per_s\":{:.0},\"lat_p50_us\":{},\"lat_p99_us\":{},\"lat_max_us\":{},\"failed\":{},{}}}",
+         \"msgs_per_s\":{:.0},\"lat_p50_us\":{},\"lat_p99_us\":{},\"lat_max_us\":{},\"failed\":{},{},{}}}",
         o.scenario,
         o.conns,
         o.inflight,
@@ -1571,15 +1639,29 @@ fn run_echo(o: &Opts) -> Result<String, String> {
         l.hist.quantile(0.99),
         l.hist.max,
         l.failed,
+        wire_json(&l, Some(l.rep.frame_len), msgs),
         json_common(secs, server_cpu, self_cpu, msgs)
     ))
+}
+
+/// `"deflate":..,"ws_bytes_out_per_msg":..,"ws_bytes_in_per_msg":..,"compressed_in":..`:
+/// what the clients sent per message (echo: the repeated frame) and received
+/// per message (`msgs` of them) since the counters were reset.
+fn wire_json(l: &Load, out_per_msg: Option<usize>, msgs: u64) -> String {
+    let out = out_per_msg.map_or(String::new(), |n| format!("\"ws_bytes_out_per_msg\":{n},"));
+    format!(
+        "\"deflate\":{},{out}\"ws_bytes_in_per_msg\":{:.1},\"compressed_in\":{}",
+        l.deflate,
+        l.rx_bytes as f64 / msgs.max(1) as f64,
+        l.rx_compressed
+    )
 }
 
 /// idle: N connections held open, then each asked for one echo.
 fn run_idle(o: &Opts) -> Result<String, String> {
     let pid = o.pid.ok_or("idle needs --pid")?;
     let msg = payload(o);
-    let mut l = Load::new(o, Repeated::new(0x1, &msg, 1))?;
+    let mut l = Load::new(o, Repeated::new(0x1, &msg, 1, o.deflate))?;
     let rss0 = rss_kib(pid);
     let t = Instant::now();
     l.open_many(o.conns, Role::Client, &o.path, 1, o.max_pending)?;
@@ -1630,9 +1712,11 @@ fn publish_message(o: &Opts) -> Vec<u8> {
             Some(r) => format!(",\"room\":\"{r}\""),
             None => String::new(),
         };
+        let quote = if o.json_data { "" } else { "\"" };
         (
-            b"{\"event\":\"host.broadcast\",\"data\":{\"event\":\"b\",\"data\":\"".to_vec(),
-            format!("\"{room}}}}}").into_bytes(),
+            format!("{{\"event\":\"host.broadcast\",\"data\":{{\"event\":\"b\",\"data\":{quote}")
+                .into_bytes(),
+            format!("{quote}{room}}}}}").into_bytes(),
         )
     } else if o.socketio {
         (b"42[\"pub\",\"".to_vec(), b"\"]".to_vec())
@@ -1655,7 +1739,8 @@ fn wait_for(l: &mut Load, secs: u64, done: impl Fn(&Load) -> bool) -> bool {
 /// client in the main namespace) on `--addr`, then `subs` subscribers on
 /// `subs_on`, each joined (`Join`) before this returns.
 fn open_fan_out(o: &Opts, subs_on: Vec<SocketAddrV4>, ring: usize) -> Result<Load, String> {
-    let mut l = Load::new(o, Repeated::new(0x1, &publish_message(o), 1))?;
+    // The publisher (or host) sends plain: only subscribers offer deflate.
+    let mut l = Load::new(o, Repeated::new(0x1, &publish_message(o), 1, false))?;
     l.tether_host = o.tether;
     l.client_addrs = subs_on;
     (l.join, l.join_msg) = if o.socketio {
@@ -1701,6 +1786,8 @@ fn run_broadcast(o: &Opts) -> Result<String, String> {
     let subs = o.conns;
     let mut lasts: Vec<u64> = Vec::with_capacity(o.rounds);
     let mut incomplete = 0;
+    l.rx_bytes = 0;
+    l.rx_compressed = 0;
     let w = Window::start(o.pid);
     let cluster_cpu = ClusterCpu::start(o);
     let mut deliveries = 0u64;
@@ -1756,7 +1843,7 @@ fn run_broadcast(o: &Opts) -> Result<String, String> {
     Ok(format!(
         "{{\"scenario\":\"broadcast\",\"subs\":{subs},\"rounds\":{},\"bytes\":{},\"incomplete_rounds\":{incomplete},\
          \"deliveries\":{deliveries},\"last_p50_us\":{},\"last_p99_us\":{},\"last_max_us\":{},\
-         \"delivery_p50_us\":{},\"delivery_p99_us\":{},\"failed\":{},{cluster}{}}}",
+         \"delivery_p50_us\":{},\"delivery_p99_us\":{},\"failed\":{},{},{cluster}{}}}",
         o.rounds,
         msg.len(),
         q(0.5),
@@ -1765,6 +1852,7 @@ fn run_broadcast(o: &Opts) -> Result<String, String> {
         l.hist.quantile(0.5),
         l.hist.quantile(0.99),
         l.failed,
+        wire_json(&l, None, deliveries),
         json_common(secs, server_cpu, self_cpu, deliveries)
     ))
 }
@@ -1902,7 +1990,7 @@ fn run_throughput(o: &Opts) -> Result<String, String> {
 /// handshakes: `--conns` connection attempts in parallel; each is closed as
 /// soon as its upgrade is answered and a new one started in its place.
 fn run_handshakes(o: &Opts) -> Result<String, String> {
-    let mut l = Load::new(o, Repeated::new(0x1, b"x", 1))?;
+    let mut l = Load::new(o, Repeated::new(0x1, b"x", 1, false))?;
     let n = o.conns;
     for _ in 0..n {
         l.clock();
@@ -2079,6 +2167,11 @@ mod tests {
         assert_eq!(
             publish_message(&o),
             br#"{"event":"host.broadcast","data":{"event":"b","data":"xx"}}"#
+        );
+        let o = opts("broadcast --addr 127.0.0.1:9 --text [1] --tether --json-data").unwrap();
+        assert_eq!(
+            publish_message(&o),
+            br#"{"event":"host.broadcast","data":{"event":"b","data":[1]}}"#
         );
         let o = opts("broadcast --addr 127.0.0.1:9 --size 2 --socketio").unwrap();
         assert_eq!(publish_message(&o), br#"42["pub","xx"]"#);

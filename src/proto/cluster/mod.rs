@@ -1,5 +1,6 @@
 //! A node of a tether cluster (SPEC §9): several gateways as one over Redis.
 
+pub mod batch;
 pub mod directed;
 pub mod envelope;
 pub mod gather;

@@ -5,17 +5,20 @@
 //!
 //! Driving contract: after the hub ran (every loop pass) call [`Node::pump`];
 //! move the links' bytes ([`Node::links`]); call [`Node::on_timer`] at
-//! [`Node::poll_timeout`]; stop the process when [`Node::fatal`] says so.
+//! [`Node::poll_timeout`]; stop the process when [`Node::fatal`] says so;
+//! call [`Node::end_pass`] last in every loop pass (before the members'
+//! sockets are written); while [`Node::has_backlog`], pump on the next.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use log::{debug, error, info, warn};
 
+use super::batch::Batch;
 use super::envelope::{self, Kind};
 use super::tap::RoomKind;
 use crate::proto::hub::Hub;
-use crate::proto::redis::{Limits, Link, LinkConfig, LinkEvent, Role, Value};
+use crate::proto::redis::{Limits, Link, LinkConfig, LinkEvent, Role, Value, INBOX_BYTES};
 use crate::proto::Now;
 
 /// A room's channel is dropped this long after its last local member left,
@@ -60,6 +63,8 @@ pub struct Node {
     last_echo_ms: u64,
     next_heartbeat_ms: u64,
     pending_unsubscribe: BTreeMap<Rc<str>, u64>,
+    /// Room messages delivered in this loop pass (bounded, see `batch`).
+    batch: Batch,
     forwarded: u64,
     received: u64,
     dropped: u64,
@@ -104,6 +109,7 @@ impl Node {
             last_echo_ms: 0,
             next_heartbeat_ms: 0,
             pending_unsubscribe: BTreeMap::new(),
+            batch: Batch::default(),
             forwarded: 0,
             received: 0,
             dropped: 0,
@@ -186,13 +192,28 @@ impl Node {
             );
             self.publish(&node_channel(&self.cfg.prefix, &node));
         }
-        while let Some(event) = self.sub.poll_event() {
+        // Room messages in a bounded batch per pass: the rest after a flush.
+        while !self.batch.is_full() {
+            let Some(event) = self.sub.poll_event() else {
+                break;
+            };
             self.on_sub_event(event, hub, now);
         }
         while let Some(event) = self.cmd.poll_event() {
             self.on_cmd_event(event, now);
         }
         self.update_status(hub, now);
+    }
+
+    /// Received messages not yet handled (the pass's batch was full).
+    pub fn has_backlog(&self) -> bool {
+        self.sub.has_events()
+    }
+
+    /// The loop pass ends (members' sockets are written next): the next
+    /// pass may deliver a new batch.
+    pub fn end_pass(&mut self) {
+        self.batch = Batch::default();
     }
 
     fn on_sub_event(&mut self, event: LinkEvent, hub: &mut Hub, now: Now) {
@@ -205,7 +226,13 @@ impl Node {
             LinkEvent::Refused(text) => {
                 error!("cluster: the broker refused the subscriber link: {text}")
             }
-            LinkEvent::Message { payload, .. } => self.on_message(&payload, hub, now),
+            LinkEvent::Message { payload, .. } => {
+                // What it queued for local members counts against the batch.
+                let queued = hub.out.actions.len();
+                self.on_message(&payload, hub, now);
+                let delivered = hub.out.actions.len().saturating_sub(queued);
+                self.batch.add(payload.len(), delivered as u64);
+            }
             LinkEvent::Reply { .. } => {}
         }
     }
@@ -533,9 +560,11 @@ fn receive_limit(cfg: &NodeConfig) -> usize {
 }
 
 /// Bytes the node's broker links can hold at once: commands waiting
-/// (`max_forward_bytes`) and one reply being read on each link.
+/// (`max_forward_bytes`), one reply being read on each link, and received
+/// messages not yet delivered (the inbox's bound, and what the read that
+/// crossed it added).
 pub fn memory_ceiling(cfg: &NodeConfig) -> usize {
-    cfg.max_forward_bytes + 2 * (receive_limit(cfg) + 1024)
+    cfg.max_forward_bytes + 2 * (receive_limit(cfg) + 1024) + 2 * INBOX_BYTES
 }
 
 fn room_channel(prefix: &str, room: &str) -> String {

@@ -6,6 +6,9 @@
 //! Driving contract, after every call: write [`Link::output`] and
 //! [`Link::consume`] what the socket took; drain [`Link::poll_event`]; drop
 //! the socket when [`Link::is_down`]; arm a timer for [`Link::poll_timeout`].
+//! Read from the socket only while [`Link::wants_input`]: received messages
+//! wait in the link until taken, and beyond [`INBOX_BYTES`] of them the rest
+//! stays with the broker (Redis holds it in the connection's output buffer).
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -74,6 +77,17 @@ enum Expect {
     Ignored,
 }
 
+/// Bytes of received, not yet taken messages past which the link asks for
+/// no more input: what a burst from the broker may hold here at once.
+pub const INBOX_BYTES: usize = 256 * 1024;
+/// What a held message costs beside its channel and payload (the event and
+/// two allocations), so that tiny messages count too.
+const MESSAGE_OVERHEAD: usize = 128;
+
+fn inbox_cost(channel: &[u8], payload: &[u8]) -> usize {
+    channel.len() + payload.len() + MESSAGE_OVERHEAD
+}
+
 /// Error value given to tags outstanding when the link is lost.
 pub const LINK_LOST: &[u8] = b"ERR tether: broker link lost";
 
@@ -90,6 +104,8 @@ pub struct Link {
     input: Vec<u8>,
     channels: BTreeSet<Vec<u8>>,
     events: VecDeque<LinkEvent>,
+    /// What the [`LinkEvent::Message`]s in `events` hold (see `inbox_cost`).
+    inbox_bytes: usize,
     last_read_ms: u64,
     probing: bool,
     ups: u64,
@@ -109,6 +125,7 @@ impl Link {
             input: Vec::new(),
             channels: BTreeSet::new(),
             events: VecDeque::new(),
+            inbox_bytes: 0,
             last_read_ms: 0,
             probing: false,
             ups: 0,
@@ -198,28 +215,63 @@ impl Link {
         }
         self.last_read_ms = now_ms;
         self.probing = false;
-        self.input.extend_from_slice(bytes);
+        if self.input.is_empty() {
+            // The usual case: whole replies, decoded where they were read;
+            // only a partial one at the end is kept.
+            if let Some(used) = self.decode_all(bytes, now_ms) {
+                self.input.extend_from_slice(&bytes[used..]);
+            }
+        } else {
+            let mut input = std::mem::take(&mut self.input);
+            input.extend_from_slice(bytes);
+            if let Some(used) = self.decode_all(&input, now_ms) {
+                input.drain(..used);
+                self.input = input;
+            }
+        }
+        if self.input.len() > self.config.max_reply_bytes {
+            self.on_closed(now_ms, "reply too large");
+        }
+    }
+
+    /// Handles every whole reply at the front of `data`: how many bytes they
+    /// took, or `None` when the link went down.
+    fn decode_all(&mut self, data: &[u8], now_ms: u64) -> Option<usize> {
         let mut used = 0;
         loop {
-            match decode(&self.input[used..], &self.config.limits) {
+            match decode(&data[used..], &self.config.limits) {
                 Ok(Some((_, n))) if n > self.config.max_reply_bytes => {
-                    return self.on_closed(now_ms, "reply too large");
+                    self.on_closed(now_ms, "reply too large");
+                    return None;
                 }
                 Ok(Some((value, n))) => {
                     used += n;
                     if !self.on_value(value, now_ms) {
-                        return;
+                        return None;
                     }
                 }
-                Ok(None) => break,
-                Err(DecodeError::Syntax) => return self.on_closed(now_ms, "not RESP"),
-                Err(DecodeError::TooLarge) => return self.on_closed(now_ms, "reply too large"),
+                Ok(None) => return Some(used),
+                Err(DecodeError::Syntax) => {
+                    self.on_closed(now_ms, "not RESP");
+                    return None;
+                }
+                Err(DecodeError::TooLarge) => {
+                    self.on_closed(now_ms, "reply too large");
+                    return None;
+                }
             }
         }
-        self.input.drain(..used);
-        if self.input.len() > self.config.max_reply_bytes {
-            self.on_closed(now_ms, "reply too large");
-        }
+    }
+
+    /// Whether the shell should read more: the messages received and not yet
+    /// taken are under [`INBOX_BYTES`].
+    pub fn wants_input(&self) -> bool {
+        self.inbox_bytes < INBOX_BYTES
+    }
+
+    /// Whether events wait to be taken with [`Link::poll_event`].
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// False when the link went down.
@@ -252,15 +304,17 @@ impl Link {
         let Value::Array(Some(items)) = value else {
             return;
         };
-        if let [kind, channel, payload] = items.as_slice() {
-            if kind.as_bytes() == Some(b"message") {
-                if let (Some(channel), Some(payload)) = (channel.as_bytes(), payload.as_bytes()) {
-                    self.events.push_back(LinkEvent::Message {
-                        channel: channel.to_vec(),
-                        payload: payload.to_vec(),
-                    });
-                }
-            }
+        // The decoded bytes move into the event: no copy per message.
+        let Ok([kind, channel, payload]) = <[Value; 3]>::try_from(items) else {
+            return;
+        };
+        if kind.as_bytes() != Some(b"message") {
+            return;
+        }
+        if let (Some(channel), Some(payload)) = (channel.into_bytes(), payload.into_bytes()) {
+            self.inbox_bytes += inbox_cost(&channel, &payload);
+            self.events
+                .push_back(LinkEvent::Message { channel, payload });
         }
         // subscribe/unsubscribe confirmations and pongs need nothing.
     }
@@ -341,7 +395,11 @@ impl Link {
     }
 
     pub fn poll_event(&mut self) -> Option<LinkEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front()?;
+        if let LinkEvent::Message { channel, payload } = &event {
+            self.inbox_bytes -= inbox_cost(channel, payload);
+        }
+        Some(event)
     }
 
     fn owes_reply(&self) -> bool {

@@ -183,3 +183,54 @@ fn timeouts_probe_and_reset() {
     link.on_bytes(b"!nope\r\n", 1);
     assert!(link.is_down());
 }
+
+fn push(channel: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut m = format!(
+        "*3\r\n$7\r\nmessage\r\n${}\r\n{}\r\n${}\r\n",
+        channel.len(),
+        String::from_utf8_lossy(channel),
+        payload.len()
+    )
+    .into_bytes();
+    m.extend_from_slice(payload);
+    m.extend_from_slice(b"\r\n");
+    m
+}
+
+#[test]
+fn inbox_full_asks_for_no_input_until_taken() {
+    let mut link = Link::new(config(Role::Subscriber, None), 3);
+    link.subscribe(b"c");
+    connect(&mut link, 0);
+    take_out(&mut link);
+    assert_eq!(events(&mut link), vec![LinkEvent::Up]);
+    let payload = [b'x'; 1000];
+    let mut burst = Vec::new();
+    for _ in 0..2 * INBOX_BYTES / payload.len() {
+        burst.extend(push(b"c", &payload));
+    }
+    // Read in odd-sized pieces (replies cut anywhere) while it wants input.
+    let mut pieces = burst.chunks(1777);
+    let mut read = 0;
+    while link.wants_input() {
+        let piece = pieces.next().expect("stops before the burst ends");
+        link.on_bytes(piece, 1);
+        read += piece.len();
+        assert!(link.input.len() < 1200, "only a partial reply is held");
+    }
+    assert!(
+        read > INBOX_BYTES / 2 && read < INBOX_BYTES + 1777,
+        "{read}"
+    );
+    assert!(link.has_events());
+    let mut taken = 0;
+    while let Some(LinkEvent::Message { payload: got, .. }) = link.poll_event() {
+        assert_eq!(got, payload);
+        taken += 1;
+        if taken == 2 {
+            assert!(link.wants_input(), "under the bound again");
+        }
+    }
+    assert!(taken > 200, "{taken}");
+    assert!(!link.has_events() && link.wants_input());
+}

@@ -4,5 +4,5 @@ pub mod backoff;
 pub mod link;
 pub mod resp;
 
-pub use link::{Full, Link, LinkConfig, LinkEvent, Role};
+pub use link::{Full, Link, LinkConfig, LinkEvent, Role, INBOX_BYTES};
 pub use resp::{Limits, Value};

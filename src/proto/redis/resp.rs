@@ -31,6 +31,14 @@ impl Value {
             _ => None,
         }
     }
+
+    /// The bytes of a simple or bulk string, moved out.
+    pub fn into_bytes(self) -> Option<Vec<u8>> {
+        match self {
+            Value::Simple(b) | Value::Bulk(Some(b)) => Some(b),
+            _ => None,
+        }
+    }
 }
 
 /// Why bytes from the broker are not RESP2 we accept; the link is then reset.
