@@ -291,6 +291,13 @@ fn host_clients_lists_every_nodes_clients() {
     let (_on_b, _) = open_authed(b.port(), &token);
     let joined_a = recv_json(&mut host);
     assert_eq!(joined_a["event"], "host.client_joined", "{joined_a}");
+    // Hosts hear of every node's clients (SPEC §9): b's client too.
+    let joined_b = recv_json(&mut host);
+    assert_eq!(joined_b["event"], "host.client_joined", "{joined_b}");
+    assert!(joined_b["data"]["client"]
+        .as_str()
+        .unwrap()
+        .starts_with("b."));
     let reply = request(&mut host, &json!({"event":"host.clients","requestId":1}));
     assert_eq!(reply["event"], "host.clients", "{reply}");
     let clients = reply["data"]["clients"].as_array().unwrap();

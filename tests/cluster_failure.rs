@@ -167,22 +167,28 @@ fn redis_killed_mid_traffic_memory_stays_flat_drops_are_counted_then_all_resumes
         assert_eq!(health["cluster"]["broker"], "down");
         assert_eq!(get_json(node, "/ready").0, 503);
     }
-    // Memory: flat while ~8 MB per node went to a 64 KiB forward bound
-    // (more than twice the logged worst case, which an unbounded queue
-    // would pass).
+    // Memory: flat while ~7 MB per node went to a 64 KiB forward bound. The
+    // logged worst case also budgets pending cross-node host requests (tens of
+    // MiB), so RSS is held to a tighter bound that an unbounded forward queue
+    // would pass several times over, as well as to the logged ceiling.
+    const FLAT: u64 = 2 * 1024 * 1024;
     for (i, node) in [&a, &b].iter().enumerate() {
         let grew = peak[i].saturating_sub(base[i]) * 1024;
         let ceiling = logged_ceiling(node);
         let after_base = (PER_NODE - KILL_AT - 40) * PAD as u64;
-        assert!(after_base > 2 * ceiling, "the traffic is too small to tell");
+        assert!(
+            after_base > 3 * FLAT,
+            "the traffic ({after_base} bytes) is too small to tell"
+        );
         eprintln!(
             "node {i}: RSS {} KiB, grew {grew} bytes; ceiling {ceiling}",
             base[i]
         );
         assert!(
-            grew <= ceiling,
-            "node {i}: RSS grew {grew} bytes (from {} KiB), over the logged ceiling {ceiling}",
-            base[i]
+            grew <= FLAT.min(ceiling),
+            "node {i}: RSS grew {grew} bytes (from {} KiB), over {} (logged ceiling {ceiling})",
+            base[i],
+            FLAT.min(ceiling)
         );
     }
     let down: Vec<(u64, u64, u64)> = [&a, &b].iter().map(|n| counters(n)).collect();

@@ -285,7 +285,12 @@ impl Endpoint for BrokerEndpoint {
         self.drive(app, now)
     }
 
-    fn on_shutdown(&mut self, _app: &mut App, now: Now) -> Option<u64> {
+    fn on_shutdown(&mut self, app: &mut App, now: Now) -> Option<u64> {
+        // The hosts' events are freed for other nodes' hosts at once.
+        if let App::Gateway(hub) = app {
+            hub.release_hosts();
+            self.node.flush_hosts(hub);
+        }
         self.node.stop();
         for i in 0..2 {
             self.flush(i, now);

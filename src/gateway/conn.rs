@@ -21,6 +21,9 @@ pub const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
 pub enum Stage {
     /// Reading the HTTP request head (until `deadline_ms`).
     Handshake { deadline_ms: u64 },
+    /// An HTTP request whose answer waits for other cluster nodes (until
+    /// `deadline_ms` at most); nothing more is read.
+    Awaiting { deadline_ms: u64 },
     /// A WebSocket in use; a ping is due at `next_ping_ms`.
     Open { next_ping_ms: u64 },
     /// We sent a close frame, or answered the peer's: waiting for the peer's
@@ -56,6 +59,7 @@ impl Stage {
     pub fn deadline_ms(&self) -> Option<u64> {
         match *self {
             Stage::Handshake { deadline_ms }
+            | Stage::Awaiting { deadline_ms }
             | Stage::Closing { deadline_ms, .. }
             | Stage::Refusing { deadline_ms, .. } => Some(deadline_ms),
             Stage::Open { .. } => None,

@@ -48,7 +48,7 @@ pub struct HttpAnswer {
 }
 
 impl HttpAnswer {
-    fn json(status: u16, body: Vec<u8>) -> HttpAnswer {
+    pub(super) fn json(status: u16, body: Vec<u8>) -> HttpAnswer {
         HttpAnswer {
             status,
             content_type: "application/json",
@@ -105,7 +105,7 @@ impl HttpAnswer {
 }
 
 /// The identity of a bearer token that passes `allowed`; else a 401 answer.
-fn authorize(
+pub(super) fn authorize(
     req: &HttpRequest<'_>,
     hub: &Hub,
     now: Now,
@@ -259,7 +259,7 @@ fn ready(hub: &Hub) -> HttpAnswer {
     HttpAnswer::json(if reason.is_none() { 200 } else { 503 }, body)
 }
 
-fn may_publish(identity: &Identity) -> bool {
+pub(super) fn may_publish(identity: &Identity) -> bool {
     identity.has("publish") || identity.has("host")
 }
 

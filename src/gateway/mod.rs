@@ -22,6 +22,7 @@ pub mod endpoint;
 pub mod fd_limit;
 pub mod held;
 pub mod http_api;
+pub mod http_cluster;
 pub mod http_pool;
 pub mod http_tls;
 pub mod listen;

@@ -5,6 +5,7 @@ use super::broker::BrokerAddress;
 use super::config::{ReloadError, Reloaded, ShellConfig};
 use crate::proto::auth::Authenticator;
 use crate::proto::cluster::gather::MAX_GATHERS;
+use crate::proto::cluster::hosts::bytes_bound as cluster_hosts_bytes;
 use crate::proto::cluster::{memory_ceiling, ClusterTap, Node, NodeConfig};
 use crate::proto::history::HistoryConfig;
 use crate::proto::hub::{Hub, HubConfig, PresenceConfig, RoomFeatures};
@@ -68,9 +69,12 @@ pub fn cluster_node(
         "cluster: node {name}, broker {target}, prefix {:?}, heartbeat every {} ms",
         cluster.prefix, cluster.heartbeat_ms
     );
-    // The hub's side: forwards and directed requests (each within
-    // max_forward_bytes) and the host.clients gathers.
-    let hub_side = 2 * cluster.max_forward_bytes + MAX_GATHERS * hub.config().max_reply_bytes;
+    // The hub's side: forwards, directed requests and host messages (each
+    // within max_forward_bytes), the host.clients gathers, and the tables of
+    // hosts cluster-wide.
+    let hub_side = 3 * cluster.max_forward_bytes
+        + MAX_GATHERS * hub.config().max_reply_bytes
+        + cluster_hosts_bytes();
     let ceiling = memory_ceiling(&cfg) + hub_side;
     info!(
         "cluster memory ceiling: {ceiling} bytes ({} MiB) for the broker links and forward queues",

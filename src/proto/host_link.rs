@@ -182,6 +182,24 @@ impl HostLink {
         );
     }
 
+    /// Host `key` no longer serves `event` (another node's host holds it).
+    pub fn unserve(&mut self, key: ConnKey, event: &str) {
+        if let Some(role) = self.roles.get_mut(&key) {
+            role.events.retain(|e| &**e != event);
+        }
+        if self.events.get(event).is_some_and(|e| e.host == key) {
+            self.events.remove(event);
+        }
+    }
+
+    /// A new request id, for a request another node forwards (ids are
+    /// shared with local requests: a host answers by id alone).
+    pub fn next_request_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.requests_forwarded += 1;
+        self.next_id
+    }
+
     /// Whether a request from `client` to `host` may be forwarded now.
     pub fn has_room(&self, client: ConnKey, host: ConnKey) -> bool {
         let host_free = self

@@ -4,7 +4,7 @@
 # tests/fuzz/target/corpus/<target>/ (kept between runs, never committed).
 #
 # Usage: tests/fuzz/run.sh [seconds-per-target] [target...]
-#   default: 60 s for each of handshake, frames, dispatch, resp, responses
+#   default: 60 s for each of handshake, frames, dispatch, resp, responses, cluster
 # Env: FUZZ_SANITIZER=none|address (default none: the core is safe Rust, and
 #      AddressSanitizer costs a rebuild and most of the speed), FUZZ_ARGS="-flag=..."
 #      passed on to libFuzzer.
@@ -19,7 +19,7 @@ root=$(cd "$here/../.." && pwd)
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(handshake frames dispatch resp responses)
+[ ${#targets[@]} -gt 0 ] || targets=(handshake frames dispatch resp responses cluster)
 sanitizer=${FUZZ_SANITIZER:-none}
 
 # cargo-fuzz passes nightly-only flags (-Zsanitizer, -Cpasses=sancov); the

@@ -23,6 +23,7 @@ pub fn wake_at(stage: Stage, last_rx_ms: u64, idle_timeout_ms: u64, core: Option
             .min(next_ping_ms)
             .min(core.unwrap_or(u64::MAX)),
         Stage::Handshake { deadline_ms }
+        | Stage::Awaiting { deadline_ms }
         | Stage::Closing { deadline_ms, .. }
         | Stage::Refusing { deadline_ms, .. } => deadline_ms,
     }

@@ -8,6 +8,7 @@ use crate::gateway::auth_proxy::Verdict;
 use crate::gateway::config::REFUSAL_LINGER_MS;
 use crate::gateway::conn::{Serves, Stage};
 use crate::gateway::http_api::{self, HttpAnswer, HttpRequest};
+use crate::gateway::http_cluster;
 use crate::gateway::metrics::{RefusalReason, ShellGauges};
 use crate::proto::auth::Identity;
 use crate::proto::client_id::client_id_str;
@@ -178,6 +179,9 @@ impl Conns {
                 bearer: bearer.as_deref(),
                 body,
             };
+            if http_cluster::answer_later(&req, hub, (key, self.slab[key].id), now) {
+                return self.await_http(key, app, now);
+            }
             http_api::answer(&req, hub, &self.metrics, &gauges, now)
         };
         debug!(
@@ -189,7 +193,7 @@ impl Conns {
     }
 
     /// Queues an HTTP answer, then closes like a refusal does.
-    fn answer_http(&mut self, key: usize, answer: &HttpAnswer, app: &mut App, now: Now) {
+    pub(super) fn answer_http(&mut self, key: usize, answer: &HttpAnswer, app: &mut App, now: Now) {
         self.answer_and_close(key, &answer.to_bytes(), app, now);
     }
 

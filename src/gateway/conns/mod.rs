@@ -10,6 +10,7 @@
 mod admit;
 mod compress;
 mod deadlines;
+mod http_wait;
 mod ingress;
 mod read;
 mod viewer;
@@ -132,6 +133,7 @@ impl Conns {
     pub fn apply_core(&mut self, app: &mut App, now: Now) {
         self.apply_outbox(app, now);
         self.apply_proxy_verdicts(app, now);
+        self.apply_http_replies(app, now);
     }
 
     /// Handshakes without a token go to the connect proxy through `link`.
@@ -192,7 +194,7 @@ impl Conns {
         for key in keys {
             match self.slab[key].stage {
                 Stage::Open { .. } => self.start_close(key, 1001, "server shutting down", app, now),
-                Stage::Handshake { .. } => self.remove(key, app, now),
+                Stage::Handshake { .. } | Stage::Awaiting { .. } => self.remove(key, app, now),
                 Stage::Closing { .. } | Stage::Refusing { .. } => {}
             }
         }

@@ -153,6 +153,8 @@ impl Conns {
             return;
         };
         match conn.stage {
+            // One request per connection: what follows a waiting one is dropped.
+            Stage::Awaiting { .. } => {}
             Stage::Handshake { .. } => self.on_request_bytes(key, data, app, now),
             Stage::Open { .. }
             | Stage::Closing {

@@ -27,6 +27,18 @@ pub enum Kind {
     Clients,
     /// The answer to Clients: request id, the node's client list (JSON).
     ClientList,
+    /// The events the host named in `room` serves: a JSON object (control).
+    HostAnnounce,
+    /// The host named in `room` is gone (control).
+    HostGone,
+    /// A client's request for the host named in `room`: request id, the
+    /// `host.request` fields but `id` (JSON object; node channel).
+    HostRequest,
+    /// The answer to a HostRequest: request id, `{"event","data"}` or
+    /// `{"error"}` (node channel).
+    HostAnswer,
+    /// `host.client_joined` / `host.client_left` as hosts get it (control).
+    HostNotice,
 }
 
 impl Kind {
@@ -41,6 +53,11 @@ impl Kind {
             Kind::Result => b'r',
             Kind::Clients => b'c',
             Kind::ClientList => b'l',
+            Kind::HostAnnounce => b'H',
+            Kind::HostGone => b'G',
+            Kind::HostRequest => b'Q',
+            Kind::HostAnswer => b'A',
+            Kind::HostNotice => b'n',
         }
     }
 
@@ -55,6 +72,11 @@ impl Kind {
             b'r' => Kind::Result,
             b'c' => Kind::Clients,
             b'l' => Kind::ClientList,
+            b'H' => Kind::HostAnnounce,
+            b'G' => Kind::HostGone,
+            b'Q' => Kind::HostRequest,
+            b'A' => Kind::HostAnswer,
+            b'n' => Kind::HostNotice,
             _ => return None,
         })
     }

@@ -4,10 +4,14 @@ pub mod batch;
 pub mod directed;
 pub mod envelope;
 pub mod gather;
+pub mod host_relay;
+pub mod hosts;
+mod keys;
 pub mod node;
 pub mod tap;
 
 pub use directed::{Directed, DirectedOp, DirectedQueue, PendingAck};
 pub use gather::{Gather, Gathers};
+pub use hosts::{Claim, ClaimOut, ClusterHosts, HostOut, RemotePending, Served};
 pub use node::{memory_ceiling, Node, NodeConfig};
-pub use tap::{ClusterStatus, ClusterTap, Forward, RoomKind};
+pub use tap::{ClusterStatus, ClusterTap, Forward, HttpReply, RoomKind};

@@ -16,9 +16,12 @@ use log::{debug, error, info, warn};
 
 use super::batch::Batch;
 use super::envelope::{self, Kind};
+use super::host_relay::{claim_verdict, Relay};
+use super::hosts::CLAIM_TAG_BASE;
+use super::keys::{control_channel, fingerprint_key, node_channel, node_key, room_channel};
 use super::tap::RoomKind;
 use crate::proto::hub::Hub;
-use crate::proto::redis::{Limits, Link, LinkConfig, LinkEvent, Role, Value, INBOX_BYTES};
+use crate::proto::redis::{Limits, Link, LinkConfig, LinkEvent, Role, INBOX_BYTES};
 use crate::proto::Now;
 
 /// A room's channel is dropped this long after its last local member left,
@@ -69,6 +72,8 @@ pub struct Node {
     received: u64,
     dropped: u64,
     scratch: Vec<u8>,
+    /// A heartbeat went out: the hosts' claims and announcements are due.
+    hosts_due: bool,
 }
 
 impl Node {
@@ -114,6 +119,7 @@ impl Node {
             received: 0,
             dropped: 0,
             scratch: Vec::new(),
+            hosts_due: false,
         }
     }
 
@@ -192,6 +198,10 @@ impl Node {
             );
             self.publish(&node_channel(&self.cfg.prefix, &node));
         }
+        if std::mem::take(&mut self.hosts_due) {
+            hub.renew_hosts(now);
+        }
+        self.flush_hosts(hub);
         // Room messages in a bounded batch per pass: the rest after a flush.
         while !self.batch.is_full() {
             let Some(event) = self.sub.poll_event() else {
@@ -200,7 +210,7 @@ impl Node {
             self.on_sub_event(event, hub, now);
         }
         while let Some(event) = self.cmd.poll_event() {
-            self.on_cmd_event(event, now);
+            self.on_cmd_event(event, hub, now);
         }
         self.update_status(hub, now);
     }
@@ -258,6 +268,16 @@ impl Node {
                 if self.peers.remove(env.origin).is_some() {
                     info!("cluster: node {} stopped", env.origin);
                 }
+                hub.remote_node_gone(env.origin, now);
+            }
+            Kind::HostAnnounce
+            | Kind::HostGone
+            | Kind::HostRequest
+            | Kind::HostAnswer
+            | Kind::HostNotice => {
+                if self.joined {
+                    relay(&self.cfg).on_message(&env, hub, now);
+                }
             }
             Kind::Publish | Kind::Broadcast if self.joined => {
                 let kind = if env.kind == Kind::Publish {
@@ -308,6 +328,11 @@ impl Node {
         }
     }
 
+    /// Sends what the hub queued for hosts cluster-wide (also at shutdown).
+    pub fn flush_hosts(&mut self, hub: &mut Hub) {
+        relay(&self.cfg).send_queued(&mut self.cmd, hub);
+    }
+
     /// PUBLISHes `self.scratch` on `channel`; false when the link is full.
     fn publish(&mut self, channel: &str) -> bool {
         let payload = std::mem::take(&mut self.scratch);
@@ -319,7 +344,7 @@ impl Node {
         sent
     }
 
-    fn on_cmd_event(&mut self, event: LinkEvent, now: Now) {
+    fn on_cmd_event(&mut self, event: LinkEvent, hub: &mut Hub, now: Now) {
         match event {
             LinkEvent::Up => {
                 info!(
@@ -340,87 +365,10 @@ impl Node {
                 error!("cluster: the broker refused the command link: {text}")
             }
             LinkEvent::Message { .. } => {}
-            LinkEvent::Reply { tag, value } => self.on_reply(tag, value, now),
-        }
-    }
-
-    fn claim_name(&mut self) {
-        let key = node_key(&self.cfg.prefix, &self.cfg.name);
-        let ttl = self.ttl_ms().to_string();
-        let args: [&[u8]; 6] = [
-            b"SET",
-            key.as_bytes(),
-            self.cfg.instance.as_bytes(),
-            b"NX",
-            b"PX",
-            ttl.as_bytes(),
-        ];
-        let _ = self.cmd.command(&args, Some(TAG_CLAIM));
-    }
-
-    fn check_fingerprint(&mut self) {
-        let key = fingerprint_key(&self.cfg.prefix);
-        let ttl = self.ttl_ms().to_string();
-        let set: [&[u8]; 6] = [
-            b"SET",
-            key.as_bytes(),
-            self.cfg.fingerprint.as_bytes(),
-            b"NX",
-            b"PX",
-            ttl.as_bytes(),
-        ];
-        let _ = self.cmd.command(&set, None);
-        let _ = self
-            .cmd
-            .command(&[b"GET", key.as_bytes()], Some(TAG_FINGERPRINT));
-    }
-
-    fn on_reply(&mut self, tag: u64, value: Value, now: Now) {
-        if let Value::Error(text) = &value {
-            warn!("cluster: broker error: {}", String::from_utf8_lossy(text));
-            return;
-        }
-        match tag {
-            TAG_CLAIM if value.as_bytes().is_some() => self.name_ok = true,
-            TAG_CLAIM => {
-                let key = node_key(&self.cfg.prefix, &self.cfg.name);
-                let _ = self.cmd.command(&[b"GET", key.as_bytes()], Some(TAG_OWNER));
+            LinkEvent::Reply { tag, value } if tag >= CLAIM_TAG_BASE => {
+                hub.claim_answered(tag, claim_verdict(&value), now)
             }
-            TAG_OWNER => match value.as_bytes() {
-                Some(owner) if owner == self.cfg.instance.as_bytes() => self.name_ok = true,
-                Some(_) => {
-                    let why = format!(
-                        "cluster.node: a live node already uses the name {:?}; give this node another name",
-                        self.cfg.name
-                    );
-                    error!("{why}");
-                    self.fatal = Some(why);
-                }
-                // Expired in between: claim again.
-                None => self.claim_name(),
-            },
-            TAG_FINGERPRINT => match value.as_bytes() {
-                Some(fp) if fp == self.cfg.fingerprint.as_bytes() => {
-                    self.fingerprint_ok = true;
-                    self.refused = None;
-                }
-                Some(_) => {
-                    if self.refused.is_none() {
-                        error!(
-                            "cluster: this node's JWT secret differs from the cluster's (compared by keyed fingerprint); not joining"
-                        );
-                    }
-                    self.refused = Some("the JWT secret differs from the cluster's".into());
-                }
-                None => self.check_fingerprint(),
-            },
-            _ => {}
-        }
-        if self.name_ok && self.fingerprint_ok && !self.joined && self.fatal.is_none() {
-            self.joined = true;
-            info!("cluster: node {} joined", self.cfg.name);
-            self.next_heartbeat_ms = now.ms;
-            self.heartbeat(now);
+            LinkEvent::Reply { tag, value } => self.on_reply(tag, value, now),
         }
     }
 
@@ -456,6 +404,7 @@ impl Node {
         let _ = self
             .cmd
             .command(&[b"PEXPIRE", fp.as_bytes(), ttl.as_bytes()], None);
+        self.hosts_due = true;
     }
 
     /// The process stops: tell the other nodes (they drop this one at once
@@ -567,25 +516,17 @@ pub fn memory_ceiling(cfg: &NodeConfig) -> usize {
     cfg.max_forward_bytes + 2 * (receive_limit(cfg) + 1024) + 2 * INBOX_BYTES
 }
 
-fn room_channel(prefix: &str, room: &str) -> String {
-    format!("{prefix}:room:{room}")
+/// The hosts' relay of the node with `cfg`.
+fn relay(cfg: &NodeConfig) -> Relay<'_> {
+    Relay {
+        prefix: &cfg.prefix,
+        name: &cfg.name,
+        ttl_ms: cfg.heartbeat_ms * MISSED_HEARTBEATS,
+    }
 }
 
-fn node_channel(prefix: &str, node: &str) -> String {
-    format!("{prefix}:to:{node}")
-}
-
-fn control_channel(prefix: &str) -> String {
-    format!("{prefix}:control")
-}
-
-fn node_key(prefix: &str, node: &str) -> String {
-    format!("{prefix}:node:{node}")
-}
-
-fn fingerprint_key(prefix: &str) -> String {
-    format!("{prefix}:jwt-fingerprint")
-}
+#[path = "node_join.rs"]
+mod join;
 
 #[cfg(test)]
 #[path = "node_tests.rs"]

@@ -8,6 +8,8 @@ use std::collections::VecDeque;
 
 use super::directed::DirectedQueue;
 use super::gather::Gathers;
+use super::hosts::ClusterHosts;
+use crate::proto::rooms::ConnKey;
 use std::rc::Rc;
 
 /// How a forwarded room message is delivered on the other nodes.
@@ -25,6 +27,15 @@ pub struct Forward {
     pub room: Rc<str>,
     pub kind: RoomKind,
     pub message: Rc<[u8]>,
+}
+
+/// An HTTP answer for the shell's connection `key` with id `conn_id`:
+/// 200 with the JSON `body` (`/api/*` across nodes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    pub key: ConnKey,
+    pub conn_id: u64,
+    pub body: Vec<u8>,
 }
 
 /// The node as `/health`, `/ready` and `/metrics` show it.
@@ -54,6 +65,10 @@ pub struct ClusterTap {
     pub directed: DirectedQueue,
     /// `host.clients` waiting for other nodes' lists.
     pub gathers: Gathers,
+    /// Hosts cluster-wide: other nodes' hosts, requests across nodes.
+    pub hosts: ClusterHosts,
+    /// HTTP answers ready for the shell (`/api/*` across nodes).
+    pub http_replies: Vec<HttpReply>,
     pub status: ClusterStatus,
 }
 
@@ -93,7 +108,10 @@ impl ClusterTap {
     }
 
     pub fn has_forwards(&self) -> bool {
-        !self.forwards.is_empty() || self.directed.has_out() || self.gathers.has_questions()
+        !self.forwards.is_empty()
+            || self.directed.has_out()
+            || self.gathers.has_questions()
+            || self.hosts.has_out()
     }
 
     pub fn max_forward_bytes(&self) -> usize {

@@ -15,6 +15,7 @@ use crate::proto::history::HistoryConfig;
 use crate::proto::hub::{PresenceConfig, RoomFeatures};
 use std::collections::BTreeMap;
 
+mod cluster;
 mod dispatch;
 mod frames;
 mod handshake;
@@ -23,6 +24,7 @@ mod regressions;
 mod resp;
 mod responses;
 
+pub use cluster::cluster;
 pub use dispatch::dispatch;
 pub use frames::frames;
 pub use handshake::handshake;

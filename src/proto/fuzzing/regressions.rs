@@ -87,6 +87,11 @@ fn dispatch_inputs_on_an_action_listener() {
 }
 
 #[test]
+fn cluster_inputs() {
+    replay("cluster", fuzzing::cluster);
+}
+
+#[test]
 fn resp_inputs() {
     replay("resp", fuzzing::resp);
 }

@@ -1,6 +1,7 @@
 //! The hub's side of a cluster (SPEC §9): room messages go to the tap for
 //! the other nodes, and theirs are delivered here to local members.
 
+use super::cluster_http::http_waiter;
 use super::Hub;
 use crate::proto::client_id::IdFormat;
 use crate::proto::cluster::{ClusterTap, DirectedOp, Gather, PendingAck, RoomKind};
@@ -176,18 +177,26 @@ impl Hub {
         for gather in gathers {
             self.reply_gathered(gather);
         }
+        self.expire_cluster_hosts(now);
     }
 
     /// When [`Hub::expire_directed`] is next due.
     pub fn directed_deadline(&self) -> Option<u64> {
         let tap = self.cluster.as_ref()?;
-        match (tap.directed.next_deadline(), tap.gathers.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            tap.directed.next_deadline(),
+            tap.gathers.next_deadline(),
+            tap.hosts.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn ack_directed(&mut self, ack: PendingAck, delivered: bool) {
+        if let Some(conn_id) = http_waiter(ack.host_id) {
+            return self.http_delivered(ack.host, conn_id, delivered);
+        }
         // The host may have gone (and its key been reused) meanwhile.
         if self.is_session(ack.host, ack.host_id) {
             self.out.ack(ack.host, ack.rid.as_deref(), |w| {
@@ -241,11 +250,14 @@ impl Hub {
     }
 
     /// Session `key` is still the one with id `id` (keys are reused).
-    fn is_session(&self, key: ConnKey, id: u64) -> bool {
+    pub(super) fn is_session(&self, key: ConnKey, id: u64) -> bool {
         self.session(key).is_some_and(|s| s.id == id)
     }
 
     fn reply_gathered(&mut self, gather: Gather) {
+        if let Some(conn_id) = http_waiter(gather.host_id) {
+            return self.http_gathered(gather.host, conn_id, &gather.entries);
+        }
         if !self.is_session(gather.host, gather.host_id) {
             return;
         }

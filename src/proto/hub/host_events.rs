@@ -7,9 +7,8 @@
 use super::{data_as, Audience, Hub, PublishData, MAX_ROOM_NAME};
 use crate::proto::action::Dialect;
 use crate::proto::auth::{parse_ttl, MintRequest, MAX_TTL_S};
-use crate::proto::envelope::{ErrorCode, JsonWriter};
-use crate::proto::host_link::{Pending, MAX_EVENTS_PER_HOST, MAX_HOSTS, MAX_PERMISSION_BYTES};
-use crate::proto::outbox::{Action, Body};
+use crate::proto::envelope::ErrorCode;
+use crate::proto::host_link::{MAX_EVENTS_PER_HOST, MAX_HOSTS, MAX_PERMISSION_BYTES};
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
 use log::info;
@@ -17,8 +16,6 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::rc::Rc;
 
 /// Client events the gateway itself serves; no host may take them.
 const BUILT_IN: [&str; 8] = [
@@ -38,22 +35,35 @@ struct RegisterData {
 }
 
 #[derive(Deserialize)]
-struct ReplyError<'a> {
+pub(super) struct ReplyError<'a> {
     #[serde(borrow)]
-    code: Cow<'a, str>,
+    pub code: Cow<'a, str>,
     #[serde(default, borrow)]
-    message: Option<Cow<'a, str>>,
+    pub message: Option<Cow<'a, str>>,
 }
 
+/// `host.reply`'s data; also a host's answer as it crosses nodes.
 #[derive(Deserialize)]
-struct ReplyData<'a> {
-    id: u64,
+pub(super) struct ReplyData<'a> {
+    pub id: u64,
     #[serde(default, borrow)]
-    event: Option<Cow<'a, str>>,
+    pub event: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    data: Option<&'a RawValue>,
+    pub data: Option<&'a RawValue>,
     #[serde(default, borrow)]
-    error: Option<ReplyError<'a>>,
+    pub error: Option<ReplyError<'a>>,
+}
+
+/// A host's answer to a request from another node.
+pub(super) enum HostAnswer<'a> {
+    Event {
+        event: &'a str,
+        data: &'a str,
+    },
+    Error {
+        code: &'a str,
+        message: Option<&'a str>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -168,7 +178,8 @@ impl Hub {
             let taken = self
                 .hosts
                 .route(name.as_str())
-                .is_some_and(|e| e.host != key);
+                .is_some_and(|e| e.host != key)
+                || self.served_elsewhere(name);
             problem = if name.is_empty() || name.len() > MAX_ROOM_NAME {
                 Some(format!("event names must be 1 to {MAX_ROOM_NAME} bytes"))
             } else if BUILT_IN.contains(&name.as_str()) || name.starts_with("host.") {
@@ -204,15 +215,32 @@ impl Hub {
         if let Some(problem) = problem {
             return self.error(key, ErrorCode::InvalidData, &problem, now, rid);
         }
+        let events: Vec<_> = request
+            .events
+            .into_iter()
+            .map(|(name, permission)| (name.into(), permission.map(Into::into)))
+            .collect();
+        // In a cluster the broker decides conflicts first (answered later).
+        if !self.claim_cluster_wide(key, &events, rid, now) {
+            self.apply_register(key, events, rid);
+        }
+    }
+
+    /// Host `key` now serves `events`: the `host.register` succeeded.
+    pub(super) fn apply_register(
+        &mut self,
+        key: ConnKey,
+        events: Vec<(Box<str>, Option<Box<str>>)>,
+        rid: Option<&RawValue>,
+    ) {
         let Some(session) = self.sessions.get(key).and_then(Option::as_ref) else {
             return;
         };
         let first = self.hosts.add_host(key);
         // Hosts always speak section 6, also one on an action listener.
         self.out.set_dialect(key, Dialect::Event);
-        for (name, permission) in request.events {
-            let permission = permission.map(String::into_boxed_str);
-            self.hosts.serve(key, name.into_boxed_str(), permission);
+        for (name, permission) in events {
+            self.hosts.serve(key, name, permission);
         }
         let mut served: Vec<&str> = self
             .hosts
@@ -233,6 +261,7 @@ impl Hub {
         self.out.reply(key, "host.registered", rid, |data| {
             data.str_array("events", &served);
         });
+        self.announce_host(key);
     }
 
     /// A client event that no built-in serves: forward it to its host.
@@ -245,6 +274,9 @@ impl Hub {
         rid: Option<&RawValue>,
     ) {
         let Some(target) = self.hosts.route(event) else {
+            if self.request_remote_host(key, now, event, data, rid) {
+                return;
+            }
             return self.error(
                 key,
                 ErrorCode::UnknownEvent,
@@ -329,7 +361,20 @@ impl Hub {
                 }
                 1
             }
-            None => 0,
+            None => {
+                let answer = match (&reply.error, &reply.event) {
+                    (Some(e), _) => HostAnswer::Error {
+                        code: &e.code,
+                        message: e.message.as_deref(),
+                    },
+                    (None, Some(event)) => HostAnswer::Event {
+                        event,
+                        data: reply.data.map_or("null", |d| d.get()),
+                    },
+                    (None, None) => return,
+                };
+                self.relay_host_answer(key, reply.id, &answer)
+            }
         };
         self.out.ack(key, rid, |w| {
             w.u64("delivered", delivered);
@@ -514,82 +559,6 @@ impl Hub {
             let msg = "the host did not answer in time";
             let rid = pending.request_id.as_deref();
             self.error(key, ErrorCode::HostTimeout, msg, now, rid);
-        }
-    }
-
-    /// A host re-authenticated without the `host` permission: it is a host
-    /// no more, as if it had left (its events unregistered, its pending
-    /// requests failed), but it stays connected as a client, which the
-    /// remaining hosts now hear of.
-    pub(super) fn end_host_role(&mut self, key: ConnKey, now: Now) {
-        let orphans = self.hosts.host_gone(key);
-        if let Some(s) = self.session(key) {
-            info!(
-                "client {} lost the `host` permission: no longer a host",
-                self.ids.str(s.id)
-            );
-        }
-        self.report_orphans(orphans, now);
-        let Some(s) = self.sessions.get_mut(key).and_then(Option::as_mut) else {
-            return;
-        };
-        if !s.announced {
-            s.announced = true;
-            let (id, ip) = (s.id, s.ip);
-            self.notify_hosts_joined(key, id, ip);
-        }
-    }
-
-    /// The requests of a host that left fail: their clients hear so.
-    pub(super) fn report_orphans(&mut self, orphans: Vec<Pending>, now: Now) {
-        for pending in orphans {
-            let msg = "the host that serves this event is gone";
-            let rid = pending.request_id.as_deref();
-            self.error(pending.client, ErrorCode::HostUnavailable, msg, now, rid);
-        }
-    }
-
-    pub(super) fn notify_hosts_joined(&mut self, key: ConnKey, id: u64, ip: IpAddr) {
-        if self.hosts.host_keys().is_empty() {
-            return;
-        }
-        let Some(identity) = self.session(key).and_then(|s| s.identity.as_ref()) else {
-            return;
-        };
-        let mut message = Vec::with_capacity(96);
-        let mut msg = JsonWriter::object(&mut message);
-        msg.str("event", "host.client_joined");
-        msg.begin("data")
-            .str("client", &self.ids.str(id))
-            .str("sub", &identity.sub)
-            .str("ip", &ip.to_string())
-            .end();
-        msg.end();
-        self.send_to_hosts(message.into());
-    }
-
-    pub(super) fn notify_hosts_left(&mut self, id: u64, sub: &str, code: u16) {
-        if self.hosts.host_keys().is_empty() {
-            return;
-        }
-        let mut message = Vec::with_capacity(96);
-        let mut msg = JsonWriter::object(&mut message);
-        msg.str("event", "host.client_left");
-        msg.begin("data")
-            .str("client", &self.ids.str(id))
-            .str("sub", sub)
-            .u64("code", u64::from(code))
-            .end();
-        msg.end();
-        self.send_to_hosts(message.into());
-    }
-
-    fn send_to_hosts(&mut self, message: Rc<[u8]>) {
-        for &host in self.hosts.host_keys() {
-            self.out.actions.push(Action::Send {
-                to: host,
-                body: Body::Shared(message.clone()),
-            });
         }
     }
 }

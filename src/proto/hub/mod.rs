@@ -12,6 +12,8 @@ mod client_events;
 #[cfg(test)]
 mod client_tests;
 mod cluster;
+mod cluster_hosts;
+mod cluster_http;
 #[cfg(test)]
 mod compat_tests;
 mod dashboard;
@@ -20,6 +22,7 @@ mod history_tests;
 mod host_events;
 #[cfg(test)]
 mod host_limits_tests;
+mod host_notices;
 #[cfg(test)]
 mod host_tests;
 mod presence;
@@ -31,6 +34,7 @@ pub(crate) mod testing;
 pub use crate::proto::client_id::client_id_str;
 pub use crate::proto::outbox::{Action, Body, Outbox};
 pub use audience::{Audience, PublishData};
+pub use cluster_http::HTTP_WAITER;
 pub use dashboard::Kicked;
 pub use host_events::KickData;
 pub use presence::{PresenceConfig, MAX_PRESENCE_LISTED};
@@ -299,8 +303,7 @@ impl Hub {
             self.exit_room(room, key, session.id, sub);
         }
         self.hosts.forget(key);
-        let orphans = self.hosts.host_gone(key);
-        self.report_orphans(orphans, now);
+        self.unregister_host(key, session.id, now);
         // Every client_joined gets its client_left, also for an (admin) client
         // that registered as a host since; the host itself is told no more.
         if let (true, Some(identity)) = (session.announced, &session.identity) {
