@@ -183,8 +183,11 @@ fn admin_json(
     }
 }
 
-/// `POST /api/kick` `{"client","reason"?}` (admin): 200 `{"delivered"}` for
-/// a client of this node, 202 `{"node"}` once sent to the client's node.
+/// What a kicked client is told without a `reason`.
+pub const KICK_REASON: &str = "kicked by an operator";
+
+/// `POST /api/kick` `{"client","reason"?}` (admin): 200 `{"delivered"}`
+/// (another node's client is `http_cluster`'s, unless it cannot be sent).
 fn kick(req: &HttpRequest<'_>, hub: &mut Hub, now: Now) -> HttpAnswer {
     let admin = Identity::is_admin;
     if let Err(answer) = authorize(req, hub, now, admin, "the admin permission") {
@@ -193,22 +196,17 @@ fn kick(req: &HttpRequest<'_>, hub: &mut Hub, now: Now) -> HttpAnswer {
     let Ok(body) = serde_json::from_slice::<KickData>(req.body) else {
         return HttpAnswer::error(400, "body must be {\"client\",\"reason\"?}");
     };
-    let reason = body.reason.as_deref().unwrap_or("kicked by an operator");
-    let mut out = Vec::with_capacity(40);
-    let mut doc = JsonWriter::object(&mut out);
-    let status = match hub.kick(&body.client, reason, now) {
+    let reason = body.reason.as_deref().unwrap_or(KICK_REASON);
+    match hub.kick(&body.client, reason, now) {
         Kicked::Here(found) => {
-            doc.u64("delivered", u64::from(found));
-            200
+            let mut out = Vec::with_capacity(20);
+            JsonWriter::object(&mut out)
+                .u64("delivered", u64::from(found))
+                .end();
+            HttpAnswer::json(200, out)
         }
-        Kicked::Sent(node) => {
-            doc.str("node", node);
-            202
-        }
-        Kicked::QueueFull => return HttpAnswer::error(503, "the queue to other nodes is full"),
-    };
-    doc.end();
-    HttpAnswer::json(status, out)
+        Kicked::Unreachable => HttpAnswer::error(503, "the client's node cannot be reached now"),
+    }
 }
 
 fn health(hub: &Hub, gauges: &ShellGauges, now_unix: u64) -> HttpAnswer {

@@ -288,8 +288,8 @@ function renderConnections(clients, health) {
   $("connections").tBodies[0].replaceChildren(...rows);
 }
 
-/** Kicks through the feed (host.kick answers once the client's node has
- * acted), else with POST /api/kick (which cannot wait for another node). */
+/** Kicks through the feed (host.kick), else with POST /api/kick; either
+ * answers once the client's node has acted. */
 async function kickClient(id, sub) {
   const result = $("kick-result");
   const feed = state.feed;
@@ -303,8 +303,7 @@ async function kickClient(id, sub) {
             headers: { "Content-Type": "application/json" },
             body: JSON.stringify(data),
           });
-    if (reply && reply.node) result.textContent = `Kick of ${sub} (${id}) sent to node ${reply.node}.`;
-    else result.textContent = reply && reply.delivered ? `Kicked ${sub} (${id}).` : `${sub} (${id}) was already gone.`;
+    result.textContent = reply && reply.delivered ? `Kicked ${sub} (${id}).` : `${sub} (${id}) was already gone.`;
   } catch (e) {
     result.textContent = `Kick failed: ${e.message}`;
   }

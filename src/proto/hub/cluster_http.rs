@@ -53,6 +53,39 @@ impl Hub {
         (event, data): (&str, &str),
         now: Now,
     ) -> bool {
+        let op = || DirectedOp::Send {
+            event: event.to_string(),
+            data: data.to_string(),
+        };
+        self.direct_for_http((key, conn_id), client, op, now)
+    }
+
+    /// `POST /api/kick` (already authorized) of `client` of another node,
+    /// as [`Hub::publish_to_remote_client`].
+    pub fn kick_remote_client(
+        &mut self,
+        key: ConnKey,
+        conn_id: u64,
+        client: &str,
+        reason: &str,
+        now: Now,
+    ) -> bool {
+        let op = || DirectedOp::Kick {
+            reason: reason.to_string(),
+        };
+        self.direct_for_http((key, conn_id), client, op, now)
+    }
+
+    /// Queues `op` for `client`'s node, answered to HTTP connection
+    /// `waiter` with `{"delivered"}`; false when `client` is no other
+    /// node's or the queue is full.
+    fn direct_for_http(
+        &mut self,
+        (key, conn_id): (ConnKey, u64),
+        client: &str,
+        op: impl FnOnce() -> DirectedOp,
+        now: Now,
+    ) -> bool {
         let Some(node) = self.ids.remote_node(client) else {
             return false;
         };
@@ -62,13 +95,9 @@ impl Hub {
             rid: None,
             deadline_ms: now.ms.saturating_add(self.cfg.request_timeout_ms),
         };
-        let op = DirectedOp::Send {
-            event: event.to_string(),
-            data: data.to_string(),
-        };
         self.cluster.as_mut().is_some_and(|tap| {
             let max = tap.max_forward_bytes();
-            tap.directed.push(node, client, op, ack, max)
+            tap.directed.push(node, client, op(), ack, max)
         })
     }
 

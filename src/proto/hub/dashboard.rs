@@ -3,7 +3,6 @@
 //! clients), the tail itself, and the room list of `GET /api/rooms`.
 
 use super::Hub;
-use crate::proto::cluster::{DirectedOp, PendingAck};
 use crate::proto::envelope::JsonWriter;
 use crate::proto::outbox::Broadcast;
 use crate::proto::rooms::ConnKey;
@@ -16,13 +15,12 @@ pub const MAX_MEMBERS_LISTED: usize = 50;
 
 /// What [`Hub::kick`] did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Kicked<'a> {
+pub enum Kicked {
     /// On this node: whether such a client was here.
     Here(bool),
-    /// Sent to the client's node.
-    Sent(&'a str),
-    /// The queue to the other nodes is full (`cluster.max_forward_bytes`).
-    QueueFull,
+    /// Another node's client, when the kick could not be sent there (no
+    /// cluster, or its queue is full: `cluster.max_forward_bytes`).
+    Unreachable,
 }
 
 impl Hub {
@@ -42,31 +40,11 @@ impl Hub {
         self.tail.is_viewer(key)
     }
 
-    /// `POST /api/kick`: kicks a client of this node, or sends the kick to
-    /// the client's node (whose answer nobody waits for: an HTTP answer
-    /// cannot).
-    pub fn kick<'a>(&mut self, client: &'a str, reason: &str, now: Now) -> Kicked<'a> {
-        if let Some(node) = self.ids.remote_node(client) {
-            let Some(tap) = self.cluster.as_mut() else {
-                return Kicked::Here(false);
-            };
-            // No session has this key: the other node's ack is dropped.
-            let ack = PendingAck {
-                host: ConnKey::MAX,
-                host_id: 0,
-                rid: None,
-                deadline_ms: now.ms.saturating_add(self.cfg.request_timeout_ms),
-            };
-            let op = DirectedOp::Kick {
-                reason: reason.to_string(),
-            };
-            let max = tap.max_forward_bytes();
-            let sent = tap.directed.push(node, client, op, ack, max);
-            return if sent {
-                Kicked::Sent(node)
-            } else {
-                Kicked::QueueFull
-            };
+    /// `POST /api/kick` of a client of this node (another node's is
+    /// [`Hub::kick_remote_client`], whose answer waits for that node).
+    pub fn kick(&mut self, client: &str, reason: &str, now: Now) -> Kicked {
+        if self.ids.remote_node(client).is_some() {
+            return Kicked::Unreachable;
         }
         match self.client_key(client) {
             Some(target) => {
