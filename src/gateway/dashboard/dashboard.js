@@ -201,7 +201,7 @@ async function poll() {
 }
 
 /** Every node's clients through the feed (host.clients gathers them across
- * a cluster); this node's from /api/connections while the feed is down. */
+ * a cluster); from /api/connections (which does too) while the feed is down. */
 async function connections() {
   const feed = state.feed;
   if (feed && feed.connected) {
@@ -209,7 +209,7 @@ async function connections() {
       const reply = await feed.request("host.clients", undefined, { timeout: 4000 });
       return { list: reply.clients || [], total: reply.total ?? (reply.clients || []).length };
     } catch {
-      // fall back to this node's list
+      // fall back to the HTTP list
     }
   }
   const reply = await api("/api/connections");
