@@ -15,6 +15,7 @@ use log::warn;
 use mio::event::Event;
 use mio::{Registry, Token};
 use std::cell::RefCell;
+use std::io;
 use std::rc::Rc;
 
 /// Handshakes checked at once.
@@ -53,15 +54,15 @@ impl AuthProxy {
         target: HttpTarget,
         timeout_ms: u64,
         link: SharedProxyLink,
-        registry: Registry,
+        registry: &Registry,
         token: Token,
-    ) -> AuthProxy {
+    ) -> io::Result<AuthProxy> {
         let bounds = (MAX_ANSWER_BYTES, timeout_ms);
-        AuthProxy {
+        Ok(AuthProxy {
             link,
-            pool: HttpPool::new(target, PROXY_CONNECTIONS, bounds, registry, token),
+            pool: HttpPool::new(target, PROXY_CONNECTIONS, bounds, registry, token)?,
             bearer: Bearer::default(),
-        }
+        })
     }
 
     fn pump(&mut self, app: &mut App, now: Now) -> Option<u64> {
@@ -72,7 +73,7 @@ impl AuthProxy {
         let mut done = Vec::new();
         self.pool.expire(now.ms, &mut done);
         let bearer = self.bearer.get(app, now);
-        self.pool.pump(&bearer, now.ms, &mut done);
+        self.pool.pump(bearer, now.ms, &mut done);
         let mut link = self.link.borrow_mut();
         for (held, outcome) in done {
             let verdict = match outcome {

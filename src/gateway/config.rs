@@ -59,6 +59,8 @@ pub struct ShellConfig {
     pub compression_min_bytes: usize,
     /// What the room histories may hold, all rooms together (not per connection).
     pub history_bytes: usize,
+    /// What the bridged hosts (SPEC §11) may hold, all together.
+    pub bridged_bytes: usize,
 }
 
 impl ShellConfig {
@@ -84,8 +86,8 @@ impl ShellConfig {
 
     /// `max_connections` connections of `ceiling` bytes each (and the
     /// dashboards' feeds, WebSockets on the health listener), plus what is
-    /// not per connection (host roles; room histories; HTTP requests and
-    /// refusals, each with a request head and body), in MiB.
+    /// not per connection (host roles; room histories; bridged hosts; HTTP
+    /// requests and refusals, each with a request head and body), in MiB.
     pub fn worst_case_mib(&self, ceiling: usize) -> u64 {
         let side_conn = std::mem::size_of::<Conn>()
             + held::BYTES_PER_CONNECTION
@@ -93,6 +95,7 @@ impl ShellConfig {
             + BUF_SIZE;
         let shared = bounds::shared_bytes_bound()
             + self.history_bytes
+            + self.bridged_bytes
             + (MAX_HTTP_CONNS + REFUSAL_RESERVE) * side_conn;
         let sessions = self.max_connections + MAX_VIEWERS;
         (ceiling as u64 * sessions as u64 + shared as u64) >> 20
@@ -122,6 +125,7 @@ impl ShellConfig {
             compression: false,
             compression_min_bytes: 256,
             history_bytes: 0,
+            bridged_bytes: 0,
         }
     }
 }

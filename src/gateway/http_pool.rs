@@ -2,18 +2,32 @@
 //! kept-alive mio connections to one backend, with a waiting queue and a
 //! deadline per request. Used by `url` hosts and the connect proxy (SPEC §11);
 //! each request carries a tag its user gets back with the outcome.
+//!
+//! The connections are registered with the pool's own `Poll`, each under
+//! its slot, and that poll's descriptor with the loop's under the pool's
+//! token: an event then costs one `epoll_wait` that names the ready
+//! connections, rather than a read on every connection of the pool.
 
 use super::http_tls::{self, TlsTarget};
 use super::nonblocking::retry;
-use crate::proto::http_response::{write_post, Parsed, Response, ResponseParser};
+use crate::proto::auth::MAX_TOKEN_BYTES;
+use crate::proto::bounds::grown_vec_bytes;
+use crate::proto::host_link::ALLOC_SLACK;
+use crate::proto::http_response::{raw_bytes_bound, write_post, Parsed, Response, ResponseParser};
 use log::debug;
 use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
 use rustls::ClientConnection;
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::time::Duration;
+
+/// Bytes read from a connection per `read` call (one buffer per pool).
+pub const READ_CHUNK: usize = 16 * 1024;
 
 /// Where requests go.
 #[derive(Debug, Clone)]
@@ -100,32 +114,90 @@ struct PoolConn<T> {
 
 pub struct HttpPool<T> {
     target: HttpTarget,
-    registry: Registry,
-    token: Token,
+    /// The connections' own poll (see the module's comment).
+    ready: Poll,
+    events: Events,
+    /// Slots the last look at `ready` named.
+    marks: Vec<bool>,
+    chunk: Box<[u8]>,
     max_body: usize,
     timeout_ms: u64,
     conns: Vec<Option<PoolConn<T>>>,
     queue: VecDeque<Waiting<T>>,
+    /// The bodies in `queue`, in bytes.
+    queued_bytes: usize,
 }
 
+/// What one `https://` connection's rustls client may hold beside the
+/// pool's own buffers: its state and keys, a received record being
+/// deframed, one decrypted record, and sealed records up to rustls's
+/// default buffer limit (64 KiB).
+const TLS_CLIENT_BYTES: usize = 8 * 1024 + 2 * (16 * 1024 + 2048) + 16 * 1024 + 64 * 1024;
+/// Room for the request head beside the bearer token and the URL.
+const REQUEST_HEAD_BYTES: usize = 256;
+
 impl<T> HttpPool<T> {
-    /// At most `slots` connections (requests in flight) at once.
+    /// At most `slots` connections (requests in flight) at once; events
+    /// come to the loop's `registry` under `token`.
     pub fn new(
         target: HttpTarget,
         slots: usize,
         (max_body, timeout_ms): (usize, u64),
-        registry: Registry,
+        registry: &Registry,
         token: Token,
-    ) -> HttpPool<T> {
-        HttpPool {
+    ) -> io::Result<HttpPool<T>> {
+        let ready = Poll::new()?;
+        registry.register(&mut SourceFd(&ready.as_raw_fd()), token, Interest::READABLE)?;
+        Ok(HttpPool {
             target,
-            registry,
-            token,
+            ready,
+            events: Events::with_capacity(slots.max(1)),
+            marks: vec![false; slots],
+            chunk: vec![0; READ_CHUNK].into_boxed_slice(),
             max_body,
             timeout_ms,
             conns: (0..slots).map(|_| None).collect(),
             queue: VecDeque::new(),
-        }
+            queued_bytes: 0,
+        })
+    }
+
+    /// Worst-case bytes a pool holds (SPEC §8 addition), its queue aside
+    /// (its user bounds what waits): the read buffer and the poll's events;
+    /// per connection its state, the request being written (`request_bytes`
+    /// of body, the head, the bearer token, the URL) and the response (raw
+    /// bytes, and the body copied out of them), with TLS when `tls`.
+    pub fn bytes_bound(
+        slots: usize,
+        max_body: usize,
+        request_bytes: usize,
+        url_bytes: usize,
+        tls: bool,
+    ) -> usize {
+        let request = request_bytes + REQUEST_HEAD_BYTES + MAX_TOKEN_BYTES + url_bytes;
+        let per_conn = std::mem::size_of::<Option<PoolConn<T>>>()
+            + grown_vec_bytes(request)
+            + request_bytes + ALLOC_SLACK // the body kept for a retry
+            + grown_vec_bytes(raw_bytes_bound(max_body))
+            + max_body
+            + ALLOC_SLACK
+            + if tls { TLS_CLIENT_BYTES } else { 0 };
+        std::mem::size_of::<HttpPool<T>>()
+            + READ_CHUNK
+            + slots * (per_conn + std::mem::size_of::<mio::event::Event>() + 1)
+    }
+
+    /// Worst-case bytes of a queue of at most `entries` requests whose
+    /// bodies add up to at most `body_bytes`.
+    pub fn queue_bytes_bound(entries: usize, body_bytes: usize) -> usize {
+        grown_vec_bytes(entries * std::mem::size_of::<Waiting<T>>())
+            + body_bytes
+            + entries * ALLOC_SLACK
+    }
+
+    /// The bodies waiting for a connection, in bytes.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
     }
 
     pub fn target(&self) -> &HttpTarget {
@@ -134,6 +206,7 @@ impl<T> HttpPool<T> {
 
     /// Queues a `POST` of `body`; `pump` sends it when a connection is free.
     pub fn submit(&mut self, tag: T, body: Vec<u8>) {
+        self.queued_bytes += body.len();
         self.queue.push_back(Waiting {
             tag,
             body,
@@ -146,6 +219,14 @@ impl<T> HttpPool<T> {
         self.queue.iter().map(|w| &w.tag)
     }
 
+    /// Whether a request would be sent at once (a connection is idle or
+    /// may be opened).
+    pub fn has_free_slot(&self) -> bool {
+        self.conns
+            .iter()
+            .any(|c| c.as_ref().is_none_or(|c| c.job.is_none()))
+    }
+
     /// Whether requests wait or are in flight.
     pub fn is_idle(&self) -> bool {
         self.queue.is_empty() && self.conns.iter().flatten().all(|c| c.job.is_none())
@@ -154,10 +235,38 @@ impl<T> HttpPool<T> {
     /// Serves every connection, then starts waiting requests on free ones;
     /// finished requests go to `done`.
     pub fn pump(&mut self, bearer: &str, now_ms: u64, done: &mut Vec<(T, Outcome)>) {
+        self.mark_ready();
         for slot in 0..self.conns.len() {
-            self.drive(slot, done);
+            if std::mem::take(&mut self.marks[slot]) {
+                self.drive(slot, done);
+            }
         }
         self.dispatch(bearer, now_ms, done);
+    }
+
+    /// Marks the slots whose connection is ready (every slot if the pool's
+    /// poll fails, so that nothing is missed).
+    fn mark_ready(&mut self) {
+        loop {
+            if self
+                .ready
+                .poll(&mut self.events, Some(Duration::ZERO))
+                .is_err()
+            {
+                self.marks.iter_mut().for_each(|m| *m = true);
+                return;
+            }
+            let mut seen = 0;
+            for event in self.events.iter() {
+                seen += 1;
+                if let Some(mark) = self.marks.get_mut(event.token().0) {
+                    *mark = true;
+                }
+            }
+            if seen < self.events.capacity() {
+                return;
+            }
+        }
     }
 
     /// Requests past their deadline end `TimedOut` (their connection closed).
@@ -197,8 +306,9 @@ impl<T> HttpPool<T> {
             let Some(waiting) = self.queue.pop_front() else {
                 return;
             };
+            self.queued_bytes -= waiting.body.len();
             if self.conns[slot].is_none() {
-                match self.connect() {
+                match self.connect(slot) {
                     Ok(conn) => self.conns[slot] = Some(conn),
                     Err(why) => {
                         done.push((waiting.tag, Outcome::Failed(why)));
@@ -224,12 +334,13 @@ impl<T> HttpPool<T> {
         }
     }
 
-    fn connect(&self) -> Result<PoolConn<T>, String> {
+    fn connect(&self, slot: usize) -> Result<PoolConn<T>, String> {
         let mut sock =
             TcpStream::connect(self.target.addr).map_err(|e| format!("cannot connect: {e}"))?;
         let interest = Interest::READABLE | Interest::WRITABLE;
-        self.registry
-            .register(&mut sock, self.token, interest)
+        self.ready
+            .registry()
+            .register(&mut sock, Token(slot), interest)
             .map_err(|e| format!("cannot register: {e}"))?;
         let _ = sock.set_nodelay(true);
         let tls = match &self.target.tls {
@@ -251,12 +362,14 @@ impl<T> HttpPool<T> {
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
+        let chunk = &mut self.chunk;
         let (failure, eof) = match conn.tls.as_deref_mut() {
-            None => plain_io(&mut conn.sock, &mut conn.out, &mut conn.parser),
+            None => plain_io(&mut conn.sock, &mut conn.out, &mut conn.parser, chunk),
             Some(tls) => {
                 let parser = &mut conn.parser;
                 let wrote = http_tls::write(tls, &mut conn.sock, &mut conn.out);
-                match wrote.and_then(|_| http_tls::read(tls, &mut conn.sock, |b| parser.feed(b))) {
+                let read = |_| http_tls::read(tls, &mut conn.sock, chunk, |b| parser.feed(b));
+                match wrote.and_then(read) {
                     Ok(eof) => (None, eof),
                     Err(e) => (Some(e.to_string()), false),
                 }
@@ -297,6 +410,7 @@ impl<T> HttpPool<T> {
                 if again {
                     debug!("a kept-alive connection failed ({why}); retrying");
                     waiting.retried = true;
+                    self.queued_bytes += waiting.body.len();
                     self.queue.push_front(waiting);
                 } else {
                     done.push((waiting.tag, Outcome::Failed(why)));
@@ -307,17 +421,18 @@ impl<T> HttpPool<T> {
 
     fn close(&mut self, slot: usize) {
         if let Some(mut conn) = self.conns[slot].take() {
-            let _ = self.registry.deregister(&mut conn.sock);
+            let _ = self.ready.registry().deregister(&mut conn.sock);
         }
     }
 }
 
-/// Writes what is queued and reads what arrived on a plain socket:
-/// (a failure, end of file).
+/// Writes what is queued and reads what arrived on a plain socket (until
+/// it would block, or the parser holds all it may): (a failure, end of file).
 fn plain_io(
     sock: &mut TcpStream,
     out: &mut Vec<u8>,
     parser: &mut ResponseParser,
+    chunk: &mut [u8],
 ) -> (Option<String>, bool) {
     while !out.is_empty() {
         match retry(|| sock.write(out)) {
@@ -329,15 +444,21 @@ fn plain_io(
             Err(e) => return (Some(e.to_string()), false),
         }
     }
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        match retry(|| sock.read(&mut chunk)) {
+    while !parser.is_full() {
+        match retry(|| sock.read(chunk)) {
             Ok(Some(0)) => return (None, true),
+            // A short read took all there was: what arrives later is a new
+            // edge (Linux signals each arrival), so no read to `WouldBlock`.
+            Ok(Some(n)) if n < chunk.len() => {
+                parser.feed(&chunk[..n]);
+                break;
+            }
             Ok(Some(n)) => parser.feed(&chunk[..n]),
             Ok(None) => return (None, false),
             Err(e) => return (Some(e.to_string()), false),
         }
     }
+    (None, false)
 }
 
 #[cfg(test)]

@@ -85,11 +85,12 @@ pub fn write(
     Ok(true)
 }
 
-/// Reads records until the socket would block; plaintext goes to `each`.
-/// True at the peer's end of stream.
+/// Reads records until the socket would block; plaintext goes to `each`
+/// (through `chunk`). True at the peer's end of stream.
 pub fn read(
     tls: &mut ClientConnection,
     sock: &mut (impl Read + Write),
+    chunk: &mut [u8],
     mut each: impl FnMut(&[u8]),
 ) -> io::Result<bool> {
     let mut eof = false;
@@ -99,10 +100,9 @@ pub fn read(
             eof = true;
         }
         let state = tls.process_new_packets().map_err(io::Error::other)?;
-        let mut chunk = [0u8; 16 * 1024];
         let mut left = state.plaintext_bytes_to_read();
         while left > 0 {
-            let n = tls.reader().read(&mut chunk)?;
+            let n = tls.reader().read(chunk)?;
             if n == 0 {
                 break;
             }

@@ -9,6 +9,7 @@
 
 use super::app::App;
 use super::endpoint::Endpoint;
+use crate::proto::bounds::{grown_vec_bytes, host_request_bytes_bound, session_bytes_bound};
 use crate::proto::program_host::{Backoff, LineSplitter};
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
@@ -29,6 +30,8 @@ const TERM_GRACE_MS: u64 = 1_000;
 const READ_PASS_BYTES: usize = 256 * 1024;
 /// Longest stderr line logged whole.
 const MAX_LOG_LINE: usize = 4096;
+/// Bytes read from a pipe per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// What a program host is started with.
 #[derive(Debug, Clone)]
@@ -40,6 +43,23 @@ pub struct ProgramConfig {
     pub permissions: Vec<String>,
     pub max_message_bytes: usize,
     pub max_outbound_bytes: usize,
+}
+
+/// Worst-case bytes a `command` host holds (SPEC §8 addition), for its
+/// limits: the endpoint and its session in the core; its stdout and stderr
+/// line buffers (a partial line and one read pass, `READ_PASS_BYTES` and
+/// the last read); its stdin queue, which restarts it past twice
+/// `max_outbound_bytes`, with the request that went over.
+pub fn bytes_bound(max_message_bytes: usize, max_outbound_bytes: usize) -> usize {
+    let pass = READ_PASS_BYTES + READ_CHUNK;
+    let stdout = grown_vec_bytes(max_message_bytes + pass);
+    let stderr = grown_vec_bytes(max_message_bytes.min(MAX_LOG_LINE) + pass);
+    let stdin = 2 * max_outbound_bytes + host_request_bytes_bound(max_message_bytes) + 1;
+    std::mem::size_of::<ProgramHost>()
+        + session_bytes_bound()
+        + stdout
+        + stderr
+        + grown_vec_bytes(stdin)
 }
 
 /// A running program and its pipes (non-blocking, registered).
@@ -218,7 +238,7 @@ impl ProgramHost {
 
     /// Reads what its stdout and stderr hold; lines go to the hub and the log.
     fn read_pipes(&mut self, app: &mut App, now: Now) {
-        let mut chunk = [0u8; 16 * 1024];
+        let mut chunk = [0u8; READ_CHUNK];
         let Some(running) = self.running.as_mut() else {
             return;
         };
@@ -243,16 +263,16 @@ impl ProgramHost {
         if stderr.is_err() {
             info!("host {name}: (a stderr line over {MAX_LOG_LINE} bytes, not shown)");
         }
-        let mut lines = Vec::new();
-        let stdout = self.stdout_lines.lines(|line| lines.push(line.to_vec()));
-        if let Some(hub) = app.hub_mut() {
-            for line in &lines {
+        // Each line goes to the core where it lies (no copies held).
+        let mut hub = app.hub_mut();
+        let stdout = self.stdout_lines.lines(|line| {
+            if let Some(hub) = hub.as_deref_mut() {
                 match std::str::from_utf8(line) {
                     Ok(text) => hub.on_text(key, now, text),
                     Err(_) => hub.on_binary(key, now),
                 }
             }
-        }
+        });
         if stdout.is_err() {
             self.kill("a line over limits.max_message_bytes");
         } else if out_eof {

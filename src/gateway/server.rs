@@ -204,11 +204,9 @@ impl Server {
     pub fn set_auth_proxy(&mut self, target: HttpTarget, timeout_ms: u64) -> io::Result<()> {
         let link = SharedProxyLink::default();
         self.conns.set_proxy(link.clone());
-        let registry = self.poll.registry().try_clone()?;
-        let index = self.add_endpoint(|_, token| {
-            Ok(Box::new(AuthProxy::new(
-                target, timeout_ms, link, registry, token,
-            )))
+        let index = self.add_endpoint(|registry, token| {
+            let proxy = AuthProxy::new(target, timeout_ms, link, registry, token)?;
+            Ok(Box::new(proxy))
         })?;
         self.auth_proxy = Some(index);
         Ok(())

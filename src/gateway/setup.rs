@@ -180,6 +180,7 @@ pub fn shell_config(s: &Settings, allow: IpAllowList) -> ShellConfig {
         compression: s.server.websocket.compression.enabled,
         compression_min_bytes: s.server.websocket.compression.min_bytes,
         history_bytes: history_bytes_bound(s),
+        bridged_bytes: super::bridges::bridged_bytes_bound(s),
     }
 }
 
@@ -264,6 +265,8 @@ impl Reloader {
         next.server.websocket.tls = self.current.server.websocket.tls.clone();
         next.server.health = self.current.server.health.clone();
         next.cluster = self.current.cluster.clone();
+        // Bridged hosts are started once: the running ones stay counted.
+        next.hosts = self.current.hosts.clone();
         let (secret, secret_source) = next
             .resolve_jwt_secret(|k| std::env::var(k).ok(), &settings::state_dir())
             .map_err(|e| ReloadError::Secret(e.to_string()))?;

@@ -49,6 +49,21 @@ pub const fn rings_bytes_bound() -> usize {
     MAX_ROOMS_PER_CLIENT * (history::ROOM_OVERHEAD + MAX_ROOM_NAME)
 }
 
+/// Longest message the core sends a host for one request (`host.request`):
+/// the request's data as the client sent it, the caller's `sub` and
+/// permissions (from a token of at most `MAX_TOKEN_BYTES`) and the event
+/// name, each escaped at worst (6 bytes per byte), and the fixed keys,
+/// the ids and the client's id.
+pub const fn host_request_bytes_bound(max_message_bytes: usize) -> usize {
+    max_message_bytes + 6 * (MAX_TOKEN_BYTES + MAX_ROOM_NAME) + 256
+}
+
+/// What a `Vec` grown by appends to at most `len` bytes may have
+/// allocated: amortized growth at most doubles its longest length.
+pub const fn grown_vec_bytes(len: usize) -> usize {
+    2 * len + ALLOC_SLACK
+}
+
 /// Worst-case bytes the core holds beside its connections: the roles of
 /// at most `MAX_HOSTS` hosts.
 pub const fn shared_bytes_bound() -> usize {

@@ -36,6 +36,14 @@ enum Body {
 pub struct ResponseParser {
     buf: Vec<u8>,
     max_body: usize,
+    /// Bytes arrived beyond `raw_bytes_bound`: dropped, the response is bad.
+    over: bool,
+}
+
+/// The most raw bytes a parser for bodies of `max_body` holds: a head,
+/// the body and its chunk framing (chunks of at least a few bytes).
+pub const fn raw_bytes_bound(max_body: usize) -> usize {
+    MAX_HEAD + 2 * max_body + 1024
 }
 
 impl ResponseParser {
@@ -43,12 +51,22 @@ impl ResponseParser {
         ResponseParser {
             buf: Vec::new(),
             max_body,
+            over: false,
         }
     }
 
-    /// Bytes read from the connection.
+    /// Bytes read from the connection (beyond the bound they are dropped).
     pub fn feed(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        let room = raw_bytes_bound(self.max_body).saturating_sub(self.buf.len());
+        if bytes.len() > room {
+            self.over = true;
+        }
+        self.buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    /// Whether it holds all it may (reading more is pointless).
+    pub fn is_full(&self) -> bool {
+        self.over
     }
 
     /// Whether nothing of a response arrived yet.
@@ -58,10 +76,14 @@ impl ResponseParser {
 
     pub fn reset(&mut self) {
         self.buf.clear();
+        self.over = false;
     }
 
     /// What the bytes so far make; `eof`: the peer closed its side.
     pub fn parse(&mut self, eof: bool) -> Parsed {
+        if self.over {
+            return Parsed::Bad("response too large");
+        }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut head = httparse::Response::new(&mut headers);
         let head_len = match head.parse(&self.buf) {
@@ -239,6 +261,21 @@ mod tests {
             parse(&until_close, false),
             Parsed::Bad("response too large")
         );
+    }
+
+    #[test]
+    fn raw_bytes_stop_at_the_bound() {
+        let mut p = ResponseParser::new(64);
+        let bound = raw_bytes_bound(64);
+        p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        while !p.is_full() {
+            p.feed(b"0;pad=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+        }
+        assert_eq!(p.buf.len(), bound);
+        assert_eq!(p.parse(false), Parsed::Bad("response too large"));
+        p.reset();
+        p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+        assert!(matches!(p.parse(false), Parsed::Done(_)));
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod redis_url;
 mod schema;
 mod secrets;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod validate;
 
 use std::fmt;

@@ -12,7 +12,9 @@
 //!   idle       N connections held open for a while, then each verified alive
 //!   broadcast  one publisher (or a tether host) and N subscribers; per round,
 //!              the latency of every delivery and the time until the last one
-//!   rpc        tether only: clients send requests a host (this tool) answers
+//!   rpc        tether only: clients send requests a host (this tool) answers;
+//!              with `--bridged` a host of the gateway's `hosts` settings (a
+//!              program or an HTTP backend, SPEC §11) answers instead
 //!   handshakes N connection attempts in parallel, each closed (and replaced)
 //!              as soon as its WebSocket upgrade is answered: new connections
 //!              per second, each with a full TLS handshake over wss://
@@ -80,6 +82,8 @@ scenarios: echo | idle | broadcast | rpc | handshakes | throughput
   --path P           request path for clients and subscribers [/]
   --pub-path P       request path of the publisher or host [/pub]
   --tether           broadcast/rpc through tether's host link (--pub-path carries the host token)
+  --bridged          rpc: no host link from this tool; a bridged host serves --event
+  --event NAME       rpc: the event the clients request [rpc]
   --envelope E       event | action: the dialect of the clients' own rpc requests, for a
                      tether listener with that server.websocket.envelope [event]
   --src-ips K        spread connections over source addresses 127.0.0.2..(2+K) [8]
@@ -117,6 +121,10 @@ struct Opts {
     path: String,
     pub_path: String,
     tether: bool,
+    /// rpc: the gateway's own bridged host answers (this tool is no host).
+    bridged: bool,
+    /// rpc: the event requested.
+    event: String,
     /// The clients' dialect: `{"event",...}` or the flat `{"action",...}`.
     action_envelope: bool,
     src_ips: u32,
@@ -160,6 +168,8 @@ fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
         path: "/".into(),
         pub_path: "/pub".into(),
         tether: false,
+        bridged: false,
+        event: "rpc".into(),
         action_envelope: false,
         src_ips: 8,
         max_pending: 256,
@@ -236,6 +246,8 @@ fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--path" => o.path = args.next().ok_or("--path: missing")?,
             "--pub-path" => o.pub_path = args.next().ok_or("--pub-path: missing")?,
             "--tether" => o.tether = true,
+            "--bridged" => o.bridged = true,
+            "--event" => o.event = args.next().ok_or("--event: missing")?,
             "--envelope" => {
                 o.action_envelope = match args.next().as_deref() {
                     Some("event") => false,
@@ -264,6 +276,13 @@ fn parse_opts(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
     }
     if o.tls && o.addr2.is_some() {
         return Err("--addr2 is for ws:// clusters".into());
+    }
+    if !o
+        .event
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err("--event: letters, digits, '.', '_' and '-' only".into());
     }
     if o.socketio && (o.tether || o.room.is_some()) {
         return Err("--socketio excludes --tether and --room".into());
@@ -762,6 +781,10 @@ struct Load {
     tls_errors: u64,
     host_ready: bool,
     host_replies: u64,
+    /// rpc: error answers among the clients' messages (counted when
+    /// `watch_errors`, from each message's first bytes).
+    errors: u64,
+    watch_errors: bool,
     /// Where subscribers connect, in turn (the publisher uses `addr`).
     client_addrs: Vec<SocketAddrV4>,
     join: Join,
@@ -816,6 +839,8 @@ impl Load {
             tether_host: false,
             host_ready: false,
             host_replies: 0,
+            errors: 0,
+            watch_errors: false,
             client_addrs: vec![o.addr],
             join: Join::Nothing,
             join_msg: Vec::new(),
@@ -1270,7 +1295,7 @@ impl Load {
     /// Parses server frames (unmasked) out of `data`, counting messages.
     fn on_bytes(&mut self, i: usize, data: &[u8]) {
         let capture = self.tether_host && self.conns[i].role == Role::Pub;
-        let peek = self.join != Join::Nothing;
+        let peek = self.join != Join::Nothing || self.watch_errors;
         let client = self.conns[i].role == Role::Client;
         if client {
             self.rx_bytes += data.len() as u64;
@@ -1420,6 +1445,9 @@ impl Load {
         }
         c.recv += 1;
         self.total += 1;
+        if c.lead[..c.lead_len].starts_with(b"{\"event\":\"error\"") {
+            self.errors += 1;
+        }
         if c.ring_len > 0 {
             let sent = c.ring[c.ring_head];
             c.ring_head = (c.ring_head + 1) % c.ring.len();
@@ -1586,21 +1614,22 @@ fn json_common(secs: f64, server_cpu: u64, self_cpu: u64, msgs: u64) -> String {
 fn run_echo(o: &Opts) -> Result<String, String> {
     let rpc = o.scenario == "rpc";
     let msg = if rpc && o.text.is_none() && o.action_envelope {
-        b"{\"action\":\"rpc\",\"n\":0,\"requestId\":1}".to_vec()
+        format!("{{\"action\":\"{}\",\"n\":0,\"requestId\":1}}", o.event).into_bytes()
     } else if rpc && o.text.is_none() {
-        b"{\"event\":\"rpc\",\"data\":0,\"requestId\":1}".to_vec()
+        format!("{{\"event\":\"{}\",\"data\":0,\"requestId\":1}}", o.event).into_bytes()
     } else {
         payload(o)
     };
     let mut l = Load::new(o, Repeated::new(0x1, &msg, 64, o.deflate))?;
-    if rpc {
+    l.watch_errors = rpc;
+    if rpc && !o.bridged {
         l.tether_host = true;
         l.open_many(1, Role::Pub, &o.pub_path, 1, 1)?;
-        push_frame(
-            &mut l.conns[0].out,
-            0x1,
-            b"{\"event\":\"host.register\",\"data\":{\"events\":{\"rpc\":null}}}",
+        let register = format!(
+            "{{\"event\":\"host.register\",\"data\":{{\"events\":{{\"{}\":null}}}}}}",
+            o.event
         );
+        push_frame(&mut l.conns[0].out, 0x1, register.as_bytes());
         l.mark(0);
         let until = Instant::now() + Duration::from_secs(5);
         while !l.host_ready && Instant::now() < until {
@@ -1621,15 +1650,18 @@ fn run_echo(o: &Opts) -> Result<String, String> {
     l.hist.clear();
     l.timing = true;
     let before = l.total;
+    let errors0 = l.errors;
     l.rx_bytes = 0;
     l.rx_compressed = 0;
     let w = Window::start(o.pid);
     l.run_for(o.secs);
     let (secs, server_cpu, self_cpu) = w.end(o.pid);
     let msgs = l.total - before;
+    let errors = l.errors - errors0;
     Ok(format!(
         "{{\"scenario\":\"{}\",\"conns\":{},\"inflight\":{},\"bytes\":{},\"msgs\":{msgs},\
-         \"msgs_per_s\":{:.0},\"lat_p50_us\":{},\"lat_p99_us\":{},\"lat_max_us\":{},\"failed\":{},{},{}}}",
+         \"msgs_per_s\":{:.0},\"lat_p50_us\":{},\"lat_p99_us\":{},\"lat_max_us\":{},\"failed\":{},\
+         \"errors\":{errors},{},{}}}",
         o.scenario,
         o.conns,
         o.inflight,
@@ -2190,6 +2222,15 @@ mod tests {
         assert!(opts("broadcast --addr 127.0.0.1:9 --socketio --tether").is_err());
         assert!(opts("broadcast --addr 127.0.0.1:9 --room a\"b").is_err());
         assert!(opts("throughput --addr 127.0.0.1:9 --rate 10 --rate-max 5").is_err());
+    }
+
+    #[test]
+    fn bridged_rpc_names_its_event() {
+        let o = opts("rpc --addr 127.0.0.1:9 --tether --bridged --event rpc.url").unwrap();
+        assert!(o.bridged);
+        assert_eq!(o.event, "rpc.url");
+        assert_eq!(opts("rpc --addr 127.0.0.1:9").unwrap().event, "rpc");
+        assert!(opts("rpc --addr 127.0.0.1:9 --event a\"b").is_err());
     }
 
     #[test]
