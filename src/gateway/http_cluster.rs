@@ -6,6 +6,7 @@
 
 use super::http_api::{authorize, may_publish, HttpRequest, KICK_REASON};
 use crate::proto::auth::Identity;
+use crate::proto::cluster::DirectedOp;
 use crate::proto::hub::{Hub, KickData, PublishData};
 use crate::proto::Now;
 
@@ -43,8 +44,11 @@ pub fn answer_later(
                 return false;
             };
             let reason = body.reason.as_deref().unwrap_or(KICK_REASON);
+            let kick = || DirectedOp::Kick {
+                reason: reason.to_string(),
+            };
             authorize(req, hub, now, Identity::is_admin, "").is_ok()
-                && hub.kick_remote_client(key, conn_id, &body.client, reason, now)
+                && hub.direct_for_http((key, conn_id), &body.client, kick, now)
         }
         _ => false,
     }

@@ -60,26 +60,12 @@ impl Hub {
         self.direct_for_http((key, conn_id), client, op, now)
     }
 
-    /// `POST /api/kick` (already authorized) of `client` of another node,
-    /// as [`Hub::publish_to_remote_client`].
-    pub fn kick_remote_client(
-        &mut self,
-        key: ConnKey,
-        conn_id: u64,
-        client: &str,
-        reason: &str,
-        now: Now,
-    ) -> bool {
-        let op = || DirectedOp::Kick {
-            reason: reason.to_string(),
-        };
-        self.direct_for_http((key, conn_id), client, op, now)
-    }
-
     /// Queues `op` for `client`'s node, answered to HTTP connection
-    /// `waiter` with `{"delivered"}`; false when `client` is no other
-    /// node's or the queue is full.
-    fn direct_for_http(
+    /// `waiter` (its key and id) with `{"delivered"}` once that node acted
+    /// or after `host.request_timeout_ms`; false when `client` is no other
+    /// node's or the queue is full. `POST /api/kick` (already authorized)
+    /// uses it as is.
+    pub fn direct_for_http(
         &mut self,
         (key, conn_id): (ConnKey, u64),
         client: &str,

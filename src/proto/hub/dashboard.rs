@@ -40,8 +40,8 @@ impl Hub {
         self.tail.is_viewer(key)
     }
 
-    /// `POST /api/kick` of a client of this node (another node's is
-    /// [`Hub::kick_remote_client`], whose answer waits for that node).
+    /// `POST /api/kick` of a client of this node (another node's goes
+    /// through [`Hub::direct_for_http`], whose answer waits for that node).
     pub fn kick(&mut self, client: &str, reason: &str, now: Now) -> Kicked {
         if self.ids.remote_node(client).is_some() {
             return Kicked::Unreachable;
