@@ -56,3 +56,56 @@ fn tether_js_in_chromium() {
         server.assert_not_logged(token.as_str().expect("a token"));
     }
 }
+
+/// The dashboard (SPEC §14) in chromium: tests/browser/test_dashboard.py
+/// signs in, watches clients come and go, kicks, publishes, and checks that
+/// HTML in a `sub` stays text, that a hidden tab stops polling, that every
+/// request stays on the gateway's origin and that no script fails.
+#[test]
+fn dashboard_in_chromium() {
+    let health = free_port();
+    let server = Server::start(json!({
+        "server": { "health": { "port": health } },
+        "limits": { "max_messages_per_minute": 1000, "max_connections_per_ip": 50 },
+        "rooms": { "presence": { "enabled": true } }
+    }));
+    let lobby = |sub: &str, permissions: &[&str]| mint_valid(sub, permissions, &["lobby"], 3600);
+    let tokens = json!({
+        "admin": mint_valid("ops", &["admin"], &[], 3600),
+        "user": mint_valid("watcher", &["publish", "host"], &[], 3600),
+        "alice": lobby("alice", &[]),
+        "bob": lobby("bob", &[]),
+        "carol": lobby("carol", &[]),
+        "evil_img": lobby("<img src=x onerror=alert(1)>", &[]),
+        "evil_script": lobby("<script>alert(2)</script>", &[]),
+        "publisher": lobby("publisher", &["publish"]),
+    });
+    let passed = browser::run_script(
+        "test_dashboard.py",
+        &[
+            ("TETHER_URL", format!("ws://127.0.0.1:{}/", server.port())),
+            ("TETHER_DASHBOARD", format!("http://127.0.0.1:{health}/")),
+            ("TETHER_TOKENS", tokens.to_string()),
+        ],
+        Duration::from_secs(150),
+    );
+    assert_eq!(
+        passed,
+        [
+            "non_admin_refused",
+            "login",
+            "appears",
+            "disappears",
+            "escaped",
+            "tail",
+            "publish",
+            "kick",
+            "hidden_pauses",
+            "same_origin",
+            "clean"
+        ]
+    );
+    for token in tokens.as_object().expect("tokens").values() {
+        server.assert_not_logged(token.as_str().expect("a token"));
+    }
+}

@@ -2,10 +2,13 @@
 //! library, embedded in the binary so that a page on the gateway's origin can
 //! `import('/tether.js')` with no outside request and no build step.
 
-/// Headers every served page or script carries: scripts only from the
-/// gateway's own origin, and no MIME sniffing of what it serves.
-pub const SECURITY_HEADERS: &str =
-    "Content-Security-Policy: default-src 'self'\r\nX-Content-Type-Options: nosniff\r\n";
+/// Headers every served page or script carries: everything only from the
+/// gateway's own origin (nothing inline), no MIME sniffing, never framed,
+/// no referrer (`Cache-Control: no-store` comes with every answer).
+pub const SECURITY_HEADERS: &str = "Content-Security-Policy: default-src 'self'\r\n\
+X-Frame-Options: DENY\r\n\
+X-Content-Type-Options: nosniff\r\n\
+Referrer-Policy: no-referrer\r\n";
 
 /// One embedded file.
 pub struct Asset {

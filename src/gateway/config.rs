@@ -10,6 +10,7 @@ use crate::proto::frame::MAX_HEADER;
 use crate::proto::handshake::MAX_REQUEST_BYTES;
 use crate::proto::hub::HubConfig;
 use crate::proto::origin::OriginPolicy;
+use crate::proto::tail::MAX_VIEWERS;
 use crate::settings::IpAllowList;
 use std::fmt;
 
@@ -83,7 +84,8 @@ impl ShellConfig {
         self.handshake_timeout_ms.min(HTTP_HEAD_TIMEOUT_MS)
     }
 
-    /// `max_connections` connections of `ceiling` bytes each, plus what is
+    /// `max_connections` connections of `ceiling` bytes each (and the
+    /// dashboards' feeds, WebSockets on the health listener), plus what is
     /// not per connection (host roles; room histories; bridged hosts; HTTP
     /// requests and refusals, each with a request head and body), in MiB.
     pub fn worst_case_mib(&self, ceiling: usize) -> u64 {
@@ -95,7 +97,8 @@ impl ShellConfig {
             + self.history_bytes
             + self.bridged_bytes
             + (MAX_HTTP_CONNS + REFUSAL_RESERVE) * side_conn;
-        (ceiling as u64 * self.max_connections as u64 + shared as u64) >> 20
+        let sessions = self.max_connections + MAX_VIEWERS;
+        (ceiling as u64 * sessions as u64 + shared as u64) >> 20
     }
 
     /// Sockets held at most: `max_connections`, the slots for answering

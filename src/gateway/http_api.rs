@@ -1,24 +1,28 @@
 //! The HTTP endpoints of SPEC §7: `/health`, `/metrics`, `/api/connections`
-//! and `/api/publish`, and the embedded files of SPEC §14 (`/tether.js`). A request in, a complete HTTP answer out; the shell
-//! reads the request (bounded) and writes the answer, then closes.
+//! and `/api/publish`; for SPEC §14 the embedded files (`/tether.js`, the
+//! dashboard), `/api/rooms` and `/api/kick`. A request in, a complete HTTP answer out;
+//! the shell reads the request (bounded) and writes the answer, then closes.
 
 use super::assets;
+use super::dashboard;
 use super::metrics::{self, ShellGauges, ShellMetrics};
 use crate::proto::auth::Identity;
 use crate::proto::envelope::JsonWriter;
 use crate::proto::handshake::status_phrase;
-use crate::proto::hub::{Audience, Hub, PublishData};
+use crate::proto::hub::{Audience, Hub, KickData, Kicked, PublishData};
 use crate::proto::Now;
 
 /// Largest request body accepted (`/api/publish`).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-const PATHS: [&str; 5] = [
+const PATHS: [&str; 7] = [
     "/health",
     "/ready",
     "/metrics",
     "/api/connections",
     "/api/publish",
+    "/api/rooms",
+    "/api/kick",
 ];
 
 /// Whether `path` is one of the endpoints (on a shared port, other plain
@@ -142,28 +146,66 @@ pub fn answer(
             headers: "",
             body: metrics::render(shell, gauges, hub, now.unix).into_bytes(),
         },
-        "/api/connections" if get => {
-            match authorize(req, hub, now, Identity::is_admin, "the admin permission") {
-                Ok(_) => {
-                    let mut body = Vec::with_capacity(256);
-                    let mut doc = JsonWriter::object(&mut body);
-                    doc.with_raw("connections", |buf| hub.write_client_list(buf));
-                    doc.end();
-                    HttpAnswer::json(200, body)
-                }
-                Err(answer) => answer,
-            }
-        }
+        "/api/connections" if get => admin_json(req, hub, now, |hub, body| {
+            let mut doc = JsonWriter::object(body);
+            doc.with_raw("connections", |buf| hub.write_client_list(buf));
+            doc.end();
+        }),
+        "/api/rooms" if get => admin_json(req, hub, now, |hub, body| hub.write_room_list(body)),
         "/api/publish" if req.method == "POST" => publish(req, hub, now),
-        "/health" | "/ready" | "/metrics" | "/api/connections" => {
+        "/api/kick" if req.method == "POST" => kick(req, hub, now),
+        "/health" | "/ready" | "/metrics" | "/api/connections" | "/api/rooms" => {
             HttpAnswer::method_not_allowed("Allow: GET\r\n")
         }
-        "/api/publish" => HttpAnswer::method_not_allowed("Allow: POST\r\n"),
-        path => match assets::find(path) {
+        "/api/publish" | "/api/kick" => HttpAnswer::method_not_allowed("Allow: POST\r\n"),
+        path => match assets::find(path).or_else(|| dashboard::file(path)) {
             Some(asset) if get => HttpAnswer::asset(asset),
             Some(_) => HttpAnswer::method_not_allowed("Allow: GET\r\n"),
             None => HttpAnswer::error(404, "no such endpoint"),
         },
+    }
+}
+
+/// 200 with the JSON `write` makes, for a bearer token with admin; else 401.
+fn admin_json(
+    req: &HttpRequest<'_>,
+    hub: &Hub,
+    now: Now,
+    write: impl FnOnce(&Hub, &mut Vec<u8>),
+) -> HttpAnswer {
+    match authorize(req, hub, now, Identity::is_admin, "the admin permission") {
+        Ok(_) => {
+            let mut body = Vec::with_capacity(256);
+            write(hub, &mut body);
+            HttpAnswer::json(200, body)
+        }
+        Err(answer) => answer,
+    }
+}
+
+/// What a kicked client is told without a `reason`.
+pub const KICK_REASON: &str = "kicked by an operator";
+
+/// `POST /api/kick` `{"client","reason"?}` (admin): 200 `{"delivered"}`
+/// (another node's client is `http_cluster`'s, unless it cannot be sent).
+fn kick(req: &HttpRequest<'_>, hub: &mut Hub, now: Now) -> HttpAnswer {
+    let admin = Identity::is_admin;
+    if let Err(answer) = authorize(req, hub, now, admin, "the admin permission") {
+        return answer;
+    }
+    let Ok(body) = serde_json::from_slice::<KickData>(req.body) else {
+        return HttpAnswer::error(400, "body must be {\"client\",\"reason\"?}");
+    };
+    let reason = body.reason.as_deref().unwrap_or(KICK_REASON);
+    match hub.kick(&body.client, reason, now) {
+        Kicked::Here(found) => {
+            let mut out = Vec::with_capacity(20);
+            JsonWriter::object(&mut out)
+                .u64("delivered", u64::from(found))
+                .end();
+            HttpAnswer::json(200, out)
+        }
+        Kicked::Unreachable => HttpAnswer::error(503, "the client's node cannot be reached now"),
     }
 }
 
@@ -264,6 +306,10 @@ fn publish(req: &HttpRequest<'_>, hub: &mut Hub, now: Now) -> HttpAnswer {
 }
 
 #[cfg(test)]
+#[path = "http_api_admin_tests.rs"]
+mod admin_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::proto::auth::{Authenticator, MintRequest};
@@ -281,7 +327,7 @@ mod tests {
         Authenticator::new(SECRET, None, None, None, &[], BTreeMap::new())
     }
 
-    fn hub() -> Hub {
+    pub(super) fn hub() -> Hub {
         Hub::new(HubConfig {
             auth: auth(),
             auth_timeout_ms: 10_000,
@@ -294,7 +340,7 @@ mod tests {
         })
     }
 
-    fn token(permissions: &[&str], rooms: &[&str]) -> String {
+    pub(super) fn token(permissions: &[&str], rooms: &[&str]) -> String {
         let request = MintRequest {
             sub: "u".into(),
             permissions: permissions.iter().map(|p| p.to_string()).collect(),
@@ -305,7 +351,7 @@ mod tests {
         auth().mint(&request, NOW.unix).unwrap().0
     }
 
-    fn call(
+    pub(super) fn call(
         hub: &mut Hub,
         method: &str,
         path: &str,
@@ -330,7 +376,7 @@ mod tests {
         (answer.status, value)
     }
 
-    fn open_client(hub: &mut Hub, key: usize, rooms: &[&str]) -> u64 {
+    pub(super) fn open_client(hub: &mut Hub, key: usize, rooms: &[&str]) -> u64 {
         let id = (key as u64) | (7 << 24);
         let identity = auth().verify(&token(&[], rooms), NOW.unix).unwrap();
         hub.open(

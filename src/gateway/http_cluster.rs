@@ -1,11 +1,13 @@
 //! The HTTP endpoints whose answer needs other cluster nodes (SPEC §9):
 //! `GET /api/connections` lists every node's clients, `POST /api/publish`
-//! with `client` reaches another node's client. Everything else (and a
+//! with `client` reaches another node's client, and `POST /api/kick` (SPEC
+//! §14) kicks another node's client. Everything else (and a
 //! single node, or one alone) is answered at once by `http_api`.
 
-use super::http_api::{authorize, may_publish, HttpRequest};
+use super::http_api::{authorize, may_publish, HttpRequest, KICK_REASON};
 use crate::proto::auth::Identity;
-use crate::proto::hub::{Hub, PublishData};
+use crate::proto::cluster::DirectedOp;
+use crate::proto::hub::{Hub, KickData, PublishData};
 use crate::proto::Now;
 
 /// Starts the request when its answer must wait for other nodes; true
@@ -36,6 +38,17 @@ pub fn answer_later(
             !body.event.is_empty()
                 && authorize(req, hub, now, may_publish, "").is_ok()
                 && hub.publish_to_remote_client(key, conn_id, client, (&body.event, data), now)
+        }
+        ("POST", "/api/kick") => {
+            let Ok(body) = serde_json::from_slice::<KickData>(req.body) else {
+                return false;
+            };
+            let reason = body.reason.as_deref().unwrap_or(KICK_REASON);
+            let kick = || DirectedOp::Kick {
+                reason: reason.to_string(),
+            };
+            authorize(req, hub, now, Identity::is_admin, "").is_ok()
+                && hub.direct_for_http((key, conn_id), &body.client, kick, now)
         }
         _ => false,
     }

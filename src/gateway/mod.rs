@@ -17,6 +17,7 @@ pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod conns;
+pub mod dashboard;
 pub mod endpoint;
 pub mod fd_limit;
 pub mod held;

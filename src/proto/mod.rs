@@ -28,6 +28,7 @@ pub mod program_host;
 pub mod proxied;
 pub mod redis;
 pub mod rooms;
+pub mod tail;
 
 /// The current time, as the shell read it once per loop pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

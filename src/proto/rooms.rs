@@ -76,6 +76,13 @@ impl Rooms {
         self.members.get(room).map_or(&[], Vec::as_slice)
     }
 
+    /// Every room with its members, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[ConnKey])> + '_ {
+        self.members
+            .iter()
+            .map(|(name, keys)| (&**name, keys.as_slice()))
+    }
+
     /// Rooms that have at least one member.
     pub fn len(&self) -> usize {
         self.members.len()

@@ -1,6 +1,7 @@
 //! The request-head stage: the HTTP request a connection opens with, the
 //! answers of the HTTP endpoints, and the checks before an upgrade.
 
+use super::viewer::is_feed;
 use super::Conns;
 use crate::gateway::app::App;
 use crate::gateway::auth_proxy::Verdict;
@@ -99,13 +100,9 @@ impl Conns {
         let serves = self.slab[key].serves;
         match request {
             Request::Plain { .. } => self.on_plain_request(key, request, &[], app, now),
-            Request::Upgrade(_) if serves == Serves::Http => self.refuse(
-                key,
-                Refusal::BadRequest,
-                "this is the health listener: WebSockets are on server.websocket",
-                app,
-                now,
-            ),
+            Request::Upgrade(mut upgrade) if is_feed(serves) => {
+                self.upgrade_viewer(key, &mut upgrade, app, now)
+            }
             Request::Upgrade(_) if serves == Serves::HttpWhenFull => self.refuse(
                 key,
                 Refusal::Unavailable,
@@ -115,7 +112,7 @@ impl Conns {
             ),
             Request::Upgrade(mut upgrade) => match self.admit_upgrade(key, &upgrade, app, now) {
                 Ok(None) if self.proxy.is_some() => self.hold_for_proxy(key, upgrade),
-                Ok(identity) => self.upgrade(key, &mut upgrade, identity, app, now),
+                Ok(identity) => self.upgrade(key, &mut upgrade, identity, false, app, now),
                 Err((refusal, label, reason)) => {
                     self.refuse_as(key, refusal, label, &reason, app, now)
                 }
@@ -297,11 +294,14 @@ impl Conns {
         Ok(identity)
     }
 
-    fn upgrade(
+    /// Switches protocols and opens the session; a dashboard `viewer`
+    /// (see `viewer.rs`) counts against no per-address WebSocket limit.
+    pub(super) fn upgrade(
         &mut self,
         key: usize,
         upgrade: &mut Upgrade,
         identity: Option<Identity>,
+        viewer: bool,
         app: &mut App,
         now: Now,
     ) {
@@ -331,9 +331,13 @@ impl Conns {
             upgrade.path
         );
         if let App::Gateway(hub) = &mut *app {
-            self.ip_table
-                .opened(ip, now.ms, self.cfg.max_connects_per_ip_per_hour);
-            conn.counted_ip = true;
+            if viewer {
+                hub.add_viewer(key);
+            } else {
+                self.ip_table
+                    .opened(ip, now.ms, self.cfg.max_connects_per_ip_per_hour);
+                conn.counted_ip = true;
+            }
             hub.open(key, id, ip, now, identity, &upgrade.path);
         }
         self.mark_dirty(key);
@@ -388,7 +392,7 @@ impl Conns {
                         App::Echo => true,
                     };
                     if allowed {
-                        self.upgrade(key, &mut upgrade, Some(identity), app, now)
+                        self.upgrade(key, &mut upgrade, Some(identity), false, app, now)
                     } else {
                         let reason =
                             "this user may not join the rooms of this path (rooms.by_path)";

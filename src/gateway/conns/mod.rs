@@ -13,6 +13,7 @@ mod deadlines;
 mod http_wait;
 mod ingress;
 mod read;
+mod viewer;
 mod ws;
 
 pub use deadlines::{open_timer, wake_at, OpenTimer};

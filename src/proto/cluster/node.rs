@@ -312,7 +312,7 @@ impl Node {
                     RoomKind::Broadcast
                 };
                 self.received += 1;
-                hub.deliver_from_cluster(env.room, kind, env.payload.into());
+                hub.deliver_from_cluster(env.room, kind, env.payload.into(), now);
             }
             Kind::Send | Kind::Kick => {
                 let Some((request, op)) = envelope::decode_directed(&env) else {

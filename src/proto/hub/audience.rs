@@ -6,7 +6,6 @@ use super::{Hub, Session};
 use crate::proto::client_id::IdFormat;
 use crate::proto::cluster::RoomKind;
 use crate::proto::envelope::JsonWriter;
-use crate::proto::host_link::HostLink;
 use crate::proto::outbox::Broadcast;
 use crate::proto::rooms::ConnKey;
 use crate::proto::Now;
@@ -42,9 +41,10 @@ pub enum Audience<'a> {
     Client(&'a str),
 }
 
-/// Clients receive published events; hosts and unauthenticated sessions do not.
-pub(super) fn is_client(hosts: &HostLink, key: ConnKey, session: &Session) -> bool {
-    session.identity.is_some() && !hosts.is_host(key)
+/// Clients receive published events; hosts, dashboard viewers and
+/// unauthenticated sessions do not.
+pub(super) fn is_client(hub: &Hub, key: ConnKey, session: &Session) -> bool {
+    session.identity.is_some() && !hub.hosts.is_host(key) && !hub.is_viewer(key)
 }
 
 impl Hub {
@@ -70,6 +70,7 @@ impl Hub {
                 return n;
             }
             self.forward_room(room, RoomKind::Broadcast, &shared);
+            self.tap_tail(room, &shared, now);
         }
         self.send_to_audience(shared, audience)
     }
@@ -84,17 +85,14 @@ impl Hub {
                 .members(room)
                 .iter()
                 .copied()
-                .filter(|&key| {
-                    self.session(key)
-                        .is_some_and(|s| is_client(&self.hosts, key, s))
-                })
+                .filter(|&key| self.session(key).is_some_and(|s| is_client(self, key, s)))
                 .collect(),
             Audience::Client(client) => self
                 .ids
                 .local(client)
                 .filter(|&(key, id)| {
                     self.session(key)
-                        .is_some_and(|s| s.id == id && is_client(&self.hosts, key, s))
+                        .is_some_and(|s| s.id == id && is_client(self, key, s))
                 })
                 .map(|(key, _)| key)
                 .into_iter()
@@ -158,7 +156,7 @@ impl Hub {
     fn clients(&self) -> impl Iterator<Item = (ConnKey, &Session)> + '_ {
         self.sessions.iter().filter_map(|(key, s)| {
             s.as_ref()
-                .filter(|s| is_client(&self.hosts, key, s))
+                .filter(|s| is_client(self, key, s))
                 .map(|s| (key, s))
         })
     }

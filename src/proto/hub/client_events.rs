@@ -159,7 +159,8 @@ impl Hub {
         // A token made for a host (`host` named explicitly, not implied by
         // `admin`) is not announced as a client: hosts hear about clients only.
         let is_host_token = names_host(&identity);
-        let joined = first && !self.hosts.is_host(key) && !is_host_token;
+        let joined =
+            first && !self.hosts.is_host(key) && !is_host_token && !self.tail.is_viewer(key);
         if joined {
             s.announced = true;
         }
@@ -340,6 +341,7 @@ impl Hub {
                 .str("room", &publish.room)
                 .str("from", &sub);
         });
+        self.tap_tail(&publish.room, &message, now);
         let mut message = Broadcast::shared(message);
         let delivered = self.deliver(&publish.room, &mut message, Some(key));
         self.reply_room(key, "published", &publish.room, Some(delivered), rid);

@@ -70,7 +70,14 @@ impl Hub {
 
     /// A room message from another node: to this node's members as its
     /// origin delivered it there. Returns how many got it.
-    pub fn deliver_from_cluster(&mut self, room: &str, kind: RoomKind, message: Rc<[u8]>) -> u64 {
+    pub fn deliver_from_cluster(
+        &mut self,
+        room: &str,
+        kind: RoomKind,
+        message: Rc<[u8]>,
+        now: Now,
+    ) -> u64 {
+        self.tap_tail(room, &message, now);
         match kind {
             RoomKind::Publish => self.deliver_local(room, &mut Broadcast::shared(message), None),
             RoomKind::Broadcast => self.send_to_audience(message, Audience::Room(room)),
@@ -282,12 +289,7 @@ impl Hub {
         };
         match op {
             DirectedOp::Send { event, data } => self.out.reply_raw(target, event, None, data),
-            DirectedOp::Kick { reason } => {
-                self.out.reply(target, "kicked", None, |data| {
-                    data.str("reason", reason);
-                });
-                self.close(target, 4010, "kicked", now);
-            }
+            DirectedOp::Kick { reason } => self.kick_session(target, reason, now),
         }
         true
     }
@@ -331,7 +333,7 @@ mod tests {
         assert_eq!((&*forward.room, forward.kind), ("lobby", RoomKind::Publish));
         hub.out.clear();
         assert_eq!(
-            hub.deliver_from_cluster("lobby", RoomKind::Publish, forward.message),
+            hub.deliver_from_cluster("lobby", RoomKind::Publish, forward.message, T0),
             2
         );
         // Remote messages are not forwarded again.

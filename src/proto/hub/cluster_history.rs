@@ -83,7 +83,7 @@ impl Hub {
                 RoomKind::Publish => Some(key) != sender,
                 RoomKind::Broadcast => self
                     .session(key)
-                    .is_some_and(|s| is_client(&self.hosts, key, s)),
+                    .is_some_and(|s| is_client(self, key, s)),
             })
     }
 

@@ -53,6 +53,25 @@ impl Hub {
         (event, data): (&str, &str),
         now: Now,
     ) -> bool {
+        let op = || DirectedOp::Send {
+            event: event.to_string(),
+            data: data.to_string(),
+        };
+        self.direct_for_http((key, conn_id), client, op, now)
+    }
+
+    /// Queues `op` for `client`'s node, answered to HTTP connection
+    /// `waiter` (its key and id) with `{"delivered"}` once that node acted
+    /// or after `host.request_timeout_ms`; false when `client` is no other
+    /// node's or the queue is full. `POST /api/kick` (already authorized)
+    /// uses it as is.
+    pub fn direct_for_http(
+        &mut self,
+        (key, conn_id): (ConnKey, u64),
+        client: &str,
+        op: impl FnOnce() -> DirectedOp,
+        now: Now,
+    ) -> bool {
         let Some(node) = self.ids.remote_node(client) else {
             return false;
         };
@@ -62,13 +81,9 @@ impl Hub {
             rid: None,
             deadline_ms: now.ms.saturating_add(self.cfg.request_timeout_ms),
         };
-        let op = DirectedOp::Send {
-            event: event.to_string(),
-            data: data.to_string(),
-        };
         self.cluster.as_mut().is_some_and(|tap| {
             let max = tap.max_forward_bytes();
-            tap.directed.push(node, client, op, ack, max)
+            tap.directed.push(node, client, op(), ack, max)
         })
     }
 

@@ -76,12 +76,13 @@ struct SendData<'a> {
     data: Option<&'a RawValue>,
 }
 
+/// `host.kick`'s data, and the body of `POST /api/kick`.
 #[derive(Deserialize)]
-struct KickData<'a> {
+pub struct KickData<'a> {
     #[serde(borrow)]
-    client: Cow<'a, str>,
+    pub client: Cow<'a, str>,
     #[serde(default, borrow)]
-    reason: Option<Cow<'a, str>>,
+    pub reason: Option<Cow<'a, str>>,
 }
 
 /// Which page of `host.clients`: from `offset` (the `next` of the page
@@ -486,10 +487,7 @@ impl Hub {
             });
         }
         if let Some(target) = target {
-            self.out.reply(target, "kicked", None, |data| {
-                data.str("reason", reason);
-            });
-            self.close(target, 4010, "kicked", now);
+            self.kick_session(target, reason, now);
         }
     }
 

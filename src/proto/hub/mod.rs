@@ -18,6 +18,7 @@ mod cluster_http;
 mod cluster_presence;
 #[cfg(test)]
 mod compat_tests;
+mod dashboard;
 #[cfg(test)]
 mod history_tests;
 mod host_events;
@@ -36,6 +37,8 @@ pub use crate::proto::client_id::client_id_str;
 pub use crate::proto::outbox::{Action, Body, Outbox};
 pub use audience::{Audience, PublishData};
 pub use cluster_http::HTTP_WAITER;
+pub use dashboard::Kicked;
+pub use host_events::KickData;
 pub use presence::{PresenceConfig, MAX_PRESENCE_LISTED};
 use sessions::Sessions;
 pub use sessions::{is_bridged, BRIDGED_KEY_BASE, MAX_BRIDGED};
@@ -52,6 +55,7 @@ use crate::proto::limits::{MessageLimiter, Verdict};
 use crate::proto::path_rooms::PathRooms;
 pub use crate::proto::rooms::MAX_ROOM_NAME;
 use crate::proto::rooms::{ConnKey, Rooms};
+use crate::proto::tail::Tail;
 use crate::proto::Now;
 use log::{debug, warn};
 use serde::Deserialize;
@@ -144,6 +148,8 @@ pub struct Hub {
     pub stats: Stats,
     /// Rolling figures: sessions in the last 24 h, messages per minute, durations.
     pub activity: Activity,
+    /// The dashboards watching room messages (SPEC §14).
+    tail: Tail,
 }
 
 /// A token made for a host names `host` itself (`admin` alone does not count):
@@ -171,6 +177,7 @@ impl Hub {
             out: Outbox::default(),
             stats: Stats::default(),
             activity: Activity::default(),
+            tail: Tail::default(),
         }
     }
 
@@ -261,6 +268,7 @@ impl Hub {
         let server = &self.cfg.server_name;
         let dialect = match &identity {
             Some(identity) if names_host(identity) => Dialect::Event,
+            _ if self.tail.is_viewer(key) => Dialect::Event,
             _ => self.cfg.compat.dialect,
         };
         self.out.set_dialect(key, dialect);
@@ -288,6 +296,7 @@ impl Hub {
             return;
         };
         self.active -= 1;
+        self.tail.remove(key);
         self.out.set_dialect(key, Dialect::Event);
         let lasted = now.unix.saturating_sub(session.connected_at);
         self.activity.session_ended(lasted);
@@ -457,6 +466,14 @@ impl Hub {
         rid: Option<&RawValue>,
     ) {
         self.out.error(key, code.as_str(), message, now.unix, rid);
+    }
+
+    /// `kicked` `{"reason"}`, then close 4010 (SPEC §6 `host.kick`).
+    fn kick_session(&mut self, key: ConnKey, reason: &str, now: Now) {
+        self.out.reply(key, "kicked", None, |data| {
+            data.str("reason", reason);
+        });
+        self.close(key, 4010, "kicked", now);
     }
 
     /// Ends a session from the core's side: the shell sends the close frame.
