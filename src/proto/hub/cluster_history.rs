@@ -81,9 +81,7 @@ impl Hub {
             .copied()
             .filter(move |&key| match kind {
                 RoomKind::Publish => Some(key) != sender,
-                RoomKind::Broadcast => self
-                    .session(key)
-                    .is_some_and(|s| is_client(self, key, s)),
+                RoomKind::Broadcast => self.session(key).is_some_and(|s| is_client(self, key, s)),
             })
     }
 
