@@ -67,6 +67,7 @@ impl Features {
             } else {
                 // The link is full: this node's members get it unnumbered.
                 counts.1 += 1;
+                hub.note_unnumbered(&room);
                 hub.deliver_numbered(&room, kind, 0, body, sender.as_deref().unwrap_or("-"));
             }
         }
@@ -96,6 +97,11 @@ impl Features {
             presence.clear();
         }
         self.presence.on_joined(cmd, hub, &Self::peers(hub));
+        if let Some(history) = &mut self.history {
+            for room in hub.take_unnumbered() {
+                history.renew_epoch(cmd, room, hub);
+            }
+        }
     }
 
     pub fn on_sub_down(&mut self) {

@@ -51,6 +51,8 @@ enum Pending {
     Read(Read),
     /// The missed messages of a room that skipped offsets.
     Gap(Rc<str>, Read),
+    /// A new epoch for a room whose history misses messages.
+    Renew(Rc<str>),
 }
 
 /// A numbered message as it came from the channel.
@@ -149,7 +151,11 @@ impl NodeHistory {
         let channel = super::keys::room_channel(&self.prefix, &m.room);
         let (size, ttl, meta_ttl) = self.numbers();
         let sender = m.sender.as_deref().unwrap_or("-");
-        let args: [&[u8]; 9] = [
+        let kind: &[u8] = match m.kind {
+            RoomKind::Publish => b"p",
+            RoomKind::Broadcast => b"b",
+        };
+        let args: [&[u8]; 10] = [
             &m.body,
             size.as_bytes(),
             ttl.as_bytes(),
@@ -157,6 +163,7 @@ impl NodeHistory {
             channel.as_bytes(),
             &head,
             sender.as_bytes(),
+            kind,
             meta.as_bytes(),
             stream.as_bytes(),
         ];
@@ -166,17 +173,19 @@ impl NodeHistory {
     /// Runs the read script for `read`; false when the link is full.
     pub fn read(&mut self, cmd: &mut Link, read: Read) -> bool {
         let tag = self.tag();
-        let sent = self.send_read(cmd, &read, tag).is_ok();
+        let sent = self.send_read(cmd, &read, tag, false).is_ok();
         if sent {
             self.pending.insert(tag, Pending::Read(read));
         }
         sent
     }
 
-    fn send_read(&self, cmd: &mut Link, read: &Read, tag: u64) -> Result<(), Full> {
+    /// A `gap` read heads each message with its kind and sender.
+    fn send_read(&self, cmd: &mut Link, read: &Read, tag: u64, gap: bool) -> Result<(), Full> {
+        let since_mode = if gap { "g" } else { "s" };
         let (mode, since, epoch, most) = match &read.kind {
             ReadKind::Position => ("p", 0, "", 0),
-            ReadKind::Since { offset, epoch } => ("s", *offset, epoch.as_str(), MAX_REPLAY),
+            ReadKind::Since { offset, epoch } => (since_mode, *offset, epoch.as_str(), MAX_REPLAY),
             ReadKind::Recent { limit } => ("r", 0, "", (*limit).min(self.cfg.size).min(MAX_RECENT)),
         };
         let (meta, stream) = self.keys(&read.room);
@@ -250,6 +259,12 @@ impl NodeHistory {
                 }
             }
             Pending::Publish(_) => {}
+            Pending::Renew(room) => {
+                if matches!(value, Value::Error(_)) {
+                    // Not renewed (the link was lost): again at the next join.
+                    hub.note_unnumbered(&room);
+                }
+            }
             Pending::Read(read) => hub.answer_read(read.id, answer_of(&value)),
             Pending::Gap(room, _) => self.fill_gap(&room, answer_of(&value), hub),
         }
@@ -260,9 +275,10 @@ impl NodeHistory {
         self.shas = [None, None];
         let tag = self.tag();
         let sent = match &pending {
-            Pending::Load(_) => return,
+            Pending::Load(_) | Pending::Renew(_) => return,
             Pending::Publish(m) => self.send_publish(cmd, m, tag),
-            Pending::Read(r) | Pending::Gap(_, r) => self.send_read(cmd, r, tag),
+            Pending::Read(r) => self.send_read(cmd, r, tag, false),
+            Pending::Gap(_, r) => self.send_read(cmd, r, tag, true),
         };
         match (sent, pending) {
             (Ok(()), pending) => {
@@ -316,7 +332,7 @@ impl NodeHistory {
                     },
                 };
                 let tag = self.tag();
-                if self.send_read(cmd, &read, tag).is_ok() {
+                if self.send_read(cmd, &read, tag, true).is_ok() {
                     self.pending.insert(tag, Pending::Gap(room.clone(), read));
                     self.gaps.insert(
                         room,
@@ -347,17 +363,11 @@ impl NodeHistory {
         let first_held = gap.held.first().map_or(u64::MAX, |m| m.offset);
         let (epoch, last) = self.last.get(room).cloned().unwrap_or(("".into(), 0));
         if let Some(answer) = answer.filter(|a| *a.epoch == *epoch) {
-            for body in answer.messages {
-                let Some(offset) = offset_of(&body) else {
+            for entry in answer.messages {
+                let Some(missed) = gap_entry(&entry) else {
                     continue;
                 };
-                if offset > last && offset < first_held {
-                    let missed = Numbered {
-                        kind: RoomKind::Publish,
-                        offset,
-                        sender: "-".into(),
-                        body,
-                    };
+                if missed.offset > last && missed.offset < first_held {
                     self.deliver(room, &epoch, missed, hub);
                 }
             }
@@ -366,6 +376,19 @@ impl NodeHistory {
             if self.last.get(room).is_none_or(|(_, last)| m.offset > *last) {
                 self.deliver(room, &epoch, m, hub);
             }
+        }
+    }
+
+    /// Gives `room` a new epoch in Redis (its history misses messages).
+    pub fn renew_epoch(&mut self, cmd: &mut Link, room: Rc<str>, hub: &mut Hub) {
+        let tag = self.tag();
+        let meta = self.keys(&room).0;
+        let script = scripts::RENEW_EPOCH.as_bytes();
+        let sent = cmd.command(&[b"EVAL", script, b"1", meta.as_bytes()], Some(tag));
+        if sent.is_ok() {
+            self.pending.insert(tag, Pending::Renew(room));
+        } else {
+            hub.note_unnumbered(&room);
         }
     }
 
@@ -384,6 +407,31 @@ fn split_numbered(payload: &[u8]) -> Option<(u64, &str, &str, &[u8])> {
     let epoch = parts.next()?;
     let sender = parts.next()?;
     Some((offset, epoch, sender, &payload[newline + 1..]))
+}
+
+/// `{kind} {sender}\n{message}`, as a gap read returns each message (a
+/// bare message is taken as a publish from no one).
+fn gap_entry(entry: &[u8]) -> Option<Numbered> {
+    let newline = match entry.first() {
+        Some(b'{') => None,
+        _ => Some(entry.iter().position(|&b| b == b'\n')?),
+    };
+    let head = match newline {
+        Some(at) => std::str::from_utf8(&entry[..at]).ok()?,
+        None => "p -",
+    };
+    let (kind, sender) = head.split_once(' ')?;
+    let kind = match kind {
+        "b" => RoomKind::Broadcast,
+        _ => RoomKind::Publish,
+    };
+    let body: Rc<[u8]> = entry[newline.map_or(0, |at| at + 1)..].into();
+    Some(Numbered {
+        kind,
+        offset: offset_of(&body)?,
+        sender: sender.into(),
+        body,
+    })
 }
 
 /// The `"offset":N` a numbered message ends with.

@@ -243,7 +243,134 @@ mod scripted {
         assert_eq!(rest, [2, 3, 4, 5]);
     }
 
+    /// Offsets (or -1) each member got, by member.
+    fn got(hub: &mut Hub) -> Vec<(usize, i64)> {
+        let out = drain(hub);
+        out.iter()
+            .filter(|(_, m)| m["event"] == "x")
+            .map(|(k, m)| (*k, m["offset"].as_i64().unwrap_or(-1)))
+            .collect()
+    }
+
+    #[test]
+    fn a_gap_is_filled_as_the_live_path_delivers() {
+        let (mut hub, mut node) = ready();
+        join(&mut hub, 0, "a", &[], &["lobby"]);
+        join(&mut hub, 1, "h", &["host"], &["lobby"]);
+        let opened = drain(&mut hub);
+        let sender = opened
+            .iter()
+            .find(|(k, m)| *k == 0 && m["data"]["clientId"].is_string())
+            .map(|(_, m)| m["data"]["clientId"].as_str().unwrap().to_string())
+            .unwrap();
+        crate::proto::hub::testing::register(&mut hub, 1, json!({"play": null}));
+        for ms in 3..6 {
+            node.pump(&mut hub, at(ms));
+            answer(&mut node, &mut |_| b":0\r\n".to_vec(), ms);
+        }
+        drain(&mut hub);
+        let [sub, _] = node.links();
+        let mut live = numbered_message(1);
+        live.extend(numbered_message(4));
+        sub.on_bytes(&live, 6);
+        node.pump(&mut hub, at(6));
+        assert_eq!(got(&mut hub), [(0, 1), (1, 1)]);
+        // 2 was a host's broadcast (clients only), 3 member 0's publish.
+        let mut missed = |args: &[Vec<u8>]| {
+            assert_eq!(&args[0][..], b"EVALSHA");
+            assert_eq!(&args[5][..], b"g", "a gap read heads kind and sender");
+            let mut reply = b"*4\r\n:4\r\n$2\r\ne1\r\n:1\r\n*3\r\n".to_vec();
+            for (n, head) in [
+                (2, "b -".to_string()),
+                (3, format!("p {sender}")),
+                (4, "p -".into()),
+            ] {
+                let m = format!(
+                    "{head}\n{{\"event\":\"x\",\"data\":{n},\"room\":\"lobby\",\"offset\":{n}}}"
+                );
+                reply.extend(bulk(m.as_bytes()));
+            }
+            reply
+        };
+        answer(&mut node, &mut missed, 7);
+        node.pump(&mut hub, at(7));
+        assert_eq!(got(&mut hub), [(0, 2), (1, 3), (0, 4), (1, 4)]);
+    }
+
+    #[test]
+    fn rooms_delivered_to_while_the_broker_was_down_get_a_new_epoch_at_the_join() {
+        let (mut hub, mut node) = ready();
+        join(&mut hub, 0, "a", &["publish"], &["lobby"]);
+        join(&mut hub, 1, "b", &[], &["lobby"]);
+        node.pump(&mut hub, at(3));
+        answer(&mut node, &mut |_| b"+OK\r\n".to_vec(), 3);
+        drain(&mut hub);
+        for link in node.links() {
+            link.on_closed(4, "test");
+        }
+        node.pump(&mut hub, at(4));
+        assert!(!hub.cluster().unwrap().status.broker_up);
+        let publish = json!({"event":"publish","data":{"room":"lobby","event":"x","data":1}});
+        let published = send(&mut hub, 0, at(5), publish);
+        assert_eq!(
+            published.len(),
+            2,
+            "to b and the published reply, unnumbered"
+        );
+        // Back up: the join renews the lobby's epoch.
+        for link in node.links() {
+            link.on_timer(20_000);
+            link.on_connecting(20_000);
+            link.on_connected(20_000);
+        }
+        let mut renewed = Vec::new();
+        let mut load = |args: &[Vec<u8>]| {
+            if args[0] == b"EVAL" && args[1] == super::scripts::RENEW_EPOCH.as_bytes() {
+                renewed.push(String::from_utf8_lossy(&args[3]).into_owned());
+                return b":1\r\n".to_vec();
+            }
+            bulk(&[b'f'; 40])
+        };
+        for ms in 20_001..20_005 {
+            node.pump(&mut hub, at(ms));
+            answer(&mut node, &mut load, ms);
+        }
+        assert!(hub.cluster().unwrap().status.broker_up);
+        assert_eq!(renewed, ["t:hist:lobby"]);
+    }
+
     fn commands_peek(link: &Link) -> String {
         String::from_utf8_lossy(link.output()).into_owned()
     }
+}
+
+#[test]
+fn unnumbered_rooms_are_noted_within_a_bound_then_every_room() {
+    use crate::proto::cluster::numbering::{HistoryTap, MAX_UNNUMBERED_ROOMS};
+    let cfg = ClusterHistoryConfig { size: 10, ttl_s: 1 };
+    let mut tap = HistoryTap::new(cfg, 1 << 16);
+    tap.note_unnumbered("a");
+    tap.note_unnumbered("a");
+    assert_eq!(tap.take_unnumbered(), Some(vec!["a".into()]));
+    assert_eq!(tap.take_unnumbered(), Some(vec![]), "taken out");
+    for n in 0..=MAX_UNNUMBERED_ROOMS {
+        tap.note_unnumbered(&n.to_string());
+    }
+    assert_eq!(tap.take_unnumbered(), None, "too many: every room");
+    assert_eq!(tap.take_unnumbered(), Some(vec![]));
+}
+
+#[test]
+fn gap_entries_carry_kind_and_sender() {
+    let m = gap_entry(b"b n1.7\n{\"event\":\"x\",\"offset\":3}").unwrap();
+    assert_eq!(
+        (m.kind, &*m.sender, m.offset),
+        (RoomKind::Broadcast, "n1.7", 3)
+    );
+    let bare = gap_entry(b"{\"event\":\"x\",\"offset\":4}").unwrap();
+    assert_eq!(
+        (bare.kind, &*bare.sender, bare.offset),
+        (RoomKind::Publish, "-", 4)
+    );
+    assert!(gap_entry(b"p\n{}").is_none());
 }
