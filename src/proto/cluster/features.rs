@@ -60,15 +60,12 @@ impl Features {
             .cluster_mut()
             .and_then(|t| t.history.as_mut()?.take_numbered())
         {
-            let (room, kind, body) = (message.room.clone(), message.kind, message.body.clone());
-            let sender = message.sender.clone();
-            if history.publish(cmd, message) {
-                counts.0 += 1;
-            } else {
+            if let Err(message) = history.publish(cmd, message) {
                 // The link is full: this node's members get it unnumbered.
                 counts.1 += 1;
-                hub.note_unnumbered(&room);
-                hub.deliver_numbered(&room, kind, 0, body, sender.as_deref().unwrap_or("-"));
+                hub.deliver_unnumbered(&message);
+            } else {
+                counts.0 += 1;
             }
         }
         while let Some(read) = hub

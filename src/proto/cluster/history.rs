@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use log::{debug, warn};
 
+use super::echoes::Echoes;
 use super::envelope::{self, Envelope, Kind};
 use super::numbering::{ClusterHistoryConfig, Read, ReadAnswer, ReadKind, ToNumber, MAX_LISTED};
 use super::scripts;
@@ -61,6 +62,8 @@ struct Numbered {
     offset: u64,
     sender: Rc<str>,
     body: Rc<[u8]>,
+    /// Local members got it already (unnumbered, when the link was lost).
+    passed_over: bool,
 }
 
 /// A room whose offsets skipped: later messages wait for the fetch.
@@ -80,6 +83,8 @@ pub struct NodeHistory {
     /// The last offset delivered per room (and its epoch).
     last: HashMap<Rc<str>, (Rc<str>, u64)>,
     gaps: HashMap<Rc<str>, Gap>,
+    /// This node's publishes whose echo has not come.
+    echoes: Echoes,
     /// Offsets that skipped, for the log and metrics.
     pub gaps_seen: u64,
 }
@@ -96,6 +101,7 @@ impl NodeHistory {
             next_tag: TAG_BASE,
             last: HashMap::new(),
             gaps: HashMap::new(),
+            echoes: Echoes::default(),
             gaps_seen: 0,
         }
     }
@@ -123,6 +129,7 @@ impl NodeHistory {
     /// offset of every room is taken as it comes.
     pub fn on_sub_down(&mut self) {
         self.last.clear();
+        self.echoes.on_sub_down();
     }
 
     fn tag(&mut self) -> u64 {
@@ -130,14 +137,15 @@ impl NodeHistory {
         self.next_tag
     }
 
-    /// Runs the publish script for `message`; false when the link is full.
-    pub fn publish(&mut self, cmd: &mut Link, message: ToNumber) -> bool {
+    /// Runs the publish script for `message`; gives it back when the link is full.
+    pub fn publish(&mut self, cmd: &mut Link, message: ToNumber) -> Result<(), ToNumber> {
         let tag = self.tag();
-        let sent = self.send_publish(cmd, &message, tag).is_ok();
-        if sent {
-            self.pending.insert(tag, Pending::Publish(message));
+        if self.send_publish(cmd, &message, tag).is_err() {
+            return Err(message);
         }
-        sent
+        self.echoes.sent(tag, &message.room, &message.body);
+        self.pending.insert(tag, Pending::Publish(message));
+        Ok(())
     }
 
     fn send_publish(&self, cmd: &mut Link, m: &ToNumber, tag: u64) -> Result<(), Full> {
@@ -244,7 +252,7 @@ impl NodeHistory {
         };
         if let Value::Error(text) = &value {
             if text.starts_with(b"NOSCRIPT") {
-                return self.retry(pending, cmd, hub);
+                return self.retry(tag, pending, cmd, hub);
             }
             // A lost link answers every command it had; the link's own warning says so.
             if text != LINK_LOST {
@@ -258,7 +266,12 @@ impl NodeHistory {
                     self.shas[script as usize] = Some(String::from_utf8_lossy(sha).into_owned());
                 }
             }
-            Pending::Publish(_) => {}
+            Pending::Publish(m) => {
+                // Lost before its echo: local members get it now, unnumbered.
+                if matches!(value, Value::Error(_)) && self.echoes.lost(tag) {
+                    hub.deliver_unnumbered(&m);
+                }
+            }
             Pending::Renew(room) => {
                 if matches!(value, Value::Error(_)) {
                     // Not renewed (the link was lost): again at the next join.
@@ -271,7 +284,7 @@ impl NodeHistory {
     }
 
     /// The script was gone (a flushed or restarted Redis): EVAL it and load it again.
-    fn retry(&mut self, pending: Pending, cmd: &mut Link, hub: &mut Hub) {
+    fn retry(&mut self, old: u64, pending: Pending, cmd: &mut Link, hub: &mut Hub) {
         self.shas = [None, None];
         let tag = self.tag();
         let sent = match &pending {
@@ -282,10 +295,14 @@ impl NodeHistory {
         };
         match (sent, pending) {
             (Ok(()), pending) => {
+                if let Pending::Publish(m) = &pending {
+                    self.echoes.resent(old, tag, &m.room);
+                }
                 self.pending.insert(tag, pending);
             }
             (Err(Full), Pending::Read(read)) => hub.answer_read(read.id, None),
             (Err(Full), Pending::Gap(room, _)) => self.fill_gap(&room, None, hub),
+            (Err(Full), Pending::Publish(m)) if self.echoes.lost(old) => hub.deliver_unnumbered(&m),
             (Err(Full), _) => {}
         }
         self.on_up(cmd);
@@ -302,11 +319,13 @@ impl NodeHistory {
         } else {
             RoomKind::Broadcast
         };
+        let passed_over = env.origin == self.origin && self.echoes.echoed(env.room, body);
         let message = Numbered {
             kind,
             offset,
             sender: sender.into(),
             body: body.into(),
+            passed_over,
         };
         if let Some(gap) = self.gaps.get_mut(env.room) {
             if gap.held.len() < MAX_GAP_HELD {
@@ -351,6 +370,9 @@ impl NodeHistory {
 
     fn deliver(&mut self, room: &Rc<str>, epoch: &str, m: Numbered, hub: &mut Hub) {
         self.last.insert(room.clone(), (epoch.into(), m.offset));
+        if m.passed_over {
+            return;
+        }
         hub.deliver_numbered(room, m.kind, m.offset, m.body, &m.sender);
     }
 
@@ -431,6 +453,7 @@ fn gap_entry(entry: &[u8]) -> Option<Numbered> {
         offset: offset_of(&body)?,
         sender: sender.into(),
         body,
+        passed_over: false,
     })
 }
 

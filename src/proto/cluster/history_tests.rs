@@ -339,6 +339,53 @@ mod scripted {
         assert_eq!(renewed, ["t:hist:lobby"]);
     }
 
+    #[test]
+    fn a_publish_lost_with_the_link_reaches_local_members_once() {
+        let (mut hub, mut node) = ready();
+        join(&mut hub, 0, "a", &["publish"], &["lobby"]);
+        join(&mut hub, 1, "b", &[], &["lobby"]);
+        node.pump(&mut hub, at(3));
+        answer(&mut node, &mut |_| b"+OK\r\n".to_vec(), 3);
+        drain(&mut hub);
+        let publish = json!({"event":"publish","data":{"room":"lobby","event":"x","data":1}});
+        assert_eq!(send(&mut hub, 0, at(4), publish).len(), 1, "the reply only");
+        node.pump(&mut hub, at(4));
+        let [_, cmd] = node.links();
+        let script = commands(cmd)
+            .into_iter()
+            .find(|c| c[0] == b"EVALSHA")
+            .unwrap();
+        // The link drops before the reply; the echo has not come: b gets it now.
+        cmd.on_closed(5, "test");
+        node.pump(&mut hub, at(5));
+        assert_eq!(got(&mut hub), [(1, -1)], "unnumbered, to b only");
+        // The node joins again; the script had run, and its echo comes
+        // after all (echoes are ignored while not joined): passed over.
+        let [_, cmd] = node.links();
+        cmd.on_timer(20_000);
+        cmd.on_connecting(20_000);
+        cmd.on_connected(20_000);
+        for ms in 20_001..20_004 {
+            node.pump(&mut hub, at(ms));
+            answer(&mut node, &mut |_| bulk(&[b'f'; 40]), ms);
+        }
+        assert!(hub.cluster().unwrap().status.broker_up);
+        let (body, sender) = (&script[5], &script[11]);
+        let mut payload = format!("1 e1 {}\n", String::from_utf8_lossy(sender)).into_bytes();
+        payload.extend_from_slice(&body[..body.len() - 1]);
+        payload.extend_from_slice(b",\"offset\":1}");
+        let mut env = Vec::new();
+        let kind = envelope::Kind::NumberedPublish;
+        envelope::encode(&mut env, "n1", kind, "lobby", &payload);
+        let mut m = b"*3\r\n$7\r\nmessage\r\n".to_vec();
+        m.extend(bulk(b"t:room:lobby"));
+        m.extend(bulk(&env));
+        let [sub, _] = node.links();
+        sub.on_bytes(&m, 20_005);
+        node.pump(&mut hub, at(20_005));
+        assert_eq!(got(&mut hub), [], "not twice");
+    }
+
     fn commands_peek(link: &Link) -> String {
         String::from_utf8_lossy(link.output()).into_owned()
     }

@@ -76,6 +76,14 @@ impl Hub {
         None
     }
 
+    /// A message Redis could not number (link full or lost): to this node's
+    /// members without an offset, and its room noted.
+    pub fn deliver_unnumbered(&mut self, m: &ToNumber) {
+        self.note_unnumbered(&m.room);
+        let sender = m.sender.as_deref().unwrap_or("-");
+        self.deliver_numbered(&m.room, m.kind, 0, m.body.clone(), sender);
+    }
+
     /// `room` got a message that is not in its history: its epoch is
     /// renewed at the node's next join.
     pub fn note_unnumbered(&mut self, room: &str) {
