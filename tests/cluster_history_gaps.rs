@@ -224,3 +224,28 @@ fn next_reply(ws: &mut Ws, message: &Value) -> Value {
         }
     }
 }
+
+#[test]
+fn a_publish_lost_with_the_command_link_reaches_local_members_once() {
+    let redis = Redis::start(None);
+    let (a, _b) = two_history_nodes(&redis);
+    let mut listener = in_room(&a, "l", &[]);
+    subscribe(&mut listener, None);
+    let token = a.token("p", &["publish", "room:r"], &[], None, "1h");
+    let mut publisher = open_authed(a.port(), &token).0;
+    send(&mut publisher, json!(1));
+    assert_eq!(ticks(&mut listener, 1), [(1, json!(1))]);
+    // The publish script waits in Redis (writes paused) when the command
+    // links are cut: it never runs, and no echo comes.
+    let pause = redis_cli(&redis, None, &[b"CLIENT", b"PAUSE", b"10000", b"WRITE"]);
+    assert!(pause.ends_with("+OK\r\n"), "{pause}");
+    send(&mut publisher, json!(2));
+    std::thread::sleep(Duration::from_millis(300));
+    redis_cli(&redis, None, &[b"CLIENT", b"KILL", b"TYPE", b"normal"]);
+    redis_cli(&redis, None, &[b"CLIENT", b"UNPAUSE"]);
+    assert_eq!(ticks(&mut listener, 1), [(0, json!(2))], "unnumbered, once");
+    wait_health(&a, "broker up", |h| h["cluster"]["broker"] == "up");
+    send(&mut publisher, json!(3));
+    let next = ticks(&mut listener, 1);
+    assert_eq!(next[0].1, json!(3), "{next:?}");
+}
