@@ -15,25 +15,9 @@ use std::time::Duration;
 
 const ROOM: &str = "r";
 
-/// A node of `redis` with `rooms.history` on.
-fn history_node(redis: &Redis, name: &str) -> Server {
-    let server = node_from(
-        name,
-        json!({
-            "cluster": {"redis": redis.url(), "node": name, "heartbeat_ms": HEARTBEAT_MS},
-            "limits": {"max_messages_per_minute": 100000},
-            "host": {"request_timeout_ms": REQUEST_TIMEOUT_MS},
-            "rooms": {"history": {"size": 100, "ttl_s": 300}}
-        }),
-        &[("JWT_SECRET", SECRET)],
-    );
-    joined(&server, name);
-    server
-}
-
 fn two_history_nodes(redis: &Redis) -> (Server, Server) {
-    let a = history_node(redis, "a");
-    let b = history_node(redis, "b");
+    let a = history_node(redis, "a", 100, 300);
+    let b = history_node(redis, "b", 100, 300);
     wait_health(&a, "two nodes", |h| h["cluster"]["nodes"] == 2);
     (a, b)
 }
@@ -79,30 +63,13 @@ fn in_room(server: &Server, sub: &str, permissions: &[&str]) -> Ws {
 
 fn send(ws: &mut Ws, data: Value) {
     let message = json!({"event":"publish","data":{"room":ROOM,"event":"tick","data":data}});
-    let reply = request(ws, &message);
+    send_json(ws, &message);
+    let reply = next_but_notices(ws);
     assert_eq!(reply["event"], "published", "{reply}");
 }
 
 fn subscribe(ws: &mut Ws, since: Option<(u64, &str)>) -> Value {
-    let mut data = json!({"room": ROOM});
-    if let Some((offset, epoch)) = since {
-        data["since"] = json!({"offset": offset, "epoch": epoch});
-    }
-    send_json(ws, &json!({"event":"subscribe","data":data}));
-    let reply = next_but_notices(ws);
-    assert_eq!(reply["event"], "subscribed", "{reply}");
-    reply["data"].clone()
-}
-
-/// The next message that is no presence or host notice.
-fn next_but_notices(ws: &mut Ws) -> Value {
-    loop {
-        let m = recv_json(ws);
-        let event = m["event"].as_str().unwrap_or_default();
-        if !event.starts_with("presence.") && !event.starts_with("host.client_") {
-            return m;
-        }
-    }
+    subscribe_since(ws, ROOM, since)
 }
 
 /// The next `n` room messages as (offset, data), then a ping answered
@@ -179,7 +146,7 @@ fn a_gap_is_filled_as_the_live_path_delivers() {
     let mut host = in_room(&b, "h", &["host"]);
     let register =
         json!({"event":"host.register","data":{"events":{"play":null}},"requestId":"reg"});
-    assert_eq!(request(&mut host, &register)["event"], "host.registered");
+    assert_eq!(next_reply(&mut host, &register)["event"], "host.registered");
     let mut sender = in_room(&b, "s", &["publish"]);
     // 1 a broadcast (clients only), 2 the sender's publish (not to it).
     let broadcast = json!({"event":"host.broadcast","data":{"room":ROOM,"event":"tick","data":1},"requestId":"b"});

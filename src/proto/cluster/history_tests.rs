@@ -243,6 +243,17 @@ mod scripted {
         assert_eq!(rest, [2, 3, 4, 5]);
     }
 
+    /// Members a (who may publish) and b in the lobby, its channel subscribed.
+    fn two_members() -> (Hub, Node) {
+        let (mut hub, mut node) = ready();
+        join(&mut hub, 0, "a", &["publish"], &["lobby"]);
+        join(&mut hub, 1, "b", &[], &["lobby"]);
+        node.pump(&mut hub, at(3));
+        answer(&mut node, &mut |_| b"+OK\r\n".to_vec(), 3);
+        drain(&mut hub);
+        (hub, node)
+    }
+
     /// Offsets (or -1) each member got, by member.
     fn got(hub: &mut Hub) -> Vec<(usize, i64)> {
         let out = drain(hub);
@@ -299,12 +310,7 @@ mod scripted {
 
     #[test]
     fn rooms_delivered_to_while_the_broker_was_down_get_a_new_epoch_at_the_join() {
-        let (mut hub, mut node) = ready();
-        join(&mut hub, 0, "a", &["publish"], &["lobby"]);
-        join(&mut hub, 1, "b", &[], &["lobby"]);
-        node.pump(&mut hub, at(3));
-        answer(&mut node, &mut |_| b"+OK\r\n".to_vec(), 3);
-        drain(&mut hub);
+        let (mut hub, mut node) = two_members();
         for link in node.links() {
             link.on_closed(4, "test");
         }
@@ -341,12 +347,7 @@ mod scripted {
 
     #[test]
     fn a_publish_lost_with_the_link_reaches_local_members_once() {
-        let (mut hub, mut node) = ready();
-        join(&mut hub, 0, "a", &["publish"], &["lobby"]);
-        join(&mut hub, 1, "b", &[], &["lobby"]);
-        node.pump(&mut hub, at(3));
-        answer(&mut node, &mut |_| b"+OK\r\n".to_vec(), 3);
-        drain(&mut hub);
+        let (mut hub, mut node) = two_members();
         let publish = json!({"event":"publish","data":{"room":"lobby","event":"x","data":1}});
         assert_eq!(send(&mut hub, 0, at(4), publish).len(), 1, "the reply only");
         node.pump(&mut hub, at(4));
