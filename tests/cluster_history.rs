@@ -12,25 +12,6 @@ use std::time::Duration;
 
 const ROOM: &str = "r";
 
-/// A node of `redis` with `rooms.history` of `size` messages kept `ttl_s`.
-fn history_node(redis: &Redis, name: &str, size: usize, ttl_s: u64) -> Server {
-    let server = node_from(
-        name,
-        json!({
-            "cluster": {"redis": redis.url(), "node": name, "heartbeat_ms": HEARTBEAT_MS},
-            "limits": {"max_messages_per_minute": 100000},
-            "host": {"request_timeout_ms": REQUEST_TIMEOUT_MS},
-            "rooms": {
-                "history": {"size": size, "ttl_s": ttl_s},
-                "presence": {"enabled": true}
-            }
-        }),
-        &[("JWT_SECRET", SECRET)],
-    );
-    joined(&server, name);
-    server
-}
-
 fn two_history_nodes(size: usize, ttl_s: u64) -> (Redis, Server, Server) {
     let redis = Redis::start(None);
     let a = history_node(&redis, "a", size, ttl_s);
@@ -59,14 +40,7 @@ fn send(ws: &mut Ws, data: Value) {
 }
 
 fn subscribe(ws: &mut Ws, since: Option<(u64, &str)>) -> Value {
-    let mut data = json!({"room": ROOM});
-    if let Some((offset, epoch)) = since {
-        data["since"] = json!({"offset": offset, "epoch": epoch});
-    }
-    send_json(ws, &json!({"event":"subscribe","data":data}));
-    let reply = next_but_presence(ws);
-    assert_eq!(reply["event"], "subscribed", "{reply}");
-    reply["data"].clone()
+    subscribe_since(ws, ROOM, since)
 }
 
 /// The next message that is no presence notice.

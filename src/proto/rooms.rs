@@ -84,6 +84,11 @@ impl Rooms {
     }
 
     /// Rooms that have at least one member.
+    /// The rooms with a member.
+    pub fn names(&self) -> impl Iterator<Item = &Rc<str>> {
+        self.members.keys()
+    }
+
     pub fn len(&self) -> usize {
         self.members.len()
     }

@@ -215,3 +215,46 @@ pub fn received(ws: &mut Ws, count: usize) -> Vec<u64> {
     assert_eq!(pong["event"], "pong", "a message arrived twice: {pong}");
     got
 }
+
+/// `subscribe` to `room`, recovering from `since` (offset, epoch) if given;
+/// the `subscribed` data (presence and host notices before it passed over).
+pub fn subscribe_since(ws: &mut Ws, room: &str, since: Option<(u64, &str)>) -> Value {
+    let mut data = json!({"room": room});
+    if let Some((offset, epoch)) = since {
+        data["since"] = json!({"offset": offset, "epoch": epoch});
+    }
+    send_json(ws, &json!({"event":"subscribe","data":data}));
+    let reply = next_but_notices(ws);
+    assert_eq!(reply["event"], "subscribed", "{reply}");
+    reply["data"].clone()
+}
+
+/// The next message that is no presence or host notice.
+pub fn next_but_notices(ws: &mut Ws) -> Value {
+    loop {
+        let m = recv_json(ws);
+        let event = m["event"].as_str().unwrap_or_default();
+        if !event.starts_with("presence.") && !event.starts_with("host.client_") {
+            return m;
+        }
+    }
+}
+
+/// A node of `redis` with `rooms.history` of `size` messages kept `ttl_s`.
+pub fn history_node(redis: &Redis, name: &str, size: usize, ttl_s: u64) -> Server {
+    let server = node_from(
+        name,
+        json!({
+            "cluster": {"redis": redis.url(), "node": name, "heartbeat_ms": HEARTBEAT_MS},
+            "limits": {"max_messages_per_minute": 100000},
+            "host": {"request_timeout_ms": REQUEST_TIMEOUT_MS},
+            "rooms": {
+                "history": {"size": size, "ttl_s": ttl_s},
+                "presence": {"enabled": true}
+            }
+        }),
+        &[("JWT_SECRET", SECRET)],
+    );
+    joined(&server, name);
+    server
+}

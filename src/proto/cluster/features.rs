@@ -60,14 +60,12 @@ impl Features {
             .cluster_mut()
             .and_then(|t| t.history.as_mut()?.take_numbered())
         {
-            let (room, kind, body) = (message.room.clone(), message.kind, message.body.clone());
-            let sender = message.sender.clone();
-            if history.publish(cmd, message) {
-                counts.0 += 1;
-            } else {
+            if let Err(message) = history.publish(cmd, message) {
                 // The link is full: this node's members get it unnumbered.
                 counts.1 += 1;
-                hub.deliver_numbered(&room, kind, 0, body, sender.as_deref().unwrap_or("-"));
+                hub.deliver_unnumbered(&message);
+            } else {
+                counts.0 += 1;
             }
         }
         while let Some(read) = hub
@@ -96,6 +94,11 @@ impl Features {
             presence.clear();
         }
         self.presence.on_joined(cmd, hub, &Self::peers(hub));
+        if let Some(history) = &mut self.history {
+            for room in hub.take_unnumbered() {
+                history.renew_epoch(cmd, room, hub);
+            }
+        }
     }
 
     pub fn on_sub_down(&mut self) {

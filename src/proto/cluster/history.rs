@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use log::{debug, warn};
 
+use super::echoes::Echoes;
 use super::envelope::{self, Envelope, Kind};
 use super::numbering::{ClusterHistoryConfig, Read, ReadAnswer, ReadKind, ToNumber, MAX_LISTED};
 use super::scripts;
@@ -51,6 +52,8 @@ enum Pending {
     Read(Read),
     /// The missed messages of a room that skipped offsets.
     Gap(Rc<str>, Read),
+    /// A new epoch for a room whose history misses messages.
+    Renew(Rc<str>),
 }
 
 /// A numbered message as it came from the channel.
@@ -59,6 +62,8 @@ struct Numbered {
     offset: u64,
     sender: Rc<str>,
     body: Rc<[u8]>,
+    /// Local members got it already (unnumbered, when the link was lost).
+    passed_over: bool,
 }
 
 /// A room whose offsets skipped: later messages wait for the fetch.
@@ -78,6 +83,8 @@ pub struct NodeHistory {
     /// The last offset delivered per room (and its epoch).
     last: HashMap<Rc<str>, (Rc<str>, u64)>,
     gaps: HashMap<Rc<str>, Gap>,
+    /// This node's publishes whose echo has not come.
+    echoes: Echoes,
     /// Offsets that skipped, for the log and metrics.
     pub gaps_seen: u64,
 }
@@ -94,6 +101,7 @@ impl NodeHistory {
             next_tag: TAG_BASE,
             last: HashMap::new(),
             gaps: HashMap::new(),
+            echoes: Echoes::default(),
             gaps_seen: 0,
         }
     }
@@ -121,6 +129,7 @@ impl NodeHistory {
     /// offset of every room is taken as it comes.
     pub fn on_sub_down(&mut self) {
         self.last.clear();
+        self.echoes.on_sub_down();
     }
 
     fn tag(&mut self) -> u64 {
@@ -128,14 +137,15 @@ impl NodeHistory {
         self.next_tag
     }
 
-    /// Runs the publish script for `message`; false when the link is full.
-    pub fn publish(&mut self, cmd: &mut Link, message: ToNumber) -> bool {
+    /// Runs the publish script for `message`; gives it back when the link is full.
+    pub fn publish(&mut self, cmd: &mut Link, message: ToNumber) -> Result<(), ToNumber> {
         let tag = self.tag();
-        let sent = self.send_publish(cmd, &message, tag).is_ok();
-        if sent {
-            self.pending.insert(tag, Pending::Publish(message));
+        if self.send_publish(cmd, &message, tag).is_err() {
+            return Err(message);
         }
-        sent
+        self.echoes.sent(tag, &message.room, &message.body);
+        self.pending.insert(tag, Pending::Publish(message));
+        Ok(())
     }
 
     fn send_publish(&self, cmd: &mut Link, m: &ToNumber, tag: u64) -> Result<(), Full> {
@@ -149,7 +159,11 @@ impl NodeHistory {
         let channel = super::keys::room_channel(&self.prefix, &m.room);
         let (size, ttl, meta_ttl) = self.numbers();
         let sender = m.sender.as_deref().unwrap_or("-");
-        let args: [&[u8]; 9] = [
+        let kind: &[u8] = match m.kind {
+            RoomKind::Publish => b"p",
+            RoomKind::Broadcast => b"b",
+        };
+        let args: [&[u8]; 10] = [
             &m.body,
             size.as_bytes(),
             ttl.as_bytes(),
@@ -157,6 +171,7 @@ impl NodeHistory {
             channel.as_bytes(),
             &head,
             sender.as_bytes(),
+            kind,
             meta.as_bytes(),
             stream.as_bytes(),
         ];
@@ -166,17 +181,19 @@ impl NodeHistory {
     /// Runs the read script for `read`; false when the link is full.
     pub fn read(&mut self, cmd: &mut Link, read: Read) -> bool {
         let tag = self.tag();
-        let sent = self.send_read(cmd, &read, tag).is_ok();
+        let sent = self.send_read(cmd, &read, tag, false).is_ok();
         if sent {
             self.pending.insert(tag, Pending::Read(read));
         }
         sent
     }
 
-    fn send_read(&self, cmd: &mut Link, read: &Read, tag: u64) -> Result<(), Full> {
+    /// A `gap` read heads each message with its kind and sender.
+    fn send_read(&self, cmd: &mut Link, read: &Read, tag: u64, gap: bool) -> Result<(), Full> {
+        let since_mode = if gap { "g" } else { "s" };
         let (mode, since, epoch, most) = match &read.kind {
             ReadKind::Position => ("p", 0, "", 0),
-            ReadKind::Since { offset, epoch } => ("s", *offset, epoch.as_str(), MAX_REPLAY),
+            ReadKind::Since { offset, epoch } => (since_mode, *offset, epoch.as_str(), MAX_REPLAY),
             ReadKind::Recent { limit } => ("r", 0, "", (*limit).min(self.cfg.size).min(MAX_RECENT)),
         };
         let (meta, stream) = self.keys(&read.room);
@@ -235,7 +252,7 @@ impl NodeHistory {
         };
         if let Value::Error(text) = &value {
             if text.starts_with(b"NOSCRIPT") {
-                return self.retry(pending, cmd, hub);
+                return self.retry(tag, pending, cmd, hub);
             }
             // A lost link answers every command it had; the link's own warning says so.
             if text != LINK_LOST {
@@ -249,27 +266,43 @@ impl NodeHistory {
                     self.shas[script as usize] = Some(String::from_utf8_lossy(sha).into_owned());
                 }
             }
-            Pending::Publish(_) => {}
+            Pending::Publish(m) => {
+                // Lost before its echo: local members get it now, unnumbered.
+                if matches!(value, Value::Error(_)) && self.echoes.lost(tag) {
+                    hub.deliver_unnumbered(&m);
+                }
+            }
+            Pending::Renew(room) => {
+                if matches!(value, Value::Error(_)) {
+                    // Not renewed (the link was lost): again at the next join.
+                    hub.note_unnumbered(&room);
+                }
+            }
             Pending::Read(read) => hub.answer_read(read.id, answer_of(&value)),
             Pending::Gap(room, _) => self.fill_gap(&room, answer_of(&value), hub),
         }
     }
 
     /// The script was gone (a flushed or restarted Redis): EVAL it and load it again.
-    fn retry(&mut self, pending: Pending, cmd: &mut Link, hub: &mut Hub) {
+    fn retry(&mut self, old: u64, pending: Pending, cmd: &mut Link, hub: &mut Hub) {
         self.shas = [None, None];
         let tag = self.tag();
         let sent = match &pending {
-            Pending::Load(_) => return,
+            Pending::Load(_) | Pending::Renew(_) => return,
             Pending::Publish(m) => self.send_publish(cmd, m, tag),
-            Pending::Read(r) | Pending::Gap(_, r) => self.send_read(cmd, r, tag),
+            Pending::Read(r) => self.send_read(cmd, r, tag, false),
+            Pending::Gap(_, r) => self.send_read(cmd, r, tag, true),
         };
         match (sent, pending) {
             (Ok(()), pending) => {
+                if let Pending::Publish(m) = &pending {
+                    self.echoes.resent(old, tag, &m.room);
+                }
                 self.pending.insert(tag, pending);
             }
             (Err(Full), Pending::Read(read)) => hub.answer_read(read.id, None),
             (Err(Full), Pending::Gap(room, _)) => self.fill_gap(&room, None, hub),
+            (Err(Full), Pending::Publish(m)) if self.echoes.lost(old) => hub.deliver_unnumbered(&m),
             (Err(Full), _) => {}
         }
         self.on_up(cmd);
@@ -286,11 +319,13 @@ impl NodeHistory {
         } else {
             RoomKind::Broadcast
         };
+        let passed_over = env.origin == self.origin && self.echoes.echoed(env.room, body);
         let message = Numbered {
             kind,
             offset,
             sender: sender.into(),
             body: body.into(),
+            passed_over,
         };
         if let Some(gap) = self.gaps.get_mut(env.room) {
             if gap.held.len() < MAX_GAP_HELD {
@@ -316,7 +351,7 @@ impl NodeHistory {
                     },
                 };
                 let tag = self.tag();
-                if self.send_read(cmd, &read, tag).is_ok() {
+                if self.send_read(cmd, &read, tag, true).is_ok() {
                     self.pending.insert(tag, Pending::Gap(room.clone(), read));
                     self.gaps.insert(
                         room,
@@ -335,6 +370,9 @@ impl NodeHistory {
 
     fn deliver(&mut self, room: &Rc<str>, epoch: &str, m: Numbered, hub: &mut Hub) {
         self.last.insert(room.clone(), (epoch.into(), m.offset));
+        if m.passed_over {
+            return;
+        }
         hub.deliver_numbered(room, m.kind, m.offset, m.body, &m.sender);
     }
 
@@ -347,17 +385,11 @@ impl NodeHistory {
         let first_held = gap.held.first().map_or(u64::MAX, |m| m.offset);
         let (epoch, last) = self.last.get(room).cloned().unwrap_or(("".into(), 0));
         if let Some(answer) = answer.filter(|a| *a.epoch == *epoch) {
-            for body in answer.messages {
-                let Some(offset) = offset_of(&body) else {
+            for entry in answer.messages {
+                let Some(missed) = gap_entry(&entry) else {
                     continue;
                 };
-                if offset > last && offset < first_held {
-                    let missed = Numbered {
-                        kind: RoomKind::Publish,
-                        offset,
-                        sender: "-".into(),
-                        body,
-                    };
+                if missed.offset > last && missed.offset < first_held {
                     self.deliver(room, &epoch, missed, hub);
                 }
             }
@@ -366,6 +398,19 @@ impl NodeHistory {
             if self.last.get(room).is_none_or(|(_, last)| m.offset > *last) {
                 self.deliver(room, &epoch, m, hub);
             }
+        }
+    }
+
+    /// Gives `room` a new epoch in Redis (its history misses messages).
+    pub fn renew_epoch(&mut self, cmd: &mut Link, room: Rc<str>, hub: &mut Hub) {
+        let tag = self.tag();
+        let meta = self.keys(&room).0;
+        let script = scripts::RENEW_EPOCH.as_bytes();
+        let sent = cmd.command(&[b"EVAL", script, b"1", meta.as_bytes()], Some(tag));
+        if sent.is_ok() {
+            self.pending.insert(tag, Pending::Renew(room));
+        } else {
+            hub.note_unnumbered(&room);
         }
     }
 
@@ -384,6 +429,32 @@ fn split_numbered(payload: &[u8]) -> Option<(u64, &str, &str, &[u8])> {
     let epoch = parts.next()?;
     let sender = parts.next()?;
     Some((offset, epoch, sender, &payload[newline + 1..]))
+}
+
+/// `{kind} {sender}\n{message}`, as a gap read returns each message (a
+/// bare message is taken as a publish from no one).
+fn gap_entry(entry: &[u8]) -> Option<Numbered> {
+    let newline = match entry.first() {
+        Some(b'{') => None,
+        _ => Some(entry.iter().position(|&b| b == b'\n')?),
+    };
+    let head = match newline {
+        Some(at) => std::str::from_utf8(&entry[..at]).ok()?,
+        None => "p -",
+    };
+    let (kind, sender) = head.split_once(' ')?;
+    let kind = match kind {
+        "b" => RoomKind::Broadcast,
+        _ => RoomKind::Publish,
+    };
+    let body: Rc<[u8]> = entry[newline.map_or(0, |at| at + 1)..].into();
+    Some(Numbered {
+        kind,
+        offset: offset_of(&body)?,
+        sender: sender.into(),
+        body,
+        passed_over: false,
+    })
 }
 
 /// The `"offset":N` a numbered message ends with.

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod directed;
+mod echoes;
 pub mod envelope;
 pub mod features;
 pub mod gather;

@@ -3,7 +3,7 @@
 //! and the reads it still waits for. Redis is the truth: a clustered hub
 //! keeps no rings of its own.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use crate::proto::rooms::ConnKey;
@@ -15,6 +15,9 @@ pub const MAX_PENDING_READS: usize = 1024;
 /// Most elements in one reply of the command link: a replay's messages, a
 /// presence list.
 pub const MAX_LISTED: usize = 2048;
+/// Rooms remembered for a new epoch at the next join; beyond, every room
+/// with local members gets one.
+pub const MAX_UNNUMBERED_ROOMS: usize = 1024;
 
 /// How a room message is delivered on the other nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +98,11 @@ pub struct HistoryTap {
     pub waiting: BTreeMap<u64, Waiting>,
     /// Bytes of the held messages, within `max_bytes`.
     held_bytes: usize,
+    /// Rooms that got messages not in Redis's history (delivered without
+    /// an offset): they get a new epoch at the next join.
+    unnumbered: BTreeSet<Rc<str>>,
+    /// More rooms than `MAX_UNNUMBERED_ROOMS`: every room renews.
+    pub unnumbered_overflow: bool,
 }
 
 impl HistoryTap {
@@ -108,6 +116,8 @@ impl HistoryTap {
             next_read: 1,
             waiting: BTreeMap::new(),
             held_bytes: 0,
+            unnumbered: BTreeSet::new(),
+            unnumbered_overflow: false,
         }
     }
 
@@ -120,6 +130,25 @@ impl HistoryTap {
         self.numbered_bytes += cost;
         self.numbered.push_back(message);
         true
+    }
+
+    /// `room` got a message that is not in its history.
+    pub fn note_unnumbered(&mut self, room: &str) {
+        if self.unnumbered.contains(room) || self.unnumbered_overflow {
+            return;
+        }
+        if self.unnumbered.len() >= MAX_UNNUMBERED_ROOMS {
+            self.unnumbered.clear();
+            self.unnumbered_overflow = true;
+        } else {
+            self.unnumbered.insert(room.into());
+        }
+    }
+
+    /// The noted rooms, taken out; `None` after an overflow (every room).
+    pub fn take_unnumbered(&mut self) -> Option<Vec<Rc<str>>> {
+        let rooms = std::mem::take(&mut self.unnumbered);
+        (!std::mem::take(&mut self.unnumbered_overflow)).then(|| rooms.into_iter().collect())
     }
 
     pub fn take_numbered(&mut self) -> Option<ToNumber> {
@@ -193,6 +222,8 @@ impl HistoryTap {
     /// Bytes this holds at most: the numbering queue, the held messages,
     /// and every waiting read (its entry, room name and request id).
     pub fn ceiling(&self) -> usize {
-        2 * self.max_bytes + MAX_PENDING_READS * (std::mem::size_of::<Waiting>() + 512)
+        2 * self.max_bytes
+            + MAX_PENDING_READS * (std::mem::size_of::<Waiting>() + 512)
+            + MAX_UNNUMBERED_ROOMS * (crate::proto::rooms::MAX_ROOM_NAME + 64)
     }
 }

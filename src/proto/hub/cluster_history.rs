@@ -65,7 +65,46 @@ impl Hub {
             body: body.clone(),
             sender: sender_id,
         };
-        self.history_tap()?.number(message).then_some(count)
+        let tap = self.cluster.as_mut()?;
+        let broker_up = tap.status.broker_up;
+        let history = tap.history.as_mut()?;
+        if broker_up && history.number(message) {
+            return Some(count);
+        }
+        // Delivered without an offset: the room's history misses it.
+        history.note_unnumbered(room);
+        None
+    }
+
+    /// A message Redis could not number (link full or lost): to this node's
+    /// members without an offset, and its room noted.
+    pub fn deliver_unnumbered(&mut self, m: &ToNumber) {
+        self.note_unnumbered(&m.room);
+        let sender = m.sender.as_deref().unwrap_or("-");
+        self.deliver_numbered(&m.room, m.kind, 0, m.body.clone(), sender);
+    }
+
+    /// `room` got a message that is not in its history: its epoch is
+    /// renewed at the node's next join.
+    pub fn note_unnumbered(&mut self, room: &str) {
+        if let Some(h) = self.cluster.as_mut().and_then(|t| t.history.as_mut()) {
+            h.note_unnumbered(room);
+        }
+    }
+
+    /// The rooms whose epoch the node renews as it joins: those noted, or
+    /// after too many, every room with local members.
+    pub fn take_unnumbered(&mut self) -> Vec<Rc<str>> {
+        let noted = self
+            .cluster
+            .as_mut()
+            .and_then(|t| t.history.as_mut())
+            .map(|h| h.take_unnumbered());
+        match noted {
+            None => Vec::new(),
+            Some(Some(rooms)) => rooms,
+            Some(None) => self.rooms.names().cloned().collect(),
+        }
     }
 
     /// The members of `room` a message of `kind` from `sender` goes to.
