@@ -141,6 +141,27 @@ pub fn two_nodes() -> (Redis, Server, Server) {
     (redis, a, b)
 }
 
+/// [`two_nodes`] with another heartbeat (timing assertions in heartbeats
+/// keep their margin on a loaded machine with a slower one), and a host
+/// request timeout of 8 heartbeats, so that a node's loss (3 heartbeats) is
+/// what ends a pending request.
+pub fn two_nodes_beating(heartbeat_ms: u64) -> (Redis, Server, Server) {
+    let redis = Redis::start(None);
+    let envs = [("JWT_SECRET", SECRET)];
+    let settings = |name: &str| {
+        json!({
+            "cluster": {"redis": redis.url(), "node": name, "heartbeat_ms": heartbeat_ms},
+            "limits": {"max_messages_per_minute": 10000},
+            "host": {"request_timeout_ms": 8 * heartbeat_ms}
+        })
+    };
+    let a = node_from("a", settings("a"), &envs);
+    let b = node_from("b", settings("b"), &envs);
+    joined(&a, "a");
+    joined(&b, "b");
+    (redis, a, b)
+}
+
 pub fn joined(server: &Server, name: &str) {
     assert!(
         server.wait_log(
