@@ -155,12 +155,17 @@ impl BackendHost {
         );
     }
 
-    /// Runs the pool and relays what finished.
-    fn pump(&mut self, app: &mut App, now: Now) -> Option<u64> {
+    /// Runs the pool (its ready connections too when `ready`: not for a
+    /// new request, see `HttpPool::send_waiting`) and relays what finished.
+    fn pump(&mut self, ready: bool, app: &mut App, now: Now) -> Option<u64> {
         let mut done = Vec::new();
         self.pool.expire(now.ms, &mut done);
         let bearer = self.bearer.get(app, now);
-        self.pool.pump(bearer, now.ms, &mut done);
+        if ready {
+            self.pool.pump(bearer, now.ms, &mut done);
+        } else {
+            self.pool.send_waiting(bearer, now.ms, &mut done);
+        }
         for (job, outcome) in done {
             self.finish(job, outcome, app, now);
         }
@@ -307,14 +312,14 @@ fn failure(id: u64, code: &str, message: &str) -> String {
 impl Endpoint for BackendHost {
     fn on_event(&mut self, _event: &Event, app: &mut App, now: Now) -> Option<u64> {
         // Every connection shares the token: the pool serves them all.
-        self.pump(app, now)
+        self.pump(true, app, now)
     }
 
     fn on_timer(&mut self, app: &mut App, now: Now) -> Option<u64> {
         if !self.started && now.ms >= self.start_at_ms {
             self.start(app, now);
         }
-        self.pump(app, now)
+        self.pump(true, app, now)
     }
 
     fn on_message(&mut self, body: &[u8], app: &mut App, now: Now) -> Option<u64> {
@@ -351,7 +356,7 @@ impl Endpoint for BackendHost {
             ),
             _ => {}
         }
-        self.pump(app, now)
+        self.pump(false, app, now)
     }
 
     fn on_close(&mut self, code: u16, _app: &mut App, now: Now) -> Option<u64> {

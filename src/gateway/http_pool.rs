@@ -238,9 +238,17 @@ impl<T> HttpPool<T> {
         self.mark_ready();
         for slot in 0..self.conns.len() {
             if std::mem::take(&mut self.marks[slot]) {
-                self.drive(slot, done);
+                self.drive(slot, true, done);
             }
         }
+        self.dispatch(bearer, now_ms, done);
+    }
+
+    /// Starts waiting requests on free connections without looking at the
+    /// ready ones: for a new request, whose arrival readied nothing (what
+    /// the connections got raised the pool's event, and `pump` serves it),
+    /// so no `epoll_wait` per request.
+    pub fn send_waiting(&mut self, bearer: &str, now_ms: u64, done: &mut Vec<(T, Outcome)>) {
         self.dispatch(bearer, now_ms, done);
     }
 
@@ -330,7 +338,9 @@ impl<T> HttpPool<T> {
             // A retried request is not retried again.
             conn.reused &= !waiting.retried;
             conn.job = Some((waiting, now_ms + self.timeout_ms));
-            self.drive(slot, done);
+            // Only written: the answer is not there yet, and its arrival is
+            // an event of its own (a read now would be one `EAGAIN` per request).
+            self.drive(slot, false, done);
         }
     }
 
@@ -357,14 +367,19 @@ impl<T> HttpPool<T> {
         })
     }
 
-    /// Writes and reads connection `slot`; settles its request when answered.
-    fn drive(&mut self, slot: usize, done: &mut Vec<(T, Outcome)>) {
+    /// Writes and (when `read`) reads connection `slot`; settles its
+    /// request when answered.
+    fn drive(&mut self, slot: usize, read: bool, done: &mut Vec<(T, Outcome)>) {
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
         let chunk = &mut self.chunk;
         let (failure, eof) = match conn.tls.as_deref_mut() {
-            None => plain_io(&mut conn.sock, &mut conn.out, &mut conn.parser, chunk),
+            None => plain_io(
+                &mut conn.sock,
+                &mut conn.out,
+                read.then_some((&mut conn.parser, chunk)),
+            ),
             Some(tls) => {
                 let parser = &mut conn.parser;
                 let wrote = http_tls::write(tls, &mut conn.sock, &mut conn.out);
@@ -426,13 +441,13 @@ impl<T> HttpPool<T> {
     }
 }
 
-/// Writes what is queued and reads what arrived on a plain socket (until
-/// it would block, or the parser holds all it may): (a failure, end of file).
+/// Writes what is queued and, given a parser, reads what arrived on a
+/// plain socket (until it would block, or the parser holds all it may):
+/// (a failure, end of file).
 fn plain_io(
     sock: &mut TcpStream,
     out: &mut Vec<u8>,
-    parser: &mut ResponseParser,
-    chunk: &mut [u8],
+    reader: Option<(&mut ResponseParser, &mut [u8])>,
 ) -> (Option<String>, bool) {
     while !out.is_empty() {
         match retry(|| sock.write(out)) {
@@ -444,6 +459,9 @@ fn plain_io(
             Err(e) => return (Some(e.to_string()), false),
         }
     }
+    let Some((parser, chunk)) = reader else {
+        return (None, false);
+    };
     while !parser.is_full() {
         match retry(|| sock.read(chunk)) {
             Ok(Some(0)) => return (None, true),
