@@ -35,6 +35,8 @@ pub struct BackendConfig {
     pub events: Value,
     pub notify: Vec<String>,
     pub max_in_flight: usize,
+    /// Requests pipelined on one kept-alive connection at most (1: none).
+    pub pipeline: usize,
     pub permissions: Vec<String>,
     pub max_message_bytes: usize,
     /// What may wait for a connection, in bytes (requests and notices).
@@ -44,12 +46,12 @@ pub struct BackendConfig {
 
 /// Worst-case bytes a `url` host holds (SPEC §8 addition), for its
 /// settings: the endpoint and its session in the core, its pool's
-/// `max_in_flight` connections (to a URL of `url_bytes`, with TLS when
-/// `tls`), and what waits for them: bodies of at most `max_outbound_bytes`,
+/// `max_in_flight` requests on connections of `pipeline` each (to a URL of
+/// `url_bytes`, with TLS when `tls`), and what waits for them: bodies of at most `max_outbound_bytes`,
 /// in at most as many requests as the core lets a host have pending, and
 /// notices.
 pub fn bytes_bound(
-    max_in_flight: usize,
+    in_flight: (usize, usize),
     (max_message_bytes, max_outbound_bytes): (usize, usize),
     url_bytes: usize,
     tls: bool,
@@ -59,7 +61,7 @@ pub fn bytes_bound(
     std::mem::size_of::<BackendHost>()
         + session_bytes_bound()
         + MAX_TOKEN_BYTES // the bearer token
-        + HttpPool::<Job>::bytes_bound(max_in_flight, max_message_bytes, request, url_bytes, tls)
+        + HttpPool::<Job>::bytes_bound(in_flight, max_message_bytes, request, url_bytes, tls)
         + HttpPool::<Job>::queue_bytes_bound(entries, max_outbound_bytes)
 }
 
@@ -122,7 +124,13 @@ impl BackendHost {
     ) -> io::Result<BackendHost> {
         let bounds = (cfg.max_message_bytes, cfg.request_timeout_ms);
         Ok(BackendHost {
-            pool: HttpPool::new(cfg.target, cfg.max_in_flight, bounds, registry, token)?,
+            pool: HttpPool::new(
+                cfg.target,
+                (cfg.max_in_flight, cfg.pipeline),
+                bounds,
+                registry,
+                token,
+            )?,
             name: cfg.name,
             events: cfg.events,
             notify: cfg.notify,
