@@ -455,8 +455,9 @@ impl<T> HttpPool<T> {
     ) {
         while let Some(conn) = self.conns[slot].as_mut() {
             if conn.jobs.is_empty() {
-                // More than was asked for: the backend talks out of turn.
-                if !conn.parser.is_empty() {
+                // Closed after its last answer (no later edge tells), or
+                // more than was asked for: the backend talks out of turn.
+                if eof || !conn.parser.is_empty() {
                     self.close(slot, "connection closed", done);
                 }
                 return;
