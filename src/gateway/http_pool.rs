@@ -568,33 +568,5 @@ fn plain_io(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::split_url;
-
-    #[test]
-    fn urls_split() {
-        assert_eq!(
-            split_url("http://127.0.0.1:8000/tether/"),
-            Some((
-                "127.0.0.1:8000".into(),
-                "127.0.0.1".into(),
-                8000,
-                "/tether/".into()
-            ))
-        );
-        assert_eq!(
-            split_url("http://example.com"),
-            Some(("example.com".into(), "example.com".into(), 80, "/".into()))
-        );
-        assert_eq!(
-            split_url("http://[::1]:81/x?y"),
-            Some(("[::1]:81".into(), "::1".into(), 81, "/x?y".into()))
-        );
-        assert_eq!(
-            split_url("https://x/"),
-            Some(("x".into(), "x".into(), 443, "/".into()))
-        );
-        assert_eq!(split_url("ftp://x/"), None);
-        assert_eq!(split_url("http:///x"), None);
-    }
-}
+#[path = "http_pool_tests.rs"]
+mod tests;
