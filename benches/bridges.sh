@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # Issue 15's bench (SPEC §11): request/response through a `command` host (a
-# program on pipes) and a `url` host (an HTTP backend, kept-alive) beside the
-# WebSocket host path, in one run of one gateway: µs of gateway CPU per
-# request (utime+stime of /proc/PID/stat over the measured window, divided
+# program on pipes) and a `url` host (an HTTP backend, kept-alive; with and
+# without HTTP/1.1 pipelining) beside the WebSocket host path, in one run of
+# one gateway: µs of gateway CPU per request (utime+stime of /proc/PID/stat over the measured window, divided
 # by the answers the clients got) and requests per second, with the same
-# clients and payloads for all three (tether-load rpc: 100 clients, 8
+# clients and payloads for all four (tether-load rpc: 100 clients, 8
 # requests in flight each, `{"event":E,"data":0,"requestId":1}`).
 #
-#   bash benches/bridges.sh           full run: 3 rounds of the three paths, interleaved
-#                                     (about 1 minute once built)
+#   bash benches/bridges.sh           full run: 3 rounds of the four paths, interleaved
+#                                     (about 1.5 minutes once built)
 #   bash benches/bridges.sh --smoke   the harness only (10 clients, 1 s windows; under 30 s once built)
 # TETHER_BIN=PATH uses that tether binary instead of building the release one.
 #
 # The hosts are cheap so that the gateway is what is measured:
 #   WebSocket  the load tool itself (its host connection answers each host.request)
 #   command    tether-bridge-peer line (benches/load/src/bin/bridge_peer.rs, Rust, std only)
-#   url        tether-bridge-peer http (the same binary: HTTP/1.1 on one mio thread)
+#   url        tether-bridge-peer http (the same binary: HTTP/1.1 on one mio thread),
+#              for both url hosts (PIPELINE=N: the pipelined one's "pipeline", default 8)
 # The method and settings are benches/lib.sh's (as benches/run.sh): the
 # gateway on CPU 0, the load tool and every host on CPU 1 (taskset), at
 # nice -19 when allowed. Loopback only. Needs cargo, python3 and taskset.
@@ -31,6 +32,7 @@ esac
 PORT=${PORT:-39851}
 BACKEND_PORT=$((PORT + 2))
 MAX_IN_FLIGHT=32
+PIPELINE=${PIPELINE:-8} # the pipelined url host: requests in flight per connection
 
 WORK=$(mktemp -d /tmp/tether-bridges-bench.XXXXXX)
 JSONL=$ROOT/benches/results/bridges.jsonl
@@ -57,14 +59,16 @@ bench_method
 # lib.sh's bench settings, with the two bridged hosts; the program host
 # runs on CPU 1 like the other hosts (taskset execs it).
 tether_settings "$PORT"
-python3 - "$WORK/tether.json" "$PEER" "$BACKEND_PORT" "$MAX_IN_FLIGHT" <<'PY'
+python3 - "$WORK/tether.json" "$PEER" "$BACKEND_PORT" "$MAX_IN_FLIGHT" "$PIPELINE" <<'PY'
 import json, sys
-path, peer, port, in_flight = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+path, peer, port, in_flight, pipeline = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 settings = json.load(open(path))
 settings["hosts"] = [
     {"name": "bench-cmd", "command": ["taskset", "-c", "1", peer, "line", "rpc.cmd"]},
     {"name": "bench-url", "url": f"http://127.0.0.1:{port}/tether/",
      "events": {"rpc.url": None}, "max_in_flight": in_flight},
+    {"name": "bench-url-pipelined", "url": f"http://127.0.0.1:{port}/tether/",
+     "events": {"rpc.pipe": None}, "max_in_flight": in_flight, "pipeline": pipeline},
 ]
 json.dump(settings, open(path, "w"))
 PY
@@ -83,10 +87,11 @@ run() {
         --warmup "$WARMUP" --secs "$SECS" --path "/?token=$SUB_TOKEN" --pub-path "/?token=$HOST_TOKEN"
 }
 for round in $(seq 1 "$ROUNDS"); do
-    log "round $round of $ROUNDS: WebSocket host, command host, url host"
+    log "round $round of $ROUNDS: WebSocket host, command host, url host, url host pipelined"
     run ws rpc
     run command rpc.cmd
     run url rpc.url
+    run url-pipelined rpc.pipe
 done
 meta_end_line
 
@@ -101,7 +106,7 @@ print("| path | requests/s | gateway µs/request | × WebSocket | p50 µs | p99 
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 med = {}
 bad = []
-for path in ("ws", "command", "url"):
+for path in ("ws", "command", "url", "url-pipelined"):
     mine = [r for r in runs if r["server"] == path]
     if not mine or any(r.get("error") for r in mine):
         bad.append(path)
@@ -119,7 +124,7 @@ print("(medians of", len([r for r in runs if r["server"] == "ws"]), "runs per pa
 if bad:
     sys.exit(f"bridges bench: no answers or errors on: {', '.join(bad)}")
 if sys.argv[2] != "smoke" and med["ws"]:
-    for path, target in (("command", 2), ("url", 4)):
+    for path, target in (("command", 2), ("url", 4), ("url-pipelined", 4)):
         if med[path] > target * med["ws"]:
             print(f"target missed: {path} is {med[path] / med['ws']:.2f}× the WebSocket host path (target {target}×)")
 PY

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::backend::Backend;
 use common::*;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -342,12 +343,6 @@ print(srv.server_address[1], flush=True)
 srv.serve_forever()
 "#;
 
-/// The backend process, killed on drop.
-struct Backend {
-    child: std::process::Child,
-    port: u16,
-}
-
 impl Backend {
     fn start(dir: &Path) -> Backend {
         std::fs::write(dir.join("backend.py"), BACKEND).unwrap();
@@ -390,45 +385,6 @@ impl Backend {
     /// Runs `script` (in `dir`), which prints its port first.
     fn start_script(dir: &Path, script: &str) -> Backend {
         Backend::start_script_with(dir, script, &[])
-    }
-
-    fn start_script_with(dir: &Path, script: &str, envs: &[(&str, &str)]) -> Backend {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new("python3")
-            .arg(script)
-            .envs(envs.iter().copied())
-            .current_dir(dir)
-            .env("SECRET", SECRET)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("start the backend");
-        let mut line = String::new();
-        let stdout = child.stdout.take().unwrap();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().expect("the backend's port");
-        Backend { child, port }
-    }
-
-    /// The JSON lines a script logged to `dir/log`.
-    fn logged(dir: &Path, log: &str) -> Vec<Value> {
-        std::fs::read_to_string(dir.join(log))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn posts(dir: &Path) -> Vec<Value> {
-        Backend::logged(dir, "posts.log")
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

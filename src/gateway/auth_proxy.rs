@@ -60,7 +60,7 @@ impl AuthProxy {
         let bounds = (MAX_ANSWER_BYTES, timeout_ms);
         Ok(AuthProxy {
             link,
-            pool: HttpPool::new(target, PROXY_CONNECTIONS, bounds, registry, token)?,
+            pool: HttpPool::new(target, (PROXY_CONNECTIONS, 1), bounds, registry, token)?,
             bearer: Bearer::default(),
         })
     }

@@ -35,6 +35,8 @@ pub struct BackendConfig {
     pub events: Value,
     pub notify: Vec<String>,
     pub max_in_flight: usize,
+    /// Requests pipelined on one kept-alive connection at most (1: none).
+    pub pipeline: usize,
     pub permissions: Vec<String>,
     pub max_message_bytes: usize,
     /// What may wait for a connection, in bytes (requests and notices).
@@ -44,12 +46,12 @@ pub struct BackendConfig {
 
 /// Worst-case bytes a `url` host holds (SPEC §8 addition), for its
 /// settings: the endpoint and its session in the core, its pool's
-/// `max_in_flight` connections (to a URL of `url_bytes`, with TLS when
-/// `tls`), and what waits for them: bodies of at most `max_outbound_bytes`,
+/// `max_in_flight` requests on connections of `pipeline` each (to a URL of
+/// `url_bytes`, with TLS when `tls`), and what waits for them: bodies of at most `max_outbound_bytes`,
 /// in at most as many requests as the core lets a host have pending, and
 /// notices.
 pub fn bytes_bound(
-    max_in_flight: usize,
+    in_flight: (usize, usize),
     (max_message_bytes, max_outbound_bytes): (usize, usize),
     url_bytes: usize,
     tls: bool,
@@ -59,7 +61,7 @@ pub fn bytes_bound(
     std::mem::size_of::<BackendHost>()
         + session_bytes_bound()
         + MAX_TOKEN_BYTES // the bearer token
-        + HttpPool::<Job>::bytes_bound(max_in_flight, max_message_bytes, request, url_bytes, tls)
+        + HttpPool::<Job>::bytes_bound(in_flight, max_message_bytes, request, url_bytes, tls)
         + HttpPool::<Job>::queue_bytes_bound(entries, max_outbound_bytes)
 }
 
@@ -122,7 +124,13 @@ impl BackendHost {
     ) -> io::Result<BackendHost> {
         let bounds = (cfg.max_message_bytes, cfg.request_timeout_ms);
         Ok(BackendHost {
-            pool: HttpPool::new(cfg.target, cfg.max_in_flight, bounds, registry, token)?,
+            pool: HttpPool::new(
+                cfg.target,
+                (cfg.max_in_flight, cfg.pipeline),
+                bounds,
+                registry,
+                token,
+            )?,
             name: cfg.name,
             events: cfg.events,
             notify: cfg.notify,
@@ -155,12 +163,17 @@ impl BackendHost {
         );
     }
 
-    /// Runs the pool and relays what finished.
-    fn pump(&mut self, app: &mut App, now: Now) -> Option<u64> {
+    /// Runs the pool (its ready connections too when `ready`: not for a
+    /// new request, see `HttpPool::send_waiting`) and relays what finished.
+    fn pump(&mut self, ready: bool, app: &mut App, now: Now) -> Option<u64> {
         let mut done = Vec::new();
         self.pool.expire(now.ms, &mut done);
         let bearer = self.bearer.get(app, now);
-        self.pool.pump(bearer, now.ms, &mut done);
+        if ready {
+            self.pool.pump(bearer, now.ms, &mut done);
+        } else {
+            self.pool.send_waiting(bearer, now.ms, &mut done);
+        }
         for (job, outcome) in done {
             self.finish(job, outcome, app, now);
         }
@@ -307,14 +320,14 @@ fn failure(id: u64, code: &str, message: &str) -> String {
 impl Endpoint for BackendHost {
     fn on_event(&mut self, _event: &Event, app: &mut App, now: Now) -> Option<u64> {
         // Every connection shares the token: the pool serves them all.
-        self.pump(app, now)
+        self.pump(true, app, now)
     }
 
     fn on_timer(&mut self, app: &mut App, now: Now) -> Option<u64> {
         if !self.started && now.ms >= self.start_at_ms {
             self.start(app, now);
         }
-        self.pump(app, now)
+        self.pump(true, app, now)
     }
 
     fn on_message(&mut self, body: &[u8], app: &mut App, now: Now) -> Option<u64> {
@@ -351,7 +364,7 @@ impl Endpoint for BackendHost {
             ),
             _ => {}
         }
-        self.pump(app, now)
+        self.pump(false, app, now)
     }
 
     fn on_close(&mut self, code: u16, _app: &mut App, now: Now) -> Option<u64> {

@@ -98,7 +98,7 @@ pub fn bridged_bytes_bound(s: &Settings) -> usize {
             (None, url) => {
                 let url = url.unwrap_or("");
                 backend::bytes_bound(
-                    host.max_in_flight,
+                    (host.max_in_flight, host.pipeline),
                     limits,
                     url.len(),
                     url.starts_with("https://"),
@@ -125,6 +125,7 @@ fn backend_config(s: &Settings, i: usize) -> Result<BackendConfig, String> {
         events: events.into(),
         notify: host.notify.clone(),
         max_in_flight: host.max_in_flight,
+        pipeline: host.pipeline,
         permissions: host.permissions.clone(),
         max_message_bytes: s.limits.max_message_bytes,
         max_outbound_bytes: s.limits.max_outbound_bytes,

@@ -106,7 +106,9 @@ struct PoolConn<T> {
     tls: Option<Box<ClientConnection>>,
     out: Vec<u8>,
     parser: ResponseParser,
-    job: Option<(Waiting<T>, u64)>,
+    /// The requests written and not yet answered, oldest first, with their
+    /// deadlines: the responses come in this order (at most `depth`).
+    jobs: VecDeque<(Waiting<T>, u64)>,
     /// Carried a response already: a failure before any byte may be the
     /// backend closing an idle connection, so the request is tried once more.
     reused: bool,
@@ -118,9 +120,14 @@ pub struct HttpPool<T> {
     ready: Poll,
     events: Events,
     /// Slots the last look at `ready` named.
-    marks: Vec<bool>,
+    marks: Vec<Reading>,
     chunk: Box<[u8]>,
     max_body: usize,
+    /// Requests in flight at most, over every connection.
+    max_in_flight: usize,
+    /// Requests in flight at most per connection (HTTP/1.1 pipelining; 1:
+    /// one at a time).
+    depth: usize,
     timeout_ms: u64,
     conns: Vec<Option<PoolConn<T>>>,
     queue: VecDeque<Waiting<T>>,
@@ -137,24 +144,29 @@ const TLS_CLIENT_BYTES: usize = 8 * 1024 + 2 * (16 * 1024 + 2048) + 16 * 1024 + 
 const REQUEST_HEAD_BYTES: usize = 256;
 
 impl<T> HttpPool<T> {
-    /// At most `slots` connections (requests in flight) at once; events
-    /// come to the loop's `registry` under `token`.
+    /// At most `max_in_flight` requests at once, `depth` of them pipelined
+    /// on each connection (so `max_in_flight / depth` connections, rounded
+    /// up); events come to the loop's `registry` under `token`.
     pub fn new(
         target: HttpTarget,
-        slots: usize,
+        (max_in_flight, depth): (usize, usize),
         (max_body, timeout_ms): (usize, u64),
         registry: &Registry,
         token: Token,
     ) -> io::Result<HttpPool<T>> {
+        let depth = depth.max(1);
+        let slots = connections(max_in_flight, depth);
         let ready = Poll::new()?;
         registry.register(&mut SourceFd(&ready.as_raw_fd()), token, Interest::READABLE)?;
         Ok(HttpPool {
             target,
             ready,
             events: Events::with_capacity(slots.max(1)),
-            marks: vec![false; slots],
+            marks: vec![Reading::Skip; slots],
             chunk: vec![0; READ_CHUNK].into_boxed_slice(),
             max_body,
+            max_in_flight,
+            depth,
             timeout_ms,
             conns: (0..slots).map(|_| None).collect(),
             queue: VecDeque::new(),
@@ -164,23 +176,26 @@ impl<T> HttpPool<T> {
 
     /// Worst-case bytes a pool holds (SPEC §8 addition), its queue aside
     /// (its user bounds what waits): the read buffer and the poll's events;
-    /// per connection its state, the request being written (`request_bytes`
-    /// of body, the head, the bearer token, the URL) and the response (raw
-    /// bytes, and the body copied out of them), with TLS when `tls`.
+    /// per connection its state, and per request in flight on it (`depth`)
+    /// the request being written (`request_bytes` of body, the head, the
+    /// bearer token, the URL) and the response (raw bytes, and the body
+    /// copied out of them), with TLS when `tls`.
     pub fn bytes_bound(
-        slots: usize,
+        (max_in_flight, depth): (usize, usize),
         max_body: usize,
         request_bytes: usize,
         url_bytes: usize,
         tls: bool,
     ) -> usize {
+        let depth = depth.max(1);
+        let slots = connections(max_in_flight, depth);
         let request = request_bytes + REQUEST_HEAD_BYTES + MAX_TOKEN_BYTES + url_bytes;
         let per_conn = std::mem::size_of::<Option<PoolConn<T>>>()
-            + grown_vec_bytes(request)
-            + request_bytes + ALLOC_SLACK // the body kept for a retry
-            + grown_vec_bytes(raw_bytes_bound(max_body))
-            + max_body
-            + ALLOC_SLACK
+            + grown_vec_bytes(depth * request)
+            + grown_vec_bytes(depth * std::mem::size_of::<(Waiting<T>, u64)>())
+            + depth * (request_bytes + ALLOC_SLACK) // the bodies kept for a retry
+            + grown_vec_bytes(depth * raw_bytes_bound(max_body))
+            + depth * (max_body + ALLOC_SLACK)
             + if tls { TLS_CLIENT_BYTES } else { 0 };
         std::mem::size_of::<HttpPool<T>>()
             + READ_CHUNK
@@ -219,17 +234,19 @@ impl<T> HttpPool<T> {
         self.queue.iter().map(|w| &w.tag)
     }
 
-    /// Whether a request would be sent at once (a connection is idle or
-    /// may be opened).
+    /// Whether a request would be sent at once (fewer than `max_in_flight`
+    /// are: a connection has room or may be opened).
     pub fn has_free_slot(&self) -> bool {
-        self.conns
-            .iter()
-            .any(|c| c.as_ref().is_none_or(|c| c.job.is_none()))
+        self.in_flight() < self.max_in_flight
+    }
+
+    fn in_flight(&self) -> usize {
+        self.conns.iter().flatten().map(|c| c.jobs.len()).sum()
     }
 
     /// Whether requests wait or are in flight.
     pub fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.conns.iter().flatten().all(|c| c.job.is_none())
+        self.queue.is_empty() && self.in_flight() == 0
     }
 
     /// Serves every connection, then starts waiting requests on free ones;
@@ -237,10 +254,19 @@ impl<T> HttpPool<T> {
     pub fn pump(&mut self, bearer: &str, now_ms: u64, done: &mut Vec<(T, Outcome)>) {
         self.mark_ready();
         for slot in 0..self.conns.len() {
-            if std::mem::take(&mut self.marks[slot]) {
-                self.drive(slot, done);
+            let reading = std::mem::take(&mut self.marks[slot]);
+            if reading != Reading::Skip {
+                self.drive(slot, reading, done);
             }
         }
+        self.dispatch(bearer, now_ms, done);
+    }
+
+    /// Starts waiting requests on free connections without looking at the
+    /// ready ones: for a new request, whose arrival readied nothing (what
+    /// the connections got raised the pool's event, and `pump` serves it),
+    /// so no `epoll_wait` per request.
+    pub fn send_waiting(&mut self, bearer: &str, now_ms: u64, done: &mut Vec<(T, Outcome)>) {
         self.dispatch(bearer, now_ms, done);
     }
 
@@ -253,14 +279,20 @@ impl<T> HttpPool<T> {
                 .poll(&mut self.events, Some(Duration::ZERO))
                 .is_err()
             {
-                self.marks.iter_mut().for_each(|m| *m = true);
+                self.marks.iter_mut().for_each(|m| *m = Reading::ToEnd);
                 return;
             }
             let mut seen = 0;
             for event in self.events.iter() {
                 seen += 1;
                 if let Some(mark) = self.marks.get_mut(event.token().0) {
-                    *mark = true;
+                    // A close that came with the data is no edge of its own.
+                    let closed = event.is_read_closed() || event.is_error();
+                    *mark = (*mark).max(if closed {
+                        Reading::ToEnd
+                    } else {
+                        Reading::Arrived
+                    });
                 }
             }
             if seen < self.events.capacity() {
@@ -269,42 +301,52 @@ impl<T> HttpPool<T> {
         }
     }
 
-    /// Requests past their deadline end `TimedOut` (their connection closed).
+    /// Requests past their deadline end `TimedOut`; their connection is
+    /// closed, failing the requests pipelined behind them.
     pub fn expire(&mut self, now_ms: u64, done: &mut Vec<(T, Outcome)>) {
         for slot in 0..self.conns.len() {
-            let late = self.conns[slot]
-                .as_ref()
-                .and_then(|c| c.job.as_ref())
-                .is_some_and(|(_, at)| now_ms >= *at);
-            if late {
-                let job = self.conns[slot].as_mut().and_then(|c| c.job.take());
-                self.close(slot);
-                if let Some((waiting, _)) = job {
+            let Some(conn) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            if conn.jobs.front().is_some_and(|(_, at)| now_ms >= *at) {
+                if let Some((waiting, _)) = conn.jobs.pop_front() {
                     done.push((waiting.tag, Outcome::TimedOut));
                 }
+                self.close(slot, "an earlier request on its connection timed out", done);
             }
         }
     }
 
-    /// The earliest deadline of a request in flight.
+    /// The earliest deadline of a request in flight (the oldest on each
+    /// connection has the earliest of its connection).
     pub fn deadline(&self) -> Option<u64> {
         self.conns
             .iter()
             .flatten()
-            .filter_map(|c| c.job.as_ref().map(|(_, at)| *at))
+            .filter_map(|c| c.jobs.front().map(|(_, at)| *at))
             .min()
     }
 
+    /// The connection for one more request: the fullest one with room
+    /// (one pipeline fills before the next: fewer, fuller writes), else a
+    /// slot without one.
+    fn pick_slot(&self) -> Option<usize> {
+        let open = (0..self.conns.len())
+            .filter_map(|slot| Some((slot, self.conns[slot].as_ref()?.jobs.len())))
+            .filter(|(_, jobs)| *jobs < self.depth)
+            .max_by_key(|(slot, jobs)| (*jobs, std::cmp::Reverse(*slot)));
+        open.map(|(slot, _)| slot)
+            .or_else(|| self.conns.iter().position(Option::is_none))
+    }
+
+    /// Writes waiting requests into free room, then sends each touched
+    /// connection's in one write (pipelined requests go out together).
     fn dispatch(&mut self, bearer: &str, now_ms: u64, done: &mut Vec<(T, Outcome)>) {
-        while !self.queue.is_empty() {
-            let idle = self
-                .conns
-                .iter()
-                .position(|c| c.as_ref().is_some_and(|c| c.job.is_none()));
-            let slot = idle.or_else(|| self.conns.iter().position(Option::is_none));
-            let Some(slot) = slot else { return };
+        let mut in_flight = self.in_flight();
+        while !self.queue.is_empty() && in_flight < self.max_in_flight {
+            let Some(slot) = self.pick_slot() else { break };
             let Some(waiting) = self.queue.pop_front() else {
-                return;
+                break;
             };
             self.queued_bytes -= waiting.body.len();
             if self.conns[slot].is_none() {
@@ -329,8 +371,17 @@ impl<T> HttpPool<T> {
             );
             // A retried request is not retried again.
             conn.reused &= !waiting.retried;
-            conn.job = Some((waiting, now_ms + self.timeout_ms));
-            self.drive(slot, done);
+            conn.jobs.push_back((waiting, now_ms + self.timeout_ms));
+            in_flight += 1;
+            self.marks[slot] = Reading::Arrived;
+        }
+        for slot in 0..self.conns.len() {
+            if std::mem::take(&mut self.marks[slot]) != Reading::Skip {
+                // Only written: the answers are not there yet, and their
+                // arrival is an event of its own (a read now would be one
+                // `EAGAIN` per write).
+                self.drive(slot, Reading::Skip, done);
+            }
         }
     }
 
@@ -351,20 +402,25 @@ impl<T> HttpPool<T> {
             sock,
             tls,
             out: Vec::new(),
-            parser: ResponseParser::new(self.max_body),
-            job: None,
+            parser: ResponseParser::pipelined(self.max_body, self.depth),
+            jobs: VecDeque::new(),
             reused: false,
         })
     }
 
-    /// Writes and reads connection `slot`; settles its request when answered.
-    fn drive(&mut self, slot: usize, done: &mut Vec<(T, Outcome)>) {
+    /// Writes and reads (as `reading` says) connection `slot`; settles its
+    /// requests as they are answered.
+    fn drive(&mut self, slot: usize, reading: Reading, done: &mut Vec<(T, Outcome)>) {
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
         let chunk = &mut self.chunk;
         let (failure, eof) = match conn.tls.as_deref_mut() {
-            None => plain_io(&mut conn.sock, &mut conn.out, &mut conn.parser, chunk),
+            None => plain_io(
+                &mut conn.sock,
+                &mut conn.out,
+                (reading, &mut conn.parser, chunk),
+            ),
             Some(tls) => {
                 let parser = &mut conn.parser;
                 let wrote = http_tls::write(tls, &mut conn.sock, &mut conn.out);
@@ -375,64 +431,113 @@ impl<T> HttpPool<T> {
                 }
             }
         };
-        if conn.job.is_none() {
+        if conn.jobs.is_empty() {
             // An idle connection that closes or talks out of turn is dropped.
             if eof || failure.is_some() || !conn.parser.is_empty() {
-                self.close(slot);
+                self.close(slot, "connection closed", done);
             }
             return;
         }
-        let verdict = match failure {
-            Some(why) => Err(why),
-            None => match conn.parser.parse(eof) {
-                Parsed::Partial => return,
-                Parsed::Done(response) => Ok(response),
-                Parsed::Bad(why) => Err(why.to_string()),
-            },
-        };
-        let Some((mut waiting, _)) = conn.job.take() else {
-            return;
-        };
-        let answered_nothing = conn.parser.is_empty();
-        conn.parser.reset();
-        match verdict {
-            Ok(response) => {
-                if response.keep_alive {
-                    conn.reused = true;
-                } else {
-                    self.close(slot);
+        self.settle(slot, failure, eof, done);
+    }
+
+    /// Attributes the responses that arrived on `slot` to its requests in
+    /// order; on a failure (or a response closing the connection) every
+    /// request still in flight on it fails, never retried (it may have
+    /// reached the backend), but a lone request on a kept-alive, unpipelined
+    /// connection that got no byte is tried once more.
+    fn settle(
+        &mut self,
+        slot: usize,
+        failure: Option<String>,
+        eof: bool,
+        done: &mut Vec<(T, Outcome)>,
+    ) {
+        while let Some(conn) = self.conns[slot].as_mut() {
+            if conn.jobs.is_empty() {
+                // Closed after its last answer (no later edge tells), or
+                // more than was asked for: the backend talks out of turn.
+                if eof || !conn.parser.is_empty() {
+                    self.close(slot, "connection closed", done);
                 }
-                done.push((waiting.tag, Outcome::Answer(response)));
+                return;
             }
-            Err(why) => {
-                let again = conn.reused && answered_nothing;
-                self.close(slot);
-                if again {
-                    debug!("a kept-alive connection failed ({why}); retrying");
-                    waiting.retried = true;
-                    self.queued_bytes += waiting.body.len();
-                    self.queue.push_front(waiting);
-                } else {
-                    done.push((waiting.tag, Outcome::Failed(why)));
+            let answered_nothing = conn.parser.is_empty();
+            let verdict = match &failure {
+                Some(why) => Err(why.clone()),
+                None => match conn.parser.next(eof) {
+                    Parsed::Partial => return,
+                    Parsed::Done(response) => Ok(response),
+                    Parsed::Bad(why) => Err(why.to_string()),
+                },
+            };
+            let Some((mut waiting, _)) = conn.jobs.pop_front() else {
+                return;
+            };
+            match verdict {
+                Ok(response) => {
+                    let keep_alive = response.keep_alive;
+                    conn.reused |= keep_alive;
+                    done.push((waiting.tag, Outcome::Answer(response)));
+                    if !keep_alive {
+                        self.close(slot, "the backend closed the connection", done);
+                        return;
+                    }
+                }
+                Err(why) => {
+                    if self.depth == 1 && conn.reused && answered_nothing {
+                        debug!("a kept-alive connection failed ({why}); retrying");
+                        waiting.retried = true;
+                        self.queued_bytes += waiting.body.len();
+                        self.queue.push_front(waiting);
+                    } else {
+                        // First: its answer goes out before those behind it.
+                        done.push((waiting.tag, Outcome::Failed(why.clone())));
+                    }
+                    self.close(slot, &why, done);
+                    return;
                 }
             }
         }
     }
 
-    fn close(&mut self, slot: usize) {
+    /// Closes connection `slot`; the requests still in flight on it fail.
+    fn close(&mut self, slot: usize, why: &str, done: &mut Vec<(T, Outcome)>) {
         if let Some(mut conn) = self.conns[slot].take() {
             let _ = self.ready.registry().deregister(&mut conn.sock);
+            for (waiting, _) in conn.jobs {
+                done.push((waiting.tag, Outcome::Failed(why.to_string())));
+            }
         }
     }
 }
 
-/// Writes what is queued and reads what arrived on a plain socket (until
-/// it would block, or the parser holds all it may): (a failure, end of file).
+/// Connections for `max_in_flight` requests, `depth` on each.
+fn connections(max_in_flight: usize, depth: usize) -> usize {
+    max_in_flight.div_ceil(depth.max(1))
+}
+
+/// How far a connection is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+enum Reading {
+    /// Not at all (nothing arrived).
+    #[default]
+    Skip,
+    /// Until a short read: what arrives later is a new edge (Linux signals
+    /// each arrival), so no read to `WouldBlock`.
+    Arrived,
+    /// Until it would block or ends: the peer closed, and its end of file
+    /// may wait behind the data.
+    ToEnd,
+}
+
+/// Writes what is queued and reads what arrived on a plain socket (as
+/// `reading` says, and while the parser may hold more): (a failure, end
+/// of file).
 fn plain_io(
     sock: &mut TcpStream,
     out: &mut Vec<u8>,
-    parser: &mut ResponseParser,
-    chunk: &mut [u8],
+    (reading, parser, chunk): (Reading, &mut ResponseParser, &mut [u8]),
 ) -> (Option<String>, bool) {
     while !out.is_empty() {
         match retry(|| sock.write(out)) {
@@ -444,12 +549,13 @@ fn plain_io(
             Err(e) => return (Some(e.to_string()), false),
         }
     }
+    if reading == Reading::Skip {
+        return (None, false);
+    }
     while !parser.is_full() {
         match retry(|| sock.read(chunk)) {
             Ok(Some(0)) => return (None, true),
-            // A short read took all there was: what arrives later is a new
-            // edge (Linux signals each arrival), so no read to `WouldBlock`.
-            Ok(Some(n)) if n < chunk.len() => {
+            Ok(Some(n)) if n < chunk.len() && reading == Reading::Arrived => {
                 parser.feed(&chunk[..n]);
                 break;
             }
@@ -462,33 +568,5 @@ fn plain_io(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::split_url;
-
-    #[test]
-    fn urls_split() {
-        assert_eq!(
-            split_url("http://127.0.0.1:8000/tether/"),
-            Some((
-                "127.0.0.1:8000".into(),
-                "127.0.0.1".into(),
-                8000,
-                "/tether/".into()
-            ))
-        );
-        assert_eq!(
-            split_url("http://example.com"),
-            Some(("example.com".into(), "example.com".into(), 80, "/".into()))
-        );
-        assert_eq!(
-            split_url("http://[::1]:81/x?y"),
-            Some(("[::1]:81".into(), "::1".into(), 81, "/x?y".into()))
-        );
-        assert_eq!(
-            split_url("https://x/"),
-            Some(("x".into(), "x".into(), 443, "/".into()))
-        );
-        assert_eq!(split_url("ftp://x/"), None);
-        assert_eq!(split_url("http:///x"), None);
-    }
-}
+#[path = "http_pool_tests.rs"]
+mod tests;

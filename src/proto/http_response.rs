@@ -36,8 +36,12 @@ enum Body {
 pub struct ResponseParser {
     buf: Vec<u8>,
     max_body: usize,
-    /// Bytes arrived beyond `raw_bytes_bound`: dropped, the response is bad.
+    /// Bytes arrived beyond `bound`: dropped, the response is bad.
     over: bool,
+    /// Raw bytes held at most: `raw_bytes_bound` per response in flight.
+    bound: usize,
+    /// The bytes of the response the last `parse` found complete.
+    consumed: usize,
 }
 
 /// The most raw bytes a parser for bodies of `max_body` holds: a head,
@@ -48,16 +52,24 @@ pub const fn raw_bytes_bound(max_body: usize) -> usize {
 
 impl ResponseParser {
     pub fn new(max_body: usize) -> ResponseParser {
+        ResponseParser::pipelined(max_body, 1)
+    }
+
+    /// A parser for up to `depth` responses in flight on one connection
+    /// (HTTP/1.1 pipelining): it holds the raw bytes of that many.
+    pub fn pipelined(max_body: usize, depth: usize) -> ResponseParser {
         ResponseParser {
             buf: Vec::new(),
             max_body,
             over: false,
+            bound: raw_bytes_bound(max_body).saturating_mul(depth.max(1)),
+            consumed: 0,
         }
     }
 
     /// Bytes read from the connection (beyond the bound they are dropped).
     pub fn feed(&mut self, bytes: &[u8]) {
-        let room = raw_bytes_bound(self.max_body).saturating_sub(self.buf.len());
+        let room = self.bound.saturating_sub(self.buf.len());
         if bytes.len() > room {
             self.over = true;
         }
@@ -77,6 +89,17 @@ impl ResponseParser {
     pub fn reset(&mut self) {
         self.buf.clear();
         self.over = false;
+    }
+
+    /// The first response of those held, removed from them when complete:
+    /// responses come in the order of their requests, so calling it again
+    /// gives the next request's.
+    pub fn next(&mut self, eof: bool) -> Parsed {
+        let parsed = self.parse(eof);
+        if matches!(parsed, Parsed::Done(_)) {
+            self.buf.drain(..self.consumed.min(self.buf.len()));
+        }
+        parsed
     }
 
     /// What the bytes so far make; `eof`: the peer closed its side.
@@ -116,7 +139,9 @@ impl ResponseParser {
             }
         }
         let rest = &self.buf[head_len..];
-        let done = |body: Vec<u8>, keep_alive| {
+        let consumed = &mut self.consumed;
+        let mut done = |body: Vec<u8>, body_len: usize, keep_alive| {
+            *consumed = head_len + body_len;
             Parsed::Done(Response {
                 status,
                 body,
@@ -124,14 +149,14 @@ impl ResponseParser {
             })
         };
         match body {
-            Body::Length(n) if rest.len() >= n => done(rest[..n].to_vec(), keep_alive),
+            Body::Length(n) if rest.len() >= n => done(rest[..n].to_vec(), n, keep_alive),
             Body::Length(_) if eof => Parsed::Bad("connection closed"),
             Body::Length(_) => Parsed::Partial,
             Body::UntilClose if rest.len() > self.max_body => Parsed::Bad("response too large"),
-            Body::UntilClose if eof => done(rest.to_vec(), false),
+            Body::UntilClose if eof => done(rest.to_vec(), rest.len(), false),
             Body::UntilClose => Parsed::Partial,
             Body::Chunked => match dechunk(rest, self.max_body) {
-                Chunks::Done(body) => done(body, keep_alive),
+                Chunks::Done(body, len) => done(body, len, keep_alive),
                 Chunks::Partial if eof => Parsed::Bad("connection closed"),
                 Chunks::Partial => Parsed::Partial,
                 Chunks::Bad(why) => Parsed::Bad(why),
@@ -141,13 +166,15 @@ impl ResponseParser {
 }
 
 enum Chunks {
-    Done(Vec<u8>),
+    /// The body, and the bytes its chunks took.
+    Done(Vec<u8>, usize),
     Partial,
     Bad(&'static str),
 }
 
 /// Decodes a chunked body (trailers are skipped).
-fn dechunk(mut rest: &[u8], max: usize) -> Chunks {
+fn dechunk(all: &[u8], max: usize) -> Chunks {
+    let mut rest = all;
     let mut body = Vec::new();
     loop {
         let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
@@ -171,7 +198,7 @@ fn dechunk(mut rest: &[u8], max: usize) -> Chunks {
                     return Chunks::Partial;
                 };
                 if eol == 0 {
-                    return Chunks::Done(body);
+                    return Chunks::Done(body, all.len() - trailers.len() + 2);
                 }
                 trailers = &trailers[eol + 2..];
             }
@@ -239,6 +266,29 @@ mod tests {
         assert_eq!(parse(&chunked[..60], false), Parsed::Partial);
         let conn_close = b"HTTP/1.1 204 No\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(parse(conn_close, false), done(204, b"", false));
+    }
+
+    #[test]
+    fn pipelined_responses_come_out_in_order() {
+        let mut p = ResponseParser::pipelined(64, 3);
+        let first = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n\"a\"";
+        let second = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nb\r\n0\r\n\r\n";
+        let third = b"HTTP/1.1 503 No\r\nConnection: close\r\nContent-Length: 1\r\n\r\nc";
+        p.feed(&[first.as_slice(), second, &third[..10]].concat());
+        assert_eq!(p.next(false), done(200, b"\"a\"", true));
+        assert_eq!(p.next(false), done(200, b"b", true));
+        assert_eq!(p.next(false), Parsed::Partial);
+        p.feed(&third[10..]);
+        assert_eq!(p.next(false), done(503, b"c", false));
+        assert!(p.is_empty());
+        assert_eq!(p.next(true), Parsed::Bad("connection closed"));
+        // Three responses' raw bytes fit where one parser holds one.
+        let mut one = ResponseParser::new(64);
+        let mut three = ResponseParser::pipelined(64, 3);
+        let bytes = vec![b'x'; 2 * raw_bytes_bound(64)];
+        one.feed(&bytes);
+        three.feed(&bytes);
+        assert!(one.is_full() && !three.is_full());
     }
 
     #[test]

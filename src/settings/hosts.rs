@@ -12,6 +12,8 @@ use super::errors::SettingError;
 pub const MAX_HOST_NAME: usize = 32;
 /// Most requests one `url` host may have in flight.
 const MAX_IN_FLIGHT: usize = 1024;
+/// Requests one `url` host may pipeline on a connection.
+const MAX_PIPELINE: usize = 64;
 /// Notices a `url` host may ask for.
 const NOTICES: [&str; 2] = ["client_joined", "client_left"];
 
@@ -33,6 +35,9 @@ pub struct BridgedHost {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<String>,
     pub max_in_flight: usize,
+    /// `url` hosts: requests pipelined on one kept-alive connection at most
+    /// (HTTP/1.1 pipelining, opt-in; 1: one at a time).
+    pub pipeline: usize,
     /// `https://` hosts: a PEM file of CAs to verify against instead of the system's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
@@ -48,6 +53,7 @@ impl Default for BridgedHost {
             events: BTreeMap::new(),
             notify: Vec::new(),
             max_in_flight: 8,
+            pipeline: 1,
             ca: None,
         }
     }
@@ -132,6 +138,13 @@ pub(super) fn check_hosts(hosts: &[BridgedHost], errors: &mut Vec<SettingError>)
         if !(1..=MAX_IN_FLIGHT).contains(&host.max_in_flight) {
             fail(at("max_in_flight"), "must be from 1 to 1024");
         }
+        if !(1..=MAX_PIPELINE).contains(&host.pipeline) {
+            fail(at("pipeline"), "must be from 1 to 64");
+        } else if host.pipeline > 1 && host.command.is_some() {
+            fail(at("pipeline"), "`pipeline` is for `url` hosts");
+        } else if host.pipeline > host.max_in_flight.max(1) {
+            fail(at("pipeline"), "must not be over `max_in_flight`");
+        }
     }
 }
 
@@ -184,5 +197,37 @@ mod tests {
         );
         let errors = parse(r#"{"hosts":[{"name":"a","command":["p"],"nope":1}]}"#).unwrap_err();
         assert_eq!(keys(&errors), ["hosts[0].nope"]);
+    }
+
+    #[test]
+    fn pipeline_is_checked() {
+        let ok =
+            parse(r#"{"hosts":[{"name":"p","url":"http://x","max_in_flight":32,"pipeline":8}]}"#)
+                .unwrap();
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(
+            parse("{\"hosts\":[{\"name\":\"p\",\"url\":\"http://x\"}]}")
+                .unwrap()
+                .hosts[0]
+                .pipeline,
+            1
+        );
+        let errors = parse(
+            r#"{"hosts":[{"name":"p","url":"http://x","max_in_flight":4,"pipeline":5},
+            {"name":"q","url":"http://x","pipeline":0},{"name":"r","command":["p"],"pipeline":2},
+            {"name":"s","url":"http://x","max_in_flight":128,"pipeline":65}]}"#,
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            keys(&errors),
+            [
+                "hosts[0].pipeline",
+                "hosts[1].pipeline",
+                "hosts[2].pipeline",
+                "hosts[3].pipeline"
+            ]
+        );
     }
 }

@@ -22,6 +22,7 @@ use tungstenite::handshake::HandshakeError;
 use tungstenite::http::{HeaderName, HeaderValue};
 use tungstenite::{Message, WebSocket};
 
+pub mod backend;
 pub mod browser;
 pub mod cluster;
 pub mod control;
