@@ -4,6 +4,7 @@
 use super::error::TlsError;
 use super::seal::SEALED_LIMIT;
 use super::session::{TlsSession, HELD_LIMIT};
+use super::traffic::CaptureSecrets;
 use crate::gateway::pool::{LARGE_BUF_SIZE, MAX_FREE_LARGE};
 use crate::settings::TlsSettings;
 use rustls::pki_types::pem::{self, PemObject};
@@ -144,6 +145,8 @@ fn load_config(cert: &Path, key: &Path) -> Result<(Arc<ServerConfig>, String), T
     // Past the handshake, TLS 1.3 sessions move to our record layer
     // (`record`), which takes the traffic keys out of rustls.
     config.enable_secret_extraction = true;
+    // ... and the traffic secrets, for their key updates (kept in memory only).
+    config.key_log = Arc::new(CaptureSecrets);
     // The server's order (`provider`), so that browsers, which list
     // AES-128 first, get a suite whose sessions move to the record layer.
     config.ignore_client_order = true;
