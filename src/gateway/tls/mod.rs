@@ -24,6 +24,7 @@ mod records_io;
 mod records_tests;
 mod seal;
 mod session;
+mod suites;
 mod traffic;
 
 pub use config::{
