@@ -128,8 +128,9 @@ fn an_idle_session_holds_no_buffer() {
     );
     assert_eq!(pool.lent, 0, "no buffer lent");
     // Past the handshake a TLS 1.3 session keeps only its two keys and
-    // rustls' key schedule (for KeyUpdate), not rustls' connection state
-    // (3.4 KiB) or expanded AEAD keys: about 1.1 KiB with the cache's share.
-    assert!(per_session < 1280, "{per_session} bytes per idle session");
+    // traffic secrets (for KeyUpdate), not rustls' connection state (3.4
+    // KiB), its key schedule or expanded AEAD keys: about 0.4 KiB with the
+    // cache's share.
+    assert!(per_session < 512, "{per_session} bytes per idle session");
     drop(sessions);
 }

@@ -4,6 +4,8 @@
 use super::error::TlsError;
 use super::seal::SEALED_LIMIT;
 use super::session::{TlsSession, HELD_LIMIT};
+use super::suites::tls13_order_here;
+use super::traffic::CaptureSecrets;
 use crate::gateway::pool::{LARGE_BUF_SIZE, MAX_FREE_LARGE};
 use crate::settings::TlsSettings;
 use rustls::pki_types::pem::{self, PemObject};
@@ -144,23 +146,21 @@ fn load_config(cert: &Path, key: &Path) -> Result<(Arc<ServerConfig>, String), T
     // Past the handshake, TLS 1.3 sessions move to our record layer
     // (`record`), which takes the traffic keys out of rustls.
     config.enable_secret_extraction = true;
+    // ... and the traffic secrets, for their key updates (kept in memory only).
+    config.key_log = Arc::new(CaptureSecrets);
     // The server's order (`provider`), so that browsers, which list
-    // AES-128 first, get a suite whose sessions move to the record layer.
+    // AES-128 first, get a suite whose sessions move to the record layer,
+    // and boards without AES instructions get ChaCha20.
     config.ignore_client_order = true;
     Ok((Arc::new(config), fingerprint))
 }
 
-/// ring, with the TLS 1.3 suites in the order the server picks them:
-/// first those with 32-byte keys, which the record layer takes over from
-/// rustls (AES-128 sessions stay with rustls for life).
+/// ring, with the TLS 1.3 suites in the order the server picks them
+/// (`suites`): those with 32-byte keys first, which the record layer takes
+/// over from rustls (AES-128 sessions stay with rustls for life).
 fn provider() -> rustls::crypto::CryptoProvider {
-    use rustls::crypto::ring::cipher_suite as suite;
     let mut provider = rustls::crypto::ring::default_provider();
-    let tls13_first = [
-        suite::TLS13_AES_256_GCM_SHA384,
-        suite::TLS13_CHACHA20_POLY1305_SHA256,
-        suite::TLS13_AES_128_GCM_SHA256,
-    ];
+    let tls13_first = tls13_order_here();
     provider.cipher_suites.retain(|s| !tls13_first.contains(s));
     provider.cipher_suites.splice(0..0, tls13_first);
     provider

@@ -13,6 +13,7 @@ use super::seal::{seal_and_send, seal_handshake, seal_with, Sealer};
 #[cfg(test)]
 use super::session::HELD_LIMIT;
 use super::session::{Stage, TlsSession};
+use super::traffic;
 use crate::gateway::outqueue::OutQueue;
 use crate::gateway::pool::BufPool;
 use rustls::unbuffered::ConnectionState;
@@ -52,7 +53,9 @@ pub fn feed(
             }
             Stage::Gone => return TlsRead::Failed("TLS session gone".into()),
         };
+        traffic::begin();
         let status = conn.process_tls_records(input.unprocessed());
+        traffic::collect(&mut session.captured);
         let discard = status.discard;
         let step = match status.state {
             Ok(ConnectionState::ReadTraffic(mut traffic)) => {
@@ -123,7 +126,9 @@ fn seal_alert(session: &mut TlsSession, input: &mut Input<'_>, pool: &mut BufPoo
     let Stage::Rustls(conn) = &mut session.stage else {
         return;
     };
+    traffic::begin();
     let status = conn.process_tls_records(input.unprocessed());
+    traffic::collect(&mut session.captured);
     let discard = status.discard;
     if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
         let _ = seal_handshake(&mut session.sealed, &mut encode, pool);
@@ -161,7 +166,9 @@ pub fn flush(
             Stage::Gone => return Err(io::Error::other("TLS session gone")),
         };
         let held = session.held.as_deref_mut().unwrap_or(&mut []);
+        traffic::begin();
         let status = conn.process_tls_records(held);
+        traffic::collect(&mut session.captured);
         let discard = status.discard;
         let mut hand_over = false;
         let done = match status.state {
@@ -225,7 +232,9 @@ pub fn close_notify(session: &mut TlsSession, pool: &mut BufPool) -> io::Result<
         Stage::Gone => return Ok(()),
     };
     let held = session.held.as_deref_mut().unwrap_or(&mut []);
+    traffic::begin();
     let status = conn.process_tls_records(held);
+    traffic::collect(&mut session.captured);
     let discard = status.discard;
     let sealed = match status.state {
         Ok(ConnectionState::WriteTraffic(mut traffic)) => {

@@ -24,6 +24,8 @@ mod records_io;
 mod records_tests;
 mod seal;
 mod session;
+mod suites;
+mod traffic;
 
 pub use config::{
     check, ensure_self_signed, per_connection_ceiling, read_pair, self_signed_names,

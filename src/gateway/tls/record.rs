@@ -1,25 +1,25 @@
 //! The TLS 1.3 record layer of a session past its handshake (RFC 8446 §5),
 //! sans-IO: records in, plaintext out, and the reverse. rustls does the
-//! handshake, then hands the session over as its traffic keys and a
-//! [`KernelConnection`] (which derives the next keys on a KeyUpdate); the
-//! sealing and opening are rustls' own AEAD objects, built from the stored
+//! handshake, then hands the session over as its traffic keys, with the
+//! traffic secrets our key logger caught (`traffic`) to derive the next
+//! keys on a KeyUpdate; the sealing and opening are rustls' own AEAD objects, built from the stored
 //! key bytes only while records are in flight. Here is only the framing:
 //! the 5-byte header, the length bounds, sequence numbers, the inner
 //! content type, and what alerts and post-handshake messages mean.
 //!
-//! An idle session so holds two keys, two sequence numbers and the key
-//! schedule, not rustls' whole connection and two expanded AEAD keys.
+//! An idle session so holds two keys, two secrets and two sequence
+//! numbers, not rustls' whole connection and two expanded AEAD keys.
 
+use super::traffic::{Captured, TrafficSecret};
 use rustls::crypto::cipher::{
     AeadKey, InboundOpaqueMessage, Iv, MessageDecrypter, MessageEncrypter, OutboundChunks,
     OutboundPlainMessage,
 };
-use rustls::kernel::KernelConnection;
-use rustls::server::ServerConnectionData;
 use rustls::{
     AlertDescription, ConnectionTrafficSecrets, ContentType, ExtractedSecrets, ProtocolVersion,
     SupportedCipherSuite, Tls13CipherSuite,
 };
+use zeroize::Zeroize;
 
 /// Plaintext in one record (RFC 8446 §5.1).
 pub const MAX_PLAINTEXT: usize = 1 << 14;
@@ -97,25 +97,54 @@ pub enum Inbound<'a> {
     Nothing,
 }
 
-/// One direction's key, IV and next sequence number.
+/// One direction's key, IV, the secret they came from, and the next
+/// sequence number.
 struct Keys {
     key: [u8; KEY_LEN],
     iv: [u8; 12],
+    secret: TrafficSecret,
     seq: u64,
 }
 
 impl Keys {
-    fn new((seq, secrets): (u64, ConnectionTrafficSecrets)) -> Option<Keys> {
+    /// The keys rustls extracted, with the secret the logger caught for
+    /// them: one that does not make the same key belongs to another
+    /// connection (or was not caught), and the session is refused.
+    fn new(
+        (seq, secrets): (u64, ConnectionTrafficSecrets),
+        secret: Option<TrafficSecret>,
+        suite: &Tls13CipherSuite,
+    ) -> Result<Keys, String> {
         let (key, iv) = match secrets {
             ConnectionTrafficSecrets::Aes256Gcm { key, iv }
             | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key, iv),
-            _ => return None,
+            _ => return Err("TLS session with a suite the record layer does not take".into()),
         };
+        let secret = secret.ok_or("TLS traffic secret not caught during the handshake")?;
+        let keys =
+            Keys::derive(secret, seq, suite).ok_or("TLS traffic secret of the wrong length")?;
+        if keys.key[..] != *key.as_ref() || keys.iv[..] != *iv.as_ref() {
+            return Err("TLS traffic secret caught for another session".into());
+        }
+        Ok(keys)
+    }
+
+    fn derive(secret: TrafficSecret, seq: u64, suite: &Tls13CipherSuite) -> Option<Keys> {
+        let (key, iv) = secret.key_iv::<KEY_LEN>(suite)?;
         Some(Keys {
-            key: key.as_ref().try_into().ok()?,
-            iv: iv.as_ref().try_into().ok()?,
+            key,
+            iv,
+            secret,
             seq,
         })
+    }
+
+    /// The next generation (RFC 8446 §7.2), its sequence numbers from 0.
+    fn next(&self, suite: &Tls13CipherSuite) -> Result<Keys, Fatal> {
+        self.secret
+            .next(suite)
+            .and_then(|secret| Keys::derive(secret, 0, suite))
+            .ok_or_else(|| Fatal::new(AlertDescription::InternalError, "key update failed"))
     }
 
     fn parts(&self) -> (AeadKey, Iv) {
@@ -136,14 +165,12 @@ impl Keys {
 impl Drop for Keys {
     fn drop(&mut self) {
         // Best effort: key bytes do not outlive the session in the heap.
-        self.key = [0; KEY_LEN];
-        std::hint::black_box(&self.key);
+        self.key.zeroize();
     }
 }
 
 /// A TLS 1.3 session's record layer.
 pub struct RecordLayer {
-    kernel: KernelConnection<ServerConnectionData>,
     suite: &'static Tls13CipherSuite,
     tx: Keys,
     rx: Keys,
@@ -157,18 +184,20 @@ pub fn fits(suite: Option<SupportedCipherSuite>) -> bool {
 }
 
 impl RecordLayer {
-    /// None when the suite is not one [`fits`] takes.
+    /// The session with rustls' extracted keys and the secrets caught for
+    /// it; the error says why it cannot move (a suite [`fits`] does not
+    /// take, or secrets missing or not this session's).
     pub fn new(
         secrets: ExtractedSecrets,
-        kernel: KernelConnection<ServerConnectionData>,
-    ) -> Option<RecordLayer> {
-        let SupportedCipherSuite::Tls13(suite) = kernel.negotiated_cipher_suite() else {
-            return None;
+        suite: SupportedCipherSuite,
+        captured: Captured,
+    ) -> Result<RecordLayer, String> {
+        let SupportedCipherSuite::Tls13(suite) = suite else {
+            return Err("TLS session with a suite the record layer does not take".into());
         };
-        Some(RecordLayer {
-            tx: Keys::new(secrets.tx)?,
-            rx: Keys::new(secrets.rx)?,
-            kernel,
+        Ok(RecordLayer {
+            tx: Keys::new(secrets.tx, captured.server, suite)?,
+            rx: Keys::new(secrets.rx, captured.client, suite)?,
             suite,
             tx_closed: false,
         })
@@ -183,6 +212,15 @@ impl RecordLayer {
     #[cfg(test)]
     pub fn set_tx_seq(&mut self, seq: u64) {
         self.tx.seq = seq;
+    }
+
+    /// Moves both directions to their next keys and returns them (send
+    /// key and IV, then receive), as a KeyUpdate each way would.
+    #[cfg(test)]
+    pub fn step_keys(&mut self) -> [([u8; KEY_LEN], [u8; 12]); 2] {
+        self.tx = self.tx.next(self.suite).unwrap();
+        self.rx = self.rx.next(self.suite).unwrap();
+        [(self.tx.key, self.tx.iv), (self.rx.key, self.rx.iv)]
     }
 
     /// The AEAD for the records read now (build once per batch of reads;
@@ -256,7 +294,7 @@ impl RecordLayer {
                 ))
             }
         };
-        self.rx = next_keys(self.kernel.update_rx_secret())?;
+        self.rx = self.rx.next(self.suite)?;
         Ok(Inbound::KeyUpdated { reply })
     }
 
@@ -299,7 +337,7 @@ impl RecordLayer {
     ) -> Result<usize, Fatal> {
         let message = [KEY_UPDATE, 0, 0, 1, u8::from(request)];
         let used = self.seal_one(sealer.as_mut(), ContentType::Handshake, &message, out)?;
-        self.tx = next_keys(self.kernel.update_tx_secret())?;
+        self.tx = self.tx.next(self.suite)?;
         *sealer = self.sealer();
         Ok(used)
     }
@@ -362,17 +400,6 @@ impl RecordLayer {
             .copy_from_slice(&record);
         Ok(used)
     }
-}
-
-/// The keys after a key update, from what [`KernelConnection`] derived.
-fn next_keys(next: Result<(u64, ConnectionTrafficSecrets), rustls::Error>) -> Result<Keys, Fatal> {
-    let next = next.map_err(|e| Fatal::new(AlertDescription::InternalError, e.to_string()))?;
-    Keys::new(next).ok_or_else(|| {
-        Fatal::new(
-            AlertDescription::InternalError,
-            "key update changed the key size",
-        )
-    })
 }
 
 /// An alert record's meaning: close_notify ends the session cleanly,

@@ -180,3 +180,76 @@ fn close_notify_reaches_the_peer() {
         TlsRead::Closed
     );
 }
+
+/// Our key updates against rustls' own (its kernel connection, kept by
+/// the hand-over in tests), several generations, both directions.
+fn keys_match_rustls(mut server: TlsSession) {
+    let mut kernel = super::session::KEPT_KERNEL
+        .with(|kept| kept.borrow_mut().take())
+        .expect("the hand-over kept the kernel connection");
+    let Stage::Records(layer) = &mut server.stage else {
+        panic!("not on the record layer");
+    };
+    let parts = |next: Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error>| match next
+        .unwrap()
+    {
+        (0, rustls::ConnectionTrafficSecrets::Aes256Gcm { key, iv })
+        | (0, rustls::ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv }) => {
+            (key.as_ref().to_vec(), iv.as_ref().to_vec())
+        }
+        _ => panic!("unexpected secrets"),
+    };
+    for _ in 0..3 {
+        let [(tx_key, tx_iv), (rx_key, rx_iv)] = layer.step_keys();
+        assert_eq!(
+            parts(kernel.update_tx_secret()),
+            (tx_key.to_vec(), tx_iv.to_vec())
+        );
+        assert_eq!(
+            parts(kernel.update_rx_secret()),
+            (rx_key.to_vec(), rx_iv.to_vec())
+        );
+    }
+}
+
+#[test]
+fn key_updates_derive_the_keys_rustls_derives() {
+    let (server, _, _, _) = established(&rcgen::PKCS_ED25519, "derive");
+    keys_match_rustls(server);
+    let chacha = [cipher_suite::TLS13_CHACHA20_POLY1305_SHA256];
+    let (server, client, _, _) = established_with(&chacha, &[&rustls::version::TLS13]);
+    assert_eq!(client.negotiated_cipher_suite(), Some(chacha[0]));
+    keys_match_rustls(server);
+}
+
+#[test]
+fn key_updates_started_by_either_side_keep_the_session() {
+    let (mut server, mut client, mut out, mut pool) = established(&rcgen::PKCS_ED25519, "updates");
+    for round in 0..3 {
+        client.refresh_traffic_keys().unwrap();
+        echo(
+            &mut server,
+            &mut client,
+            &mut out,
+            &mut pool,
+            b"client updated",
+        );
+        let Stage::Records(layer) = &mut server.stage else {
+            panic!("not on the record layer");
+        };
+        // The server's own update, unrequested (as at the confidentiality
+        // limit), which the client must open and follow.
+        let mut sealer = layer.sealer();
+        let mut record = [0u8; 64];
+        let used = layer.key_update(&mut sealer, false, &mut record).unwrap();
+        server_to_client(&mut client, &record[..used]);
+        let text = format!("server updated {round}");
+        echo(
+            &mut server,
+            &mut client,
+            &mut out,
+            &mut pool,
+            text.as_bytes(),
+        );
+    }
+}

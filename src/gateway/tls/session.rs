@@ -5,6 +5,7 @@
 
 use super::record::{self, RecordLayer};
 use super::seal::Sealed;
+use super::traffic::Captured;
 use crate::gateway::pool::BufPool;
 use rustls::server::UnbufferedServerConnection;
 
@@ -32,6 +33,15 @@ pub fn keep_freed_heap() {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// The kernel connection of the last session handed over on this
+    /// thread, which tests compare our key updates with.
+    pub(super) static KEPT_KERNEL: std::cell::RefCell<
+        Option<rustls::kernel::KernelConnection<rustls::server::ServerConnectionData>>,
+    > = const { std::cell::RefCell::new(None) };
+}
+
 /// Who runs the session's records.
 pub(super) enum Stage {
     /// rustls: the handshake, and TLS 1.2 or AES-128 sessions for life.
@@ -50,6 +60,9 @@ pub struct TlsSession {
     pub(super) sealed: Sealed,
     /// rustls reported the peer's close_notify (it does so only once).
     pub(super) peer_closed: bool,
+    /// The traffic secrets caught during the handshake (`traffic::collect`
+    /// after each call into rustls), until the hand-over takes them.
+    pub(super) captured: Option<Box<Captured>>,
 }
 
 impl TlsSession {
@@ -59,6 +72,7 @@ impl TlsSession {
             held: None,
             sealed: Sealed::default(),
             peer_closed: false,
+            captured: None,
         }
     }
 
@@ -75,16 +89,21 @@ impl TlsSession {
     }
 
     /// Hands the session from rustls to [`RecordLayer`]: rustls' state
-    /// goes, its traffic keys and key schedule stay.
+    /// goes, its traffic keys and the secrets caught for them stay.
     pub(super) fn compact(&mut self) -> Result<(), String> {
         let Stage::Rustls(conn) = std::mem::replace(&mut self.stage, Stage::Gone) else {
             return Err("TLS session already handed over".into());
         };
+        let captured = self.captured.take().map(|c| *c).unwrap_or_default();
         let (secrets, kernel) = conn
             .dangerous_into_kernel_connection()
             .map_err(|e| e.to_string())?;
-        let layer = RecordLayer::new(secrets, kernel)
-            .ok_or("TLS session with a suite the record layer does not take")?;
+        // The kernel connection would only derive key updates, which the
+        // caught secrets do: it goes with the rest of rustls' state (tests
+        // keep it to compare with).
+        let layer = RecordLayer::new(secrets, kernel.negotiated_cipher_suite(), captured)?;
+        #[cfg(test)]
+        KEPT_KERNEL.with(|kept| *kept.borrow_mut() = Some(kernel));
         self.stage = Stage::Records(Box::new(layer));
         Ok(())
     }
@@ -161,10 +180,9 @@ mod tests {
     #[ignore = "prints the session's size"]
     fn session_size() {
         println!(
-            "TlsSession {} RecordLayer {} KernelConnection {} LessSafeKey {} UnbufferedServerConnection {} ServerConnection {}",
+            "TlsSession {} RecordLayer {} LessSafeKey {} UnbufferedServerConnection {} ServerConnection {}",
             std::mem::size_of::<TlsSession>(),
             std::mem::size_of::<RecordLayer>(),
-            std::mem::size_of::<rustls::kernel::KernelConnection<rustls::server::ServerConnectionData>>(),
             std::mem::size_of::<ring::aead::LessSafeKey>(),
             std::mem::size_of::<UnbufferedServerConnection>(),
             std::mem::size_of::<rustls::ServerConnection>()
