@@ -64,10 +64,7 @@ fn a_killed_node_is_gone_within_three_heartbeats() {
 #[test]
 fn redis_down_keeps_local_delivery_then_cross_node_resumes() {
     let mut redis = Redis::start(None);
-    let a = node(&redis, "a");
-    let b = node(&redis, "b");
-    joined(&a, "a");
-    joined(&b, "b");
+    let (a, b) = joined_nodes(&redis);
     let mut on_a = member(&a, "alice", "lobby");
     let mut on_b = member(&b, "bob", "lobby");
     let mut publisher = member(&a, "pub", "lobby");
@@ -158,10 +155,7 @@ fn a_node_with_another_jwt_secret_does_not_join() {
 #[test]
 fn the_redis_password_is_in_no_log() {
     let redis = Redis::start(Some(REDIS_PASSWORD));
-    let a = node(&redis, "a");
-    let b = node(&redis, "b");
-    joined(&a, "a");
-    joined(&b, "b");
+    let (a, b) = joined_nodes(&redis);
     let mut on_b = member(&b, "bob", "lobby");
     let mut publisher = member(&a, "pub", "lobby");
     publish(&mut publisher, "lobby", 7);
@@ -335,10 +329,7 @@ fn a_stopped_node_is_gone_at_once_and_its_name_free() {
 #[test]
 fn nodes_over_a_unix_socket() {
     let redis = Redis::start_unix();
-    let a = node(&redis, "a");
-    let b = node(&redis, "b");
-    joined(&a, "a");
-    joined(&b, "b");
+    let (a, b) = joined_nodes(&redis);
     let mut on_b = member(&b, "bob", "lobby");
     let mut publisher = member(&a, "pub", "lobby");
     publish(&mut publisher, "lobby", 5);

@@ -297,10 +297,7 @@ fn api_publish_reaches_a_client_of_another_node() {
 #[test]
 fn registrations_while_redis_is_down_are_settled_when_it_is_back() {
     let mut redis = Redis::start(None);
-    let a = node(&redis, "a");
-    let b = node(&redis, "b");
-    joined(&a, "a");
-    joined(&b, "b");
+    let (a, b) = joined_nodes(&redis);
     redis.kill();
     wait_health(&a, "a degraded", |h| h["status"] == "degraded");
     wait_health(&b, "b degraded", |h| h["status"] == "degraded");

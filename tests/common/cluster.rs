@@ -115,12 +115,20 @@ pub fn node_with(redis: &Redis, name: &str, envs: &[(&str, &str)]) -> Server {
 }
 
 pub fn node_beating(redis: &Redis, name: &str, envs: &[(&str, &str)], heartbeat_ms: u64) -> Server {
-    let settings = json!({
+    node_from(
+        name,
+        node_settings(redis, name, heartbeat_ms, REQUEST_TIMEOUT_MS),
+        envs,
+    )
+}
+
+/// The settings of a test node: its heartbeat and host request timeout.
+fn node_settings(redis: &Redis, name: &str, heartbeat_ms: u64, request_timeout_ms: u64) -> Value {
+    json!({
         "cluster": {"redis": redis.url(), "node": name, "heartbeat_ms": heartbeat_ms},
         "limits": {"max_messages_per_minute": 10000},
-        "host": {"request_timeout_ms": REQUEST_TIMEOUT_MS}
-    });
-    node_from(name, settings, envs)
+        "host": {"request_timeout_ms": request_timeout_ms}
+    })
 }
 
 /// A node started with `settings` in a directory of its own (kept).
@@ -134,11 +142,17 @@ pub fn node_from(name: &str, settings: Value, envs: &[(&str, &str)]) -> Server {
 /// A Redis and two joined nodes, `a` and `b`.
 pub fn two_nodes() -> (Redis, Server, Server) {
     let redis = Redis::start(None);
-    let a = node(&redis, "a");
-    let b = node(&redis, "b");
+    let (a, b) = joined_nodes(&redis);
+    (redis, a, b)
+}
+
+/// Nodes `a` and `b` on `redis`, once both have joined.
+pub fn joined_nodes(redis: &Redis) -> (Server, Server) {
+    let a = node(redis, "a");
+    let b = node(redis, "b");
     joined(&a, "a");
     joined(&b, "b");
-    (redis, a, b)
+    (a, b)
 }
 
 /// [`two_nodes`] with another heartbeat (timing assertions in heartbeats
@@ -148,15 +162,17 @@ pub fn two_nodes() -> (Redis, Server, Server) {
 pub fn two_nodes_beating(heartbeat_ms: u64) -> (Redis, Server, Server) {
     let redis = Redis::start(None);
     let envs = [("JWT_SECRET", SECRET)];
-    let settings = |name: &str| {
-        json!({
-            "cluster": {"redis": redis.url(), "node": name, "heartbeat_ms": heartbeat_ms},
-            "limits": {"max_messages_per_minute": 10000},
-            "host": {"request_timeout_ms": 8 * heartbeat_ms}
-        })
-    };
-    let a = node_from("a", settings("a"), &envs);
-    let b = node_from("b", settings("b"), &envs);
+    let timeout_ms = 8 * heartbeat_ms;
+    let a = node_from(
+        "a",
+        node_settings(&redis, "a", heartbeat_ms, timeout_ms),
+        &envs,
+    );
+    let b = node_from(
+        "b",
+        node_settings(&redis, "b", heartbeat_ms, timeout_ms),
+        &envs,
+    );
     joined(&a, "a");
     joined(&b, "b");
     (redis, a, b)
